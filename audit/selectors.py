@@ -1,0 +1,78 @@
+"""Reading the audit trail: per-tenant listing and chain verification."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from django.db.models import QuerySet
+
+from audit.models import AuditEvent
+
+
+def audit_events_for_tenant(
+    *, tenant, action: str = "", actor: str = "", since=None, until=None
+) -> QuerySet[AuditEvent]:
+    """The tenant's own events, newest first, optionally filtered."""
+    events = AuditEvent.objects.filter(tenant=tenant).select_related("tenant")
+    if action:
+        events = events.filter(action=action)
+    if actor:
+        events = events.filter(actor_label__icontains=actor)
+    if since:
+        events = events.filter(created_at__gte=since)
+    if until:
+        events = events.filter(created_at__lt=until)
+    return events.order_by("-created_at", "-seq")
+
+
+def audit_actions_for_tenant(*, tenant) -> list[str]:
+    return list(
+        AuditEvent.objects.filter(tenant=tenant)
+        .order_by("action")
+        .values_list("action", flat=True)
+        .distinct()
+    )
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    chain: str
+    seq: int
+    code: str
+    reason: str
+
+
+def audit_chain_verify() -> Iterator[tuple[str, int, ChainBreak | None]]:
+    """For each chain: its key, the number of events checked, and the first break."""
+    chains = (
+        AuditEvent.objects.order_by("chain").values_list("chain", flat=True).distinct()
+    )
+    for key in chains:
+        expected_prev = "0" * 64
+        expected_seq = 1
+        checked = 0
+        broken = None
+        events = (
+            AuditEvent.objects.filter(chain=key)
+            .select_related("tenant")
+            .order_by("seq")
+            .iterator(chunk_size=2000)
+        )
+        for event in events:
+            checked += 1
+            if event.seq != expected_seq:
+                broken = ChainBreak(
+                    key, expected_seq, "", f"event #{expected_seq} is missing"
+                )
+            elif event.prev_hash != expected_prev:
+                broken = ChainBreak(
+                    key, event.seq, str(event.code), "link to the previous event broken"
+                )
+            elif event.compute_hash() != event.hash:
+                broken = ChainBreak(
+                    key, event.seq, str(event.code), "content changed after it was written"
+                )
+            if broken:
+                break
+            expected_prev = event.hash
+            expected_seq += 1
+        yield key, checked, broken

@@ -1,0 +1,9 @@
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("tenants.urls")),
+    path("", include("devices.urls")),
+    path("audit/", include("audit.urls")),
+]

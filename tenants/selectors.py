@@ -1,0 +1,112 @@
+"""The access layer for tenancy.
+
+Every entry point (page, API, consumer, bridge) turns "this user, in this tenant" into a
+Membership here, then asks the app's own access functions for objects. Missing and
+foreign objects raise Http404 alike; a role too low raises PermissionDenied.
+"""
+
+import uuid
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404
+
+from tenants.models import Invitation, Membership, Tenant, User
+from tenants.roles import MINIMUM_ROLE, Action, role_allows
+
+
+class TenantSuspended(PermissionDenied):
+    """The tenant is suspended: its members may log in but not use it."""
+
+
+def parse_code(code) -> uuid.UUID:
+    """A public UUID code from a URL or payload; anything else is 'not found'."""
+    if isinstance(code, uuid.UUID):
+        return code
+    try:
+        return uuid.UUID(str(code))
+    except (ValueError, TypeError, AttributeError):
+        raise Http404("Not found.") from None
+
+
+def memberships_for_user(*, user: User) -> QuerySet[Membership]:
+    if not user.is_authenticated:
+        return Membership.objects.none()
+    return Membership.objects.filter(user=user).select_related("tenant")
+
+
+def membership_for_user(*, user: User, tenant_code=None) -> Membership:
+    """The user's membership in the given tenant, or their first one.
+
+    Raises Http404 when the user is not a member (whether or not the tenant exists).
+    """
+    memberships = memberships_for_user(user=user).order_by("tenant__name")
+    if tenant_code is not None:
+        memberships = memberships.filter(tenant__code=parse_code(tenant_code))
+    membership = memberships.first()
+    if membership is None:
+        raise Http404("Not found.")
+    return membership
+
+
+def membership_require(*, membership: Membership, action: str) -> Membership:
+    """Check that the member's role allows the action in an active tenant."""
+    if not membership.tenant.is_active:
+        raise TenantSuspended(
+            f"{membership.tenant.name} is suspended. Contact poolsaas support."
+        )
+    if not role_allows(membership.role, action):
+        needed = MINIMUM_ROLE[Action(action)]
+        raise PermissionDenied(
+            f"This needs the {needed.label.lower()} role or higher; "
+            f"you are {membership.get_role_display().lower()}."
+        )
+    return membership
+
+
+def tenant_members(*, membership: Membership) -> QuerySet[Membership]:
+    membership_require(membership=membership, action=Action.VIEW)
+    return (
+        Membership.objects.filter(tenant_id=membership.tenant_id)
+        .select_related("user")
+        .order_by("user__email")
+    )
+
+
+def member_get_for_user(*, membership: Membership, code, action: str) -> Membership:
+    """Another membership of the caller's tenant, for team management."""
+    try:
+        target = Membership.objects.select_related("user", "tenant").get(
+            tenant_id=membership.tenant_id, code=parse_code(code)
+        )
+    except Membership.DoesNotExist:
+        raise Http404("Not found.") from None
+    membership_require(membership=membership, action=action)
+    return target
+
+
+def invitations_pending(*, membership: Membership) -> QuerySet[Invitation]:
+    from django.utils import timezone
+
+    membership_require(membership=membership, action=Action.MANAGE)
+    return Invitation.objects.filter(
+        tenant_id=membership.tenant_id,
+        accepted_at__isnull=True,
+        revoked_at__isnull=True,
+        expires_at__gt=timezone.now(),
+    ).select_related("invited_by")
+
+
+def invitation_get_for_user(*, membership: Membership, code) -> Invitation:
+    try:
+        invitation = Invitation.objects.get(
+            tenant_id=membership.tenant_id, code=parse_code(code)
+        )
+    except Invitation.DoesNotExist:
+        raise Http404("Not found.") from None
+    membership_require(membership=membership, action=Action.MANAGE)
+    return invitation
+
+
+def tenant_owner_count(*, tenant: Tenant) -> int:
+    return Membership.objects.filter(tenant=tenant, role="owner").count()

@@ -1,0 +1,272 @@
+"""Writes for tenancy and identity. Each state change lives here once and is called by
+pages, the API and admin alike; each writes its own audit event."""
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.mail import send_mail
+from django.db import transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+
+from audit.services import audit_record
+from tenants.models import Invitation, Membership, Tenant, User
+from tenants.roles import RANK, Action, Role, role_at_least
+from tenants.selectors import membership_require
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def auth_login_succeeded(*, user: User, tenant: Tenant | None) -> None:
+    audit_record(action="login.succeeded", tenant=tenant, actor=user)
+
+
+def auth_login_failed(*, email: str, reason: str = "bad credentials") -> None:
+    # Failed logins go to the platform chain: the e-mail may belong to nobody.
+    audit_record(
+        action="login.failed", actor_label=email[:254], data={"reason": reason}
+    )
+
+
+def auth_logged_out(*, user: User, tenant: Tenant | None) -> None:
+    audit_record(action="logout", tenant=tenant, actor=user)
+
+
+def auth_password_reset(*, user: User) -> None:
+    audit_record(action="password.reset", actor=user, target=user)
+
+
+def _check_can_grant(actor: Membership, role: str) -> None:
+    if RANK[Role(role)] > RANK[Role(actor.role)]:
+        raise PermissionDenied("You cannot give a role higher than your own.")
+
+
+def invitation_create(
+    *, membership: Membership, email: str, role: str
+) -> tuple[Invitation, str]:
+    """Invite an e-mail address to the caller's tenant; mails a single-use link.
+
+    Returns the invitation and the link's token (only its hash is stored).
+    """
+    membership_require(membership=membership, action=Action.MANAGE)
+    _check_can_grant(membership, role)
+    email = email.strip().lower()
+    tenant = membership.tenant
+    if Membership.objects.filter(tenant=tenant, user__email__iexact=email).exists():
+        raise ValidationError({"email": "This person is already a member."})
+    token = secrets.token_urlsafe(32)
+    with transaction.atomic():
+        # A new invitation replaces any pending one for the same address.
+        Invitation.objects.filter(
+            tenant=tenant, email__iexact=email, accepted_at__isnull=True
+        ).update(revoked_at=timezone.now())
+        invitation = Invitation.objects.create(
+            tenant=tenant,
+            email=email,
+            role=role,
+            token_hash=_token_hash(token),
+            invited_by=membership.user,
+            expires_at=timezone.now() + settings.INVITATION_TTL,
+        )
+        audit_record(
+            action="invitation.created",
+            tenant=tenant,
+            actor=membership.user,
+            target=invitation,
+            data={"email": email, "role": role},
+        )
+        link = settings.SITE_URL.rstrip("/") + reverse("invitation_accept", args=[token])
+        body = render_to_string(
+            "tenants/email/invitation.txt",
+            {"invitation": invitation, "link": link, "inviter": membership.user},
+        )
+        transaction.on_commit(
+            lambda: send_mail(
+                f"You are invited to {tenant.name} on poolsaas",
+                body,
+                None,
+                [email],
+            )
+        )
+    return invitation, token
+
+
+def invitation_revoke(*, membership: Membership, invitation: Invitation) -> None:
+    membership_require(membership=membership, action=Action.MANAGE)
+    with transaction.atomic():
+        updated = Invitation.objects.filter(
+            pk=invitation.pk, accepted_at__isnull=True, revoked_at__isnull=True
+        ).update(revoked_at=timezone.now())
+        if updated:
+            audit_record(
+                action="invitation.revoked",
+                tenant=invitation.tenant,
+                actor=membership.user,
+                target=invitation,
+                data={"email": invitation.email},
+            )
+
+
+class InvitationInvalid(Exception):
+    """The link is unknown, used, revoked or expired. The message says which."""
+
+
+def invitation_lookup(*, token: str) -> Invitation:
+    invitation = (
+        Invitation.objects.select_related("tenant")
+        .filter(token_hash=_token_hash(token))
+        .first()
+    )
+    if invitation is None:
+        raise InvitationInvalid("This invitation link is not valid.")
+    if invitation.accepted_at is not None:
+        raise InvitationInvalid("This invitation has already been used.")
+    if invitation.revoked_at is not None:
+        raise InvitationInvalid("This invitation was withdrawn.")
+    if invitation.expires_at <= timezone.now():
+        raise InvitationInvalid(
+            "This invitation has expired. Ask for a new one from your team's admin."
+        )
+    return invitation
+
+
+def invitation_accept(
+    *,
+    token: str,
+    user: User | None = None,
+    password: str = "",
+    full_name: str = "",
+) -> Membership:
+    """Accept an invitation as the logged-in user, or create the invitee's account.
+
+    Single use: the invitation row is locked, so two clicks cannot both succeed.
+    """
+    with transaction.atomic():
+        invitation = invitation_lookup(token=token)
+        invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
+        if invitation.accepted_at is not None:
+            raise InvitationInvalid("This invitation has already been used.")
+        if user is None:
+            if User.objects.filter(email__iexact=invitation.email).exists():
+                raise InvitationInvalid(
+                    "An account with this e-mail exists: log in first, then open "
+                    "the link again."
+                )
+            user = User.objects.create_user(
+                email=invitation.email, password=password, full_name=full_name
+            )
+        elif user.email.lower() != invitation.email.lower():
+            raise InvitationInvalid(
+                f"This invitation is for {invitation.email}; you are logged in as "
+                f"{user.email}."
+            )
+        membership, created = Membership.objects.get_or_create(
+            tenant=invitation.tenant, user=user, defaults={"role": invitation.role}
+        )
+        invitation.accepted_at = timezone.now()
+        invitation.accepted_by = user
+        invitation.save(update_fields=["accepted_at", "accepted_by"])
+        audit_record(
+            action="invitation.accepted",
+            tenant=invitation.tenant,
+            actor=user,
+            target=invitation,
+            data={"role": membership.role, "new_member": created},
+        )
+    return membership
+
+
+def _lock_owners(tenant: Tenant) -> int:
+    """Lock the tenant's owner rows and count them (the last-owner rule)."""
+    return len(
+        list(
+            Membership.objects.select_for_update()
+            .filter(tenant=tenant, role=Role.OWNER)
+            .values_list("pk", flat=True)
+        )
+    )
+
+
+def membership_role_change(
+    *, membership: Membership, target: Membership, role: str
+) -> Membership:
+    """Change a member's role. Owners are changed only by owners; never below one
+    owner."""
+    membership_require(membership=membership, action=Action.MANAGE)
+    if role not in Role.values:
+        raise ValidationError({"role": "Choose owner, admin, operator or viewer."})
+    if target.role == Role.OWNER or role == Role.OWNER:
+        membership_require(membership=membership, action=Action.OWN)
+    _check_can_grant(membership, role)
+    with transaction.atomic():
+        target = Membership.objects.select_for_update().get(pk=target.pk)
+        if target.role == role:
+            return target
+        if target.role == Role.OWNER and _lock_owners(target.tenant) <= 1:
+            raise ValidationError(
+                "A tenant needs at least one owner: make someone else owner first."
+            )
+        previous = target.role
+        target.role = role
+        target.save(update_fields=["role"])
+        audit_record(
+            action="membership.role_changed",
+            tenant=target.tenant,
+            actor=membership.user,
+            target=target,
+            data={"user": target.user.email, "from": previous, "to": role},
+        )
+    return target
+
+
+def membership_remove(*, membership: Membership, target: Membership) -> None:
+    """Remove a member from the tenant. Anyone may leave; admins remove others."""
+    if target.pk != membership.pk:
+        membership_require(membership=membership, action=Action.MANAGE)
+        if target.role == Role.OWNER:
+            membership_require(membership=membership, action=Action.OWN)
+    with transaction.atomic():
+        target = Membership.objects.select_for_update().get(pk=target.pk)
+        if target.role == Role.OWNER and _lock_owners(target.tenant) <= 1:
+            raise ValidationError(
+                "The last owner cannot be removed: make someone else owner first."
+            )
+        audit_record(
+            action="membership.removed",
+            tenant=target.tenant,
+            actor=membership.user,
+            target=target,
+            data={"user": target.user.email, "role": target.role},
+        )
+        target.delete()
+
+
+def tenant_set_status(*, tenant: Tenant, status: str, actor: User | None) -> Tenant:
+    """Suspend or reactivate a tenant (platform staff)."""
+    if status not in Tenant.Status.values:
+        raise ValidationError({"status": "Unknown status."})
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        if tenant.status == status:
+            return tenant
+        previous = tenant.status
+        tenant.status = status
+        tenant.save(update_fields=["status"])
+        audit_record(
+            action="tenant.suspended" if status == "suspended" else "tenant.reactivated",
+            tenant=tenant,
+            actor=actor,
+            target=tenant,
+            data={"from": previous, "to": status},
+        )
+    return tenant
+
+
+def role_choices_for(membership: Membership) -> list[tuple[str, str]]:
+    """The roles this member may hand out."""
+    return [(r.value, r.label) for r in Role if role_at_least(membership.role, r.value)]
