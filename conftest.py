@@ -8,7 +8,9 @@ Personas (reused by every app's tests):
 import os
 
 os.environ.setdefault("DEBUG", "true")
-os.environ.setdefault("POOLSAAS_VAR_DIR", os.path.join(os.path.dirname(__file__), "var", "test"))
+os.environ.setdefault(
+    "POOLSAAS_VAR_DIR", os.path.join(os.path.dirname(__file__), "var", "test")
+)
 
 import pytest  # noqa: E402
 
@@ -21,7 +23,9 @@ def _fast_tests(settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.STORAGES = {
         **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+        "staticfiles": {
+            "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        },
     }
 
 
@@ -111,7 +115,10 @@ def device_a(pool_a, platform_broker):
     from devices.models import Device
 
     return Device.objects.create(
-        tenant=pool_a.tenant, pool=pool_a, broker=platform_broker, device_id="ESP-A1A1A1"
+        tenant=pool_a.tenant,
+        pool=pool_a,
+        broker=platform_broker,
+        device_id="ESP-A1A1A1",
     )
 
 
@@ -120,7 +127,10 @@ def device_b(pool_b, platform_broker):
     from devices.models import Device
 
     return Device.objects.create(
-        tenant=pool_b.tenant, pool=pool_b, broker=platform_broker, device_id="ESP-B2B2B2"
+        tenant=pool_b.tenant,
+        pool=pool_b,
+        broker=platform_broker,
+        device_id="ESP-B2B2B2",
     )
 
 

@@ -69,7 +69,10 @@ def audit_chain_verify() -> Iterator[tuple[str, int, ChainBreak | None]]:
                 )
             elif event.compute_hash() != event.hash:
                 broken = ChainBreak(
-                    key, event.seq, str(event.code), "content changed after it was written"
+                    key,
+                    event.seq,
+                    str(event.code),
+                    "content changed after it was written",
                 )
             if broken:
                 break

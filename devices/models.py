@@ -84,7 +84,9 @@ class Broker(models.Model):
     def clean(self):
         if self.ca_certificate and "BEGIN CERTIFICATE" not in self.ca_certificate:
             raise ValidationError(
-                {"ca_certificate": "Paste a PEM certificate (-----BEGIN CERTIFICATE-----)."}
+                {
+                    "ca_certificate": "Paste a PEM certificate (-----BEGIN CERTIFICATE-----)."
+                }
             )
 
 
@@ -104,6 +106,16 @@ class Pool(models.Model):
     mode1_name = models.CharField("valve mode 1 name", max_length=40, default="Cascada")
     mode2_name = models.CharField(
         "valve mode 2 name", max_length=40, default="Eyectores"
+    )
+    # A manual action pauses programs until local midnight (stored as UTC instant).
+    override_until = models.DateTimeField(null=True, blank=True)
+    # Bumped on every change of programs or thresholds; ps1 devices report what they
+    # applied in config/applied, kept on the device as config_version_applied.
+    config_version = models.PositiveIntegerField(default=0)
+    settings = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Thresholds and telemetry interval pushed to the device.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -154,6 +166,7 @@ class Device(models.Model):
     last_seen_at = models.DateTimeField(null=True, blank=True)
     state = models.JSONField(default=dict, blank=True)
     firmware_version = models.CharField(max_length=40, blank=True)
+    config_version_applied = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -172,3 +185,163 @@ class Device(models.Model):
     @property
     def topic_root(self) -> str:
         return f"{self.topic_prefix}/{self.device_id}"
+
+
+class Command(models.Model):
+    """A command to a device, from any entry point (page, socket, API, scheduler).
+
+    Created pending by devices.commands.command_send; the bridge publishes it and
+    completes it on the device's acknowledgement (ps1) or on the retained state topic
+    showing the requested value (v3.1); unanswered, it times out into a failure.
+    """
+
+    class Op(models.TextChoices):
+        PUMP = "pump", "Pump"
+        VALVE = "valve", "Valve"
+        TIMER = "timer", "Timer"
+        WIFI_CLEAR = "wifi_clear", "Wi-Fi reset"
+        OVERRIDE_CLEAR = "override_clear", "Resume programs"
+        REBOOT = "reboot", "Reboot"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        TIMED_OUT = "timed_out", "Timed out"
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey(
+        "tenants.Tenant", on_delete=models.CASCADE, related_name="commands"
+    )
+    device = models.ForeignKey(
+        Device, on_delete=models.CASCADE, related_name="commands"
+    )
+    pool = models.ForeignKey(
+        Pool, null=True, blank=True, on_delete=models.SET_NULL, related_name="commands"
+    )
+    actor = models.ForeignKey(
+        "tenants.User",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="commands",
+    )
+    source = models.CharField(max_length=12, default="web")
+    op = models.CharField(max_length=16, choices=Op)
+    value = models.JSONField(null=True, blank=True)
+    status = models.CharField(
+        max_length=10, choices=Status, default=Status.PENDING, db_index=True
+    )
+    error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["device", "status"]),
+            models.Index(fields=["tenant", "-created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.value} → {self.device_id}"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in (
+            self.Status.DONE,
+            self.Status.FAILED,
+            self.Status.TIMED_OUT,
+        )
+
+
+class TelemetrySample(models.Model):
+    """One point of a device's history, written by the bridge in batches."""
+
+    id = models.BigAutoField(primary_key=True)
+    tenant = models.ForeignKey(
+        "tenants.Tenant", on_delete=models.CASCADE, related_name="+"
+    )
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="samples")
+    ts = models.DateTimeField()
+    temperature = models.FloatField(null=True, blank=True)
+    pump = models.BooleanField(null=True, blank=True)
+    valve = models.PositiveSmallIntegerField(null=True, blank=True)
+    rssi = models.SmallIntegerField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["device", "ts"])]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} @ {self.ts}"
+
+
+class DeviceEvent(models.Model):
+    """The pool's event log: device events, commands, program runs, overrides,
+    online/offline changes."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey(
+        "tenants.Tenant", on_delete=models.CASCADE, related_name="+"
+    )
+    device = models.ForeignKey(
+        Device, null=True, blank=True, on_delete=models.CASCADE, related_name="events"
+    )
+    pool = models.ForeignKey(
+        Pool, null=True, blank=True, on_delete=models.CASCADE, related_name="events"
+    )
+    ts = models.DateTimeField()
+    kind = models.CharField(max_length=30)
+    message = models.CharField(max_length=300, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    actor = models.ForeignKey(
+        "tenants.User",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["-ts"]
+        indexes = [
+            models.Index(fields=["pool", "-ts"]),
+            models.Index(fields=["device", "-ts"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} @ {self.ts}"
+
+
+class Program(models.Model):
+    """One of a pool's up to 3 weekly programs (slot 1 beats 2 beats 3).
+
+    `days` holds 7 entries, Monday first, each null or
+    {"mode": 1|2, "start": "HH:MM", "stop": "HH:MM"}. The server is the source of
+    truth; ps1 devices get them as retained configuration, v3.1 pools are run by the
+    server-side scheduler.
+    """
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey(
+        "tenants.Tenant", on_delete=models.CASCADE, related_name="+"
+    )
+    pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="programs")
+    slot = models.PositiveSmallIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(3)]
+    )
+    enabled = models.BooleanField(default=True)
+    days = models.JSONField(default=list)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["pool", "slot"]
+        constraints = [
+            models.UniqueConstraint(fields=["pool", "slot"], name="program_unique_slot")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pool} program {self.slot}"

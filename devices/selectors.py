@@ -14,7 +14,9 @@ def pools_for_member(*, membership: Membership, search: str = "") -> QuerySet[Po
     membership_require(membership=membership, action=Action.VIEW)
     pools = Pool.objects.filter(tenant_id=membership.tenant_id).select_related("device")
     if search:
-        pools = pools.filter(Q(name__icontains=search) | Q(device__device_id__icontains=search))
+        pools = pools.filter(
+            Q(name__icontains=search) | Q(device__device_id__icontains=search)
+        )
     return pools.order_by("name")
 
 
@@ -41,7 +43,9 @@ def broker_get_for_member(
     *, membership: Membership, code, action: str = Action.MANAGE
 ) -> Broker:
     try:
-        broker = Broker.objects.get(tenant_id=membership.tenant_id, code=parse_code(code))
+        broker = Broker.objects.get(
+            tenant_id=membership.tenant_id, code=parse_code(code)
+        )
     except Broker.DoesNotExist:
         raise Http404("No such broker.") from None
     membership_require(membership=membership, action=action)
@@ -81,7 +85,9 @@ def device_get_for_member(
     return device
 
 
-def device_for_topic(*, broker_id: int, topic_prefix: str, device_id: str) -> Device | None:
+def device_for_topic(
+    *, broker_id: int, topic_prefix: str, device_id: str
+) -> Device | None:
     """The bridge's lookup: the one device a message on this broker may speak for.
 
     Scoped by broker, so a message on one tenant's broker never reaches another

@@ -45,7 +45,9 @@ def broker_create(
     unknown = set(fields) - set(BROKER_FIELDS)
     if unknown:
         raise ValidationError(f"Unknown broker fields: {', '.join(sorted(unknown))}.")
-    broker = Broker(tenant=membership.tenant, username=username, password=password, **fields)
+    broker = Broker(
+        tenant=membership.tenant, username=username, password=password, **fields
+    )
     if username or password:
         broker.secrets_changed_at = timezone.now()
     with transaction.atomic():
@@ -55,7 +57,11 @@ def broker_create(
             tenant=membership.tenant,
             actor=membership.user,
             target=broker,
-            data={"host": broker.host, "port": broker.port, "secrets_set": bool(username or password)},
+            data={
+                "host": broker.host,
+                "port": broker.port,
+                "secrets_set": bool(username or password),
+            },
         )
     return broker
 
@@ -75,7 +81,9 @@ def broker_update(
         raise ValidationError(f"Unknown broker fields: {', '.join(sorted(unknown))}.")
     with transaction.atomic():
         broker = Broker.objects.select_for_update().get(pk=broker.pk)
-        changed = [name for name, value in fields.items() if getattr(broker, name) != value]
+        changed = [
+            name for name, value in fields.items() if getattr(broker, name) != value
+        ]
         for name, value in fields.items():
             setattr(broker, name, value)
         secrets_changed = []
@@ -177,26 +185,41 @@ def broker_test_connection(*, broker: Broker, timeout: float = 5.0) -> Connectio
         client.connect(broker.host, broker.port, keepalive=10)
         client.loop_start()
         if not done.wait(timeout):
-            return ConnectionResult(False, f"No answer from {broker.host}:{broker.port} "
-                                    f"within {timeout:.0f} s.")
+            return ConnectionResult(
+                False,
+                f"No answer from {broker.host}:{broker.port} within {timeout:.0f} s.",
+            )
         code = outcome["code"]
         if code.is_failure:
             if code.value in (4, 5, 134, 135):
-                return ConnectionResult(False, "The broker refused the username or password.")
-            return ConnectionResult(False, f"The broker refused the connection: {code}.")
-        return ConnectionResult(True, f"Connected to {broker.host}:{broker.port}"
-                                + (" over TLS." if broker.use_tls else "."))
+                return ConnectionResult(
+                    False, "The broker refused the username or password."
+                )
+            return ConnectionResult(
+                False, f"The broker refused the connection: {code}."
+            )
+        return ConnectionResult(
+            True,
+            f"Connected to {broker.host}:{broker.port}"
+            + (" over TLS." if broker.use_tls else "."),
+        )
     except ssl.SSLError as exc:
         return ConnectionResult(False, f"TLS failed: {exc.reason or exc}.")
     except (socket.gaierror, UnicodeError):
-        return ConnectionResult(False, f"The host name {broker.host!r} does not resolve.")
+        return ConnectionResult(
+            False, f"The host name {broker.host!r} does not resolve."
+        )
     except ConnectionRefusedError:
-        return ConnectionResult(False, f"{broker.host}:{broker.port} refused the connection.")
-    except (TimeoutError, socket.timeout):
+        return ConnectionResult(
+            False, f"{broker.host}:{broker.port} refused the connection."
+        )
+    except TimeoutError:
         return ConnectionResult(False, f"{broker.host}:{broker.port} did not answer.")
     except OSError as exc:
-        return ConnectionResult(False, f"Could not reach {broker.host}:{broker.port}: "
-                                f"{exc.strerror or exc}.")
+        return ConnectionResult(
+            False,
+            f"Could not reach {broker.host}:{broker.port}: {exc.strerror or exc}.",
+        )
     finally:
         client.loop_stop()
         try:
@@ -210,8 +233,14 @@ def validate_timezone(name: str) -> None:
         raise ValidationError({"timezone": f"Unknown time zone {name!r}."})
 
 
-def pool_create(*, membership: Membership, name: str, timezone_name: str = "Europe/Madrid",
-                mode1_name: str = "Cascada", mode2_name: str = "Eyectores") -> Pool:
+def pool_create(
+    *,
+    membership: Membership,
+    name: str,
+    timezone_name: str = "Europe/Madrid",
+    mode1_name: str = "Cascada",
+    mode2_name: str = "Eyectores",
+) -> Pool:
     membership_require(membership=membership, action=Action.MANAGE)
     validate_timezone(timezone_name)
     pool = Pool(
@@ -224,14 +253,21 @@ def pool_create(*, membership: Membership, name: str, timezone_name: str = "Euro
     with transaction.atomic():
         _validated(pool).save()
         audit_record(
-            action="pool.created", tenant=membership.tenant, actor=membership.user, target=pool
+            action="pool.created",
+            tenant=membership.tenant,
+            actor=membership.user,
+            target=pool,
         )
     return pool
 
 
 def _encrypted_models():
     for model in apps.get_models():
-        names = [f.name for f in model._meta.concrete_fields if isinstance(f, StrictEncryptedMixin)]
+        names = [
+            f.name
+            for f in model._meta.concrete_fields
+            if isinstance(f, StrictEncryptedMixin)
+        ]
         if names:
             yield model, names
 
@@ -246,8 +282,10 @@ def secrets_rotate(*, actor=None, batch_size: int = 500) -> dict[str, int]:
     for model, names in _encrypted_models():
         count = 0
         with transaction.atomic():
-            for obj in model.objects.select_for_update().order_by("pk").iterator(
-                chunk_size=batch_size
+            for obj in (
+                model.objects.select_for_update()
+                .order_by("pk")
+                .iterator(chunk_size=batch_size)
             ):
                 obj.save(update_fields=names)
                 count += 1

@@ -1,8 +1,9 @@
 """Topics, payload encoders and validating parsers of the poolsaas device protocol.
 
-The executable form of docs/protocol.md. Pure and MicroPython-compatible: the device uses it
-to build and read its messages, and the bridge (CPython) uses it to validate every incoming
-device message. Every parser raises only ProtocolError, whatever the input.
+The executable form of docs/protocol.md. Pure and MicroPython-compatible: the device
+uses it to build and read its messages, and the bridge (CPython) uses it to validate
+every incoming device message. Every parser raises only ProtocolError, whatever the
+input.
 """
 
 import json
@@ -52,7 +53,8 @@ V31_CLOUD_TO_DEVICE = (PUMP_SET, VALVE_SET, TIMER_SET, WIFI_CLEAR)
 PS1_CLOUD_TO_DEVICE = (CMD, CONFIG_SET)
 # What a ps1 device subscribes to under its own root.
 DEVICE_SUBSCRIPTIONS = PS1_CLOUD_TO_DEVICE + V31_CLOUD_TO_DEVICE
-# Retained flag and QoS of each device -> cloud topic (for publishers, the simulator and docs).
+# Retained flag and QoS of each device -> cloud topic (for publishers, the simulator and
+# docs).
 PUBLISH_OPTS = {
     PUMP_STATE: (True, 0),
     VALVE_STATE: (True, 0),
@@ -94,8 +96,10 @@ _HEX_UPPER = "0123456789ABCDEF"
 
 
 class ProtocolError(ValueError):
-    """Any malformed message. `code` is the ack error a device answers with; `cmd_id` is the
-    command id when it could be read, so that an invalid command can still be acknowledged."""
+    """Any malformed message. `code` is the ack error a device answers with; `cmd_id` is
+    the command id when it could be read, so that an invalid command can still be
+    acknowledged.
+    """
 
     def __init__(self, msg, code="invalid", cmd_id=None):
         super().__init__(msg)
@@ -107,7 +111,7 @@ class ProtocolError(ValueError):
         return self.msg
 
 
-# --- small validators -------------------------------------------------------------------
+# --- small validators -----------------------------------------------------------------
 
 
 def is_valid_id(s):
@@ -206,7 +210,7 @@ def _text(payload):
     try:
         return bytes(payload).decode("utf-8")
     except (UnicodeError, ValueError):
-        raise ProtocolError("payload is not UTF-8")
+        raise ProtocolError("payload is not UTF-8") from None
 
 
 def _json_object(payload):
@@ -215,7 +219,7 @@ def _json_object(payload):
         obj = json.loads(text)
     except (ValueError, RuntimeError, MemoryError):
         # ValueError on both ports; deep nesting raises RecursionError (a RuntimeError).
-        raise ProtocolError("payload is not JSON")
+        raise ProtocolError("payload is not JSON") from None
     if not isinstance(obj, dict):
         raise ProtocolError("JSON object expected")
     return obj
@@ -231,7 +235,7 @@ def dumps(obj):
     return s.encode("utf-8")
 
 
-# --- topics -----------------------------------------------------------------------------
+# --- topics ---------------------------------------------------------------------------
 
 
 def topic(prefix, device_id, suffix):
@@ -244,7 +248,7 @@ def parse_topic(topic_name, prefix):
         try:
             topic_name = bytes(topic_name).decode("utf-8")
         except (UnicodeError, ValueError):
-            raise ProtocolError("topic is not UTF-8")
+            raise ProtocolError("topic is not UTF-8") from None
     if not isinstance(topic_name, str) or not isinstance(prefix, str):
         raise ProtocolError("topic must be a string")
     head = prefix + "/"
@@ -267,7 +271,7 @@ def subscriptions(prefix):
     return [prefix + "/+/" + s for s in DEVICE_TO_CLOUD]
 
 
-# --- device -> cloud parsing --------------------------------------------------------------
+# --- device -> cloud parsing ----------------------------------------------------------
 
 
 def _timer(obj, where="timer."):
@@ -477,10 +481,10 @@ def parse_device_message(suffix, payload):
     except ProtocolError:
         raise
     except Exception as e:  # noqa: BLE001 - a parser bug must never crash the bridge
-        raise ProtocolError(f"malformed payload ({type(e).__name__})")
+        raise ProtocolError(f"malformed payload ({type(e).__name__})") from None
 
 
-# --- device -> cloud encoding (used by the firmware and the simulator) --------------------
+# --- device -> cloud encoding (used by the firmware and the simulator) ----------------
 
 
 def encode_pump_state(on):
@@ -556,7 +560,7 @@ def encode_event(ts, etype, data=None):
     return dumps(out)
 
 
-# --- cloud -> device ----------------------------------------------------------------------
+# --- cloud -> device ------------------------------------------------------------------
 
 
 def _cmd_value(op, value):
@@ -583,7 +587,8 @@ def _cmd_value(op, value):
 def parse_command(payload):
     """Device side: a validated cmd dict {id, exp, op, value}.
 
-    The ProtocolError carries cmd_id (when readable) and code 'invalid' or 'unsupported'.
+    The ProtocolError carries cmd_id (when readable) and code 'invalid' or
+    'unsupported'.
     """
     obj = _json_object(payload)
     cmd_id = obj.get("id")
@@ -598,7 +603,7 @@ def parse_command(payload):
             raise ProtocolError(f"unknown op {op!r}", "unsupported")
         value = _cmd_value(op, obj.get("value"))
     except ProtocolError as e:
-        raise ProtocolError(e.msg, e.code, cmd_id)
+        raise ProtocolError(e.msg, e.code, cmd_id) from None
     return {"id": cmd_id, "exp": exp, "op": op, "value": value}
 
 
@@ -659,7 +664,7 @@ def validate_config(obj):
     try:
         tzrules.parse(tz_posix)
     except ValueError as e:
-        raise ProtocolError("tz_posix: " + str(e))
+        raise ProtocolError("tz_posix: " + str(e)) from None
     th = _dict(obj, "thresholds")
     w = "thresholds."
     progs = obj.get("programs")
@@ -730,7 +735,8 @@ def parse_v31_set(suffix, payload):
 
 
 def encode_v31_set(op, value=None):
-    """Cloud side, legacy devices: (suffix, payload bytes) of the v3.1 set topic for a cmd op.
+    """Cloud side, legacy devices: (suffix, payload bytes) of the v3.1 set topic for a cmd
+    op.
 
     ProtocolError(code='unsupported') for ops a v3.1 device cannot do.
     """
@@ -748,7 +754,7 @@ def encode_v31_set(op, value=None):
     raise ProtocolError(f"{op} is not supported by v3.1 devices", "unsupported")
 
 
-# --- provisioning bundle ------------------------------------------------------------------
+# --- provisioning bundle --------------------------------------------------------------
 
 
 def parse_bundle(payload):

@@ -1,9 +1,9 @@
 """POSIX TZ rules ("CET-1CEST,M3.5.0,M10.5.0/3") and calendar arithmetic.
 
-Pure and MicroPython-compatible: the board has no zoneinfo database, so the cloud sends the
-POSIX rule of the pool's IANA zone and the device works out local time and DST from it.
-Calendar maths is done here on Unix seconds instead of with `time.gmtime`, because MicroPython
-ports disagree on the epoch (1970 vs 2000).
+Pure and MicroPython-compatible: the board has no zoneinfo database, so the cloud sends
+the POSIX rule of the pool's IANA zone and the device works out local time and DST from
+it. Calendar maths is done here on Unix seconds instead of with `time.gmtime`, because
+MicroPython ports disagree on the epoch (1970 vs 2000).
 """
 
 DAY = 86400

@@ -40,7 +40,9 @@ def env_int(name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}.") from None
+        raise ImproperlyConfigured(
+            f"{name} must be an integer, not {value!r}."
+        ) from None
 
 
 def env_list(name: str, default: list[str] | None = None) -> list[str]:

@@ -29,7 +29,9 @@ else:
     SECRET_KEY = env_str("SECRET_KEY")
     FIELD_ENCRYPTION_KEY = env_list("FIELD_ENCRYPTION_KEYS")
     if SECRET_KEY == _DEV_SECRET_KEY or _DEV_FIELD_KEY in FIELD_ENCRYPTION_KEY:
-        raise ImproperlyConfigured("The development keys cannot be used with DEBUG off.")
+        raise ImproperlyConfigured(
+            "The development keys cannot be used with DEBUG off."
+        )
 if not FIELD_ENCRYPTION_KEY:
     raise ImproperlyConfigured(
         "Set FIELD_ENCRYPTION_KEYS: a comma-separated list of Fernet keys, newest first."
@@ -118,7 +120,9 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
 ]
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"
+    },
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
@@ -246,7 +250,9 @@ X_FRAME_OPTIONS = "DENY"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"axes": {"level": "WARNING"}, "daphne": {"level": "WARNING"}},

@@ -40,7 +40,10 @@ class TenantMiddleware:
                 request.tenant = chosen.tenant
                 if not chosen.tenant.is_active and not self._is_open(request):
                     return render(
-                        request, "tenants/suspended.html", {"tenant": chosen.tenant}, status=403
+                        request,
+                        "tenants/suspended.html",
+                        {"tenant": chosen.tenant},
+                        status=403,
                     )
         return self.get_response(request)
 

@@ -80,7 +80,9 @@ def invitation_create(
             target=invitation,
             data={"email": email, "role": role},
         )
-        link = settings.SITE_URL.rstrip("/") + reverse("invitation_accept", args=[token])
+        link = settings.SITE_URL.rstrip("/") + reverse(
+            "invitation_accept", args=[token]
+        )
         body = render_to_string(
             "tenants/email/invitation.txt",
             {"invitation": invitation, "link": link, "inviter": membership.user},
@@ -258,7 +260,9 @@ def tenant_set_status(*, tenant: Tenant, status: str, actor: User | None) -> Ten
         tenant.status = status
         tenant.save(update_fields=["status"])
         audit_record(
-            action="tenant.suspended" if status == "suspended" else "tenant.reactivated",
+            action="tenant.suspended"
+            if status == "suspended"
+            else "tenant.reactivated",
             tenant=tenant,
             actor=actor,
             target=tenant,

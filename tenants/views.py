@@ -20,9 +20,11 @@ class LoginView(auth_views.LoginView):
 
     def form_valid(self, form):
         response = super().form_valid(form)
-        membership = self.request.user.memberships.select_related("tenant").order_by(
-            "tenant__name"
-        ).first()
+        membership = (
+            self.request.user.memberships.select_related("tenant")
+            .order_by("tenant__name")
+            .first()
+        )
         if membership is not None:
             self.request.session[SESSION_KEY] = membership.tenant.code.hex
         services.auth_login_succeeded(
@@ -66,7 +68,9 @@ def logout_view(request):
 @login_required
 @require_POST
 def tenant_switch(request):
-    membership = membership_for_user(user=request.user, tenant_code=request.POST.get("tenant"))
+    membership = membership_for_user(
+        user=request.user, tenant_code=request.POST.get("tenant")
+    )
     request.session[SESSION_KEY] = membership.tenant.code.hex
     messages.success(request, f"You are now working in {membership.tenant.name}.")
     target = request.POST.get("next") or reverse("pools")

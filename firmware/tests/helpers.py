@@ -1,7 +1,7 @@
 """Helpers shared by the firmware tests on CPython (pytest) and MicroPython (tools/mp_run).
 
-No pytest features in the pure-module tests: plain functions, plain asserts, so that the very
-same files run under the MicroPython WebAssembly port.
+No pytest features in the pure-module tests: plain functions, plain asserts, so that the
+very same files run under the MicroPython WebAssembly port.
 """
 
 import os

@@ -22,4 +22,6 @@ class Command(BaseCommand):
             )
         if broken_chains:
             raise CommandError(f"{broken_chains} audit chain(s) broken.")
-        self.stdout.write(self.style.SUCCESS(f"All audit chains intact ({total} events)."))
+        self.stdout.write(
+            self.style.SUCCESS(f"All audit chains intact ({total} events).")
+        )

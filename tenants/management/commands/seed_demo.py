@@ -33,12 +33,16 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         if not settings.DEBUG:
-            raise CommandError("seed_demo only runs with DEBUG on: it creates known logins.")
+            raise CommandError(
+                "seed_demo only runs with DEBUG on: it creates known logins."
+            )
         password = os.environ.get("DEMO_PASSWORD", "poolsaas-demo")
         with transaction.atomic():
             broker = broker_ensure_platform()
             for (name, slug), spec in DEMO.items():
-                tenant, _ = Tenant.objects.get_or_create(slug=slug, defaults={"name": name})
+                tenant, _ = Tenant.objects.get_or_create(
+                    slug=slug, defaults={"name": name}
+                )
                 for email, full_name, role in spec["members"]:
                     user, created = User.objects.get_or_create(
                         email=email, defaults={"full_name": full_name}
@@ -58,8 +62,12 @@ class Command(BaseCommand):
                         defaults={"tenant": tenant, "pool": pool, "protocol": protocol},
                     )
             if not User.objects.filter(email="staff@poolsaas.test").exists():
-                User.objects.create_superuser("staff@poolsaas.test", password, full_name="Staff")
-        self.stdout.write(self.style.SUCCESS("Demo data ready. Logins (password: %s):" % password))
+                User.objects.create_superuser(
+                    "staff@poolsaas.test", password, full_name="Staff"
+                )
+        self.stdout.write(
+            self.style.SUCCESS(f"Demo data ready. Logins (password: {password}):")
+        )
         for (name, _), spec in DEMO.items():
             for email, _, role in spec["members"]:
                 self.stdout.write(f"  {email:<22} {role:<9} {name}")
