@@ -1,7 +1,8 @@
 """Shared test set-up: the environment defaults and the personas of both tenants.
 
 Personas (reused by every app's tests):
-  tenant A "Acme Pools":     alice (owner), adam (admin), olivia (operator), victor (viewer)
+  tenant A "Acme Pools": alice (owner), adam (admin), olivia (operator),
+                         victor (viewer)
   tenant B "Globex Residence": carol (owner)
 """
 
@@ -91,7 +92,7 @@ def carol(tenant_b, make_member):
 
 @pytest.fixture
 def platform_broker(db):
-    from devices.services import broker_ensure_platform
+    from devices.services.brokers import broker_ensure_platform
 
     return broker_ensure_platform()
 

@@ -85,7 +85,8 @@ class Broker(models.Model):
         if self.ca_certificate and "BEGIN CERTIFICATE" not in self.ca_certificate:
             raise ValidationError(
                 {
-                    "ca_certificate": "Paste a PEM certificate (-----BEGIN CERTIFICATE-----)."
+                    "ca_certificate": "Paste a PEM certificate "
+                    "(-----BEGIN CERTIFICATE-----)."
                 }
             )
 

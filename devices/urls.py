@@ -1,9 +1,9 @@
 from django.urls import path
 from django.views.generic import RedirectView
 
-from devices import views
+from devices.views import pools as pool_views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="pools"), name="home"),
-    path("pools/", views.pools, name="pools"),
+    path("pools/", pool_views.pools, name="pools"),
 ]

@@ -53,7 +53,7 @@ def clock_valid(t):
 
 
 class FileStore:
-    """JSON state file replaced atomically, so a power cut leaves the old or the new file."""
+    """JSON state file, replaced atomically: a power cut leaves the old or the new."""
 
     def __init__(self, path):
         self.path = path
@@ -330,56 +330,104 @@ class Controller:
         return moved
 
     def tick(self, temp=None, valid=True):
-        """Advance to clock(); temp is the latest water reading (None = invalid sensor).
+        """Advance to clock(); temp is the latest water reading (None = bad sensor).
 
         valid=False means "no new reading this tick" (keeps the last one).
-        """now = self.clock() dirty = False last = self._last_tick self._last_tick = now if
-        last is not None: gap = now - last if gap > MAX_TICK_GAP_S or gap < 0: # Clock
-        stepped (NTP): keep the timer's remaining time, not its end. if
-        self.timer_active: self.timer_ends = now + self.timer_remaining gap = 0 if
-        self.pump and clock_valid(now): self.run_s += gap if valid: self.temp = None if
-        temp is None else round(temp, 1) th = self.thresholds
-
-        if clock_valid(now): day = self._local_day(now) if day != self.run_day:
-        self.run_day, self.run_s, self.maxed = day, 0, False dirty = True if
-        self.override_until and now >= self.override_until: self.override_until = 0
-        dirty = True
-
-        # Freeze protection, with hysteresis; an invalid reading changes nothing. if
-        self.temp is not None: if not self.freeze and self.temp < th["freeze_on_c"]:
-        self.freeze = True self._event("freeze_protect", {"active": True, "temp":
-        self.temp}) dirty = True elif self.freeze and self.temp >= ( th["freeze_on_c"] +
-        th["freeze_hysteresis_c"] ): self.freeze = False self._event("freeze_protect",
-        {"active": False, "temp": self.temp}) dirty = True
-
-        if self.timer_active: remaining = self.timer_ends - now if remaining <= 0:
-        self._timer_end("done") dirty = True else: self.timer_remaining = remaining
-
-        limit = th["pump_max_run_s_day"] if limit and not self.maxed and self.run_s >=
-        limit: self.maxed = True self._event("max_runtime", {"run_s": self.run_s}) if
-        self.timer_active: self._timer_end("max_runtime") self.pump_req = False dirty =
-        True
-
-        dirty = self._run_programs(now) or dirty if self._apply_relays(now): dirty =
-        True if dirty: self.save()
-
-        def _run_programs(self, now): if not clock_valid(now): return False active =
-        None if not (self.timer_active or self.override_until or now < self.skip_until):
-        active = self.active_program(now) if active is None: if self.program_slot is
-        None: return False self._event( "program_stop", {"slot": self.program_slot,
-        "mode": self.valve_req} ) self.program_slot = None self.pump_req = False return
-        True slot, mode, _ = active if slot == self.program_slot: return False if
-        self.program_slot is not None: self._event( "program_stop", {"slot":
-        self.program_slot, "mode": self.valve_req} ) self.program_slot = slot
-        self.valve_req = mode self.pump_req = True self._event("program_start", {"slot":
-        slot, "mode": mode}) return True
-
-        # --- commands
-        ---------------------------------------------------------------------
-
-        def execute(self, op, value): """Run one manual action; returns (ok, error,
-        reason). Shared by cmd and v3.1.
         """
+        now = self.clock()
+        dirty = False
+        last = self._last_tick
+        self._last_tick = now
+        if last is not None:
+            gap = now - last
+            if gap > MAX_TICK_GAP_S or gap < 0:
+                # Clock stepped (NTP): keep the timer's remaining time, not its end.
+                if self.timer_active:
+                    self.timer_ends = now + self.timer_remaining
+                gap = 0
+            if self.pump and clock_valid(now):
+                self.run_s += gap
+        if valid:
+            self.temp = None if temp is None else round(temp, 1)
+        th = self.thresholds
+
+        if clock_valid(now):
+            day = self._local_day(now)
+            if day != self.run_day:
+                self.run_day, self.run_s, self.maxed = day, 0, False
+                dirty = True
+            if self.override_until and now >= self.override_until:
+                self.override_until = 0
+                dirty = True
+
+        # Freeze protection, with hysteresis; an invalid reading changes nothing.
+        if self.temp is not None:
+            if not self.freeze and self.temp < th["freeze_on_c"]:
+                self.freeze = True
+                self._event("freeze_protect", {"active": True, "temp": self.temp})
+                dirty = True
+            elif self.freeze and self.temp >= (
+                th["freeze_on_c"] + th["freeze_hysteresis_c"]
+            ):
+                self.freeze = False
+                self._event("freeze_protect", {"active": False, "temp": self.temp})
+                dirty = True
+
+        if self.timer_active:
+            remaining = self.timer_ends - now
+            if remaining <= 0:
+                self._timer_end("done")
+                dirty = True
+            else:
+                self.timer_remaining = remaining
+
+        limit = th["pump_max_run_s_day"]
+        if limit and not self.maxed and self.run_s >= limit:
+            self.maxed = True
+            self._event("max_runtime", {"run_s": self.run_s})
+            if self.timer_active:
+                self._timer_end("max_runtime")
+            self.pump_req = False
+            dirty = True
+
+        dirty = self._run_programs(now) or dirty
+        if self._apply_relays(now):
+            dirty = True
+        if dirty:
+            self.save()
+
+    def _run_programs(self, now):
+        if not clock_valid(now):
+            return False
+        active = None
+        if not (self.timer_active or self.override_until or now < self.skip_until):
+            active = self.active_program(now)
+        if active is None:
+            if self.program_slot is None:
+                return False
+            self._event(
+                "program_stop", {"slot": self.program_slot, "mode": self.valve_req}
+            )
+            self.program_slot = None
+            self.pump_req = False
+            return True
+        slot, mode, _ = active
+        if slot == self.program_slot:
+            return False
+        if self.program_slot is not None:
+            self._event(
+                "program_stop", {"slot": self.program_slot, "mode": self.valve_req}
+            )
+        self.program_slot = slot
+        self.valve_req = mode
+        self.pump_req = True
+        self._event("program_start", {"slot": slot, "mode": mode})
+        return True
+
+    # --- commands ---------------------------------------------------------------------
+
+    def execute(self, op, value):
+        """Run one manual action: (ok, error, reason). Shared by cmd and v3.1 sets."""
         now = self.clock()
         if op == "pump":
             target = (not self.pump) if value == "TOGGLE" else value == "ON"

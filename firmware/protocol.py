@@ -196,7 +196,7 @@ def _dict(obj, key, where=""):
 
 
 def _text(payload):
-    """Decode a payload (bytes, bytearray, memoryview or str) to str, enforcing the size cap."""
+    """Decode bytes, bytearray, memoryview or str to str, enforcing the size cap."""
     if isinstance(payload, str):
         if len(payload) > MAX_PAYLOAD:
             raise ProtocolError("payload too large")
@@ -295,7 +295,7 @@ def _opt_str(obj, key, hi):
 
 
 def parse_decimal(text):
-    """Strict decimal text (v3.1 temperature): optional sign, digits, optional fraction."""
+    """Strict decimal text (v3.1 temperature): sign, digits, optional fraction."""
     s = text.strip()
     body = s[1:] if s[:1] in ("-", "+") else s
     intpart, _, frac = body.partition(".")
@@ -468,7 +468,7 @@ _DEVICE_PARSERS = {
 
 
 def parse_device_message(suffix, payload):
-    """(kind, value) of any device -> cloud message; ProtocolError for anything malformed.
+    """(kind, value) of a device -> cloud message; ProtocolError if malformed.
 
     kinds: pump (bool), valve (1|2), timer (dict), temperature (float), wifi (dict),
     status (bool online), telemetry, ack, config_applied, event (dicts).
@@ -690,7 +690,7 @@ def validate_config(obj):
 
 
 def parse_config(payload):
-    """Device side: the validated config/set; ProtocolError (with .version when readable)."""
+    """Device side: validated config/set; ProtocolError has .version if readable."""
     obj = _json_object(payload)
     try:
         return validate_config(obj)
@@ -709,7 +709,7 @@ def encode_config(config):
 
 
 def parse_v31_set(suffix, payload):
-    """Device side: (op, value) of a v3.1 set topic, same shapes as cmd; ProtocolError."""
+    """Device side: (op, value) of a v3.1 set topic, same shapes as cmd."""
     if suffix == WIFI_CLEAR:
         _text(payload)
         return "wifi_clear", None
@@ -735,8 +735,7 @@ def parse_v31_set(suffix, payload):
 
 
 def encode_v31_set(op, value=None):
-    """Cloud side, legacy devices: (suffix, payload bytes) of the v3.1 set topic for a cmd
-    op.
+    """Cloud side, legacy devices: (suffix, payload bytes) of the v3.1 set for an op.
 
     ProtocolError(code='unsupported') for ops a v3.1 device cannot do.
     """
@@ -758,7 +757,7 @@ def encode_v31_set(op, value=None):
 
 
 def parse_bundle(payload):
-    """The provisioning bundle from the captive portal (JSON or the same text from a QR)."""
+    """The provisioning bundle from the captive portal (JSON, or the QR text)."""
     obj = _json_object(payload)
     if obj.get("v") != 1 or type(obj.get("v")) is not int:
         raise ProtocolError("v: 1 expected")

@@ -168,7 +168,7 @@ def _rule_day(rule, y):
 
 
 class PosixTZ:
-    """A parsed POSIX TZ string; offsets are seconds east of UTC (local = utc + offset)."""
+    """A parsed POSIX TZ string; offsets are seconds east of UTC (local = utc + off)."""
 
     def __init__(self, spec):
         if not isinstance(spec, str) or not 1 <= len(spec) <= 64:
@@ -224,7 +224,7 @@ class PosixTZ:
         return t + self.utcoffset(t)
 
     def to_utc(self, local_s):
-        """Unix time of a local wall-clock time; in a gap, the instant after the jump."""
+        """Unix time of a local wall-clock time; in a gap, the moment after the jump."""
         off = self.utcoffset(local_s - self.std)
         t = local_s - off
         off2 = self.utcoffset(t)

@@ -1,4 +1,4 @@
-"""Helpers shared by the firmware tests on CPython (pytest) and MicroPython (tools/mp_run).
+"""Helpers for the firmware tests on CPython (pytest) and MicroPython (tools/mp_run).
 
 No pytest features in the pure-module tests: plain functions, plain asserts, so that the
 very same files run under the MicroPython WebAssembly port.
@@ -10,7 +10,7 @@ _counter = [0]
 
 
 def raises(exc, fn, *args, **kwargs):
-    """Call fn and return the exception it raised; fail if it raised nothing or another."""
+    """Call fn; return the exception it raised, fail if it raised nothing or another."""
     try:
         fn(*args, **kwargs)
     except exc as e:

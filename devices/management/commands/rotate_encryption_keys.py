@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from devices.fields import SecretDecryptionError
-from devices.services import secrets_rotate
+from devices.services.secrets import secrets_rotate
 
 
 class Command(BaseCommand):

@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from devices.models import Device, Pool
-from devices.services import broker_ensure_platform
+from devices.services.brokers import broker_ensure_platform
 from tenants.models import Membership, Tenant, User
 
 DEMO = {

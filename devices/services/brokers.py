@@ -1,22 +1,20 @@
 """Writes for brokers, pools and devices. One function per state change, used by pages,
 the API, admin and management commands alike."""
 
+import contextlib
 import socket
 import ssl
 import threading
 from dataclasses import dataclass
 from urllib.parse import urlparse
-from zoneinfo import available_timezones
 
-from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from audit.services import audit_record
-from devices.fields import StrictEncryptedMixin
-from devices.models import Broker, Pool
+from devices.models import Broker
 from tenants.models import Membership
 from tenants.roles import Action
 from tenants.selectors import membership_require
@@ -222,73 +220,5 @@ def broker_test_connection(*, broker: Broker, timeout: float = 5.0) -> Connectio
         )
     finally:
         client.loop_stop()
-        try:
+        with contextlib.suppress(Exception):  # a half-open client may fail to close
             client.disconnect()
-        except Exception:  # noqa: BLE001 - closing a half-open client may fail
-            pass
-
-
-def validate_timezone(name: str) -> None:
-    if name not in available_timezones():
-        raise ValidationError({"timezone": f"Unknown time zone {name!r}."})
-
-
-def pool_create(
-    *,
-    membership: Membership,
-    name: str,
-    timezone_name: str = "Europe/Madrid",
-    mode1_name: str = "Cascada",
-    mode2_name: str = "Eyectores",
-) -> Pool:
-    membership_require(membership=membership, action=Action.MANAGE)
-    validate_timezone(timezone_name)
-    pool = Pool(
-        tenant=membership.tenant,
-        name=name.strip(),
-        timezone=timezone_name,
-        mode1_name=mode1_name.strip(),
-        mode2_name=mode2_name.strip(),
-    )
-    with transaction.atomic():
-        _validated(pool).save()
-        audit_record(
-            action="pool.created",
-            tenant=membership.tenant,
-            actor=membership.user,
-            target=pool,
-        )
-    return pool
-
-
-def _encrypted_models():
-    for model in apps.get_models():
-        names = [
-            f.name
-            for f in model._meta.concrete_fields
-            if isinstance(f, StrictEncryptedMixin)
-        ]
-        if names:
-            yield model, names
-
-
-def secrets_rotate(*, actor=None, batch_size: int = 500) -> dict[str, int]:
-    """Re-encrypt every stored secret under the first key of FIELD_ENCRYPTION_KEYS.
-
-    Reading decrypts with any configured key (and raises if none fits), saving encrypts
-    with the first. Returns how many rows of each model were rewritten.
-    """
-    counts: dict[str, int] = {}
-    for model, names in _encrypted_models():
-        count = 0
-        with transaction.atomic():
-            for obj in (
-                model.objects.select_for_update()
-                .order_by("pk")
-                .iterator(chunk_size=batch_size)
-            ):
-                obj.save(update_fields=names)
-                count += 1
-        counts[model._meta.label] = count
-    audit_record(action="encryption_keys.rotated", actor=actor, data={"rows": counts})
-    return counts

@@ -1,0 +1,1 @@
+"""HTML views of the devices app, one module per area."""
