@@ -2,7 +2,7 @@ from django.db import models
 
 
 class Plan(models.Model):
-    """What a tenant may use. A tenant without a plan gets the defaults of the fields."""
+    """What a tenant may use; a tenant without a plan gets the field defaults."""
 
     code = models.SlugField(max_length=40, unique=True)
     name = models.CharField(max_length=80)

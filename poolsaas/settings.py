@@ -19,7 +19,7 @@ VAR_DIR = Path(env_str("POOLSAAS_VAR_DIR", str(BASE_DIR / "var")))
 DEBUG = env_bool("DEBUG", False)
 
 # Development keys are public on purpose: they only exist while DEBUG is on.
-_DEV_SECRET_KEY = "dev-only-insecure-key-poolsaas-never-use-in-production-0123456789"
+_DEV_SECRET_KEY = "dev-only-insecure-key-poolsaas-never-use-in-production-0123456789"  # noqa: S105
 _DEV_FIELD_KEY = "kYzjXz9Ybrck8T9-BGcC0V7EhDxyDOiBVDzBh6-2wns="
 
 if DEBUG:
@@ -34,7 +34,7 @@ else:
         )
 if not FIELD_ENCRYPTION_KEY:
     raise ImproperlyConfigured(
-        "Set FIELD_ENCRYPTION_KEYS: a comma-separated list of Fernet keys, newest first."
+        "Set FIELD_ENCRYPTION_KEYS: comma-separated Fernet keys, newest first."
     )
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
@@ -121,7 +121,8 @@ AUTHENTICATION_BACKENDS = [
 ]
 AUTH_PASSWORD_VALIDATORS = [
     {
-        "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"
+        "NAME": "django.contrib.auth.password_validation."
+        "UserAttributeSimilarityValidator"
     },
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
