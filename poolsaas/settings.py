@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "devices",
     "audit",
     "billing",
+    "poolsaas",
 ]
 
 MIDDLEWARE = [
@@ -194,7 +195,16 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    CELERY_BROKER_URL = "memory://"
+    # No server: tasks run inline, and beat hands its periodic tasks to a worker
+    # through files (`make run` starts both).
+    CELERY_BROKER_URL = "filesystem://"
+    _CELERY_DIR = VAR_DIR / "celery"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_CELERY_DIR / "queue"),
+        "data_folder_out": str(_CELERY_DIR / "queue"),
+        "processed_folder": str(_CELERY_DIR / "processed"),
+        "store_processed": False,
+    }
     CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True

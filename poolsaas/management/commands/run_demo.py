@@ -1,0 +1,197 @@
+"""`make run`: the whole product on one machine, with nothing but Python required.
+
+Starts, and supervises until Ctrl-C: an MQTT broker (the one at MQTT_URL if it already
+answers, else Mosquitto when installed, else the embedded Python broker), the bridge,
+a Celery worker with beat, simulated devices for the demo pools, and the web server.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from devices.models import Device
+
+WEB_HOST = "127.0.0.1"
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _wait_port(host: str, port: int, seconds: float = 15) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if _port_open(host, port):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+class Command(BaseCommand):
+    help = "Run poolsaas: broker, bridge, worker, simulated devices and web server."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=8000, help="Web port.")
+        parser.add_argument("--no-devices", action="store_true", help="No simulator.")
+
+    def handle(self, *args, **options):
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        call_command("migrate", verbosity=0)
+        call_command("seed_demo")
+        url = urlparse(settings.MQTT_URL)
+        mqtt_host, mqtt_port = url.hostname or "127.0.0.1", url.port or 1883
+        env = {**os.environ, "DEBUG": "true", "PYTHONUNBUFFERED": "1"}
+        python = sys.executable
+        manage = str(Path(settings.BASE_DIR) / "manage.py")
+        try:
+            self._start_broker(mqtt_host, mqtt_port, env)
+            self._spawn("bridge", [python, manage, "mqtt_bridge"], env)
+            self._spawn(
+                "worker",
+                [
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "poolsaas",
+                    "worker",
+                    "--beat",
+                    "--pool=solo",
+                    "--loglevel=WARNING",
+                    "--schedule",
+                    str(settings.VAR_DIR / "celerybeat-schedule"),
+                ],
+                env,
+            )
+            if not options["no_devices"]:
+                self._start_devices(mqtt_host, mqtt_port, env)
+            self._spawn(
+                "web",
+                [
+                    python,
+                    manage,
+                    "runserver",
+                    f"{WEB_HOST}:{options['port']}",
+                    "--noreload",
+                ],
+                env,
+            )
+            if not _wait_port(WEB_HOST, options["port"], 30):
+                raise CommandError(
+                    "The web server did not start; see its output above."
+                )
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"\npoolsaas is running on http://{WEB_HOST}:{options['port']}/ "
+                    f"(MQTT on {mqtt_host}:{mqtt_port}). Ctrl-C stops everything."
+                )
+            )
+            self._supervise()
+        finally:
+            self._stop_all()
+
+    def _spawn(self, name: str, argv: list[str], env: dict) -> subprocess.Popen:
+        process = subprocess.Popen(argv, env=env, cwd=settings.BASE_DIR)  # noqa: S603
+        self.children.append((name, process))
+        return process
+
+    def _start_broker(self, host: str, port: int, env: dict) -> None:
+        if _port_open(host, port):
+            self.stdout.write(f"Using the MQTT broker already on {host}:{port}.")
+            return
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise CommandError(
+                f"MQTT_URL points at {host}:{port}, which does not answer."
+            )
+        mosquitto = shutil.which("mosquitto") or (
+            "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+        )
+        if mosquitto:
+            conf = Path(tempfile.mkdtemp(prefix="poolsaas-mqtt-")) / "mosquitto.conf"
+            conf.write_text(
+                f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            )
+            self._spawn("mosquitto", [mosquitto, "-c", str(conf)], env)
+            label = "Mosquitto"
+        else:
+            self._spawn(
+                "broker",
+                [sys.executable, "-m", "poolsaas.embedded_broker", "--port", str(port)],
+                env,
+            )
+            label = "the embedded Python broker"
+        if not _wait_port(host, port):
+            raise CommandError(f"{label} did not start on {host}:{port}.")
+        self.stdout.write(f"Started {label} on {host}:{port}.")
+
+    def _start_devices(self, host: str, port: int, env: dict) -> None:
+        broker = f"mqtt://{host}:{port}"
+        devices = list(Device.objects.filter(broker__is_platform=True))
+        groups = {
+            "ps1": [
+                d.device_id for d in devices if d.protocol == Device.Protocol.POOLSAAS
+            ],
+            "v3.1": [
+                d.device_id for d in devices if d.protocol == Device.Protocol.LEGACY
+            ],
+        }
+        for protocol, ids in groups.items():
+            if not ids:
+                continue
+            argv = [
+                sys.executable,
+                "-m",
+                "firmware.sim",
+                "--broker",
+                broker,
+                "--ids",
+                ",".join(ids),
+                "--interval",
+                "10",
+            ]
+            if protocol == "v3.1":
+                argv.append("--legacy")
+            self._spawn(f"devices-{protocol}", argv, env)
+
+    def _supervise(self) -> None:
+        stop = {"now": False}
+
+        def on_signal(signum, frame):
+            stop["now"] = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        try:
+            while not stop["now"]:
+                for name, process in self.children:
+                    if process.poll() is not None:
+                        raise CommandError(
+                            f"{name} stopped (exit {process.returncode}); "
+                            "stopping the rest."
+                        )
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            self.stdout.write("\nStopping…")
+
+    def _stop_all(self) -> None:
+        for _, process in reversed(self.children):
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + 10
+        for _, process in reversed(self.children):
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
