@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from django.db.models import QuerySet
 
-from audit.models import AuditEvent
+from audit.models import AuditChain, AuditEvent
 
 
 def audit_events_for_tenant(
@@ -43,10 +43,11 @@ class ChainBreak:
 
 def audit_chain_verify() -> Iterator[tuple[str, int, ChainBreak | None]]:
     """For each chain: its key, the number of events checked, and the first break."""
-    chains = (
-        AuditEvent.objects.order_by("chain").values_list("chain", flat=True).distinct()
+    heads = {chain.key: chain for chain in AuditChain.objects.all()}
+    keys = set(heads) | set(
+        AuditEvent.objects.order_by().values_list("chain", flat=True).distinct()
     )
-    for key in chains:
+    for key in sorted(keys):
         expected_prev = "0" * 64
         expected_seq = 1
         checked = 0
@@ -78,4 +79,15 @@ def audit_chain_verify() -> Iterator[tuple[str, int, ChainBreak | None]]:
                 break
             expected_prev = event.hash
             expected_seq += 1
+        head = heads.get(key)
+        # The chain head knows the length and last hash, so a deleted tail shows too.
+        if broken is None and head is not None:
+            if head.last_seq > expected_seq - 1:
+                broken = ChainBreak(
+                    key, expected_seq, "", f"event #{expected_seq} is missing"
+                )
+            elif head.last_hash != expected_prev:
+                broken = ChainBreak(
+                    key, expected_seq - 1, "", "the last event does not match the head"
+                )
         yield key, checked, broken

@@ -11,6 +11,7 @@ from functools import lru_cache
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.db import models
 from encrypted_model_fields.fields import (
     EncryptedCharField,
     EncryptedMixin,
@@ -54,6 +55,15 @@ def decrypt_secret(token: str, *, label: str = "secret") -> str:
         ) from None
 
 
+class StoredToken(models.Value):
+    """An already-encrypted token, written to an encrypted column as it is.
+
+    Only key rotation needs this; everything else assigns plaintext."""
+
+    def __init__(self, token: str):
+        super().__init__(token, output_field=models.TextField())
+
+
 class StrictEncryptedMixin:
     def to_python(self, value):
         # Values reaching to_python come from forms and code: they are plaintext.
@@ -68,8 +78,15 @@ class StrictEncryptedMixin:
         return decrypt_secret(value, label=f"{self.model.__name__}.{self.name}")
 
     def get_db_prep_save(self, value, connection):
-        if value is None:
-            return None
+        if value is None or isinstance(value, StoredToken):
+            return value
+        if hasattr(value, "as_sql"):
+            # Django hands update() expressions here too; encrypting their repr
+            # would store garbage, passing them on could store plaintext.
+            raise TypeError(
+                f"{self.model.__name__}.{self.name} takes a plain value, not a "
+                "database expression."
+            )
         return encrypt_secret(str(value))
 
 

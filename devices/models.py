@@ -239,6 +239,9 @@ class Command(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField()
+    # v3.1 commands complete when the device reports this: {"kind": "pump", "value":
+    # true}; fixed at send time so that TOGGLE means "the opposite of what it was".
+    expected = models.JSONField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]

@@ -99,3 +99,319 @@ def device_for_topic(
         .filter(broker_id=broker_id, topic_prefix=topic_prefix, device_id=device_id)
         .first()
     )
+
+
+# --- Live dashboard reads (pool page, WebSocket snapshot, history) -----------------
+# These take a pool already obtained through pool_get_for_member: the access check is
+# done once by the caller, and these only shape what the page and the socket show.
+
+from django.db import models  # noqa: E402
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def command_as_dict(command) -> dict:
+    """A command as the pool page and the pool.command broadcast show it."""
+    return {
+        "code": command.code.hex,
+        "op": command.op,
+        "value": command.value,
+        "status": command.status,
+        "error": command.error,
+        "actor": command.actor.email if command.actor_id else None,
+        "source": command.source,
+        "created_at": _iso(command.created_at),
+    }
+
+
+def event_as_dict(event) -> dict:
+    return {
+        "kind": event.kind,
+        "message": event.message,
+        "ts": _iso(event.ts),
+        "actor": event.actor.email if event.actor_id else None,
+    }
+
+
+def device_as_dict(device: Device | None) -> dict | None:
+    if device is None:
+        return None
+    return {
+        "code": str(device.code),
+        "device_id": device.device_id,
+        "protocol": device.protocol,
+        "online": device.online,
+        "last_seen": _iso(device.last_seen_at),
+        "state": device.state or {},
+        "firmware_version": device.firmware_version,
+    }
+
+
+def pool_device(pool: Pool) -> Device | None:
+    """The pool's device, or None (the reverse one-to-one raises when absent)."""
+    try:
+        return pool.device
+    except Device.DoesNotExist:
+        return None
+
+
+def pool_snapshot(*, membership: Membership, pool: Pool, limit: int = 30) -> dict:
+    """Everything the pool page shows, in one dict: the page renders it on load and
+    the WebSocket sends it on connect, so both start from the same picture."""
+    from django.utils import timezone
+
+    from devices.models import Command, DeviceEvent, Program
+    from tenants.roles import role_allows
+
+    commands = (
+        Command.objects.filter(pool_id=pool.pk)
+        .select_related("actor")
+        .order_by("-created_at")[:limit]
+    )
+    events = (
+        DeviceEvent.objects.filter(pool_id=pool.pk)
+        .select_related("actor")
+        .order_by("-ts")[:limit]
+    )
+    programs = Program.objects.filter(pool_id=pool.pk).order_by("slot")
+    return {
+        "pool": {
+            "code": pool.code.hex,
+            "name": pool.name,
+            "mode1_name": pool.mode1_name,
+            "mode2_name": pool.mode2_name,
+            "timezone": pool.timezone,
+            "override_until": _iso(pool.override_until),
+        },
+        "device": device_as_dict(pool_device(pool)),
+        "commands": [command_as_dict(c) for c in commands],
+        "events": [event_as_dict(e) for e in events],
+        "programs": [
+            {"slot": p.slot, "enabled": p.enabled, "days": p.days} for p in programs
+        ],
+        "role": membership.role,
+        "can_control": role_allows(membership.role, Action.CONTROL),
+        "now": timezone.now().isoformat(),
+    }
+
+
+class _EpochBucket(models.Func):
+    """floor(epoch seconds of `expression` / size): the same bucket number on
+    PostgreSQL and SQLite, so downsampling happens in SQL on both."""
+
+    output_field = models.BigIntegerField()
+
+    def __init__(self, expression, *, size: int, offset: int = 0):
+        self.size = int(size)
+        self.offset = int(offset)
+        super().__init__(expression)
+
+    def as_sql(self, compiler, connection, **extra):
+        inner, params = compiler.compile(self.source_expressions[0])
+        if connection.vendor == "postgresql":
+            sql = (
+                f"FLOOR((EXTRACT(EPOCH FROM {inner}) + {self.offset}) / {self.size})"
+                "::bigint"
+            )
+        elif connection.vendor == "sqlite":
+            # Django keeps SQLite datetimes as UTC text, which strftime('%s') reads.
+            sql = (
+                f"((CAST(strftime('%%s', {inner}) AS INTEGER) + {self.offset})"
+                f" / {self.size})"
+            )
+        else:  # pragma: no cover - other databases are not supported
+            raise NotImplementedError(connection.vendor)
+        return sql, params
+
+
+def telemetry_buckets(
+    *, pool: Pool, start, end, size: int, offset: int = 0
+) -> list[dict]:
+    """The pool's samples in [start, end) folded into buckets of `size` seconds, in
+    one aggregate query: avg/min/max temperature, the share of samples with the pump
+    on, with the valve in mode 1 and in mode 2 while the pump ran. `offset` shifts the
+    bucket edges (seconds east of UTC) so daily buckets follow local midnight."""
+    from devices.models import TelemetrySample
+
+    device = pool_device(pool)
+    if device is None:
+        return []
+    pump_on = models.Case(
+        models.When(pump=True, then=models.Value(1.0)),
+        models.When(pump=False, then=models.Value(0.0)),
+        output_field=models.FloatField(),
+    )
+
+    def mode_share(mode: int):
+        return models.Case(
+            models.When(pump=True, valve=mode, then=models.Value(1.0)),
+            models.When(pump__isnull=False, then=models.Value(0.0)),
+            output_field=models.FloatField(),
+        )
+
+    rows = (
+        TelemetrySample.objects.filter(
+            device_id=device.pk, tenant_id=pool.tenant_id, ts__gte=start, ts__lt=end
+        )
+        .annotate(bucket=_EpochBucket("ts", size=size, offset=offset))
+        .values("bucket")
+        .annotate(
+            t_avg=models.Avg("temperature"),
+            t_min=models.Min("temperature"),
+            t_max=models.Max("temperature"),
+            pump_share=models.Avg(pump_on),
+            mode1_share=models.Avg(mode_share(1)),
+            mode2_share=models.Avg(mode_share(2)),
+            n=models.Count("id"),
+        )
+        .order_by("bucket")
+    )
+    return [{**row, "start": int(row["bucket"]) * size - offset} for row in rows]
+
+
+def telemetry_for_export(*, pool: Pool, start, end):
+    """The pool's raw samples in [start, end), oldest first, streamed in chunks."""
+    from devices.models import TelemetrySample
+
+    device = pool_device(pool)
+    if device is None:
+        return iter(())
+    return (
+        TelemetrySample.objects.filter(
+            device_id=device.pk, tenant_id=pool.tenant_id, ts__gte=start, ts__lt=end
+        )
+        .order_by("ts")
+        .values_list("ts", "temperature", "pump", "valve", "rssi")
+        .iterator(chunk_size=2000)
+    )
+
+
+# --- the bridge's bulk reads (the same scoping as device_for_topic, for all devices
+# at once, so that the hot path needs no query per message) ------------------------
+
+
+def brokers_for_bridge() -> QuerySet[Broker]:
+    """Brokers a bridge must connect to: the platform broker and every broker that
+    has at least one device."""
+    return Broker.objects.filter(
+        Q(is_platform=True) | Q(devices__isnull=False)
+    ).distinct()
+
+
+def devices_for_bridge(*, broker_ids) -> QuerySet[Device]:
+    """Every device on these brokers with what the bridge needs to route a message:
+    each (broker, topic prefix, device id) names exactly one device and one tenant."""
+    return Device.objects.filter(broker_id__in=list(broker_ids)).values(
+        "pk",
+        "broker_id",
+        "topic_prefix",
+        "device_id",
+        "protocol",
+        "tenant_id",
+        "tenant__code",
+        "pool_id",
+        "pool__code",
+        "pool__settings",
+        "online",
+        "state",
+    )
+
+
+def commands_to_publish(*, broker_ids, limit: int = 200):
+    """Pending, unexpired commands for devices on these brokers, oldest first."""
+    from django.utils import timezone
+
+    from devices.models import Command
+
+    return list(
+        Command.objects.select_related("device", "actor")
+        .filter(
+            status=Command.Status.PENDING,
+            device__broker_id__in=list(broker_ids),
+            expires_at__gt=timezone.now(),
+        )
+        .order_by("created_at")[:limit]
+    )
+
+
+def commands_awaiting_state(*, broker_ids) -> list[dict]:
+    """Sent v3.1 commands waiting for a state report: (command pk, device pk,
+    expected, sent_at)."""
+    from devices.models import Command
+
+    return list(
+        Command.objects.filter(
+            status=Command.Status.SENT,
+            expected__isnull=False,
+            device__broker_id__in=list(broker_ids),
+        ).values("pk", "device_id", "expected", "sent_at")
+    )
+
+
+# --- API reads (lists under a pool already obtained through pool_get_for_member) ----
+
+from devices.models import Command, DeviceEvent, Program  # noqa: E402
+
+
+def pool_commands(*, pool: Pool) -> QuerySet[Command]:
+    """The pool's commands, newest first."""
+    return (
+        Command.objects.filter(tenant_id=pool.tenant_id, pool_id=pool.pk)
+        .select_related("actor", "pool")
+        .order_by("-created_at")
+    )
+
+
+def command_get_for_member(
+    *, membership: Membership, code, action: str = Action.VIEW
+) -> Command:
+    """One command of the member's tenant; missing and foreign raise Http404."""
+    try:
+        command = Command.objects.select_related("actor", "pool").get(
+            tenant_id=membership.tenant_id, code=parse_code(code)
+        )
+    except Command.DoesNotExist:
+        raise Http404("No such command.") from None
+    membership_require(membership=membership, action=action)
+    return command
+
+
+def pool_events(*, pool: Pool) -> QuerySet[DeviceEvent]:
+    """The pool's event log, newest first."""
+    return (
+        DeviceEvent.objects.filter(tenant_id=pool.tenant_id, pool_id=pool.pk)
+        .select_related("actor")
+        .order_by("-ts")
+    )
+
+
+def pool_programs(*, pool: Pool) -> QuerySet[Program]:
+    """The pool's programs by slot."""
+    return Program.objects.filter(pool_id=pool.pk).order_by("slot")
+
+
+def devices_config_outdated(*, limit: int = 500) -> QuerySet[Device]:
+    """ps1 devices whose pool's configuration is newer than what they last applied.
+
+    The bridge's sweep republishes their retained config/set
+    (devices.services.programs.pool_config_message): the database is the queue of
+    record, the "config.publish" doorbell only makes it prompt. A device that rejected
+    a version stays listed until a newer one is saved, so the bridge should publish
+    each (device, version) once per run.
+    """
+    return (
+        Device.objects.filter(protocol=Device.Protocol.POOLSAAS, pool__isnull=False)
+        .filter(
+            Q(config_version_applied__isnull=True)
+            | Q(config_version_applied__lt=models.F("pool__config_version"))
+        )
+        .select_related("pool", "broker")
+        .order_by("pk")[:limit]
+    )
+
+
+def platform_broker_for_display() -> Broker | None:
+    """The platform broker row for pages: its secrets are not even loaded."""
+    return Broker.objects.filter(is_platform=True).defer("username", "password").first()

@@ -1,9 +1,32 @@
 from django.urls import path
 from django.views.generic import RedirectView
 
+from devices.views import brokers as broker_views
+from devices.views import dashboard as dash_views
 from devices.views import pools as pool_views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="pools"), name="home"),
     path("pools/", pool_views.pools, name="pools"),
+    path("pools/add/", pool_views.pool_add, name="pool_add"),
+    path("pools/<str:code>/settings/", pool_views.pool_settings, name="pool_settings"),
+    path("brokers/", broker_views.brokers, name="brokers"),
+    path("brokers/add/", broker_views.broker_add, name="broker_add"),
+    path("brokers/<str:code>/edit/", broker_views.broker_edit, name="broker_edit"),
+    path(
+        "brokers/<str:code>/delete/", broker_views.broker_delete, name="broker_delete"
+    ),
+    path("brokers/<str:code>/test/", broker_views.broker_test, name="broker_test"),
+    # The live dashboard (devices/views/dashboard.py); after "pools/add/" on purpose.
+    path("pools/<str:code>/", dash_views.pool_detail, name="pool_detail"),
+    path("pools/<str:code>/programs/", dash_views.pool_programs, name="pool_programs"),
+    path("pools/<str:code>/history/", dash_views.pool_history, name="pool_history"),
+    path(
+        "pools/<str:code>/device/replace/",
+        dash_views.device_replace,
+        name="device_replace",
+    ),
+    path("devices/", dash_views.devices, name="devices"),
+    path("devices/add/", dash_views.device_add, name="device_add"),
+    path("devices/<str:code>/remove/", dash_views.device_remove, name="device_remove"),
 ]

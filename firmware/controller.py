@@ -136,6 +136,7 @@ class Controller:
         self.seq = 0
         self.events = []
         self.changed = True
+        self.action = None
         self._cmd_times = []
         self._last_tick = None
         self._restore()
@@ -222,6 +223,11 @@ class Controller:
         ev, self.events = self.events, []
         return ev
 
+    def pop_action(self):
+        """'reboot' or 'wifi_clear' when one was just executed, else None."""
+        a, self.action = self.action, None
+        return a
+
     def pop_changed(self):
         c, self.changed = self.changed, False
         return c
@@ -232,8 +238,10 @@ class Controller:
 
     def _wait_s(self, relay, now):
         """Seconds until the relay may switch again (0 = now)."""
-        gap = self.thresholds["min_switch_interval_s"]
-        return max(0, self.last_switch[relay] + gap - now)
+        since = now - self.last_switch[relay]
+        if since < 0:
+            return 0  # the clock went back (RTC lost): nothing to protect against
+        return max(0, self.thresholds["min_switch_interval_s"] - since)
 
     def _local_day(self, now):
         return self.tz.local(now) // tzrules.DAY
@@ -380,6 +388,10 @@ class Controller:
                 dirty = True
             else:
                 self.timer_remaining = remaining
+                # Save the countdown now and then: after a power cut without a clock
+                # (no NTP yet) it resumes from here, at most 30 s off.
+                if remaining % 30 == 0:
+                    dirty = True
 
         limit = th["pump_max_run_s_day"]
         if limit and not self.maxed and self.run_s >= limit:
@@ -487,9 +499,13 @@ class Controller:
         elif op == "override_clear":
             self.override_until = 0
             self._run_programs(now)
-        elif op not in ("wifi_clear", "reboot"):
+        elif op in ("wifi_clear", "reboot"):
+            # Carried out by the link once the ack is out (see pop_action); a
+            # redelivered
+            # duplicate never gets here, so it cannot restart the board twice.
+            self.action = op
+        else:
             return False, "unsupported", "unknown op"
-        # wifi_clear and reboot are carried out by the link after the ack is out.
         self.changed = True
         self._apply_relays(now)
         self.save()

@@ -9,3 +9,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "poolsaas.settings")
 app = Celery("poolsaas")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# Periodic tasks (`celery -A poolsaas beat`). Each entry expires before the next run so
+# that a stalled worker does not pile them up.
+app.conf.beat_schedule = {
+    **(app.conf.beat_schedule or {}),
+    # Server-side weekly programs for v3.1 devices; windows have minute resolution.
+    "devices.run_programs": {
+        "task": "devices.run_programs",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
+}

@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_filters",
     "axes",
     "encrypted_model_fields",
@@ -216,18 +217,34 @@ MQTT_USERNAME = env_str("MQTT_USERNAME", "")
 MQTT_PASSWORD = env_str("MQTT_PASSWORD", "")
 # Mosquitto dynamic-security admin, used to create per-device clients.
 MQTT_DYNSEC_ENABLED = env_bool("MQTT_DYNSEC_ENABLED", False)
+# Where the admin reaches the plugin (deploy/mosquitto/start-dynsec.sh); default MQTT_URL.
+MQTT_DYNSEC_URL = env_str("MQTT_DYNSEC_URL", MQTT_URL)
 MQTT_PUBLIC_HOST = env_str("MQTT_PUBLIC_HOST", "127.0.0.1")
 MQTT_PUBLIC_PORT = env_int("MQTT_PUBLIC_PORT", 1883)
 MQTT_PUBLIC_TLS = env_bool("MQTT_PUBLIC_TLS", False)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "poolsaas.api.authentication.TenantJWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "poolsaas.api.pagination.Pagination",
     "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "poolsaas.api.errors.api_exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "poolsaas.api.throttling.AnonThrottle",
+        "poolsaas.api.throttling.UserThrottle",
+        "poolsaas.api.throttling.TenantThrottle",
+    ],
+    # Token buckets, requests per minute; a tenant's plan overrides "tenant".
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env_int("API_ANON_PER_MINUTE", 60),
+        "user": env_int("API_USER_PER_MINUTE", 1200),
+        "tenant": env_int("API_TENANT_PER_MINUTE", 600),
+    },
 }
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env_int("JWT_ACCESS_MINUTES", 15)),
@@ -239,9 +256,20 @@ SIMPLE_JWT = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "poolsaas API",
-    "DESCRIPTION": "Pools, devices, telemetry and commands for integrators.",
+    "DESCRIPTION": "Pools, devices, telemetry and commands for integrators. Log in at "
+    "POST /api/login and send the token as `Authorization: Bearer <token>`.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    # Swagger UI from drf-spectacular-sidecar: served by us, no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "poolsaas.api.schema.add_error_responses",
+    ],
 }
 
 SESSION_COOKIE_HTTPONLY = True

@@ -110,3 +110,8 @@ def invitation_get_for_user(*, membership: Membership, code) -> Invitation:
 
 def tenant_owner_count(*, tenant: Tenant) -> int:
     return Membership.objects.filter(tenant=tenant, role="owner").count()
+
+
+def user_exists(*, email: str) -> bool:
+    """Whether an account uses this e-mail (case-insensitive, as login does)."""
+    return User.objects.filter(email__iexact=email.strip()).exists()

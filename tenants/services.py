@@ -5,6 +5,7 @@ import hashlib
 import secrets
 
 from django.conf import settings
+from django.contrib.auth import password_validation
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
@@ -13,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.services import audit_record
+from devices.broadcast import broadcast, user_group
 from tenants.models import Invitation, Membership, Tenant, User
 from tenants.roles import RANK, Action, Role, role_at_least
 from tenants.selectors import membership_require
@@ -39,6 +41,18 @@ def auth_logged_out(*, user: User, tenant: Tenant | None) -> None:
 
 def auth_password_reset(*, user: User) -> None:
     audit_record(action="password.reset", actor=user, target=user)
+
+
+def _check_same_tenant(membership: Membership, obj) -> None:
+    # The access layer already scopes objects to the caller's tenant; this guards
+    # callers that skipped it.
+    if obj.tenant_id != membership.tenant_id:
+        raise PermissionDenied("This belongs to another tenant.")
+
+
+def _access_changed(user: User) -> None:
+    # Open WebSockets of this user re-check their access and close if it is gone.
+    broadcast(user_group(user.code), {"type": "access.changed"})
 
 
 def _check_can_grant(actor: Membership, role: str) -> None:
@@ -99,7 +113,9 @@ def invitation_create(
 
 
 def invitation_revoke(*, membership: Membership, invitation: Invitation) -> None:
+    """Withdraw a pending invitation; its link stops working. No-op when used."""
     membership_require(membership=membership, action=Action.MANAGE)
+    _check_same_tenant(membership, invitation)
     with transaction.atomic():
         updated = Invitation.objects.filter(
             pk=invitation.pk, accepted_at__isnull=True, revoked_at__isnull=True
@@ -115,7 +131,15 @@ def invitation_revoke(*, membership: Membership, invitation: Invitation) -> None
 
 
 class InvitationInvalid(Exception):
-    """The link is unknown, used, revoked or expired. The message says which."""
+    """The link is unknown, used, revoked or expired. The message says which.
+
+    `kind` lets a page pick its status: "unknown", "used", "revoked", "expired",
+    "wrong_user" or "login_required".
+    """
+
+    def __init__(self, message: str, *, kind: str = "unknown"):
+        super().__init__(message)
+        self.kind = kind
 
 
 def invitation_lookup(*, token: str) -> Invitation:
@@ -127,12 +151,13 @@ def invitation_lookup(*, token: str) -> Invitation:
     if invitation is None:
         raise InvitationInvalid("This invitation link is not valid.")
     if invitation.accepted_at is not None:
-        raise InvitationInvalid("This invitation has already been used.")
+        raise InvitationInvalid("This invitation has already been used.", kind="used")
     if invitation.revoked_at is not None:
-        raise InvitationInvalid("This invitation was withdrawn.")
+        raise InvitationInvalid("This invitation was withdrawn.", kind="revoked")
     if invitation.expires_at <= timezone.now():
         raise InvitationInvalid(
-            "This invitation has expired. Ask for a new one from your team's admin."
+            "This invitation has expired. Ask for a new one from your team's admin.",
+            kind="expired",
         )
     return invitation
 
@@ -152,20 +177,30 @@ def invitation_accept(
         invitation = invitation_lookup(token=token)
         invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
         if invitation.accepted_at is not None:
-            raise InvitationInvalid("This invitation has already been used.")
+            raise InvitationInvalid(
+                "This invitation has already been used.", kind="used"
+            )
+        if invitation.revoked_at is not None:
+            raise InvitationInvalid("This invitation was withdrawn.", kind="revoked")
         if user is None:
             if User.objects.filter(email__iexact=invitation.email).exists():
                 raise InvitationInvalid(
                     "An account with this e-mail exists: log in first, then open "
-                    "the link again."
+                    "the link again.",
+                    kind="login_required",
                 )
+            # Same rules as every other password (settings.AUTH_PASSWORD_VALIDATORS).
+            password_validation.validate_password(
+                password, user=User(email=invitation.email, full_name=full_name)
+            )
             user = User.objects.create_user(
                 email=invitation.email, password=password, full_name=full_name
             )
         elif user.email.lower() != invitation.email.lower():
             raise InvitationInvalid(
                 f"This invitation is for {invitation.email}; you are logged in as "
-                f"{user.email}."
+                f"{user.email}.",
+                kind="wrong_user",
             )
         membership, created = Membership.objects.get_or_create(
             tenant=invitation.tenant, user=user, defaults={"role": invitation.role}
@@ -200,6 +235,7 @@ def membership_role_change(
     """Change a member's role. Owners are changed only by owners; never below one
     owner."""
     membership_require(membership=membership, action=Action.MANAGE)
+    _check_same_tenant(membership, target)
     if role not in Role.values:
         raise ValidationError({"role": "Choose owner, admin, operator or viewer."})
     if target.role == Role.OWNER or role == Role.OWNER:
@@ -223,11 +259,13 @@ def membership_role_change(
             target=target,
             data={"user": target.user.email, "from": previous, "to": role},
         )
+        _access_changed(target.user)
     return target
 
 
 def membership_remove(*, membership: Membership, target: Membership) -> None:
     """Remove a member from the tenant. Anyone may leave; admins remove others."""
+    _check_same_tenant(membership, target)
     if target.pk != membership.pk:
         membership_require(membership=membership, action=Action.MANAGE)
         if target.role == Role.OWNER:
@@ -246,6 +284,7 @@ def membership_remove(*, membership: Membership, target: Membership) -> None:
             data={"user": target.user.email, "role": target.role},
         )
         target.delete()
+        _access_changed(target.user)
 
 
 def tenant_set_status(*, tenant: Tenant, status: str, actor: User | None) -> Tenant:
@@ -268,6 +307,8 @@ def tenant_set_status(*, tenant: Tenant, status: str, actor: User | None) -> Ten
             target=tenant,
             data={"from": previous, "to": status},
         )
+        for user in User.objects.filter(memberships__tenant=tenant):
+            _access_changed(user)
     return tenant
 
 

@@ -1,17 +1,35 @@
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import login as auth_login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponseRedirect
-from django.shortcuts import render
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpResponseRedirect
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from tenants import services
-from tenants.forms import EmailAuthenticationForm
+from tenants.forms import (
+    EmailAuthenticationForm,
+    InvitationForm,
+    InvitationSignupForm,
+    RoleChangeForm,
+)
 from tenants.middleware import SESSION_KEY
-from tenants.selectors import membership_for_user
+from tenants.models import Membership
+from tenants.roles import Action, Role, role_allows
+from tenants.selectors import (
+    invitation_get_for_user,
+    invitations_pending,
+    member_get_for_user,
+    membership_for_user,
+    membership_require,
+    parse_code,
+    tenant_members,
+    user_exists,
+)
 
 
 class LoginView(auth_views.LoginView):
@@ -33,7 +51,10 @@ class LoginView(auth_views.LoginView):
         return response
 
     def form_invalid(self, form):
-        services.auth_login_failed(email=self.request.POST.get("username", ""))
+        # Once django-axes has locked the pair out, login_locked_out records the
+        # attempt (reason "locked out"); recording it here too would count it twice.
+        if not getattr(self.request, "axes_locked_out", False):
+            services.auth_login_failed(email=self.request.POST.get("username", ""))
         return super().form_invalid(form)
 
 
@@ -84,3 +105,221 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
         response = super().form_valid(form)
         services.auth_password_reset(user=form.user)
         return response
+
+
+# --- Team -------------------------------------------------------------------------
+
+
+def _current_membership(request) -> Membership:
+    """The member acting in the session's tenant; a user in no tenant has no team."""
+    if request.membership is None:
+        raise Http404("You are not a member of any tenant.")
+    return request.membership
+
+
+def _render_team(
+    request,
+    membership: Membership,
+    *,
+    invite_form: InvitationForm | None = None,
+    error: str = "",
+    status: int = 200,
+):
+    can_manage = role_allows(membership.role, Action.MANAGE)
+    is_owner = membership.role == Role.OWNER
+    choices = services.role_choices_for(membership)
+    rows = [
+        {
+            "member": member,
+            "is_me": member.pk == membership.pk,
+            # Only owners touch owners (the service says so too; the page just
+            # does not offer what would be refused).
+            "can_edit": can_manage and (is_owner or member.role != Role.OWNER),
+        }
+        for member in tenant_members(membership=membership)
+    ]
+    context = {
+        "rows": rows,
+        "invitations": invitations_pending(membership=membership) if can_manage else [],
+        "invite_form": invite_form or InvitationForm(role_choices=choices),
+        "role_choices": choices,
+        "team_error": error,
+    }
+    return render(request, "tenants/team.html", context, status=status)
+
+
+def _error_text(error: ValidationError) -> str:
+    return " ".join(error.messages)
+
+
+@login_required
+def team(request):
+    """The tenant's members and pending invitations; managers also edit them."""
+    if request.membership is None:
+        return render(request, "devices/no_tenant.html")
+    return _render_team(request, request.membership)
+
+
+@login_required
+@require_POST
+def team_invite(request):
+    membership = _current_membership(request)
+    membership_require(membership=membership, action=Action.MANAGE)
+    form = InvitationForm(
+        request.POST, role_choices=services.role_choices_for(membership)
+    )
+    if not form.is_valid():
+        return _render_team(request, membership, invite_form=form, status=400)
+    try:
+        invitation, _token = services.invitation_create(
+            membership=membership,
+            email=form.cleaned_data["email"],
+            role=form.cleaned_data["role"],
+        )
+    except ValidationError as error:
+        form.add_error(None, error)
+        return _render_team(request, membership, invite_form=form, status=400)
+    messages.success(request, f"Invitation sent to {invitation.email}.")
+    return redirect("team")
+
+
+@login_required
+@require_POST
+def member_role(request, code):
+    membership = _current_membership(request)
+    target = member_get_for_user(membership=membership, code=code, action=Action.MANAGE)
+    form = RoleChangeForm(request.POST, role_choices=Role.choices)
+    if not form.is_valid():
+        return _render_team(
+            request,
+            membership,
+            error="Choose one of the roles: owner, admin, operator or viewer.",
+            status=400,
+        )
+    previous = target.role
+    try:
+        target = services.membership_role_change(
+            membership=membership, target=target, role=form.cleaned_data["role"]
+        )
+    except ValidationError as error:
+        return _render_team(request, membership, error=_error_text(error), status=400)
+    role = target.get_role_display().lower()
+    if target.role == previous:
+        messages.info(request, f"{target.user.email} is already {role}.")
+    else:
+        messages.success(request, f"{target.user.email} is now {role}.")
+    return redirect("team")
+
+
+@login_required
+@require_POST
+def member_remove(request, code):
+    membership = _current_membership(request)
+    # Anyone may leave a team; removing someone else needs the admin role.
+    leaving = parse_code(code) == membership.code
+    target = member_get_for_user(
+        membership=membership,
+        code=code,
+        action=Action.VIEW if leaving else Action.MANAGE,
+    )
+    try:
+        services.membership_remove(membership=membership, target=target)
+    except ValidationError as error:
+        return _render_team(request, membership, error=_error_text(error), status=400)
+    if leaving:
+        request.session.pop(SESSION_KEY, None)
+        messages.success(request, f"You left {membership.tenant.name}.")
+        return redirect("pools")
+    messages.success(request, f"{target.user.email} was removed from the team.")
+    return redirect("team")
+
+
+@login_required
+@require_POST
+def invitation_revoke(request, code):
+    membership = _current_membership(request)
+    invitation = invitation_get_for_user(membership=membership, code=code)
+    services.invitation_revoke(membership=membership, invitation=invitation)
+    messages.success(request, f"The invitation of {invitation.email} was withdrawn.")
+    return redirect("team")
+
+
+_INVALID_STATUS = {"unknown": 404, "wrong_user": 403, "login_required": 200}
+
+
+def _invitation_problem(request, error: services.InvitationInvalid):
+    response = render(
+        request,
+        "tenants/invitation_invalid.html",
+        {"message": str(error), "kind": error.kind},
+        status=_INVALID_STATUS.get(error.kind, 410),
+    )
+    response["Referrer-Policy"] = "same-origin"
+    return response
+
+
+def invitation_accept(request, token):
+    """The link of an invitation e-mail: join the tenant (creating the account when
+    the invitee has none), then work in that tenant."""
+    user = request.user if request.user.is_authenticated else None
+    try:
+        invitation = services.invitation_lookup(token=token)
+        if user is not None and user.email.lower() != invitation.email.lower():
+            raise services.InvitationInvalid(
+                f"This invitation is for {invitation.email}; you are logged in as "
+                f"{user.email}. Log out, then open the link again.",
+                kind="wrong_user",
+            )
+        if user is None and user_exists(email=invitation.email):
+            raise services.InvitationInvalid(
+                f"{invitation.email} already has a poolsaas account: log in, then "
+                "open the link again.",
+                kind="login_required",
+            )
+    except services.InvitationInvalid as error:
+        return _invitation_problem(request, error)
+
+    form = None
+    if user is None:
+        form = InvitationSignupForm(
+            request.POST if request.method == "POST" else None, email=invitation.email
+        )
+    status = 200
+    if request.method == "POST":
+        if form is None or form.is_valid():
+            try:
+                membership = services.invitation_accept(
+                    token=token,
+                    user=user,
+                    full_name=form.cleaned_data["full_name"] if form else "",
+                    password=form.cleaned_data["password1"] if form else "",
+                )
+            except services.InvitationInvalid as error:
+                return _invitation_problem(request, error)
+            except ValidationError as error:
+                form.add_error("password1", error)
+            else:
+                if user is None:
+                    auth_login(
+                        request,
+                        membership.user,
+                        backend="django.contrib.auth.backends.ModelBackend",
+                    )
+                request.session[SESSION_KEY] = membership.tenant.code.hex
+                messages.success(
+                    request,
+                    f"Welcome to {membership.tenant.name}: you are "
+                    f"{membership.get_role_display().lower()}.",
+                )
+                return redirect("pools")
+        status = 400
+    response = render(
+        request,
+        "tenants/invitation_accept.html",
+        {"invitation": invitation, "form": form},
+        status=status,
+    )
+    # The token is in this page's URL: never send it to other sites in Referer (and
+    # not "no-referrer": browsers then send "Origin: null" and the form fails CSRF).
+    response["Referrer-Policy"] = "same-origin"
+    return response

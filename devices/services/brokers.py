@@ -1,7 +1,10 @@
-"""Writes for brokers, pools and devices. One function per state change, used by pages,
-the API, admin and management commands alike."""
+"""Writes for brokers: a tenant's own brokers, the shared platform broker, and the
+connection test. One function per state change, used by pages, the API, admin and
+management commands alike."""
 
 import contextlib
+import ipaddress
+import re
 import socket
 import ssl
 import threading
@@ -9,7 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -29,10 +32,138 @@ BROKER_FIELDS = [
     "topic_prefix",
 ]
 
+# One DNS label: letters, digits and inner hyphens, at most 63 characters.
+_HOST_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_PEM_CERT_RE = re.compile(
+    r"-----BEGIN CERTIFICATE-----\s+[A-Za-z0-9+/=\s]+?-----END CERTIFICATE-----"
+)
 
-def _validated(instance, exclude=None):
-    instance.full_clean(exclude=exclude)
-    return instance
+
+def validate_broker_host(host: str) -> None:
+    """A bare host name or IP address: no scheme, port, path or spaces."""
+    if not host:
+        raise ValidationError("Enter the broker's host name or IP address.")
+    if "://" in host or "/" in host or "@" in host or any(c.isspace() for c in host):
+        raise ValidationError(
+            "Enter only the host name or IP address (for example "
+            "mqtt.example.com), without mqtt://, a port or a path."
+        )
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)  # IPv6 without brackets, as the socket wants it
+        return
+    name = host[:-1] if host.endswith(".") else host
+    labels = name.split(".")
+    if len(name) > 253 or not all(_HOST_LABEL_RE.match(label) for label in labels):
+        raise ValidationError(
+            f"{host!r} is not a valid host name or IP address "
+            "(letters, digits, '-' and '.', for example mqtt.example.com)."
+        )
+
+
+def validate_ca_certificate(pem: str) -> None:
+    """One or more PEM certificates that the TLS library accepts as trust anchors."""
+    if not pem:
+        return
+    if not _PEM_CERT_RE.search(pem):
+        raise ValidationError(
+            "Paste the CA certificate in PEM form, from -----BEGIN CERTIFICATE----- "
+            "to -----END CERTIFICATE-----."
+        )
+    try:
+        ssl.create_default_context().load_verify_locations(cadata=pem)
+    except (ssl.SSLError, ValueError):
+        raise ValidationError(
+            "This CA certificate cannot be read: check that it was pasted whole."
+        ) from None
+
+
+def validate_websocket_url(url: str) -> None:
+    """ws:// or wss:// with a host; never credentials (they would be stored in
+    clear text: username and password have their own encrypted fields)."""
+    if not url:
+        return
+    try:
+        parsed = urlparse(url)
+        port = parsed.port
+    except ValueError:
+        raise ValidationError(
+            "Enter a WebSocket URL such as wss://mqtt.example.com:8084/mqtt."
+        ) from None
+    if parsed.scheme not in ("ws", "wss") or not parsed.hostname:
+        raise ValidationError(
+            "A WebSocket URL starts with ws:// or wss:// and names a host, for "
+            "example wss://mqtt.example.com:8084/mqtt."
+        )
+    if parsed.username or parsed.password:
+        raise ValidationError(
+            "Do not put a username or password in the URL: use the username and "
+            "password fields, which are stored encrypted."
+        )
+    if port is not None and not 1 <= port <= 65535:
+        raise ValidationError("The WebSocket URL's port must be 1 to 65535.")
+    if any(c.isspace() for c in url):
+        raise ValidationError("A WebSocket URL cannot contain spaces.")
+
+
+def _broker_validate(broker: Broker) -> Broker:
+    """Model validation plus the checks the model cannot do alone, as one error."""
+    errors: dict[str, list] = {}
+    try:
+        broker.full_clean(exclude=["tenant"])
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    for field, check in (
+        ("host", validate_broker_host),
+        ("ca_certificate", validate_ca_certificate),
+        ("websocket_url", validate_websocket_url),
+    ):
+        if field in errors:
+            continue
+        try:
+            check(getattr(broker, field))
+        except ValidationError as exc:
+            errors.setdefault(field, []).extend(exc.messages)
+    if broker.ca_certificate and not broker.use_tls and "ca_certificate" not in errors:
+        errors.setdefault("ca_certificate", []).append(
+            "A CA certificate is only used with TLS: turn TLS on or clear it."
+        )
+    if (
+        broker.tenant_id
+        and "name" not in errors
+        and Broker.objects.filter(tenant_id=broker.tenant_id, name__iexact=broker.name)
+        .exclude(pk=broker.pk)
+        .exists()
+    ):
+        errors.setdefault("name", []).append(
+            f"You already have a broker named {broker.name!r}."
+        )
+    if errors:
+        raise ValidationError(errors)
+    return broker
+
+
+def _clean_fields(fields: dict) -> dict:
+    unknown = set(fields) - set(BROKER_FIELDS)
+    if unknown:
+        raise ValidationError(
+            {NON_FIELD_ERRORS: f"Unknown broker fields: {', '.join(sorted(unknown))}."}
+        )
+    cleaned = dict(fields)
+    for name in ("name", "host", "websocket_url", "topic_prefix"):
+        if isinstance(cleaned.get(name), str):
+            cleaned[name] = cleaned[name].strip()
+    if isinstance(cleaned.get("ca_certificate"), str):
+        cleaned["ca_certificate"] = cleaned["ca_certificate"].strip()
+    return cleaned
+
+
+def _require_own_broker(membership: Membership, broker: Broker) -> None:
+    # The access layer already scopes by tenant; this guards direct callers (admin
+    # actions, scripts) from touching the platform broker or another tenant's.
+    if broker.is_platform or broker.tenant_id != membership.tenant_id:
+        raise ValidationError(
+            {NON_FIELD_ERRORS: "Only your own brokers can be changed here."}
+        )
 
 
 def broker_create(
@@ -40,16 +171,14 @@ def broker_create(
 ) -> Broker:
     """Add a tenant's own broker. Secrets are encrypted on save and never echoed."""
     membership_require(membership=membership, action=Action.MANAGE)
-    unknown = set(fields) - set(BROKER_FIELDS)
-    if unknown:
-        raise ValidationError(f"Unknown broker fields: {', '.join(sorted(unknown))}.")
+    fields = _clean_fields(fields)
     broker = Broker(
         tenant=membership.tenant, username=username, password=password, **fields
     )
     if username or password:
         broker.secrets_changed_at = timezone.now()
     with transaction.atomic():
-        _validated(broker).save()
+        _broker_validate(broker).save()
         audit_record(
             action="broker.created",
             tenant=membership.tenant,
@@ -58,7 +187,12 @@ def broker_create(
             data={
                 "host": broker.host,
                 "port": broker.port,
-                "secrets_set": bool(username or password),
+                "tls": broker.use_tls,
+                "secrets_set": [
+                    name
+                    for name, value in (("username", username), ("password", password))
+                    if value
+                ],
             },
         )
     return broker
@@ -72,11 +206,14 @@ def broker_update(
     password: str | None = None,
     **fields,
 ) -> Broker:
-    """Change a broker's settings; username/password None means 'keep as it is'."""
+    """Change a broker's settings.
+
+    username/password None means 'keep as it is', "" clears it. Only the names of
+    changed secrets reach the audit trail, never their values.
+    """
     membership_require(membership=membership, action=Action.MANAGE)
-    unknown = set(fields) - set(BROKER_FIELDS)
-    if unknown:
-        raise ValidationError(f"Unknown broker fields: {', '.join(sorted(unknown))}.")
+    _require_own_broker(membership, broker)
+    fields = _clean_fields(fields)
     with transaction.atomic():
         broker = Broker.objects.select_for_update().get(pk=broker.pk)
         changed = [
@@ -93,7 +230,7 @@ def broker_update(
             secrets_changed.append("password")
         if secrets_changed:
             broker.secrets_changed_at = timezone.now()
-        _validated(broker).save()
+        _broker_validate(broker).save()
         if changed:
             audit_record(
                 action="broker.updated",
@@ -103,29 +240,52 @@ def broker_update(
                 data={"fields": changed},
             )
         if secrets_changed:
-            # Which secrets changed, never their values.
             audit_record(
                 action="broker.secret_changed",
                 tenant=broker.tenant,
                 actor=membership.user,
                 target=broker,
-                data={"fields": secrets_changed},
+                data={
+                    "fields": secrets_changed,
+                    "cleared": [
+                        name for name in secrets_changed if getattr(broker, name) == ""
+                    ],
+                },
             )
     return broker
 
 
 def broker_delete(*, membership: Membership, broker: Broker) -> None:
+    """Delete a tenant's broker that no device uses any more."""
     membership_require(membership=membership, action=Action.MANAGE)
-    if broker.devices.exists():
-        raise ValidationError("Move or remove this broker's devices first.")
+    _require_own_broker(membership, broker)
     with transaction.atomic():
+        broker = Broker.objects.select_for_update().get(pk=broker.pk)
+        in_use = broker.devices.count()
+        if in_use:
+            raise ValidationError(
+                {
+                    NON_FIELD_ERRORS: f"{broker.name} is used by {in_use} device(s): "
+                    "move or remove them first."
+                }
+            )
         audit_record(
             action="broker.deleted",
             tenant=broker.tenant,
             actor=membership.user,
             target=broker,
+            data={"host": broker.host, "port": broker.port},
         )
         broker.delete()
+
+
+def broker_secrets_status(*, broker: Broker) -> dict[str, bool]:
+    """Whether username and password are set, for pages that must not show them.
+
+    Encrypted empty strings are tokens too, so this has to decrypt; only the
+    booleans leave this function.
+    """
+    return {"username": bool(broker.username), "password": bool(broker.password)}
 
 
 def broker_ensure_platform() -> Broker:
@@ -155,10 +315,31 @@ class ConnectionResult:
     message: str
 
 
-def broker_test_connection(*, broker: Broker, timeout: float = 5.0) -> ConnectionResult:
-    """Try to connect and authenticate to the broker; say plainly what happened."""
+def _is_tls_handshake_failure(exc: OSError) -> bool:
+    # A plain MQTT listener answers a TLS ClientHello by closing the connection
+    # (reset, EOF) or with bytes that are not TLS (wrong version number).
+    if isinstance(exc, ConnectionResetError | ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return True
+    return isinstance(exc, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(exc)
+
+
+def broker_test_connection(
+    *,
+    broker: Broker,
+    timeout: float = 5.0,
+    membership: Membership | None = None,
+) -> ConnectionResult:
+    """Try to connect and authenticate to the broker; say plainly what happened.
+
+    Pages pass the membership (the test uses the stored secrets, so it needs the
+    manage role); the bridge and admin call it without one. Never raises for a
+    network problem and never puts a secret in the message.
+    """
     import paho.mqtt.client as mqtt
 
+    if membership is not None:
+        membership_require(membership=membership, action=Action.MANAGE)
+    where = f"{broker.host}:{broker.port}"
     outcome: dict = {}
     done = threading.Event()
     client = mqtt.Client(
@@ -166,59 +347,77 @@ def broker_test_connection(*, broker: Broker, timeout: float = 5.0) -> Connectio
         client_id=f"poolsaas-test-{broker.code.hex[:12]}",
         protocol=mqtt.MQTTv311,
     )
+    client.connect_timeout = timeout
     if broker.username or broker.password:
         client.username_pw_set(broker.username, broker.password or None)
+
+    def on_connect(client, userdata, flags, reason_code, properties):
+        outcome["code"] = reason_code
+        done.set()
+
+    client.on_connect = on_connect
     try:
         if broker.use_tls:
             context = ssl.create_default_context()
             if broker.ca_certificate:
                 context.load_verify_locations(cadata=broker.ca_certificate)
             client.tls_set_context(context)
-
-        def on_connect(client, userdata, flags, reason_code, properties):
-            outcome["code"] = reason_code
-            done.set()
-
-        client.on_connect = on_connect
         client.connect(broker.host, broker.port, keepalive=10)
         client.loop_start()
         if not done.wait(timeout):
             return ConnectionResult(
                 False,
-                f"No answer from {broker.host}:{broker.port} within {timeout:.0f} s.",
+                f"No MQTT answer from {where} within {timeout:g} s"
+                + (
+                    "." if broker.use_tls else ": is this a TLS port? Then turn TLS on."
+                ),
             )
         code = outcome["code"]
         if code.is_failure:
             if code.value in (4, 5, 134, 135):
                 return ConnectionResult(
-                    False, "The broker refused the username or password."
+                    False, f"{where} refused the username or password."
                 )
-            return ConnectionResult(
-                False, f"The broker refused the connection: {code}."
-            )
+            return ConnectionResult(False, f"{where} refused the connection: {code}.")
         return ConnectionResult(
             True,
-            f"Connected to {broker.host}:{broker.port}"
-            + (" over TLS." if broker.use_tls else "."),
+            f"Connected to {where}" + (" over TLS." if broker.use_tls else "."),
         )
-    except ssl.SSLError as exc:
-        return ConnectionResult(False, f"TLS failed: {exc.reason or exc}.")
+    except ssl.SSLCertVerificationError as exc:
+        return ConnectionResult(
+            False,
+            f"TLS to {where} failed: the broker's certificate was not accepted "
+            f"({exc.verify_message}). Paste the CA certificate that signed it.",
+        )
     except (socket.gaierror, UnicodeError):
         return ConnectionResult(
             False, f"The host name {broker.host!r} does not resolve."
         )
     except ConnectionRefusedError:
         return ConnectionResult(
-            False, f"{broker.host}:{broker.port} refused the connection."
+            False,
+            f"{where} refused the connection: nothing listens on that port.",
         )
     except TimeoutError:
-        return ConnectionResult(False, f"{broker.host}:{broker.port} did not answer.")
-    except OSError as exc:
+        return ConnectionResult(False, f"{where} did not answer within {timeout:g} s.")
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        if broker.use_tls and _is_tls_handshake_failure(exc):
+            return ConnectionResult(
+                False,
+                f"TLS handshake with {where} failed: the server does not speak TLS "
+                "on this port. Use the broker's TLS port (usually 8883) or turn "
+                "TLS off.",
+            )
+        if isinstance(exc, ssl.SSLError):
+            return ConnectionResult(
+                False, f"TLS to {where} failed: {exc.reason or exc}."
+            )
         return ConnectionResult(
-            False,
-            f"Could not reach {broker.host}:{broker.port}: {exc.strerror or exc}.",
+            False, f"Could not reach {where}: {exc.strerror or exc}."
         )
     finally:
-        client.loop_stop()
+        # Disconnect first so the network thread ends at once instead of at its
+        # next one-second poll.
         with contextlib.suppress(Exception):  # a half-open client may fail to close
             client.disconnect()
+        client.loop_stop()

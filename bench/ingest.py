@@ -1,0 +1,605 @@
+"""Ingest benchmark: N simulated devices -> Mosquitto -> bridge -> PostgreSQL + Redis.
+
+    .venv/bin/python bench/ingest.py [--devices 5000] [--rate 5000] [--duration 15]
+
+Loopback only, bounded (about two minutes), in its own database (default
+postgres://postgres@127.0.0.1:5432/poolsaas_bench, created when missing) with its own
+tenant, pools and devices under a random topic prefix, all removed at the end.
+
+Phases, each with the same load generator (raw MQTT 3.1.1 publishers in separate
+processes that write pre-encoded PUBLISH packets, so that the generator costs little
+CPU and the figures describe the broker and the consumer):
+  1. ceiling: a bare paho subscriber (subscribe and count, nothing else) on the same
+     broker, publishers at full speed;
+  2. sustained: the bridge (`manage.py mqtt_bridge`, its own process) at --rate
+     messages/s from --devices devices (each device every devices/rate seconds),
+     measured as telemetry rows landing in PostgreSQL;
+  3. maximum: the bridge with publishers at full speed (ratio vs the ceiling);
+  4. latency: --latency-rate messages/s, a channel-layer receiver in several pool
+     groups; each telemetry carries its send time (ms since the bench started, in
+     `uptime`), so device publish -> pool.state on the channel layer is measured.
+Bridge memory per device: its RSS with all devices loaded and the load applied minus
+its RSS with no device, divided by the number of devices.
+"""
+
+import argparse
+import ast
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+EPOCH = time.time()  # latency stamps are ms since this instant
+
+
+# --- raw MQTT publishing (cheap load generation) ------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _utf8(s: str) -> bytes:
+    raw = s.encode()
+    return len(raw).to_bytes(2, "big") + raw
+
+
+def mqtt_connect(host: str, port: int, client_id: str) -> socket.socket:
+    sock = socket.create_connection((host, port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    body = _utf8("MQTT") + bytes([4, 0x02]) + (60).to_bytes(2, "big") + _utf8(client_id)
+    sock.sendall(b"\x10" + _varint(len(body)) + body)
+    ack = sock.recv(4)
+    if len(ack) < 4 or ack[0] != 0x20 or ack[3] != 0:
+        raise RuntimeError(f"broker refused the publisher: {ack!r}")
+    return sock
+
+
+def publish_packet(topic: str, payload: bytes) -> bytes:
+    body = _utf8(topic) + payload
+    return b"\x30" + _varint(len(body)) + body
+
+
+def telemetry(seq: int, stamp_ms: int) -> bytes:
+    return json.dumps(
+        {
+            "ts": int(time.time()),
+            "seq": seq,
+            "temp": 24.5,
+            "pump": True,
+            "valve": 1,
+            "timer": {"active": False, "remaining": 0, "mode": 1, "duration": 0},
+            "rssi": -60,
+            "uptime": stamp_ms,
+            "mem_free": 81234,
+            "fw": "ps1-bench",
+            "switches": {"pump": 1, "valve": 1},
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def publisher(host, port, topics, rate, duration, stamped, start_at, result):
+    """One process: publish telemetry for `topics` round robin at `rate` msg/s
+    (0: as fast as the socket takes it) for `duration` s, from `start_at`."""
+    sock = mqtt_connect(host, port, f"bench-pub-{uuid.uuid4().hex[:8]}")
+    offsets, chunks = [0], []
+    if not stamped:
+        for i, topic in enumerate(topics):
+            chunks.append(publish_packet(topic, telemetry(i, 0)))
+            offsets.append(offsets[-1] + len(chunks[-1]))
+        buffer = memoryview(b"".join(chunks))
+    time.sleep(max(0.0, start_at - time.time()))
+    started = time.monotonic()
+    sent, n = 0, len(topics)
+    while True:
+        elapsed = time.monotonic() - started
+        if elapsed >= duration:
+            break
+        due = (int(rate * elapsed) - sent) if rate else 2000
+        if due <= 0:
+            time.sleep(0.002)
+            continue
+        due = min(due, n, 5000)
+        i = sent % n
+        if stamped:
+            stamp = int((time.time() - EPOCH) * 1000)
+            data = b"".join(
+                publish_packet(topics[(i + k) % n], telemetry(sent + k, stamp))
+                for k in range(due)
+            )
+            sock.sendall(data)
+        else:
+            j = i + due
+            if j <= n:
+                sock.sendall(buffer[offsets[i] : offsets[j]])
+            else:
+                sock.sendall(buffer[offsets[i] :])
+                sock.sendall(buffer[: offsets[j - n]])
+        sent += due
+    sock.sendall(b"\xe0\x00")  # DISCONNECT
+    sock.close()
+    result.put((sent, time.monotonic() - started))
+
+
+def run_publishers(host, port, topics, *, rate, duration, processes=2, stamped=False):
+    """Start publisher processes; returns a function that waits and gives
+    (messages sent, seconds)."""
+    ctx = mp.get_context("fork")
+    result = ctx.Queue()
+    start_at = time.time() + 0.5
+    parts = [topics[i::processes] for i in range(processes)]
+    procs = [
+        ctx.Process(
+            target=publisher,
+            args=(
+                host,
+                port,
+                part,
+                rate / processes,
+                duration,
+                stamped,
+                start_at,
+                result,
+            ),
+            daemon=True,
+        )
+        for part in parts
+    ]
+    for proc in procs:
+        proc.start()
+
+    def wait():
+        totals = [result.get(timeout=duration + 30) for _ in procs]
+        for proc in procs:
+            proc.join(5)
+        return sum(s for s, _ in totals), max(t for _, t in totals)
+
+    return start_at, wait
+
+
+# --- the ceiling: a bare subscriber -------------------------------------------------
+
+
+def bare_subscriber(host, port, topic_filter, ready, result, run_for):
+    import paho.mqtt.client as mqtt
+
+    count = [0]
+    c = mqtt.Client(
+        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+        client_id=f"bench-bare-{uuid.uuid4().hex[:8]}",
+        protocol=mqtt.MQTTv311,
+    )
+
+    def on_message(client, userdata, message):
+        count[0] += 1
+
+    c.on_message = on_message
+    c.on_connect = lambda client, *a: client.subscribe(topic_filter, 0)
+    c.connect(host, port, 60)
+    c.loop_start()
+    time.sleep(0.5)
+    ready.set()
+    samples = []
+    end = time.monotonic() + run_for
+    while time.monotonic() < end:
+        samples.append((time.monotonic(), count[0]))
+        time.sleep(0.25)
+    c.disconnect()
+    c.loop_stop()
+    result.put(samples)
+
+
+def steady_rate(samples, *, trim=1.0):
+    """Messages/s between the first and last change, trimming ramp-up and -down."""
+    moving = [
+        (t, c)
+        for (t, c), (_, prev) in zip(samples[1:], samples, strict=False)
+        if c != prev
+    ]
+    if len(moving) < 3:
+        return 0.0
+    start, end = moving[0][0] + trim, moving[-1][0] - trim
+    inside = [(t, c) for t, c in samples if start <= t <= end]
+    if len(inside) < 2:
+        inside = moving
+    (t0, c0), (t1, c1) = inside[0], inside[-1]
+    return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+# --- the bridge process ---------------------------------------------------------------
+
+
+class BridgeProcess:
+    def __init__(self, env):
+        self.stats: dict = {}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "manage.py"),
+                "mqtt_bridge",
+                "--stats-interval",
+                "1",
+                "--refresh-interval",
+                "2",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.log: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stderr:
+            if "bridge stats " in line:
+                try:
+                    self.stats = ast.literal_eval(line.split("bridge stats ", 1)[1])
+                except (ValueError, SyntaxError):
+                    pass
+            else:
+                self.log.append(line.rstrip())
+
+    def rss_kb(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def wait_stats(self, predicate, timeout=30.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.stats and predicate(self.stats):
+                return self.stats
+            time.sleep(0.1)
+        raise RuntimeError(f"bridge not ready: {self.stats} {self.log[-5:]}")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+# --- set-up ---------------------------------------------------------------------------
+
+
+def ensure_database(url: str) -> None:
+    import psycopg
+
+    parsed = urlparse(url)
+    name = parsed.path.lstrip("/")
+    admin = parsed._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
+        ).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def sample_count(tenant_id) -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM devices_telemetrysample WHERE tenant_id = %s",
+            [tenant_id],
+        )
+        return cursor.fetchone()[0]
+
+
+def measure_rows(tenant_id, until_idle=3.0, limit=120.0):
+    """(time, rows) every 0.25 s until no new rows for `until_idle` s."""
+    samples, last_change = [], time.time()
+    end = time.time() + limit
+    prev = -1
+    while time.time() < end:
+        now, count = time.time(), sample_count(tenant_id)
+        samples.append((now, count))
+        if count != prev:
+            prev, last_change = count, now
+        elif now - last_change > until_idle and count > 0:
+            break
+        time.sleep(0.25)
+    return samples
+
+
+async def latency_receiver(pool_codes, stop_at, warm_until):
+    from channels.layers import get_channel_layer
+
+    from devices.broadcast import pool_group
+
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    for code in pool_codes:
+        await layer.group_add(pool_group(code), channel)
+    latencies = []
+    while time.time() < stop_at:
+        try:
+            message = await asyncio.wait_for(layer.receive(channel), 0.5)
+        except TimeoutError:
+            continue
+        if message.get("type") != "pool.state" or time.time() < warm_until:
+            continue
+        stamp = (message.get("state") or {}).get("uptime")
+        if stamp:
+            latencies.append((time.time() - EPOCH) * 1000 - stamp)
+    for code in pool_codes:
+        await layer.group_discard(pool_group(code), channel)
+    return latencies
+
+
+def pct(values, q):
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=5000)
+    parser.add_argument("--rate", type=int, default=5000, help="sustained msg/s")
+    parser.add_argument("--latency-rate", type=int, default=1000)
+    parser.add_argument("--duration", type=float, default=15.0, help="s per phase")
+    parser.add_argument("--watch", type=int, default=500, help="pools watched")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/poolsaas_bench"
+        ),
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/4"),
+    )
+    parser.add_argument("--mqtt", default="127.0.0.1:1883")
+    parser.add_argument(
+        "--phases",
+        default="ceiling,sustained,maximum,latency",
+        help="comma-separated subset of ceiling,sustained,maximum,latency",
+    )
+    args = parser.parse_args()
+    host, port = args.mqtt.split(":")
+    port = int(port)
+
+    env = dict(
+        os.environ,
+        DEBUG="true",
+        DATABASE_URL=args.database_url,
+        REDIS_URL=args.redis_url,
+        MQTT_URL=f"mqtt://{host}:{port}",
+        DJANGO_SETTINGS_MODULE="poolsaas.settings",
+        LOG_LEVEL="INFO",
+    )
+    os.environ.update(env)
+    ensure_database(args.database_url)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from devices.models import Device, Pool
+    from devices.services.brokers import broker_ensure_platform
+    from tenants.models import Tenant
+
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    print(f"ingest bench: {args.devices} devices under {prefix}/, broker {host}:{port}")
+    print(f"database {args.database_url}, channel layer {args.redis_url}")
+
+    # Stale rows of an interrupted run would make the bridge subscribe to them.
+    Tenant.objects.filter(slug__startswith="bench-").delete()
+    broker = broker_ensure_platform()
+    bridge = BridgeProcess(env)
+    tenant = None
+    try:
+        bridge.wait_stats(lambda s: True)
+        time.sleep(1.5)
+        rss_empty = bridge.rss_kb()
+
+        ids = [f"ESP-{i:06X}" for i in range(args.devices)]
+        topics = [f"{prefix}/{device_id}/telemetry" for device_id in ids]
+
+        phases = set(args.phases.split(","))
+        ceiling = sustained = maximum = 0.0
+        latencies: list = []
+        rss_loaded = rss_empty
+        # 1. the ceiling (before the devices exist, so the bridge is not subscribed).
+        if "ceiling" in phases:
+            ctx = mp.get_context("fork")
+            ready, result = ctx.Event(), ctx.Queue()
+            sub = ctx.Process(
+                target=bare_subscriber,
+                args=(
+                    host,
+                    port,
+                    f"{prefix}/+/telemetry",
+                    ready,
+                    result,
+                    args.duration + 4,
+                ),
+            )
+            sub.start()
+            ready.wait(10)
+            _, wait = run_publishers(
+                host, port, topics, rate=0, duration=min(10.0, args.duration)
+            )
+            sent, secs = wait()
+            ceiling = steady_rate(result.get(timeout=60))
+            sub.join(10)
+            print(
+                f"[ceiling] bare paho subscriber: {ceiling:,.0f} msg/s "
+                f"(publishers sent {sent / secs:,.0f} msg/s)"
+            )
+        tenant = Tenant.objects.create(name="Bench", slug=prefix)
+        pools = Pool.objects.bulk_create(
+            [Pool(tenant=tenant, name=f"bench pool {i}") for i in range(args.devices)]
+        )
+        Device.objects.bulk_create(
+            [
+                Device(
+                    tenant=tenant,
+                    pool=pool,
+                    broker=broker,
+                    device_id=device_id,
+                    topic_prefix=prefix,
+                    online=True,
+                )
+                for pool, device_id in zip(pools, ids, strict=True)
+            ]
+        )
+        bridge.wait_stats(lambda s: s.get("devices") == args.devices)
+        bridge.wait_stats(lambda s: all(s.get("connections", {0: 0}).values()))
+        print(f"bridge ready with {args.devices} devices")
+
+        if "sustained" in phases:
+            # 2. sustained at --rate.
+            before = sample_count(tenant.pk)
+            start_at, wait = run_publishers(
+                host, port, topics, rate=args.rate, duration=args.duration
+            )
+            rows = measure_rows(tenant.pk, until_idle=2.0, limit=args.duration + 60)
+            sent, secs = wait()
+            stored = rows[-1][1] - before
+            sustained = steady_rate(rows)
+            final = rows[-1][1]
+            landed = next(t for t, c in rows if c == final)
+            lag = landed - (start_at + secs)
+            rss_loaded = bridge.rss_kb()
+            print(
+                f"[sustained] offered {sent / secs:,.0f} msg/s from {args.devices} devices "
+                f"for {secs:.0f} s: stored {stored:,} of {sent:,} "
+                f"({100 * stored / max(1, sent):.1f} %), "
+                f"rows landed at {sustained:,.0f}/s, "
+                f"backlog drained {max(0.0, lag):.1f} s after the load"
+            )
+
+        if "maximum" in phases:
+            # 3. maximum.
+            before = sample_count(tenant.pk)
+            _, wait = run_publishers(
+                host, port, topics, rate=0, duration=min(10.0, args.duration)
+            )
+            rows = measure_rows(tenant.pk, until_idle=2.0, limit=90)
+            sent, secs = wait()
+            maximum = steady_rate(rows)
+            stored = rows[-1][1] - before
+            print(
+                f"[maximum] publishers offered {sent / secs:,.0f} msg/s: bridge stored "
+                f"{maximum:,.0f} rows/s ({stored:,} of {sent:,} messages; the broker drops "
+                f"QoS 0 beyond what a subscriber takes) = "
+                f"{100 * maximum / max(1.0, ceiling):.0f} % of the bare subscriber"
+            )
+            rss_loaded = max(rss_loaded, bridge.rss_kb())
+
+        if "latency" in phases:
+            # 4. latency at --latency-rate with watched pools.
+            watched = [p.code for p in pools[: args.watch]]
+            watched_topics = topics[: args.watch]
+            rest = topics[args.watch :]
+            # The watched devices publish at the same per-device rate as the others.
+            stop_at = time.time() + args.duration + 3
+            out: list = []
+            warm_until = time.time() + 2.5
+
+            def receive():
+                try:
+                    out.append(
+                        asyncio.run(latency_receiver(watched, stop_at, warm_until))
+                    )
+                except Exception as exc:  # noqa: BLE001 - report, do not hang the bench
+                    print(f"latency receiver failed: {exc!r}")
+
+            receiver = threading.Thread(target=receive, daemon=True)
+            receiver.start()
+            time.sleep(2.0)  # the bridge rescans watched groups every second
+            _, wait = run_publishers(
+                host,
+                port,
+                watched_topics + rest,
+                rate=args.latency_rate,
+                duration=args.duration,
+                stamped=True,
+            )
+            sent, secs = wait()
+            receiver.join(args.duration + 15)
+            latencies = out[0] if out else []
+            print(
+                f"[latency] {sent / secs:,.0f} msg/s, {len(latencies)} pool.state messages "
+                f"received: device publish -> channel layer p50 {pct(latencies, 0.5):.1f} "
+                f"ms, p99 {pct(latencies, 0.99):.1f} ms, max "
+                f"{max(latencies) if latencies else float('nan'):.1f} ms"
+            )
+        measure_rows(tenant.pk, until_idle=1.0)
+        per_device = (rss_loaded - rss_empty) / args.devices
+        print(
+            f"[memory] bridge RSS {rss_empty / 1024:.1f} MiB without devices, "
+            f"{rss_loaded / 1024:.1f} MiB with {args.devices} under load: "
+            f"{per_device:.2f} KiB per device"
+        )
+        stats = bridge.stats
+        print(
+            f"[bridge] accepted {stats.get('accepted', 0):,}, malformed "
+            f"{stats.get('malformed', 0)}, "
+            f"unauthorised {stats.get('unauthorised', 0)}, "
+            f"db errors {stats.get('db_errors', 0)}, inbox full waits "
+            f"{stats.get('inbox_full', 0)}, busy s {stats.get('busy')}, "
+            f"live {stats.get('live')}"
+        )
+        print(
+            "summary: "
+            + json.dumps(
+                {
+                    "ceiling_msg_s": round(ceiling),
+                    "sustained_rows_s": round(sustained),
+                    "max_rows_s": round(maximum),
+                    "ratio_vs_ceiling": round(maximum / max(1.0, ceiling), 2),
+                    "latency_p50_ms": round(pct(latencies, 0.5), 1),
+                    "latency_p99_ms": round(pct(latencies, 0.99), 1),
+                    "kib_per_device": round(per_device, 2),
+                }
+            )
+        )
+        return 0
+    finally:
+        bridge.stop()
+        if tenant is not None:
+            from django.db import connection
+
+            with connection.cursor() as cursor:
+                for table in (
+                    "devices_telemetrysample",
+                    "devices_deviceevent",
+                    "devices_command",
+                ):
+                    cursor.execute(
+                        f"DELETE FROM {table} WHERE tenant_id = %s",  # noqa: S608
+                        [tenant.pk],
+                    )
+            tenant.delete()
+            print("bench data removed")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""API shapes for brokers, pools, devices, commands, programs, events and telemetry.
+
+Read serializers show; write serializers only parse input for a service. Broker and
+device secrets are write-only: no read serializer has a field for them.
+"""
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from devices.models import Broker, Command, Device, DeviceEvent, Pool
+
+
+class DeviceSummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Device
+        fields = [
+            "code",
+            "device_id",
+            "protocol",
+            "online",
+            "last_seen_at",
+            "firmware_version",
+        ]
+        read_only_fields = fields
+
+
+class PoolSerializer(serializers.ModelSerializer):
+    device = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Pool
+        fields = [
+            "code",
+            "name",
+            "timezone",
+            "mode1_name",
+            "mode2_name",
+            "override_until",
+            "config_version",
+            "created_at",
+            "device",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(DeviceSummarySerializer(allow_null=True))
+    def get_device(self, pool):
+        try:
+            device = pool.device
+        except Device.DoesNotExist:
+            return None
+        return DeviceSummarySerializer(device).data
+
+
+class PoolWriteSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=120)
+    timezone = serializers.CharField(max_length=64, required=False)
+    mode1_name = serializers.CharField(max_length=40, required=False)
+    mode2_name = serializers.CharField(max_length=40, required=False)
+
+    def service_kwargs(self) -> dict:
+        data = dict(self.validated_data)
+        if "timezone" in data:
+            data["timezone_name"] = data.pop("timezone")
+        return data
+
+
+class BrokerSerializer(serializers.ModelSerializer):
+    credentials_set = serializers.SerializerMethodField(
+        help_text="Whether a username or password is stored (never shown)."
+    )
+
+    class Meta:
+        model = Broker
+        fields = [
+            "code",
+            "name",
+            "host",
+            "port",
+            "use_tls",
+            "ca_certificate",
+            "websocket_url",
+            "topic_prefix",
+            "credentials_set",
+            "secrets_changed_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_credentials_set(self, broker) -> bool:
+        return broker.secrets_changed_at is not None
+
+
+class BrokerWriteSerializer(serializers.Serializer):
+    """Settings plus write-only secrets; on update an omitted secret is kept."""
+
+    name = serializers.CharField(max_length=80)
+    host = serializers.CharField(max_length=253)
+    port = serializers.IntegerField(min_value=1, max_value=65535, required=False)
+    use_tls = serializers.BooleanField(required=False)
+    ca_certificate = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=False
+    )
+    websocket_url = serializers.CharField(
+        max_length=300, required=False, allow_blank=True
+    )
+    topic_prefix = serializers.CharField(max_length=100, required=False)
+    username = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, write_only=True
+    )
+    password = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        write_only=True,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+    )
+
+
+class DeviceSerializer(serializers.ModelSerializer):
+    pool = serializers.SerializerMethodField()
+    broker = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Device
+        fields = [
+            "code",
+            "device_id",
+            "pool",
+            "broker",
+            "topic_prefix",
+            "protocol",
+            "online",
+            "last_seen_at",
+            "firmware_version",
+            "config_version_applied",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    def get_pool(self, device) -> str | None:
+        return device.pool.code.hex if device.pool_id else None
+
+    def get_broker(self, device) -> str | None:
+        # The platform broker is shared: integrators see that, not its code.
+        if device.broker.is_platform:
+            return None
+        return device.broker.code.hex
+
+
+class DeviceCreateSerializer(serializers.Serializer):
+    pool = serializers.UUIDField(help_text="Code of the pool the device controls.")
+    device_id = serializers.CharField(max_length=64)
+    broker = serializers.UUIDField(
+        required=False,
+        allow_null=True,
+        help_text="Code of one of your brokers; empty for the platform broker.",
+    )
+    protocol = serializers.ChoiceField(
+        choices=Device.Protocol.choices, default=Device.Protocol.POOLSAAS
+    )
+
+
+class BundleMqttSerializer(serializers.Serializer):
+    host = serializers.CharField()
+    port = serializers.IntegerField()
+    tls = serializers.BooleanField()
+    username = serializers.CharField()
+    password = serializers.CharField()
+    prefix = serializers.CharField()
+
+
+class BundleSerializer(serializers.Serializer):
+    v = serializers.IntegerField()
+    device_id = serializers.CharField()
+    mqtt = BundleMqttSerializer()
+    ca = serializers.CharField(required=False)
+
+
+class DeviceCreatedSerializer(DeviceSerializer):
+    bundle = serializers.SerializerMethodField(
+        help_text="The provisioning bundle, shown this once (its password is stored "
+        "only encrypted); null for devices that bring their own credentials."
+    )
+
+    class Meta(DeviceSerializer.Meta):
+        fields = [*DeviceSerializer.Meta.fields, "bundle"]
+        read_only_fields = fields
+
+    @extend_schema_field(BundleSerializer(allow_null=True))
+    def get_bundle(self, device):
+        return self.context.get("bundle")
+
+
+class DeviceStateSerializer(serializers.ModelSerializer):
+    device = serializers.CharField(source="code.hex", read_only=True)
+    pool = serializers.SerializerMethodField()
+    state = serializers.JSONField(
+        read_only=True,
+        help_text="pump, valve, timer, temperature, wifi, uptime, mem_free, "
+        "switches, fw, updated_at (all optional).",
+    )
+
+    class Meta:
+        model = Device
+        fields = [
+            "device",
+            "pool",
+            "online",
+            "last_seen_at",
+            "state",
+            "firmware_version",
+            "config_version_applied",
+        ]
+        read_only_fields = fields
+
+    def get_pool(self, device) -> str | None:
+        return device.pool.code.hex if device.pool_id else None
+
+
+class CommandSerializer(serializers.ModelSerializer):
+    pool = serializers.SerializerMethodField()
+    actor = serializers.SerializerMethodField()
+    value = serializers.JSONField(read_only=True)
+
+    class Meta:
+        model = Command
+        fields = [
+            "code",
+            "pool",
+            "op",
+            "value",
+            "status",
+            "error",
+            "actor",
+            "source",
+            "created_at",
+            "sent_at",
+            "completed_at",
+            "expires_at",
+        ]
+        read_only_fields = fields
+
+    def get_pool(self, command) -> str | None:
+        return command.pool.code.hex if command.pool_id else None
+
+    def get_actor(self, command) -> str | None:
+        return command.actor.email if command.actor_id else None
+
+
+class CommandCreateSerializer(serializers.Serializer):
+    op = serializers.ChoiceField(choices=Command.Op.choices)
+    value = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text='pump: "ON" | "OFF" | "TOGGLE"; valve: 1 | 2 | "TOGGLE"; '
+        'timer: {"mode": 1|2, "duration": 0..86400}; others: null.',
+    )
+
+
+class ProgramDaySerializer(serializers.Serializer):
+    mode = serializers.IntegerField(min_value=1, max_value=2)
+    start = serializers.CharField(help_text="HH:MM, local time of the pool")
+    stop = serializers.CharField(help_text="HH:MM, after start")
+
+
+class ProgramSerializer(serializers.Serializer):
+    slot = serializers.IntegerField(min_value=1, max_value=3)
+    enabled = serializers.BooleanField()
+    days = serializers.ListField(
+        child=ProgramDaySerializer(allow_null=True),
+        min_length=7,
+        max_length=7,
+        help_text="Seven entries, Monday first; null for a day off.",
+    )
+
+
+class ProgramsSerializer(serializers.Serializer):
+    version = serializers.IntegerField(
+        read_only=True, help_text="The pool's configuration version (the ETag)."
+    )
+    programs = ProgramSerializer(many=True)
+
+
+class DeviceEventSerializer(serializers.ModelSerializer):
+    actor = serializers.SerializerMethodField()
+    data = serializers.JSONField(read_only=True)
+
+    class Meta:
+        model = DeviceEvent
+        fields = ["code", "ts", "kind", "message", "data", "actor"]
+        read_only_fields = fields
+
+    def get_actor(self, event) -> str | None:
+        return event.actor.email if event.actor_id else None
+
+
+class TelemetryQuerySerializer(serializers.Serializer):
+    start = serializers.DateTimeField(
+        required=False, help_text="ISO 8601; default 24 hours before `end`."
+    )
+    end = serializers.DateTimeField(required=False, help_text="ISO 8601; default now.")
+    resolution = serializers.IntegerField(
+        required=False,
+        min_value=60,
+        max_value=86400,
+        help_text="Bucket size in seconds; default: the smallest of 1 min, 5 min, "
+        "15 min, 1 h, 6 h, 1 day that gives at most 1000 buckets.",
+    )
+
+
+class TelemetryBucketSerializer(serializers.Serializer):
+    start = serializers.DateTimeField()
+    samples = serializers.IntegerField()
+    temperature_avg = serializers.FloatField(allow_null=True)
+    temperature_min = serializers.FloatField(allow_null=True)
+    temperature_max = serializers.FloatField(allow_null=True)
+    pump_on = serializers.FloatField(
+        allow_null=True, help_text="Share of samples with the pump on (0..1)."
+    )
+    mode1 = serializers.FloatField(allow_null=True)
+    mode2 = serializers.FloatField(allow_null=True)
+
+
+class TelemetrySerializer(serializers.Serializer):
+    pool = serializers.CharField()
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    resolution = serializers.IntegerField()
+    buckets = TelemetryBucketSerializer(many=True)

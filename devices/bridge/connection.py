@@ -1,0 +1,197 @@
+"""One MQTT connection to one broker, owned by the bridge.
+
+paho's callbacks only enqueue (the worker does the parsing); the network loop runs in
+its own thread and reconnects with exponential backoff plus jitter, so that a broker
+restart does not bring every bridge back in the same instant. Subscriptions are made
+in on_connect, so every reconnect resubscribes. Credentials are decrypted when the
+connection is built and live only inside the paho client.
+"""
+
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+
+from firmware import protocol
+
+logger = logging.getLogger(__name__)
+
+SHARE_GROUP = "poolsaas"
+
+
+def broker_fingerprint(broker) -> tuple:
+    """Anything that, when changed, needs a new connection."""
+    return (
+        broker.host,
+        broker.port,
+        broker.use_tls,
+        broker.ca_certificate,
+        broker.secrets_changed_at,
+        broker.updated_at,
+    )
+
+
+class BrokerConnection:
+    def __init__(
+        self,
+        *,
+        broker,
+        enqueue: Callable[[tuple], None],
+        client_id: str,
+        shared: bool,
+        share_group: str = SHARE_GROUP,
+        keepalive: int = 30,
+        min_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.broker_id = broker.pk
+        self.name = broker.name
+        self.fingerprint = broker_fingerprint(broker)
+        self.host, self.port = broker.host, broker.port
+        self.keepalive = keepalive
+        self.shared = shared
+        self.share_group = share_group
+        self.min_backoff, self.max_backoff = min_backoff, max_backoff
+        self.prefixes: set[str] = set()
+        self.connected = threading.Event()
+        self.connects = 0
+        self.connected_at = 0.0
+        self._stop = threading.Event()
+        self._enqueue = enqueue
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
+        self.client.connect_timeout = 5.0
+        self.client.max_inflight_messages_set(200)
+        # Raises SecretDecryptionError for an undecryptable secret: the caller logs it
+        # and retries later rather than connecting with ciphertext.
+        username, password = broker.username, broker.password
+        if username or password:
+            self.client.username_pw_set(username or None, password or None)
+        if broker.use_tls:
+            context = ssl.create_default_context(cadata=broker.ca_certificate or None)
+            self.client.tls_set_context(context)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self._thread = threading.Thread(
+            target=self._run, name=f"mqtt-{broker.pk}", daemon=True
+        )
+
+    # --- subscriptions ---------------------------------------------------------------
+
+    def filters(self, prefixes) -> list[str]:
+        out = []
+        for prefix in sorted(prefixes):
+            for topic_filter in protocol.subscriptions(prefix):
+                if self.shared:
+                    topic_filter = f"$share/{self.share_group}/{topic_filter}"
+                out.append(topic_filter)
+        return out
+
+    def set_prefixes(self, prefixes: set[str]) -> None:
+        with self._lock:
+            added, removed = prefixes - self.prefixes, self.prefixes - prefixes
+            self.prefixes = set(prefixes)
+        if not self.connected.is_set():
+            return  # on_connect subscribes to all of them
+        if added:
+            self.client.subscribe([(f, 1) for f in self.filters(added)])
+        if removed:
+            self.client.unsubscribe(self.filters(removed))
+
+    # --- paho callbacks (network thread: keep them short) ----------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            logger.warning("broker %s refused the bridge: %s", self.name, reason_code)
+            return
+        with self._lock:
+            filters = self.filters(self.prefixes)
+        if filters:
+            client.subscribe([(f, 1) for f in filters])
+        self.connects += 1
+        self.connected_at = time.time()
+        self.connected.set()
+        logger.info("connected to broker %s (%s:%s)", self.name, self.host, self.port)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        if not self._stop.is_set():
+            logger.warning("lost broker %s: %s", self.name, reason_code)
+
+    def _on_message(self, client, userdata, message) -> None:
+        self._enqueue(
+            (
+                self.broker_id,
+                message.topic,
+                message.payload,
+                time.time(),
+                message.retain,
+            )
+        )
+
+    # --- the network loop ------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        try:
+            self.client.disconnect()
+        except Exception:  # noqa: BLE001, S110 - closing a dead socket
+            pass
+        self._thread.join(timeout)
+
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain=False
+    ) -> bool:
+        if not self.connected.is_set():
+            return False
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def _sleep_backoff(self, attempt: int) -> None:
+        delay = min(self.max_backoff, self.min_backoff * (2**attempt))
+        self._stop.wait(random.uniform(delay / 2, delay))
+
+    def _run(self) -> None:
+        attempt = 0
+        first = True
+        while not self._stop.is_set():
+            try:
+                if first:
+                    self.client.connect(self.host, self.port, self.keepalive)
+                    first = False
+                else:
+                    self.client.reconnect()
+            except (OSError, ssl.SSLError, mqtt.WebsocketConnectionError) as exc:
+                logger.warning(
+                    "cannot reach broker %s (%s:%s): %s",
+                    self.name,
+                    self.host,
+                    self.port,
+                    exc,
+                )
+                self._sleep_backoff(attempt)
+                attempt += 1
+                continue
+            while not self._stop.is_set():
+                rc = self.client.loop(timeout=0.2)
+                if self.connected.is_set():
+                    attempt = 0
+                if rc != mqtt.MQTT_ERR_SUCCESS:
+                    break
+            self.connected.clear()
+            if not self._stop.is_set():
+                self._sleep_backoff(attempt)
+                attempt += 1

@@ -1,0 +1,192 @@
+"""The bridge's channel-layer side, on its own asyncio loop in a thread.
+
+- Broadcasts: pool updates arrive from the worker as snapshots; each pool is sent at
+  once if it was quiet for `window` seconds, otherwise once at the end of the window
+  with the newest snapshot (a leading+trailing throttle: low latency for a device
+  reporting now and then, bounded sends for a chatty one).
+- Watched groups: group_send costs Redis round trips even for an empty group
+  (FACTS.md: ~2,000/s), so with channels-redis the bridge looks up which pool and
+  tenant groups have members (a SCAN of the layer's group keys, every second) and
+  skips the others. A page that opens reads the state from the database and gets
+  live updates from the next scan on.
+- Doorbell: receives on "mqtt-bridge.commands" and wakes the command sweep.
+"""
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from channels.layers import get_channel_layer
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+logger = logging.getLogger(__name__)
+
+
+class LiveChannel:
+    def __init__(
+        self,
+        *,
+        doorbell: str | None,
+        on_doorbell: Callable[[dict], None],
+        window: float = 0.25,
+        watch_interval: float = 1.0,
+    ) -> None:
+        self.doorbell = doorbell
+        self.on_doorbell = on_doorbell
+        self.window = window
+        self.watch_interval = watch_interval
+        self.loop = asyncio.new_event_loop()
+        self.layer = None
+        self.watched: set[str] | None = None  # None: unknown, send to every group
+        self.counters = {"sent": 0, "skipped": 0, "merged": 0, "failed": 0}
+        self._last: dict[str, float] = {}
+        self._pending: dict[str, dict] = {}
+        self._queue: asyncio.Queue | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="bridge-live", daemon=True
+        )
+        self._tasks: list[asyncio.Task] = []
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(5)
+
+    def stop(self) -> None:
+        if not self.loop.is_running():
+            return
+
+        def cancel():
+            for task in self._tasks:
+                task.cancel()
+
+        self.loop.call_soon_threadsafe(cancel)
+        self._thread.join(3)
+
+    def send_many(self, messages: list[tuple[str, dict]]) -> None:
+        """Thread-safe: queue (group, message) pairs for sending."""
+        if messages and self._queue is not None:
+            self.loop.call_soon_threadsafe(self._queue.put_nowait, messages)
+
+    def send_events(self, messages: list[tuple[str, dict]]) -> None:
+        """Thread-safe: send each message (no merging: events are all distinct)."""
+        if messages and self._queue is not None:
+            self.loop.call_soon_threadsafe(self._send_all, messages)
+
+    def _send_all(self, messages: list[tuple[str, dict]]) -> None:
+        for group, message in messages:
+            self._send(group, message)
+
+    # --- the loop --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._main())
+        finally:
+            try:
+                self.loop.run_until_complete(self._close_layer())
+            except Exception:  # noqa: BLE001, S110 - shutting down
+                pass
+            self.loop.close()
+
+    async def _close_layer(self) -> None:
+        close = getattr(self.layer, "close_pools", None)
+        if close is not None:
+            await close()
+
+    async def _main(self) -> None:
+        self.layer = get_channel_layer()
+        self._queue = asyncio.Queue()
+        # FACTS.md: ~50 group_sends in flight is where channels-redis peaks.
+        self._inflight = asyncio.Semaphore(50)
+        self._ready.set()
+        if self.layer is None:
+            return
+        self._tasks = [asyncio.ensure_future(self._sender())]
+        if self._is_redis():
+            self._tasks.append(asyncio.ensure_future(self._watcher()))
+            if self.doorbell:
+                self._tasks.append(asyncio.ensure_future(self._doorbell()))
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _is_redis(self) -> bool:
+        return hasattr(self.layer, "_group_key") and hasattr(self.layer, "connection")
+
+    async def _doorbell(self) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(self.doorbell)
+                self.on_doorbell(message)
+            except asyncio.CancelledError:
+                raise
+            except RedisTimeoutError:
+                continue  # an idle blocking pop; nothing wrong
+            except Exception:  # noqa: BLE001 - Redis away: the DB sweep carries on
+                logger.warning("doorbell receive failed; retrying", exc_info=True)
+                await asyncio.sleep(1)
+
+    async def _watcher(self) -> None:
+        # channels-redis keeps each group as a sorted set under <prefix>:group:<name>.
+        head = self.layer._group_key("").decode()
+        while True:
+            try:
+                found: set[str] = set()
+                for index in range(self.layer.ring_size):
+                    conn = self.layer.connection(index)
+                    for pattern in ("pool.*", "tenant.*"):
+                        async for key in conn.scan_iter(
+                            match=head + pattern, count=1000
+                        ):
+                            found.add(key.decode()[len(head) :])
+                self.watched = found
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - unknown: fall back to sending all
+                self.watched = None
+                logger.warning("cannot list watched groups", exc_info=True)
+            await asyncio.sleep(self.watch_interval)
+
+    async def _sender(self) -> None:
+        while True:
+            batch = await self._queue.get()
+            now = time.monotonic()
+            for group, message in batch:
+                last = self._last.get(group, 0.0)
+                if now - last >= self.window and group not in self._pending:
+                    self._last[group] = now
+                    self._send(group, message)
+                else:
+                    if group in self._pending:
+                        self.counters["merged"] += 1
+                    else:
+                        delay = max(0.0, last + self.window - now)
+                        self.loop.call_later(delay, self._flush_pending, group)
+                    self._pending[group] = message
+            if len(self._last) > 50000:
+                cutoff = now - self.window
+                self._last = {g: t for g, t in self._last.items() if t > cutoff}
+
+    def _flush_pending(self, group: str) -> None:
+        message = self._pending.pop(group, None)
+        if message is not None:
+            self._last[group] = time.monotonic()
+            self._send(group, message)
+
+    def _send(self, group: str, message: dict) -> None:
+        watched = self.watched
+        if watched is not None and group not in watched:
+            self.counters["skipped"] += 1
+            return
+        asyncio.ensure_future(self._group_send(group, message))
+
+    async def _group_send(self, group: str, message: dict) -> None:
+        try:
+            async with self._inflight:
+                await self.layer.group_send(group, message)
+            self.counters["sent"] += 1
+        except Exception:  # noqa: BLE001 - live updates are best effort
+            self.counters["failed"] += 1
+            logger.debug("group_send to %s failed", group, exc_info=True)

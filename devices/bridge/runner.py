@@ -1,0 +1,540 @@
+"""The running bridge: connections, a worker, a control loop and the live channel.
+
+Threads and what they own:
+- one paho network thread per broker (devices.bridge.connection): only enqueues;
+- the worker: drains the inbox through IngestCore, hands pool snapshots to the live
+  channel at once, and every `flush_interval` writes the collected state, samples
+  and events in a few statements (devices.services.ingest) and settles command
+  acknowledgements (devices.services.commands);
+- the control loop: every `sweep_interval` (or at once when the doorbell rings)
+  expires overdue commands, claims and publishes pending ones, completes v3.1
+  commands from stored state; every `refresh_interval` rebuilds the topic directory
+  and reconciles broker connections (so broker and device changes need no restart);
+  every `silence_interval` marks silent devices offline;
+- the live channel (devices.bridge.live): the asyncio loop of the channel layer.
+"""
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+
+from django.db import close_old_connections, connection
+
+from devices.bridge.connection import BrokerConnection, broker_fingerprint
+from devices.bridge.core import LEGACY, DeviceInfo, Directory, Effects, IngestCore, iso
+from devices.bridge.live import LiveChannel
+from devices.broadcast import pool_group, tenant_group
+from devices.fields import SecretDecryptionError
+from devices.models import Command, Device
+from devices.selectors import (
+    brokers_for_bridge,
+    commands_awaiting_state,
+    commands_to_publish,
+    devices_for_bridge,
+)
+from devices.services.brokers import broker_ensure_platform
+from devices.services.commands import (
+    DOORBELL,
+    command_ack,
+    command_complete,
+    command_fail,
+    commands_claim,
+    commands_expire,
+    commands_match_device_state,
+    expectation_met,
+)
+from devices.services.ingest import devices_mark_silent, ingest_write
+from firmware import protocol
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 5000
+MAX_INBOX = 20000
+# Effects kept for a retry while the database is away; beyond this, samples drop.
+MAX_RETRY_SAMPLES = 200_000
+
+
+class Bridge:
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        refresh_interval: float = 5.0,
+        sweep_interval: float = 1.0,
+        flush_interval: float = 0.5,
+        silence_factor: float = 3.0,
+        silence_interval: float = 5.0,
+        broadcast_window: float = 0.25,
+        share_group: str = "poolsaas",
+        stats_interval: float = 60.0,
+        min_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        keepalive: int = 30,
+        reconnect_hold: float = 3.0,
+        live: bool = True,
+    ) -> None:
+        self.name = (
+            name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+        )
+        self.refresh_interval = refresh_interval
+        self.sweep_interval = sweep_interval
+        self.flush_interval = flush_interval
+        self.silence_factor = silence_factor
+        self.silence_interval = silence_interval
+        self.share_group = share_group
+        self.stats_interval = stats_interval
+        self.min_backoff, self.max_backoff = min_backoff, max_backoff
+        self.keepalive = keepalive
+        self.reconnect_hold = reconnect_hold
+        self.core = IngestCore()
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.connections: dict[int, BrokerConnection] = {}
+        self.platform_broker_id: int | None = None
+        self.live = (
+            LiveChannel(
+                doorbell=DOORBELL,
+                on_doorbell=self._on_doorbell,
+                window=broadcast_window,
+            )
+            if live
+            else None
+        )
+        self.flushes = 0
+        self.published = 0
+        self.db_errors = 0
+        self._retry: Effects | None = None
+        self._to_write: queue.SimpleQueue = queue.SimpleQueue()
+        self._writer_idle = threading.Event()
+        self._writer_idle.set()
+        self.busy = {"handle": 0.0, "write": 0.0}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._refreshed = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._work, name="bridge-worker", daemon=True),
+            threading.Thread(target=self._write, name="bridge-writer", daemon=True),
+            threading.Thread(target=self._control, name="bridge-control", daemon=True),
+        ]
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> "Bridge":
+        if self.live is not None:
+            self.live.start()
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def wait_ready(self, timeout: float = 10.0) -> bool:
+        """Until the directory is built and every broker connection is up."""
+        if not self._refreshed.wait(timeout):
+            return False
+        deadline = time.monotonic() + timeout
+        for conn in list(self.connections.values()):
+            if not conn.connected.wait(max(0.0, deadline - time.monotonic())):
+                return False
+        return True
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        # Inputs first, so that the worker and the writer drain what was received.
+        for conn in list(self.connections.values()):
+            conn.stop()
+        for thread in self._threads:
+            thread.join(10)
+        if self.live is not None:
+            self.live.stop()
+
+    def wake(self) -> None:
+        """Run the command sweep now (the doorbell does this from the channel layer)."""
+        self._wake.set()
+
+    def stats(self) -> dict:
+        out = dict(self.core.counters)
+        out.update(
+            inbox=self.inbox.qsize(),
+            flushes=self.flushes,
+            published=self.published,
+            db_errors=self.db_errors,
+            busy={k: round(v, 2) for k, v in self.busy.items()},
+            devices=len(self.core.directory.by_pk),
+            connections={
+                pk: c.connected.is_set() for pk, c in self.connections.items()
+            },
+        )
+        if self.live is not None:
+            out["live"] = dict(self.live.counters)
+        return out
+
+    def _enqueue(self, item: tuple) -> None:
+        # Backpressure: past MAX_INBOX the network thread waits, the socket fills and
+        # the broker holds (or, for QoS 0, drops) instead of this process growing.
+        while self.inbox.qsize() >= MAX_INBOX and not self._stop.is_set():
+            self.core.counters["inbox_full"] += 1
+            time.sleep(0.002)
+        self.inbox.put(item)
+
+    def _on_doorbell(self, message: dict) -> None:
+        self._wake.set()
+
+    # --- worker ----------------------------------------------------------------------
+
+    def _work(self) -> None:
+        """Parse and route; hand the collected effects to the writer whenever it is
+        idle. While the database is busy, effects keep accumulating (and per-device
+        state writes merge), so batches grow instead of the worker waiting."""
+        core = self.core
+        last_flush = time.monotonic()
+        while not self._stop.is_set() or not self.inbox.empty():
+            try:
+                item = self.inbox.get(timeout=0.05)
+            except queue.Empty:
+                item = None
+            if item is not None:
+                started = time.perf_counter()
+                core.handle(*item)
+                for _ in range(MAX_BATCH):
+                    try:
+                        item = self.inbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    core.handle(*item)
+                self._broadcast_batch()
+                self.busy["handle"] += time.perf_counter() - started
+            now = time.monotonic()
+            if now - last_flush >= self.flush_interval and self._writer_idle.is_set():
+                last_flush = now
+                effects = core.drain()
+                effects.pools = {}
+                if effects:
+                    self._writer_idle.clear()
+                    self._to_write.put(effects)
+        self._broadcast_batch()
+        self._writer_idle.wait(30)
+        self._to_write.put(core.drain())
+        self._to_write.put(None)
+
+    def _write(self) -> None:
+        try:
+            while True:
+                effects = self._to_write.get()
+                if effects is None:
+                    if self._retry is not None:
+                        self._flush(Effects())
+                    break
+                started = time.perf_counter()
+                self._flush(effects)
+                self.busy["write"] += time.perf_counter() - started
+                self._writer_idle.set()
+        finally:
+            self._writer_idle.set()
+            connection.close()
+
+    def _snapshot(self, device: DeviceInfo) -> list[tuple[str, dict]]:
+        state = dict(device.state)
+        last_seen = iso(device.last_seen) if device.last_seen else None
+        return [
+            (
+                pool_group(device.pool_hex),
+                {
+                    "type": "pool.state",
+                    "pool": device.pool_hex,
+                    "state": state,
+                    "online": device.online,
+                    "last_seen": last_seen,
+                },
+            ),
+            (
+                tenant_group(device.tenant_hex),
+                {
+                    "type": "tenant.pool",
+                    "pool": device.pool_hex,
+                    "online": device.online,
+                    "state": state,
+                },
+            ),
+        ]
+
+    def _broadcast_batch(self) -> None:
+        effects = self.core.effects
+        pools, effects.pools = effects.pools, {}
+        if self.live is None or not pools:
+            return
+        messages = []
+        for device in pools.values():
+            messages.extend(self._snapshot(device))
+        self.live.send_many(messages)
+
+    def _broadcast_events(self, events: list) -> None:
+        if self.live is None:
+            return
+        messages = [
+            (
+                pool_group(device.pool_hex),
+                {
+                    "type": "pool.event",
+                    "pool": device.pool_hex,
+                    "event": {
+                        "kind": kind,
+                        "message": message,
+                        "ts": iso(ts),
+                        "actor": None,
+                    },
+                },
+            )
+            for device, ts, kind, message, _ in events
+            if device.pool_hex
+        ]
+        if messages:
+            self.live.send_events(messages)
+
+    def _merge_retry(self, effects: Effects) -> Effects:
+        old, self._retry = self._retry, None
+        if old is None:
+            return effects
+        for pk, write in effects.writes.items():
+            kept = old.writes.get(pk)
+            if kept is None:
+                old.writes[pk] = write
+                continue
+            kept.delta.update(write.delta)
+            for name in ("online", "last_seen", "firmware_version"):
+                if getattr(write, name) is not None:
+                    setattr(kept, name, getattr(write, name))
+            if write.config_version_applied is not None:
+                kept.config_version_applied = write.config_version_applied
+        old.samples = (old.samples + effects.samples)[-MAX_RETRY_SAMPLES:]
+        old.events += effects.events
+        old.acks += effects.acks
+        old.completions += effects.completions
+        return old
+
+    def _flush(self, effects: Effects) -> None:
+        effects = self._merge_retry(effects)
+        effects.pools = {}
+        if not effects:
+            return
+        try:
+            close_old_connections()
+            ingest_write(
+                writes=effects.writes,
+                samples=effects.samples,
+                events=effects.events,
+                now=time.time(),
+            )
+        except Exception:  # noqa: BLE001 - database away: keep and retry
+            self.db_errors += 1
+            logger.exception("bridge cannot write to the database; will retry")
+            connection.close()
+            self._retry = effects
+            return
+        self.flushes += 1
+        self._broadcast_events(effects.events)
+        self._settle_commands(effects)
+
+    def _settle_commands(self, effects: Effects) -> None:
+        for device_pk, ack in effects.acks:
+            try:
+                command_ack(
+                    device_pk=device_pk,
+                    command_id=ack["id"],
+                    ok=ack["ok"],
+                    error=ack.get("error"),
+                    reason=ack.get("reason"),
+                )
+            except Exception:  # noqa: BLE001
+                logger.exception("cannot settle ack %s", ack.get("id"))
+        for command_pk, _device_pk in effects.completions:
+            try:
+                command = Command.objects.select_related("actor").get(pk=command_pk)
+                command_complete(command=command)
+            except Command.DoesNotExist:
+                pass
+            except Exception:  # noqa: BLE001
+                logger.exception("cannot complete command %s", command_pk)
+
+    # --- control ---------------------------------------------------------------------
+
+    def _control(self) -> None:
+        next_refresh = next_silence = 0.0
+        next_stats = time.monotonic() + self.stats_interval
+        try:
+            platform = broker_ensure_platform()
+            self.platform_broker_id = platform.pk
+        except Exception:  # noqa: BLE001
+            logger.exception("cannot ensure the platform broker")
+        while not self._stop.is_set():
+            now = time.monotonic()
+            try:
+                close_old_connections()
+                if now >= next_refresh:
+                    self.refresh()
+                    next_refresh = now + self.refresh_interval
+                self.sweep_commands()
+                if now >= next_silence:
+                    self.sweep_silence()
+                    next_silence = now + self.silence_interval
+            except Exception:  # noqa: BLE001 - keep the bridge alive, retry next tick
+                self.db_errors += 1
+                logger.exception("bridge control loop failed; retrying")
+                connection.close()
+            if now >= next_stats:
+                next_stats = now + self.stats_interval
+                logger.info("bridge stats %s", self.stats())
+            self._wake.wait(self.sweep_interval)
+            self._wake.clear()
+        connection.close()
+
+    def refresh(self) -> None:
+        """Rebuild the topic directory and reconcile broker connections."""
+        brokers = list(brokers_for_bridge())
+        broker_ids = [b.pk for b in brokers]
+        directory = Directory.build(
+            devices_for_bridge(broker_ids=broker_ids),
+            previous=self.core.directory,
+            silence_factor=self.silence_factor,
+        )
+        self.core.directory = directory
+        for broker in brokers:
+            conn = self.connections.get(broker.pk)
+            if conn is not None and conn.fingerprint != broker_fingerprint(broker):
+                logger.info("broker %s changed; reconnecting", broker.name)
+                conn.stop()
+                del self.connections[broker.pk]
+                conn = None
+            if conn is None:
+                try:
+                    conn = BrokerConnection(
+                        broker=broker,
+                        enqueue=self._enqueue,
+                        client_id=f"poolsaas-bridge-{self.name}-{broker.pk}"[:64],
+                        shared=broker.is_platform,
+                        share_group=self.share_group,
+                        keepalive=self.keepalive,
+                        min_backoff=self.min_backoff,
+                        max_backoff=self.max_backoff,
+                    )
+                except SecretDecryptionError:
+                    logger.error(
+                        "cannot decrypt the credentials of broker %s; skipped",
+                        broker.name,
+                    )
+                    continue
+                except Exception:  # noqa: BLE001 - e.g. a bad CA certificate
+                    logger.exception("cannot set up broker %s; skipped", broker.name)
+                    continue
+                conn.set_prefixes(set(directory.prefixes(broker.pk)))
+                self.connections[broker.pk] = conn
+                conn.start()
+            else:
+                conn.set_prefixes(set(directory.prefixes(broker.pk)))
+        for pk in set(self.connections) - set(broker_ids):
+            self.connections.pop(pk).stop()
+        self._refreshed.set()
+
+    def sweep_commands(self) -> None:
+        commands_expire()
+        connected = [pk for pk, c in self.connections.items() if c.connected.is_set()]
+        if connected:
+            ready = [
+                command
+                for command in commands_to_publish(broker_ids=connected)
+                if self._device_reachable(command.device)
+            ]
+            for command in commands_claim(commands=ready):
+                self._publish(command)
+        awaiting = commands_awaiting_state(broker_ids=list(self.connections))
+        table: dict[int, list] = {}
+        for row in awaiting:
+            table.setdefault(row["device_id"], []).append(
+                (row["pk"], row["expected"], row["sent_at"].timestamp())
+            )
+        self.core.awaiting = table
+        commands_match_device_state(awaiting=awaiting)
+
+    def _device_reachable(self, device: Device) -> bool:
+        """Right after the bridge (re)connects to a broker, hold a device's commands
+        until it has spoken on this connection (both protocols publish on connect),
+        so a command is not published before the device has resubscribed. After
+        `reconnect_hold` seconds publish anyway; the timeout has the last word."""
+        conn = self.connections.get(device.broker_id)
+        if conn is None:
+            return False
+        if time.time() - conn.connected_at >= self.reconnect_hold:
+            return True
+        info = self.core.directory.by_pk.get(device.pk)
+        return info is not None and info.last_seen >= conn.connected_at
+
+    def _publish(self, command: Command) -> None:
+        device: Device = command.device
+        conn = self.connections.get(device.broker_id)
+        root = device.topic_root
+        try:
+            if device.protocol == LEGACY:
+                suffix, payload = protocol.encode_v31_set(command.op, command.value)
+            else:
+                suffix = protocol.CMD
+                payload = protocol.encode_command(
+                    command.code.hex,
+                    int(command.expires_at.timestamp()),
+                    command.op,
+                    command.value,
+                )
+        except protocol.ProtocolError as exc:
+            command_fail(command=command, error=f"Cannot be sent to this device: {exc}")
+            return
+        if conn is None or not conn.publish(f"{root}/{suffix}", payload, qos=1):
+            # Not on the wire: back to pending for the next sweep (or its timeout).
+            Command.objects.filter(pk=command.pk, status=Command.Status.SENT).update(
+                status=Command.Status.PENDING, sent_at=None
+            )
+            return
+        self.published += 1
+        expected = command.expected
+        if device.protocol == LEGACY and expected:
+            known = (device.state or {}).get(expected["kind"])
+            # Already in the requested state: a v3.1 device may not report again.
+            if (
+                known is not None
+                and expected.get("value") is not None
+                and expectation_met(expected, expected["kind"], known)
+            ):
+                command_complete(command=command, data={"already": True})
+
+    def sweep_silence(self) -> None:
+        directory = self.core.directory
+        mine = set(self.connections)
+        candidates = {
+            pk: info.silence_s
+            for pk, info in directory.by_pk.items()
+            if info.broker_id in mine
+        }
+        for pk in devices_mark_silent(candidates=candidates):
+            info = directory.by_pk.get(pk)
+            if info is None:
+                continue
+            info.online = False
+            if self.live is not None and info.pool_hex:
+                self.live.send_many(self._snapshot(info))
+                self.live.send_events(
+                    [
+                        (
+                            pool_group(info.pool_hex),
+                            {
+                                "type": "pool.event",
+                                "pool": info.pool_hex,
+                                "event": {
+                                    "kind": "offline",
+                                    "message": "Device offline (silent)",
+                                    "ts": iso(time.time()),
+                                    "actor": None,
+                                },
+                            },
+                        )
+                    ]
+                )

@@ -1,0 +1,440 @@
+"""WebSocket consumers of the live dashboard.
+
+PoolConsumer (/ws/pools/<pool code>/) feeds one pool's page: a snapshot on connect, then
+the pool group's deltas; commands sent on it go through command_send like every other
+entry point. TenantConsumer (/ws/tenant/) feeds the pools overview.
+
+Authentication: the browser's session cookie, or (integrators) a simplejwt access token
+in an `Authorization: Bearer` header or in the first message {"type": "auth", "token"}.
+Never from the URL, which ends up in logs. Authorisation: the access layer, on connect
+and again whenever the user's access changes (user group "access.changed").
+
+Close codes: 4400 bad message, 4401 not authenticated, 4403 not allowed (or no longer),
+4404 no such pool (missing and foreign alike), 4408 no auth message in time.
+"""
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404
+from django.utils import timezone
+
+from devices import broadcast
+from devices.selectors import pool_get_for_member, pool_snapshot
+from tenants.middleware import SESSION_KEY
+from tenants.roles import Action, role_allows
+from tenants.selectors import membership_for_user, membership_require, parse_code
+
+logger = logging.getLogger(__name__)
+
+CLOSE_BAD_MESSAGE = 4400
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_AUTH_TIMEOUT = 4408
+
+AUTH_TIMEOUT_SECONDS = 10
+# Per socket: a burst of COMMAND_BURST, refilled at COMMAND_RATE per second.
+COMMAND_RATE = 5.0
+COMMAND_BURST = 5.0
+
+
+class NotAuthenticated(Exception):
+    pass
+
+
+def _user_from_jwt(token: str):
+    """The user and tenant claim of a valid simplejwt access token (sync: DB)."""
+    from rest_framework_simplejwt.authentication import JWTAuthentication
+    from rest_framework_simplejwt.exceptions import (
+        AuthenticationFailed,
+        InvalidToken,
+        TokenError,
+    )
+
+    auth = JWTAuthentication()
+    try:
+        validated = auth.get_validated_token(token)
+        user = auth.get_user(validated)
+    except (InvalidToken, TokenError, AuthenticationFailed) as exc:
+        raise NotAuthenticated("Invalid or expired token.") from exc
+    if not user.is_active:
+        raise NotAuthenticated("This account is disabled.")
+    return user, validated.get("tenant")
+
+
+def _membership_for(user, tenant_code, *, from_jwt: bool):
+    """The membership a socket acts as.
+
+    Session: the tenant chosen in the session (as on the pages), else the first.
+    JWT: the token's "tenant" claim; without one, the only membership the user has.
+    """
+    if from_jwt and tenant_code is None:
+        from tenants.selectors import memberships_for_user
+
+        memberships = list(memberships_for_user(user=user)[:2])
+        if len(memberships) != 1:
+            raise NotAuthenticated(
+                "This token names no tenant and you are in several (or none)."
+            )
+        return memberships[0]
+    if tenant_code is not None:
+        try:
+            return membership_for_user(user=user, tenant_code=tenant_code)
+        except Http404:
+            if from_jwt:
+                raise
+    return membership_for_user(user=user)
+
+
+class _LiveConsumer(AsyncJsonWebsocketConsumer):
+    """Authentication, the user group and access re-checks shared by both sockets."""
+
+    # The group this socket shows; set by subclasses once authorised.
+    live_group: str | None = None
+
+    async def connect(self):
+        self.user = None
+        self.membership = None
+        self.tenant_code = None
+        self.from_jwt = False
+        self.groups_joined: list[str] = []
+        self._auth_timer = None
+        try:
+            await self.parse_target()
+        except Http404:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        token = self._bearer_token()
+        session_user = self.scope.get("user")
+        if token:
+            await self.authenticate_token(token, accept_first=True)
+        elif session_user is not None and session_user.is_authenticated:
+            self.user = session_user
+            self.tenant_code = await self._session_tenant()
+            await self.authorise(accept_first=True)
+        else:
+            # Integrators may authenticate with their first message.
+            await self.accept()
+            self._auth_timer = asyncio.get_running_loop().call_later(
+                AUTH_TIMEOUT_SECONDS, self._auth_timeout
+            )
+
+    def _bearer_token(self) -> str | None:
+        for name, value in self.scope.get("headers", []):
+            if name == b"authorization":
+                kind, _, token = value.decode("latin1").partition(" ")
+                if kind.lower() == "bearer" and token.strip():
+                    return token.strip()
+        return None
+
+    @database_sync_to_async
+    def _session_tenant(self):
+        session = self.scope.get("session")
+        return session.get(SESSION_KEY) if session is not None else None
+
+    def _auth_timeout(self):
+        if self.membership is None:
+            asyncio.ensure_future(self._fail("Authenticate first.", CLOSE_AUTH_TIMEOUT))
+
+    async def _fail(self, message: str, code: int):
+        try:
+            await self.send_json({"type": "error", "message": message})
+        except Exception:  # noqa: BLE001 - the socket may be gone already
+            logger.debug("could not send the closing reason", exc_info=True)
+        await self.close(code=code)
+
+    async def authenticate_token(self, token: str, *, accept_first: bool):
+        try:
+            self.user, self.tenant_code = await database_sync_to_async(_user_from_jwt)(
+                token
+            )
+        except NotAuthenticated as exc:
+            if accept_first:
+                await self.close(code=CLOSE_UNAUTHENTICATED)
+            else:
+                await self._fail(str(exc), CLOSE_UNAUTHENTICATED)
+            return
+        self.from_jwt = True
+        await self.authorise(accept_first=accept_first)
+
+    async def authorise(self, *, accept_first: bool):
+        """Resolve the membership and the object, then accept, join and snapshot."""
+        try:
+            self.membership, snapshot = await self._resolve()
+        except NotAuthenticated as exc:
+            return await self._refuse(str(exc), CLOSE_UNAUTHENTICATED, accept_first)
+        except Http404:
+            return await self._refuse("Not found.", CLOSE_NOT_FOUND, accept_first)
+        except PermissionDenied as exc:
+            return await self._refuse(str(exc), CLOSE_FORBIDDEN, accept_first)
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
+        # Join before the snapshot, so nothing that changes in between is lost: a
+        # delta older than the snapshot is harmless, a missed one is not.
+        for group in (self.live_group, broadcast.user_group(self.user.code)):
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.groups_joined.append(group)
+        if accept_first:
+            await self.accept()
+        snapshot = await self._snapshot_after_join(snapshot)
+        await self.send_json(snapshot)
+
+    async def _refuse(self, message: str, code: int, accept_first: bool):
+        if accept_first:
+            # Not accepted yet: the handshake is refused (HTTP 403 to the browser).
+            await self.close(code=code)
+        else:
+            await self._fail(message, code)
+
+    async def disconnect(self, code):
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+        for group in self.groups_joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.groups_joined = []
+
+    async def receive_json(self, content: Any, **kwargs):
+        if not isinstance(content, dict):
+            await self.send_json({"type": "error", "message": "Send JSON objects."})
+            return
+        kind = content.get("type")
+        if self.membership is None:
+            token = content.get("token")
+            if kind == "auth" and isinstance(token, str) and token:
+                await self.authenticate_token(token, accept_first=False)
+            else:
+                await self._fail(
+                    'Authenticate first: {"type": "auth", "token": "<access token>"}.',
+                    CLOSE_UNAUTHENTICATED,
+                )
+            return
+        await self.handle(kind, content)
+
+    async def decode_json(self, text_data):
+        try:
+            return await super().decode_json(text_data)
+        except ValueError:
+            return None
+
+    async def handle(self, kind, content: dict):
+        await self.send_json(
+            {"type": "error", "message": f"Unknown message type {kind!r}."}
+        )
+
+    # --- channel-layer messages -----------------------------------------------------
+
+    async def access_changed(self, message):
+        try:
+            self.membership = await self._recheck()
+        except (Http404, PermissionDenied, NotAuthenticated):
+            await self._fail("Your access to this was withdrawn.", CLOSE_FORBIDDEN)
+            return
+        await self.send_json(
+            {
+                "type": "access",
+                "role": self.membership.role,
+                "can_control": role_allows(self.membership.role, Action.CONTROL),
+            }
+        )
+
+    # --- sync parts, run in a worker thread -------------------------------------------
+
+    async def parse_target(self):
+        """Parse the URL's object code (Http404 when malformed)."""
+
+    @database_sync_to_async
+    def _recheck(self):
+        membership = _membership_for(
+            self.user, self.tenant_code, from_jwt=self.from_jwt
+        )
+        if membership.tenant_id != self.membership.tenant_id:
+            # The session now points at another tenant: this socket's tenant is gone.
+            raise Http404
+        self.check_object(membership)
+        return membership
+
+    def check_object(self, membership):
+        membership_require(membership=membership, action=Action.VIEW)
+
+    async def _snapshot_after_join(self, snapshot):
+        return snapshot
+
+
+class PoolConsumer(_LiveConsumer):
+    """One pool's live page: snapshot, deltas, commands."""
+
+    async def parse_target(self):
+        self.pool_code = parse_code(self.scope["url_route"]["kwargs"]["code"])
+        self.live_group = broadcast.pool_group(self.pool_code)
+        self.pool = None
+        self.tokens = COMMAND_BURST
+        self.tokens_at = time.monotonic()
+        self.refs: dict[str, Any] = {}
+
+    @database_sync_to_async
+    def _resolve(self):
+        membership = _membership_for(
+            self.user, self.tenant_code, from_jwt=self.from_jwt
+        )
+        self.pool = pool_get_for_member(membership=membership, code=self.pool_code)
+        return membership, None
+
+    async def _snapshot_after_join(self, snapshot):
+        data = await database_sync_to_async(pool_snapshot)(
+            membership=self.membership, pool=self.pool
+        )
+        return {"type": "snapshot", **data}
+
+    def check_object(self, membership):
+        pool_get_for_member(membership=membership, code=self.pool_code)
+
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(
+            COMMAND_BURST, self.tokens + (now - self.tokens_at) * COMMAND_RATE
+        )
+        self.tokens_at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+    async def handle(self, kind, content: dict):
+        if kind == "command":
+            await self.command(content)
+        elif kind == "ping":
+            await self.send_json({"type": "pong", "now": timezone.now().isoformat()})
+        elif kind == "snapshot":
+            await self.send_json(await self._snapshot_after_join(None))
+        else:
+            await super().handle(kind, content)
+
+    async def command(self, content: dict):
+        ref = content.get("ref")
+        if not isinstance(ref, (str, int)) or isinstance(ref, bool):
+            ref = None
+        op = content.get("op")
+        if not isinstance(op, str):
+            await self.send_json(
+                {"type": "error", "ref": ref, "message": "A command needs an op."}
+            )
+            return
+        if not self._take_token():
+            await self.send_json(
+                {
+                    "type": "error",
+                    "ref": ref,
+                    "message": f"Too many commands: at most {COMMAND_RATE:g} per "
+                    "second on one connection. Wait a moment and try again.",
+                }
+            )
+            return
+        try:
+            command = await self._send_command(op, content.get("value"))
+        except PermissionDenied as exc:
+            message = str(exc) or "You may not control this pool."
+            await self.send_json({"type": "error", "ref": ref, "message": message})
+            return
+        except ValidationError as exc:
+            await self.send_json(
+                {"type": "error", "ref": ref, "message": " ".join(exc.messages)}
+            )
+            return
+        except Http404:
+            await self._fail("This pool is gone.", CLOSE_NOT_FOUND)
+            return
+        code = command.code.hex
+        self.refs[code] = ref
+        await self.send_json(
+            {
+                "type": "command",
+                "ref": ref,
+                "code": code,
+                "op": command.op,
+                "value": command.value,
+                "status": command.status,
+                "error": command.error,
+            }
+        )
+
+    @database_sync_to_async
+    def _send_command(self, op: str, value):
+        from devices.services.commands import command_send
+
+        # Fresh membership and pool: a role changed a moment ago counts now.
+        membership = _membership_for(
+            self.user, self.tenant_code, from_jwt=self.from_jwt
+        )
+        pool = pool_get_for_member(membership=membership, code=self.pool_code)
+        source = "api" if self.from_jwt else "web"
+        return command_send(
+            membership=membership, pool=pool, op=op, value=value, source=source
+        )
+
+    # --- deltas from the pool group -------------------------------------------------
+
+    async def pool_state(self, message):
+        await self.send_json(
+            {
+                "type": "state",
+                "state": message.get("state") or {},
+                "online": message.get("online"),
+                "last_seen": message.get("last_seen"),
+                "now": timezone.now().isoformat(),
+            }
+        )
+
+    async def pool_command(self, message):
+        command = dict(message.get("command") or {})
+        code = command.get("code")
+        out = {"type": "command", **command}
+        if code in self.refs:
+            out["ref"] = self.refs[code]
+            if command.get("status") in ("done", "failed", "timed_out"):
+                self.refs.pop(code, None)
+        await self.send_json(out)
+
+    async def pool_event(self, message):
+        await self.send_json({"type": "event", "event": message.get("event") or {}})
+
+    async def pool_settings(self, message):
+        # Names or programs changed elsewhere: the page reloads its snapshot.
+        await self.send_json(await self._snapshot_after_join(None))
+
+
+class TenantConsumer(_LiveConsumer):
+    """The pools overview of the socket's tenant: one message per pool change."""
+
+    @database_sync_to_async
+    def _resolve(self):
+        membership = _membership_for(
+            self.user, self.tenant_code, from_jwt=self.from_jwt
+        )
+        membership_require(membership=membership, action=Action.VIEW)
+        self.live_group = broadcast.tenant_group(membership.tenant.code)
+        return membership, None
+
+    async def _snapshot_after_join(self, snapshot):
+        return {
+            "type": "hello",
+            "tenant": self.membership.tenant.code.hex,
+            "now": timezone.now().isoformat(),
+        }
+
+    async def tenant_pool(self, message):
+        await self.send_json(
+            {
+                "type": "pool",
+                "pool": message.get("pool"),
+                "online": message.get("online"),
+                "state": message.get("state") or {},
+                "last_seen": message.get("last_seen"),
+            }
+        )

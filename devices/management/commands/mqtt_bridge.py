@@ -1,0 +1,48 @@
+"""`python manage.py mqtt_bridge`: the long-running MQTT bridge (devices.bridge).
+
+Several may run side by side: on the platform broker they share the subscriptions
+(MQTT shared subscriptions), and commands are claimed with a conditional UPDATE.
+"""
+
+import signal
+import threading
+
+from django.core.management.base import BaseCommand
+
+from devices.bridge.runner import Bridge
+from poolsaas.request_context import RequestContext, bind_request_context
+
+
+class Command(BaseCommand):
+    help = "Run the MQTT bridge: devices <-> database, channel layer and commands."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--name", default=None, help="bridge name (client ids)")
+        parser.add_argument("--flush-interval", type=float, default=0.5)
+        parser.add_argument("--sweep-interval", type=float, default=1.0)
+        parser.add_argument("--refresh-interval", type=float, default=5.0)
+        parser.add_argument("--silence-factor", type=float, default=3.0)
+        parser.add_argument("--broadcast-window", type=float, default=0.25)
+        parser.add_argument("--stats-interval", type=float, default=60.0)
+        parser.add_argument(
+            "--run-for", type=float, default=None, help="stop after N seconds"
+        )
+
+    def handle(self, *args, **options):
+        done = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: done.set())
+        with bind_request_context(RequestContext(source="bridge")):
+            bridge = Bridge(
+                name=options["name"],
+                flush_interval=options["flush_interval"],
+                sweep_interval=options["sweep_interval"],
+                refresh_interval=options["refresh_interval"],
+                silence_factor=options["silence_factor"],
+                broadcast_window=options["broadcast_window"],
+                stats_interval=options["stats_interval"],
+            ).start()
+            self.stdout.write(f"mqtt bridge {bridge.name} running")
+            done.wait(options["run_for"])
+            bridge.stop()
+            self.stdout.write(f"mqtt bridge stopped: {bridge.stats()}")

@@ -1,0 +1,500 @@
+"""Commands to devices: the one way every entry point (page, WebSocket, API, scheduler)
+switches a pool, and the transitions the bridge drives (sent, done, failed, timed out).
+
+Life of a command: `command_send` validates and stores it pending (or failed at once
+when the device is offline), writes the audit event and, after commit, rings the
+bridge. A bridge claims it (pending -> sent, a conditional UPDATE so two bridges never
+publish the same command) and publishes it. It completes on the device's `ack` (ps1)
+or when the v3.1 state topic shows `Command.expected`; otherwise `commands_expire`
+turns it into a visible timeout. Every transition writes a DeviceEvent and is
+broadcast to the pool's group.
+"""
+
+import datetime as dt
+import logging
+import uuid
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.http import Http404
+from django.utils import timezone
+
+from audit.services import audit_record
+from devices.broadcast import broadcast, pool_group
+from devices.models import Command, Device, DeviceEvent, Pool
+from firmware import protocol
+from tenants.models import Membership
+from tenants.roles import Action
+from tenants.selectors import membership_require
+
+logger = logging.getLogger(__name__)
+
+# The bridge listens on this channel; the database stays the queue of record.
+DOORBELL = "mqtt-bridge.commands"
+OFFLINE_REASON = "The device is offline"
+MANUAL_OPS = {Command.Op.PUMP, Command.Op.VALVE, Command.Op.TIMER}
+V31_UNSUPPORTED = {Command.Op.REBOOT}
+OPEN = (Command.Status.PENDING, Command.Status.SENT)
+
+ACK_ERRORS = {
+    "expired": "The command expired before the device received it",
+    "invalid": "The device rejected the command as invalid",
+    "unsupported": "The device's firmware does not support this command",
+    "busy": "The device refused the command for now",
+    "rate_limited": "Too many commands in a short time; try again in a few seconds",
+    "failed": "The device tried and failed",
+}
+
+OP_LABELS = {
+    "pump": "Pump",
+    "valve": "Valve",
+    "timer": "Timer",
+    "wifi_clear": "Wi-Fi reset",
+    "override_clear": "Resume programs",
+    "reboot": "Reboot",
+}
+
+
+def command_timeout() -> dt.timedelta:
+    """How long a device has to confirm a command (ps1 ack or v3.1 state)."""
+    return dt.timedelta(seconds=getattr(settings, "COMMAND_TIMEOUT_SECONDS", 15))
+
+
+def command_validate(*, op: str, value: Any) -> Any:
+    """The normalised value of a command, or ValidationError with a clear message.
+
+    Uses the device's own command parser, so the server never accepts what the
+    firmware would reject.
+    """
+    if op not in Command.Op.values:
+        raise ValidationError(
+            {"op": f"Unknown command {op!r}: one of {', '.join(Command.Op.values)}."}
+        )
+    if op == Command.Op.VALVE and value in ("1", "2"):
+        value = int(value)  # forms post strings
+    if op == Command.Op.TIMER and isinstance(value, dict):
+        value = {
+            k: int(v) if isinstance(v, str) and v.isdigit() else v
+            for k, v in value.items()
+        }
+    try:
+        parsed = protocol.parse_command(
+            protocol.dumps({"id": "validate", "exp": 0, "op": op, "value": value})
+        )
+    except (protocol.ProtocolError, TypeError, ValueError) as exc:
+        raise ValidationError({"value": f"{exc}."}) from None
+    return parsed["value"]
+
+
+def command_expected(*, op: str, value: Any, state: dict) -> dict | None:
+    """What a v3.1 device's state topics must show for the command to count as done.
+
+    TOGGLE means the opposite of the state known at send time; when that is unknown,
+    the next report of that topic completes it (value None).
+    """
+    if op == Command.Op.PUMP:
+        if value == "TOGGLE":
+            known = state.get("pump")
+            return {"kind": "pump", "value": (not known) if known is not None else None}
+        return {"kind": "pump", "value": value == "ON"}
+    if op == Command.Op.VALVE:
+        if value == "TOGGLE":
+            known = state.get("valve")
+            return {"kind": "valve", "value": 3 - known if known in (1, 2) else None}
+        return {"kind": "valve", "value": value}
+    if op == Command.Op.TIMER:
+        active = value["duration"] > 0
+        return {
+            "kind": "timer",
+            "value": {"active": active, "mode": value["mode"] if active else None},
+        }
+    if op == Command.Op.WIFI_CLEAR:
+        return {"kind": "wifi", "value": {"status": "disconnected"}}
+    return None
+
+
+def expectation_met(expected: dict | None, kind: str, value: Any) -> bool:
+    """Pure: does a parsed v3.1 state message (kind, value) satisfy `expected`?"""
+    if not expected or expected.get("kind") != kind:
+        return False
+    want = expected.get("value")
+    if want is None:
+        return True
+    if kind in ("pump", "valve"):
+        return value == want
+    if kind == "timer":
+        if value.get("active") != want["active"]:
+            return False
+        return want["mode"] is None or value.get("mode") == want["mode"]
+    if kind == "wifi":
+        return value.get("status") == want["status"]
+    return False
+
+
+def next_local_midnight(*, pool: Pool, now: dt.datetime) -> dt.datetime:
+    """The next midnight in the pool's time zone, as an aware UTC instant."""
+    tz = ZoneInfo(pool.timezone)
+    local = now.astimezone(tz)
+    tomorrow = local.date() + dt.timedelta(days=1)
+    # fold=0 and a round trip through UTC resolve a DST gap at midnight sensibly.
+    midnight = dt.datetime.combine(tomorrow, dt.time(0, 0), tzinfo=tz)
+    return midnight.astimezone(dt.UTC)
+
+
+def command_describe(command: Command) -> str:
+    label = OP_LABELS.get(command.op, command.op)
+    value = command.value
+    if command.op == Command.Op.TIMER and isinstance(value, dict):
+        if value.get("duration"):
+            return f"{label} {value['duration'] // 60} min, mode {value['mode']}"
+        return f"{label} stop"
+    return f"{label} {value}" if value is not None else label
+
+
+def command_payload(command: Command) -> dict:
+    """The command as the dashboard sees it (contract 3, pool.command)."""
+    return {
+        "code": command.code.hex,
+        "op": command.op,
+        "value": command.value,
+        "status": command.status,
+        "error": command.error,
+        "actor": command.actor.email if command.actor_id and command.actor else None,
+        "created_at": command.created_at.isoformat() if command.created_at else None,
+    }
+
+
+def _event(*, command: Command, kind: str, message: str, data: dict | None = None):
+    event = DeviceEvent.objects.create(
+        tenant_id=command.tenant_id,
+        device_id=command.device_id,
+        pool_id=command.pool_id,
+        ts=timezone.now(),
+        kind=kind,
+        message=message[:300],
+        data={"command": command.code.hex, **(data or {})},
+        actor_id=command.actor_id,
+    )
+    if command.pool_id:
+        pool_hex = Pool.objects.values_list("code", flat=True).get(pk=command.pool_id)
+        group = pool_group(pool_hex)
+        broadcast(
+            group,
+            {
+                "type": "pool.command",
+                "pool": pool_hex.hex,
+                "command": command_payload(command),
+            },
+        )
+        broadcast(
+            group,
+            {
+                "type": "pool.event",
+                "pool": pool_hex.hex,
+                "event": {
+                    "kind": event.kind,
+                    "message": event.message,
+                    "ts": event.ts.isoformat(),
+                    "actor": command.actor.email if command.actor_id else None,
+                },
+            },
+        )
+    return event
+
+
+def doorbell_ring(command: Command) -> None:
+    """Wake a bridge now; best effort, since bridges also sweep the database."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.send)(
+            DOORBELL, {"type": "command.new", "command": command.code.hex}
+        )
+    except Exception:  # noqa: BLE001 - a full or absent layer must not fail a command
+        logger.info("bridge doorbell not rung for %s", command.code.hex, exc_info=True)
+
+
+def _command_create(
+    *, pool: Pool, op: str, value: Any, actor, source: str, manual: bool
+) -> Command:
+    value = command_validate(op=op, value=value)
+    now = timezone.now()
+    with transaction.atomic():
+        pool = Pool.objects.select_for_update().get(pk=pool.pk)
+        device = Device.objects.filter(pool=pool).first()
+        if device is None:
+            raise ValidationError("This pool has no device to send commands to.")
+        command = Command(
+            tenant_id=pool.tenant_id,
+            device=device,
+            pool=pool,
+            actor=actor,
+            source=source[:12],
+            op=op,
+            value=value,
+            expires_at=now + command_timeout(),
+        )
+        legacy = device.protocol == Device.Protocol.LEGACY
+        if op == Command.Op.OVERRIDE_CLEAR and pool.override_until is not None:
+            # The server's own pause (v3.1 programs run here) ends at once.
+            pool.override_until = None
+            pool.save(update_fields=["override_until"])
+        if legacy and op in V31_UNSUPPORTED:
+            command.status = Command.Status.FAILED
+            command.error = "v3.1 devices cannot do this"
+        elif legacy and op == Command.Op.OVERRIDE_CLEAR:
+            command.status = Command.Status.DONE
+        elif not device.online:
+            command.status = Command.Status.FAILED
+            command.error = OFFLINE_REASON
+        else:
+            if legacy:
+                command.expected = command_expected(
+                    op=op, value=value, state=device.state or {}
+                )
+            if manual and op in MANUAL_OPS:
+                pool.override_until = next_local_midnight(pool=pool, now=now)
+                pool.save(update_fields=["override_until"])
+        if command.is_final:
+            command.completed_at = now
+        command.save()
+        audit_record(
+            action="command.sent",
+            tenant=pool.tenant,
+            actor=actor,
+            actor_label="" if actor is not None else source,
+            target=command,
+            data={
+                "pool": pool.code.hex,
+                "device": device.device_id,
+                "op": op,
+                "value": value,
+                "source": source,
+                "status": command.status,
+                "error": command.error,
+            },
+        )
+        who = f" by {actor.email}" if actor is not None else f" ({source})"
+        if command.status == Command.Status.PENDING:
+            _event(
+                command=command,
+                kind="command.sent",
+                message=f"{command_describe(command)}{who}",
+            )
+            transaction.on_commit(lambda: doorbell_ring(command))
+        else:
+            _event(
+                command=command,
+                kind=f"command.{command.status}",
+                message=f"{command_describe(command)}{who}"
+                + (f": {command.error}" if command.error else ""),
+            )
+    return command
+
+
+def command_send(
+    *,
+    membership: Membership,
+    pool: Pool,
+    op: str,
+    value: Any = None,
+    source: str = "web",
+) -> Command:
+    """Send a command on behalf of a member (operator or above).
+
+    Raises PermissionDenied / TenantSuspended for a role too low or a suspended
+    tenant, Http404 for another tenant's pool, ValidationError for bad input. A
+    command to an offline device is stored failed ("The device is offline") rather
+    than left hanging. A manual pump, valve or timer command pauses programs until
+    the next local midnight.
+    """
+    membership_require(membership=membership, action=Action.CONTROL)
+    if pool.tenant_id != membership.tenant_id:
+        raise Http404("No such pool.")
+    return _command_create(
+        pool=pool, op=op, value=value, actor=membership.user, source=source, manual=True
+    )
+
+
+def command_send_system(
+    *, pool: Pool, op: str, value: Any = None, source: str = "scheduler"
+) -> Command:
+    """Send a command on behalf of the platform (the v3.1 program scheduler)."""
+    return _command_create(
+        pool=pool, op=op, value=value, actor=None, source=source, manual=False
+    )
+
+
+def commands_claim(*, commands: list[Command]) -> list[Command]:
+    """Bridge: pending -> sent for each command this bridge won (conditional UPDATE,
+    so two bridges never publish the same command)."""
+    now = timezone.now()
+    won = []
+    for command in commands:
+        claimed = Command.objects.filter(
+            pk=command.pk, status=Command.Status.PENDING, expires_at__gt=now
+        ).update(status=Command.Status.SENT, sent_at=now)
+        if claimed:
+            command.status = Command.Status.SENT
+            command.sent_at = now
+            won.append(command)
+    return won
+
+
+def _finish(
+    *,
+    command: Command,
+    status: str,
+    error: str = "",
+    data: dict | None = None,
+    from_statuses=OPEN,
+) -> bool:
+    now = timezone.now()
+    with transaction.atomic():
+        done = Command.objects.filter(pk=command.pk, status__in=from_statuses).update(
+            status=status, error=error[:300], completed_at=now
+        )
+        if not done:
+            return False
+        command.status, command.error, command.completed_at = status, error[:300], now
+        _event(
+            command=command,
+            kind=f"command.{status}",
+            message=command_describe(command) + (f": {error}" if error else ""),
+            data=data,
+        )
+    return True
+
+
+def command_complete(*, command: Command, data: dict | None = None) -> bool:
+    """The device confirmed the command; False when it was already final."""
+    return _finish(command=command, status=Command.Status.DONE, data=data)
+
+
+def command_fail(
+    *,
+    command: Command,
+    error: str,
+    status: str = Command.Status.FAILED,
+    data: dict | None = None,
+) -> bool:
+    """The command failed (or, with status timed_out, timed out) with a reason."""
+    return _finish(command=command, status=status, error=error, data=data)
+
+
+def command_ack(
+    *,
+    device_pk: int,
+    command_id: str,
+    ok: bool,
+    error: str | None = None,
+    reason: str | None = None,
+) -> Command | None:
+    """A ps1 device acknowledged `cmd` id. Scoped to that device, so one device can
+    never complete another's command. A late success still counts: the device did
+    execute it."""
+    try:
+        code = protocol_code(command_id)
+        command = Command.objects.select_related("actor").get(
+            device_id=device_pk, code=code
+        )
+    except (Command.DoesNotExist, ValueError):
+        return None
+    if ok:
+        finished = _finish(
+            command=command,
+            status=Command.Status.DONE,
+            from_statuses=(*OPEN, Command.Status.TIMED_OUT),
+        )
+    else:
+        text = ACK_ERRORS.get(error or "failed", "The device refused the command")
+        if reason:
+            text = f"{text}: {reason}"
+        finished = _finish(
+            command=command,
+            status=Command.Status.FAILED,
+            error=text,
+            data={"ack_error": error},
+        )
+    return command if finished else None
+
+
+def protocol_code(command_id: str) -> uuid.UUID:
+    """The Command.code of a cmd id (the bridge sends code.hex)."""
+    return uuid.UUID(hex=command_id)
+
+
+def commands_match_state(
+    *, device_pk: int, kind: str, value: Any, observed_at: dt.datetime
+) -> list[Command]:
+    """A v3.1 device reported a state: complete its sent commands that expected it."""
+    done = []
+    candidates = Command.objects.select_related("actor").filter(
+        device_id=device_pk,
+        status=Command.Status.SENT,
+        expected__isnull=False,
+        sent_at__lte=observed_at,
+    )
+    for command in candidates:
+        if expectation_met(command.expected, kind, value) and command_complete(
+            command=command
+        ):
+            done.append(command)
+    return done
+
+
+def commands_expire(*, now: dt.datetime | None = None, limit: int = 500) -> int:
+    """Turn every open command past its expiry into a visible timeout."""
+    now = now or timezone.now()
+    expired = list(
+        Command.objects.select_related("actor")
+        .filter(status__in=OPEN, expires_at__lte=now)
+        .order_by("expires_at")[:limit]
+    )
+    count = 0
+    for command in expired:
+        if command.status == Command.Status.SENT:
+            error = "The device did not confirm the command in time"
+        else:
+            error = "The command could not be delivered: no connection to the device"
+        count += command_fail(
+            command=command, error=error, status=Command.Status.TIMED_OUT
+        )
+    return count
+
+
+def commands_match_device_state(*, awaiting: list[dict]) -> list[Command]:
+    """Complete sent v3.1 commands whose expected value the stored device state
+    already shows, reported after the command was sent. This catches reports that
+    another bridge (sharing the broker) received."""
+    if not awaiting:
+        return []
+    states = dict(
+        Device.objects.filter(
+            pk__in={row["device_id"] for row in awaiting}
+        ).values_list("pk", "state")
+    )
+    done = []
+    for row in awaiting:
+        state = states.get(row["device_id"]) or {}
+        kind = (row["expected"] or {}).get("kind")
+        updated = state.get("updated_at")
+        if kind not in state or not updated:
+            continue
+        try:
+            reported_at = dt.datetime.fromisoformat(updated)
+        except (TypeError, ValueError):
+            continue
+        if reported_at < row["sent_at"]:
+            continue
+        if expectation_met(row["expected"], kind, state[kind]):
+            command = Command.objects.select_related("actor").get(pk=row["pk"])
+            if command_complete(command=command):
+                done.append(command)
+    return done

@@ -1,0 +1,293 @@
+"""Per-device credentials on the platform broker, through Mosquitto's dynamic-security
+plugin.
+
+Every device on the platform broker gets its own MQTT client (username = device id, a
+random password) and a role whose ACL lets it publish only its own device-to-cloud
+topics and subscribe only to its own cloud-to-device topics, all under
+`<prefix>/<device id>/`. So a device, even with its credentials extracted, can neither
+read nor write another device's topics, whichever tenant it belongs to.
+
+The plugin is managed over MQTT: JSON commands published to
+`$CONTROL/dynamic-security/v1` with a `correlationData`, answers on
+`$CONTROL/dynamic-security/v1/response`. We log in
+as the plugin's admin (settings.MQTT_USERNAME / MQTT_PASSWORD) at
+settings.MQTT_DYNSEC_URL. Enabled by settings.MQTT_DYNSEC_ENABLED; the broker config is
+deploy/mosquitto/dynsec.conf.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import ssl
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from django.conf import settings
+
+from firmware import protocol
+
+CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
+RESPONSE_TOPIC = "$CONTROL/dynamic-security/v1/response"
+ROLE_PREFIX = "poolsaas-device-"
+# Answers the plugin gives for things already gone; deleting is idempotent for us.
+_GONE = ("Client not found", "Role not found")
+
+
+class DynsecError(RuntimeError):
+    """The broker refused a dynamic-security command or could not be reached."""
+
+
+@dataclass(frozen=True)
+class DynsecConfig:
+    host: str
+    port: int
+    tls: bool
+    username: str
+    password: str
+    timeout: float = 5.0
+
+
+def dynsec_enabled() -> bool:
+    return bool(settings.MQTT_DYNSEC_ENABLED)
+
+
+def dynsec_config() -> DynsecConfig:
+    url = urlparse(getattr(settings, "MQTT_DYNSEC_URL", "") or settings.MQTT_URL)
+    tls = url.scheme in ("mqtts", "ssl")
+    return DynsecConfig(
+        host=url.hostname or "127.0.0.1",
+        port=url.port or (8883 if tls else 1883),
+        tls=tls,
+        username=settings.MQTT_USERNAME,
+        password=settings.MQTT_PASSWORD,
+    )
+
+
+def role_name(device_id: str) -> str:
+    return f"{ROLE_PREFIX}{device_id}"
+
+
+def device_acls(*, prefix: str, device_id: str) -> list[dict[str, Any]]:
+    """The ACL of one device: its own topics, in the direction the protocol says.
+
+    Exact topics (no wildcards) so that a device cannot subscribe to `<root>/#` and see
+    what it publishes itself, nor reach anything the protocol does not define; the
+    plugin's defaults deny every other publish and subscription.
+    """
+    if not protocol.is_valid_prefix(prefix) or not protocol.is_valid_id(device_id):
+        # Validated upstream too; here it also rules out '+' and '#' in an ACL.
+        raise ValueError("Invalid topic prefix or device id.")
+    root = f"{prefix}/{device_id}"
+    acls = [
+        {"acltype": "publishClientSend", "topic": f"{root}/{suffix}", "allow": True}
+        for suffix in protocol.DEVICE_TO_CLOUD
+    ]
+    acls += [
+        {"acltype": "subscribeLiteral", "topic": f"{root}/{suffix}", "allow": True}
+        for suffix in protocol.DEVICE_SUBSCRIPTIONS
+    ]
+    return acls
+
+
+def new_password() -> str:
+    """A random device password (192 bits), URL- and QR-safe."""
+    return secrets.token_urlsafe(24)
+
+
+class DynsecClient:
+    """One admin connection to the plugin; use as a context manager.
+
+    `execute` sends a batch of commands in one message and returns their responses in
+    order, matched by correlationData (the plugin may answer several batches on the
+    one response topic, and other admins may be talking to it at the same time).
+    """
+
+    def __init__(self, config: DynsecConfig | None = None):
+        self.config = config or dynsec_config()
+        self._lock = threading.Lock()
+        self._responses: dict[str, dict[str, Any]] = {}
+        self._arrived = threading.Condition(self._lock)
+        self._client = None
+
+    def __enter__(self) -> DynsecClient:
+        import paho.mqtt.client as mqtt
+
+        config = self.config
+        connected = threading.Event()
+        subscribed = threading.Event()
+        outcome: dict[str, Any] = {}
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"poolsaas-dynsec-{secrets.token_hex(6)}",
+            protocol=mqtt.MQTTv311,
+        )
+        client.username_pw_set(config.username, config.password or None)
+        if config.tls:
+            client.tls_set_context(ssl.create_default_context())
+
+        def on_connect(client, userdata, flags, reason_code, properties):
+            outcome["connect"] = reason_code
+            connected.set()
+
+        def on_subscribe(client, userdata, mid, reason_codes, properties):
+            outcome["subscribe"] = reason_codes
+            subscribed.set()
+
+        client.on_connect = on_connect
+        client.on_subscribe = on_subscribe
+        client.on_message = self._on_message
+        try:
+            client.connect(config.host, config.port, keepalive=30)
+        except OSError as exc:
+            raise DynsecError(
+                f"Cannot reach the platform broker at {config.host}:{config.port}: "
+                f"{exc.strerror or exc}."
+            ) from None
+        # The handshake runs in this thread: a background loop would keep retrying a
+        # refused login, and stopping it then takes a second.
+        deadline = time.monotonic() + config.timeout
+        while not connected.is_set() and time.monotonic() < deadline:
+            client.loop(timeout=0.05)
+        if not connected.is_set() or outcome["connect"].is_failure:
+            client.disconnect()
+            if not connected.is_set():
+                raise DynsecError("The platform broker did not answer the login.")
+            raise DynsecError(
+                f"The platform broker refused the admin login: {outcome['connect']}."
+            )
+        client.loop_start()
+        self._client = client
+        try:
+            client.subscribe(RESPONSE_TOPIC, qos=1)
+            if not subscribed.wait(config.timeout) or any(
+                code.is_failure for code in outcome["subscribe"]
+            ):
+                raise DynsecError(
+                    "The admin may not read dynamic-security responses; is the "
+                    "dynamic-security plugin loaded?"
+                )
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
+
+    def _on_message(self, client, userdata, message) -> None:
+        try:
+            body = json.loads(message.payload)
+            responses = body["responses"]
+        except (ValueError, KeyError, TypeError):
+            return
+        with self._arrived:
+            for response in responses:
+                if isinstance(response, dict) and "correlationData" in response:
+                    self._responses[str(response["correlationData"])] = response
+            self._arrived.notify_all()
+
+    def execute(self, commands: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Run commands in one batch; a list of the plugin's responses, in order."""
+        if self._client is None:
+            raise RuntimeError("Use DynsecClient as a context manager.")
+        batch = []
+        for command in commands:
+            batch.append({**command, "correlationData": secrets.token_hex(8)})
+        ids = [c["correlationData"] for c in batch]
+        info = self._client.publish(
+            CONTROL_TOPIC, json.dumps({"commands": batch}), qos=1
+        )
+        info.wait_for_publish(self.config.timeout)
+        with self._arrived:
+            ok = self._arrived.wait_for(
+                lambda: all(i in self._responses for i in ids), self.config.timeout
+            )
+            if not ok:
+                raise DynsecError("The dynamic-security plugin did not answer in time.")
+            return [self._responses.pop(i) for i in ids]
+
+    def run(self, commands: Iterable[dict[str, Any]], *, ignore=()) -> list[dict]:
+        """execute(), raising DynsecError for any error not listed in `ignore`."""
+        responses = self.execute(commands)
+        for response in responses:
+            error = response.get("error")
+            if error and error not in ignore:
+                raise DynsecError(f"{response.get('command')}: {error}")
+        return responses
+
+
+def _guard_username(device_id: str) -> None:
+    # A device must never take over (or delete) the admin account the platform uses.
+    if device_id == settings.MQTT_USERNAME:
+        raise DynsecError(f"{device_id!r} is reserved on the platform broker.")
+
+
+def dynsec_device_create(
+    *, device_id: str, prefix: str, config: DynsecConfig | None = None
+) -> str:
+    """Create (or recreate) the device's client and role; returns the new password.
+
+    Any client or role of that name left over (from a device removed while the broker
+    was down, or a failed add) is replaced: the caller has checked in the database
+    that no current device owns this id on the platform broker.
+    """
+    _guard_username(device_id)
+    password = new_password()
+    role = role_name(device_id)
+    with DynsecClient(config) as admin:
+        admin.run(
+            [
+                {"command": "deleteClient", "username": device_id},
+                {"command": "deleteRole", "rolename": role},
+            ],
+            ignore=_GONE,
+        )
+        admin.run(
+            [
+                {
+                    "command": "createRole",
+                    "rolename": role,
+                    "textname": f"poolsaas device {device_id}",
+                    "acls": device_acls(prefix=prefix, device_id=device_id),
+                },
+                {
+                    "command": "createClient",
+                    "username": device_id,
+                    "password": password,
+                    "textname": f"poolsaas device {device_id}",
+                    "roles": [{"rolename": role}],
+                },
+            ]
+        )
+    return password
+
+
+def dynsec_device_delete(*, device_id: str, config: DynsecConfig | None = None) -> None:
+    """Delete the device's client (which disconnects it) and its role; idempotent."""
+    _guard_username(device_id)
+    with DynsecClient(config) as admin:
+        admin.run(
+            [
+                {"command": "deleteClient", "username": device_id},
+                {"command": "deleteRole", "rolename": role_name(device_id)},
+            ],
+            ignore=_GONE,
+        )
+
+
+def dynsec_device_exists(*, device_id: str, config: DynsecConfig | None = None) -> bool:
+    with DynsecClient(config) as admin:
+        (response,) = admin.execute([{"command": "getClient", "username": device_id}])
+    if response.get("error") == "Client not found":
+        return False
+    if response.get("error"):
+        raise DynsecError(f"getClient: {response['error']}")
+    return True

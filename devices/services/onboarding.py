@@ -1,0 +1,363 @@
+"""Adding, replacing and removing a pool's device (admins and owners).
+
+On the platform broker with dynamic security enabled, adding a device creates its own
+MQTT client (username = device id, random password, ACL limited to its topics) and
+removing it deletes that client, which also disconnects it. The password is returned
+once, inside the provisioning bundle, and stored only encrypted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.http import Http404
+from django.utils import timezone
+
+from audit.services import audit_record
+from devices.broadcast import broadcast, pool_group
+from devices.models import (
+    DEVICE_ID_RE,
+    NATIVE_DEVICE_ID_RE,
+    Broker,
+    Device,
+    DeviceEvent,
+    Pool,
+)
+from devices.services import dynsec
+from devices.services.programs import config_publish_request
+from devices.services.provisioning import bundle_build
+from tenants.models import Membership
+from tenants.roles import Action
+from tenants.selectors import membership_require
+
+PROTOCOLS = (Device.Protocol.POOLSAAS, Device.Protocol.LEGACY)
+
+
+def _check_pool(membership: Membership, pool: Pool) -> None:
+    membership_require(membership=membership, action=Action.MANAGE)
+    if pool.tenant_id != membership.tenant_id:
+        raise Http404("No such pool.")
+
+
+def _resolve_broker(membership: Membership, broker: Broker | None) -> Broker:
+    if broker is None:
+        from devices.services.brokers import broker_ensure_platform
+
+        return (
+            Broker.objects.filter(is_platform=True).first() or broker_ensure_platform()
+        )
+    if not broker.is_platform and broker.tenant_id != membership.tenant_id:
+        raise Http404("No such broker.")
+    return broker
+
+
+def device_id_clean(*, device_id: Any, protocol: str) -> str:
+    """The device id as stored, or ValidationError({"device_id": ...}).
+
+    Our firmware's id is ESP- and the last six hex digits of its MAC (typed in lower
+    case, it is upper-cased); a v3.1 device keeps whatever id it was built with.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValidationError(
+            {"protocol": "The protocol must be ps1 (poolsaas firmware) or v3.1."}
+        )
+    if not isinstance(device_id, str) or not device_id.strip():
+        raise ValidationError({"device_id": "Enter the device id."})
+    device_id = device_id.strip()
+    if protocol == Device.Protocol.POOLSAAS:
+        device_id = device_id.upper()
+        if not NATIVE_DEVICE_ID_RE.match(device_id):
+            raise ValidationError(
+                {
+                    "device_id": "A poolsaas device id is ESP- followed by the 6 "
+                    "hex digits printed on the device (for example ESP-A1B2C3)."
+                }
+            )
+    elif not DEVICE_ID_RE.match(device_id):
+        raise ValidationError(
+            {
+                "device_id": "A device id is 1 to 64 letters, digits, '-' or '_' "
+                "(for example esp32-pool-01)."
+            }
+        )
+    return device_id
+
+
+def _uses_dynsec(broker: Broker) -> bool:
+    return broker.is_platform and dynsec.dynsec_enabled()
+
+
+def _check_free(*, broker: Broker, device_id: str, exclude_pk: int | None = None):
+    taken = Device.objects.filter(broker=broker, device_id=device_id)
+    if not broker.is_platform:
+        # On a tenant's broker the identity is (broker, prefix, id); on the platform
+        # broker the id is also the MQTT username, so it must be unique there.
+        taken = taken.filter(topic_prefix=broker.topic_prefix)
+    if exclude_pk is not None:
+        taken = taken.exclude(pk=exclude_pk)
+    if taken.exists():
+        # Says nothing about where it is registered (it may be another tenant's).
+        raise ValidationError(
+            {
+                "device_id": f"{device_id} is already registered on this broker. "
+                "Remove it from its pool first, or check the id."
+            }
+        )
+
+
+def _log(*, pool: Pool, kind: str, message: str, data: dict, actor) -> None:
+    event = DeviceEvent.objects.create(
+        tenant_id=pool.tenant_id,
+        pool=pool,
+        ts=timezone.now(),
+        kind=kind,
+        message=message[:300],
+        data=data,
+        actor=actor,
+    )
+    broadcast(
+        pool_group(pool.code),
+        {
+            "type": "pool.event",
+            "pool": pool.code.hex,
+            "event": {
+                "kind": kind,
+                "message": event.message,
+                "ts": event.ts.isoformat(),
+                "actor": actor.email if actor is not None else None,
+            },
+        },
+    )
+
+
+def _credentials_failed(exc: dynsec.DynsecError) -> ValidationError:
+    return ValidationError(
+        f"The platform broker could not update the device's credentials ({exc}). "
+        "Nothing was changed; try again in a moment."
+    )
+
+
+def _create(
+    *, membership: Membership, pool: Pool, broker: Broker, device_id: str, protocol: str
+) -> tuple[Device, str | None]:
+    """Insert the device and issue its credentials (inside the caller's transaction).
+
+    The row goes in first: its unique constraint makes a concurrent add of the same
+    id wait and then fail, before it could touch the broker's clients.
+    """
+    device = Device(
+        tenant=pool.tenant,
+        pool=pool,
+        broker=broker,
+        device_id=device_id,
+        topic_prefix=broker.topic_prefix,
+        protocol=protocol,
+    )
+    try:
+        with transaction.atomic():
+            device.save()
+    except IntegrityError:
+        raise ValidationError(
+            {"device_id": f"{device_id} is already registered on this broker."}
+        ) from None
+    password = None
+    if _uses_dynsec(broker):
+        try:
+            password = dynsec.dynsec_device_create(
+                device_id=device_id, prefix=device.topic_prefix
+            )
+        except dynsec.DynsecError as exc:
+            raise _credentials_failed(exc) from None
+        device.mqtt_password = password
+        device.save(update_fields=["mqtt_password"])
+    return device, password
+
+
+def _bundle(device: Device, broker: Broker, password: str | None) -> dict | None:
+    # A v3.1 device cannot read a bundle; it only gets one when it was given
+    # credentials of ours that someone must type into it.
+    if device.protocol == Device.Protocol.LEGACY and password is None:
+        return None
+    return bundle_build(device=device, broker=broker, password=password or "")
+
+
+def device_add(
+    *,
+    membership: Membership,
+    pool: Pool,
+    device_id: str,
+    broker: Broker | None = None,
+    protocol: str = Device.Protocol.POOLSAAS,
+) -> tuple[Device, dict | None]:
+    """Add a device to a pool that has none; returns (device, provisioning bundle).
+
+    `broker` is the platform broker (default) or one of the tenant's own. The bundle
+    holds the new password in clear: show it once, never store it. It is None for a
+    v3.1 device that got no credentials of ours (its own broker's are set on it).
+    """
+    _check_pool(membership, pool)
+    broker = _resolve_broker(membership, broker)
+    device_id = device_id_clean(device_id=device_id, protocol=protocol)
+    if Device.objects.filter(pool=pool).exists():
+        raise ValidationError(
+            {"pool": "This pool already has a device; replace it instead."}
+        )
+    _check_free(broker=broker, device_id=device_id)
+    if _uses_dynsec(broker) and device_id == settings.MQTT_USERNAME:
+        raise ValidationError({"device_id": f"{device_id} is a reserved name."})
+
+    with transaction.atomic():
+        device, password = _create(
+            membership=membership,
+            pool=pool,
+            broker=broker,
+            device_id=device_id,
+            protocol=protocol,
+        )
+        audit_record(
+            action="device.added",
+            tenant=pool.tenant,
+            actor=membership.user,
+            target=device,
+            data={
+                "pool": pool.code.hex,
+                "device_id": device_id,
+                "protocol": protocol,
+                "broker": broker.code.hex,
+                "credentials": "issued" if password else "none",
+            },
+        )
+        _log(
+            pool=pool,
+            kind="device.added",
+            message=f"Device {device_id} added by {membership.user.email}",
+            data={"device_id": device_id},
+            actor=membership.user,
+        )
+        # A new ps1 device needs the pool's configuration (programs, time zone).
+        config_publish_request(pool=pool)
+    return device, _bundle(device, broker, password)
+
+
+def _revoke(device: Device) -> None:
+    if _uses_dynsec(device.broker):
+        try:
+            dynsec.dynsec_device_delete(device_id=device.device_id)
+        except dynsec.DynsecError as exc:
+            raise _credentials_failed(exc) from None
+
+
+def device_remove(*, membership: Membership, device: Device) -> None:
+    """Remove a device: its broker credentials are revoked (which disconnects it) and
+    its row is deleted, with its history and commands.
+
+    If the broker cannot revoke the credentials, nothing is removed (ValidationError),
+    so a device never keeps access that the dashboard says it no longer has.
+    """
+    membership_require(membership=membership, action=Action.MANAGE)
+    if device.tenant_id != membership.tenant_id:
+        raise Http404("No such device.")
+    with transaction.atomic():
+        device = (
+            Device.objects.select_for_update(of=("self",))
+            .select_related("broker", "pool", "tenant")
+            .get(pk=device.pk)
+        )
+        pool = device.pool
+        audit_record(
+            action="device.removed",
+            tenant=device.tenant,
+            actor=membership.user,
+            target=device,
+            data={
+                "pool": pool.code.hex if pool else None,
+                "device_id": device.device_id,
+                "protocol": device.protocol,
+            },
+        )
+        if pool is not None:
+            _log(
+                pool=pool,
+                kind="device.removed",
+                message=f"Device {device.device_id} removed by {membership.user.email}",
+                data={"device_id": device.device_id},
+                actor=membership.user,
+            )
+        device.delete()
+        # Last, so that a failure rolls everything back.
+        _revoke(device)
+
+
+def device_replace(
+    *,
+    membership: Membership,
+    pool: Pool,
+    device_id: str,
+    protocol: str | None = None,
+) -> tuple[Device, dict | None]:
+    """Put a new device on a pool in place of the current one (a broken controller, or
+    an upgrade from v3.1 to our firmware with protocol="ps1").
+
+    The new device uses the old one's broker (and protocol unless given); the old one
+    is removed and its credentials revoked. Returns (new device, bundle) as
+    device_add does. Without a current device this is device_add.
+    """
+    _check_pool(membership, pool)
+    old = Device.objects.select_related("broker").filter(pool=pool).first()
+    if old is None:
+        return device_add(
+            membership=membership,
+            pool=pool,
+            device_id=device_id,
+            protocol=protocol or Device.Protocol.POOLSAAS,
+        )
+    protocol = protocol or old.protocol
+    device_id = device_id_clean(device_id=device_id, protocol=protocol)
+    if device_id == old.device_id:
+        raise ValidationError(
+            {"device_id": f"{device_id} is already this pool's device."}
+        )
+    broker = old.broker
+    _check_free(broker=broker, device_id=device_id)
+    if _uses_dynsec(broker) and device_id == settings.MQTT_USERNAME:
+        raise ValidationError({"device_id": f"{device_id} is a reserved name."})
+
+    with transaction.atomic():
+        old = Device.objects.select_for_update().get(pk=old.pk)
+        old_id = old.device_id
+        old.delete()
+        device, password = _create(
+            membership=membership,
+            pool=pool,
+            broker=broker,
+            device_id=device_id,
+            protocol=protocol,
+        )
+        old.device_id, old.broker = old_id, broker
+        _revoke(old)
+        audit_record(
+            action="device.replaced",
+            tenant=pool.tenant,
+            actor=membership.user,
+            target=device,
+            data={
+                "pool": pool.code.hex,
+                "old_device_id": old_id,
+                "device_id": device_id,
+                "protocol": protocol,
+                "credentials": "issued" if password else "none",
+            },
+        )
+        _log(
+            pool=pool,
+            kind="device.replaced",
+            message=f"Device {old_id} replaced by {device_id} "
+            f"({membership.user.email})",
+            data={"old_device_id": old_id, "device_id": device_id},
+            actor=membership.user,
+        )
+        config_publish_request(pool=pool)
+    return device, _bundle(device, broker, password)

@@ -1,0 +1,442 @@
+"""Weekly programs: saving them, pushing them to ps1 devices, running them for v3.1.
+
+The server keeps the source of truth (Program rows). A ps1 device gets them as its
+retained `config/set` (docs/protocol.md 3.2) and runs them from its own clock; a v3.1
+device cannot hold programs, so `programs_run_due` (Celery beat, every minute) runs
+them here with the same rules (devices/scheduling.py).
+
+Pushing configuration: `programs_save` bumps `pool.config_version` (that bump is the
+record: a device whose `config_version_applied` lags is out of date) and rings the
+bridge's doorbell with {"type": "config.publish", "pool": <hex>} after commit. The
+bridge then publishes `pool_config_message(pool=...)`, retained, QoS 1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Exists, OuterRef
+from django.http import Http404
+from django.utils import timezone
+
+from audit.services import audit_record
+from devices import scheduling
+from devices.broadcast import broadcast, pool_group
+from devices.models import Command, Device, DeviceEvent, Pool, Program
+from devices.selectors import pool_programs
+from firmware import protocol
+from tenants.models import Membership
+from tenants.roles import Action
+from tenants.selectors import membership_require
+
+logger = logging.getLogger(__name__)
+
+DOORBELL = "mqtt-bridge.commands"
+CONFIG_PUBLISH = "config.publish"
+
+# What the firmware runs with when the pool sets nothing (firmware/controller.py).
+DEFAULT_TELEMETRY_INTERVAL = 60
+DEFAULT_THRESHOLDS = {
+    "freeze_on_c": 2.0,
+    "freeze_hysteresis_c": 1.0,
+    "pump_max_run_s_day": 0,
+    "min_switch_interval_s": 3,
+}
+
+PROGRAM_START = "program_start"
+PROGRAM_STOP = "program_stop"
+# Why the scheduler ended a run (DeviceEvent data "reason").
+STOP_END = "end"
+STOP_SWITCHED = "switched"
+
+
+class ProgramsConflict(ValidationError):
+    """The programs changed since the caller loaded them (stale expected_version)."""
+
+
+# --- reading --------------------------------------------------------------------------
+
+
+def programs_as_list(*, pool: Pool) -> list[dict[str, Any]]:
+    """The pool's stored programs, sorted by slot, in the shape of validate_programs
+    (and of the editor's form and the config/set payload)."""
+    return [
+        {"slot": p.slot, "enabled": p.enabled, "days": p.days}
+        for p in pool_programs(pool=pool)
+    ]
+
+
+# --- saving ---------------------------------------------------------------------------
+
+
+def _errors_as_dict(errors: list[scheduling.FieldError]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for error in errors:
+        out.setdefault(error.field, []).append(error.message)
+    return out
+
+
+def programs_save(
+    *,
+    membership: Membership,
+    pool: Pool,
+    programs: list[dict],
+    expected_version: int | None = None,
+) -> Pool:
+    """Replace the pool's weekly programs (operators and above).
+
+    `programs` is the complete list (a slot left out is deleted). Bad input raises
+    ValidationError whose message_dict maps paths such as `programs[0].days[2].stop` to
+    messages, and changes nothing. With `expected_version` (the pool's config_version
+    when the editor was loaded) a concurrent change raises ProgramsConflict (a
+    ValidationError, code "conflict") instead of silently overwriting it.
+    On success the config version is bumped, the change is audited and logged on the
+    pool, and a ps1 device is sent its new configuration after commit.
+    """
+    membership_require(membership=membership, action=Action.CONTROL)
+    if pool.tenant_id != membership.tenant_id:
+        raise Http404("No such pool.")
+    if expected_version is not None and (
+        not isinstance(expected_version, int) or isinstance(expected_version, bool)
+    ):
+        raise ValidationError({"expected_version": ["Expected a version number."]})
+    errors = scheduling.validate_programs(programs)
+    if errors:
+        raise ValidationError(_errors_as_dict(errors))
+    clean = scheduling.normalize_programs(programs)
+
+    with transaction.atomic():
+        locked = Pool.objects.select_for_update().get(pk=pool.pk)
+        if expected_version is not None and locked.config_version != expected_version:
+            raise ProgramsConflict(
+                "Someone changed this pool's programs or settings while you were "
+                "editing (version "
+                f"{expected_version}, now {locked.config_version}). Reload to see "
+                "their changes, then save again.",
+                code="conflict",
+            )
+        before = programs_as_list(pool=locked)
+        slots = [p["slot"] for p in clean]
+        Program.objects.filter(pool=locked).exclude(slot__in=slots).delete()
+        for program in clean:
+            Program.objects.update_or_create(
+                pool=locked,
+                slot=program["slot"],
+                defaults={
+                    "tenant_id": locked.tenant_id,
+                    "enabled": program["enabled"],
+                    "days": program["days"],
+                },
+            )
+        locked.config_version += 1
+        locked.save(update_fields=["config_version"])
+        audit_record(
+            action="programs.updated",
+            tenant=locked.tenant,
+            actor=membership.user,
+            target=locked,
+            data={
+                "version": locked.config_version,
+                "before": before,
+                "after": clean,
+            },
+        )
+        enabled = [str(p["slot"]) for p in clean if p["enabled"]]
+        _pool_event(
+            pool=locked,
+            kind="programs.updated",
+            message=f"Programs saved by {membership.user.email} ("
+            + (f"enabled: {', '.join(enabled)}" if enabled else "none enabled")
+            + ")",
+            data={"version": locked.config_version},
+            actor=membership.user,
+        )
+        config_publish_request(pool=locked)
+    pool.config_version = locked.config_version
+    return locked
+
+
+# --- configuration for ps1 devices ----------------------------------------------------
+
+
+def pool_config_payload(pool: Pool) -> dict[str, Any]:
+    """The complete `config/set` object of docs/protocol.md 3.2 for the pool.
+
+    Thresholds and the telemetry interval come from pool.settings over the firmware's
+    defaults; the result is checked with the firmware's own validator.
+    """
+    settings = pool.settings if isinstance(pool.settings, dict) else {}
+    thresholds = dict(DEFAULT_THRESHOLDS)
+    if isinstance(settings.get("thresholds"), dict):
+        thresholds.update(
+            {k: v for k, v in settings["thresholds"].items() if k in DEFAULT_THRESHOLDS}
+        )
+    config = {
+        "version": pool.config_version,
+        "tz": pool.timezone,
+        "tz_posix": scheduling.tz_posix(pool.timezone),
+        "telemetry_interval": settings.get(
+            "telemetry_interval", DEFAULT_TELEMETRY_INTERVAL
+        ),
+        "thresholds": thresholds,
+        "programs": programs_as_list(pool=pool),
+    }
+    # Raises ProtocolError for anything the device would refuse.
+    return protocol.validate_config(config)
+
+
+def pool_config_message(*, pool: Pool) -> tuple[str, bytes] | None:
+    """(topic, payload) the bridge publishes retained (QoS 1) for the pool's ps1
+    device; None when the pool has no ps1 device."""
+    device = Device.objects.filter(pool=pool, protocol=Device.Protocol.POOLSAAS).first()
+    if device is None:
+        return None
+    topic = protocol.topic(device.topic_prefix, device.device_id, protocol.CONFIG_SET)
+    return topic, protocol.encode_config(pool_config_payload(pool))
+
+
+def _ring_config(pool_hex: str) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.send)(DOORBELL, {"type": CONFIG_PUBLISH, "pool": pool_hex})
+    except Exception:  # noqa: BLE001 - the bridge's sweep catches up
+        logger.info("config doorbell not rung for pool %s", pool_hex, exc_info=True)
+
+
+def config_publish_request(*, pool: Pool) -> bool:
+    """Ask the bridge to publish the pool's configuration to its ps1 device.
+
+    The record of the need is the pool's config_version (bumped by the caller) being
+    ahead of the device's config_version_applied; the doorbell, rung after commit, only
+    makes it prompt. False when the pool has no ps1 device (v3.1 pools are run by the
+    server's scheduler instead).
+    """
+    if not Device.objects.filter(pool=pool, protocol=Device.Protocol.POOLSAAS).exists():
+        return False
+    pool_hex = pool.code.hex
+    transaction.on_commit(lambda: _ring_config(pool_hex))
+    return True
+
+
+# --- running programs for v3.1 devices ------------------------------------------------
+
+
+@dataclass
+class RunReport:
+    """What one pass of the scheduler did, for logs and tests."""
+
+    pools: int = 0
+    started: int = 0
+    stopped: int = 0
+    commands: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+def _pool_event(
+    *, pool: Pool, kind: str, message: str, data: dict, ts=None, device=None, actor=None
+) -> DeviceEvent:
+    event = DeviceEvent.objects.create(
+        tenant_id=pool.tenant_id,
+        pool=pool,
+        device=device,
+        ts=ts or timezone.now(),
+        kind=kind,
+        message=message[:300],
+        data=data,
+        actor=actor,
+    )
+    broadcast(
+        pool_group(pool.code),
+        {
+            "type": "pool.event",
+            "pool": pool.code.hex,
+            "event": {
+                "kind": event.kind,
+                "message": event.message,
+                "ts": event.ts.isoformat(),
+                "actor": actor.email if actor is not None else None,
+            },
+        },
+    )
+    return event
+
+
+def _mode_name(pool: Pool, mode: int) -> str:
+    return pool.mode1_name if mode == 1 else pool.mode2_name
+
+
+def _default_send():
+    # Imported late: the commands module pulls in the bridge's doorbell machinery.
+    from devices.services.commands import command_send_system
+
+    return command_send_system
+
+
+def _pools_to_run():
+    """v3.1 pools with an enabled program, or with a program the scheduler started and
+    has not stopped yet (all programs deleted or disabled mid-run)."""
+    enabled = Program.objects.filter(pool=OuterRef("pk"), enabled=True)
+    started = DeviceEvent.objects.filter(pool=OuterRef("pk"), kind=PROGRAM_START)
+    return (
+        Pool.objects.filter(device__protocol=Device.Protocol.LEGACY)
+        .filter(Exists(enabled) | Exists(started))
+        .order_by("pk")
+    )
+
+
+def programs_run_due(*, now: dt.datetime | None = None, send=None) -> RunReport:
+    """One pass of the server-side scheduler over every v3.1 pool with programs.
+
+    For each pool: work out what its programs want now (scheduling.desired_state,
+    with the pool's override pause and the device's timer), and when a program starts,
+    runs or ends, bring the device's known state (Device.state pump/valve) in line
+    through command_send_system. Program runs are logged as DeviceEvents
+    `program_start` / `program_stop`, which are also the scheduler's memory of what it
+    started. Rules (the firmware's, docs/protocol.md 3.3):
+    - a window starts: valve to its mode, then pump ON;
+    - while it runs, a device that drifted (e.g. rebooted) is corrected, unless a
+      command to it is still open;
+    - it ends (or a higher slot takes over): pump OFF (or only the valve changes);
+    - the pool idle: nothing is sent, so a pump someone switched on is left alone;
+    - a manual override pauses everything until local midnight; a timer cancels the
+      running window until its stop time. Offline devices are skipped (a command would
+      fail at once); they are brought in line when they are back.
+    Pools are locked one at a time (skip_locked), so two workers never act twice.
+    """
+    now = now or timezone.now()
+    send = send or _default_send()
+    report = RunReport()
+    for pool_pk in _pools_to_run().values_list("pk", flat=True):
+        try:
+            with transaction.atomic():
+                pool = (
+                    Pool.objects.select_for_update(skip_locked=True)
+                    .filter(pk=pool_pk)
+                    .first()
+                )
+                if pool is None:
+                    report.skip("locked")
+                    continue
+                report.pools += 1
+                _run_pool(pool=pool, now=now, send=send, report=report)
+        except Exception:
+            # One broken pool must not stop the others' programs.
+            logger.exception("programs for pool %s failed", pool_pk)
+            report.skip("error")
+    return report
+
+
+def _run_pool(*, pool: Pool, now: dt.datetime, send, report: RunReport) -> None:
+    device = Device.objects.filter(pool=pool).first()
+    if device is None or device.protocol != Device.Protocol.LEGACY:
+        report.skip("no v3.1 device")
+        return
+    if not device.online:
+        report.skip("offline")
+        return
+    state = device.state if isinstance(device.state, dict) else {}
+    programs = programs_as_list(pool=pool)
+    desired = scheduling.desired_state(
+        programs,
+        pool.timezone,
+        now,
+        override_until=pool.override_until,
+        timer_active=scheduling.timer_running(state.get("timer"), now),
+    )
+    last = (
+        DeviceEvent.objects.filter(pool=pool, kind__in=(PROGRAM_START, PROGRAM_STOP))
+        .order_by("-ts", "-pk")
+        .first()
+    )
+    running = last if last is not None and last.kind == PROGRAM_START else None
+
+    def stop(reason: str, text: str) -> None:
+        data = dict(running.data)
+        _pool_event(
+            pool=pool,
+            device=device,
+            ts=now,
+            kind=PROGRAM_STOP,
+            message=f"Program {data.get('slot')} {text}",
+            data={**data, "reason": reason},
+        )
+        report.stopped += 1
+
+    if desired.paused:
+        if running is not None:
+            reason = desired.paused_by
+            stop(
+                reason,
+                "cancelled by the timer"
+                if reason == scheduling.PAUSED_BY_TIMER
+                else "paused by a manual action until midnight",
+            )
+        report.skip(f"paused by {desired.paused_by}")
+        return
+
+    window = desired.window
+    if window is None:
+        if running is not None:
+            if state.get("pump") is not False:
+                _send(send, pool, "pump", "OFF", report)
+            stop(STOP_END, "ended")
+        return
+
+    if running is not None and running.data.get("window") == window.key:
+        # Running: correct a device that drifted, one command at a time.
+        if not Command.objects.filter(
+            device=device, status__in=(Command.Status.PENDING, Command.Status.SENT)
+        ).exists():
+            _bring_in_line(send, pool, state, window.mode, report)
+        return
+
+    if _cancelled_by_timer(pool=pool, key=window.key):
+        report.skip("cancelled by timer")
+        return
+    if running is not None:
+        stop(STOP_SWITCHED, f"stopped; program {window.slot} takes over")
+    _bring_in_line(send, pool, state, window.mode, report)
+    _pool_event(
+        pool=pool,
+        device=device,
+        ts=now,
+        kind=PROGRAM_START,
+        message=f"Program {window.slot} started ({_mode_name(pool, window.mode)}, "
+        f"until {window.stop})",
+        data={"slot": window.slot, "mode": window.mode, "window": window.key},
+    )
+    report.started += 1
+
+
+def _cancelled_by_timer(*, pool: Pool, key: str) -> bool:
+    return DeviceEvent.objects.filter(
+        pool=pool,
+        kind=PROGRAM_STOP,
+        data__window=key,
+        data__reason=scheduling.PAUSED_BY_TIMER,
+    ).exists()
+
+
+def _bring_in_line(send, pool: Pool, state: dict, mode: int, report: RunReport) -> None:
+    # Valve first, like the device's own timer: the pump starts in the right mode.
+    if state.get("valve") != mode:
+        _send(send, pool, "valve", mode, report)
+    if state.get("pump") is not True:
+        _send(send, pool, "pump", "ON", report)
+
+
+def _send(send, pool: Pool, op: str, value: Any, report: RunReport) -> None:
+    send(pool=pool, op=op, value=value, source="scheduler")
+    report.commands += 1

@@ -1,0 +1,301 @@
+"""/api/v1/pools/: list, create, read, update, state and telemetry."""
+
+import csv
+import datetime as dt
+import io
+import uuid
+
+import pytest
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from devices.models import Pool, TelemetrySample
+from poolsaas.api.testing import api_client, assert_error
+
+POOLS = "/api/v1/pools/"
+
+
+def url(pool, suffix=""):
+    return f"{POOLS}{pool.code}/{suffix}"
+
+
+# --- list ----------------------------------------------------------------------------
+
+
+def test_list_shows_own_pools_only(victor, pool_a, pool_b, device_a):
+    body = api_client(victor).get(POOLS).json()
+    assert [p["code"] for p in body["results"]] == [str(pool_a.code)]
+    assert body["results"][0]["device"]["device_id"] == "ESP-A1A1A1"
+    assert body["count"] == 1
+
+
+def test_list_search_and_ordering(alice, tenant_a):
+    for name in ["Beta", "Alpha", "Gamma"]:
+        Pool.objects.create(tenant=tenant_a, name=name)
+    client = api_client(alice)
+    names = [
+        p["name"] for p in client.get(POOLS, {"ordering": "-name"}).json()["results"]
+    ]
+    assert names == ["Gamma", "Beta", "Alpha"]
+    found = client.get(POOLS, {"q": "alp"}).json()["results"]
+    assert [p["name"] for p in found] == ["Alpha"]
+
+
+@pytest.mark.parametrize("count", [5, 50])
+def test_list_runs_a_constant_number_of_queries(
+    alice, tenant_a, platform_broker, count, django_assert_max_num_queries
+):
+    from devices.models import Device
+
+    for i in range(count):
+        pool = Pool.objects.create(tenant=tenant_a, name=f"Pool {i:03}")
+        Device.objects.create(
+            tenant=tenant_a, pool=pool, broker=platform_broker, device_id=f"ESP-{i:06X}"
+        )
+    client = api_client(alice)
+    # user, membership, plan, count, page (the pools with their devices)
+    with django_assert_max_num_queries(6):
+        response = client.get(POOLS, {"page_size": 100})
+    assert len(response.json()["results"]) == count
+
+
+# --- create --------------------------------------------------------------------------
+
+
+def test_admin_creates_a_pool_in_their_own_tenant(adam, tenant_b):
+    response = api_client(adam).post(
+        POOLS,
+        {"name": "Garden", "timezone": "Europe/Berlin", "tenant": str(tenant_b.code)},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    pool = Pool.objects.get(code=response.json()["code"])
+    assert pool.tenant == adam.tenant  # never from input
+    assert pool.timezone == "Europe/Berlin"
+    assert response.json()["device"] is None
+    assert AuditEvent.objects.filter(action="pool.created", actor=adam.user).exists()
+
+
+def test_operator_cannot_create_pools(olivia):
+    response = api_client(olivia).post(POOLS, {"name": "Nope"}, format="json")
+    assert_error(response, 403, "permission_denied")
+    assert not Pool.objects.filter(name="Nope").exists()
+
+
+def test_create_with_bad_fields_is_400_and_changes_nothing(alice):
+    response = api_client(alice).post(
+        POOLS, {"name": "", "timezone": "Mars/Olympus"}, format="json"
+    )
+    error = assert_error(response, 400, "invalid")
+    assert "name" in error["fields"]
+    response = api_client(alice).post(
+        POOLS, {"name": "Ok", "timezone": "Mars/Olympus"}, format="json"
+    )
+    error = assert_error(response, 400, "invalid")
+    assert "Mars/Olympus" in error["fields"]["timezone"][0]
+    assert not Pool.objects.exists()
+
+
+def test_create_with_form_data_is_415(alice):
+    response = api_client(alice).post(POOLS, {"name": "Form"})  # multipart
+    assert_error(response, 415, "unsupported_media_type")
+
+
+def test_put_and_delete_are_405(alice, pool_a):
+    client = api_client(alice)
+    assert_error(client.put(url(pool_a), {"name": "x"}, format="json"), 405)
+    assert_error(client.delete(url(pool_a)), 405, "method_not_allowed")
+
+
+# --- read / update -------------------------------------------------------------------
+
+
+def test_retrieve(victor, pool_a):
+    body = api_client(victor).get(url(pool_a)).json()
+    assert body["name"] == "Acme Main Pool"
+    assert body["code"] == str(pool_a.code)
+
+
+@pytest.mark.parametrize("code", ["nope", str(uuid.uuid4())])
+def test_made_up_code_is_404(alice, code):
+    assert_error(api_client(alice).get(f"{POOLS}{code}/"), 404, "not_found")
+
+
+def test_foreign_pool_is_404_for_every_verb(carol, pool_a):
+    client = api_client(carol)
+    assert_error(client.get(url(pool_a)), 404)
+    assert_error(client.patch(url(pool_a), {"name": "x"}, format="json"), 404)
+    assert_error(client.get(url(pool_a, "state/")), 404)
+    assert_error(client.get(url(pool_a, "telemetry/")), 404)
+    assert Pool.objects.get(pk=pool_a.pk).name == "Acme Main Pool"
+
+
+def test_patch_renames(adam, pool_a):
+    response = api_client(adam).patch(url(pool_a), {"name": "Renamed"}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["name"] == "Renamed"
+    pool_a.refresh_from_db()
+    assert pool_a.name == "Renamed"
+
+
+def test_patch_by_viewer_is_403(victor, pool_a):
+    response = api_client(victor).patch(url(pool_a), {"name": "x"}, format="json")
+    assert_error(response, 403)
+    pool_a.refresh_from_db()
+    assert pool_a.name == "Acme Main Pool"
+
+
+def test_patch_bad_input_is_400(adam, pool_a):
+    response = api_client(adam).patch(
+        url(pool_a), {"mode1_name": "Same", "mode2_name": "same"}, format="json"
+    )
+    error = assert_error(response, 400, "invalid")
+    assert "mode2_name" in error["fields"]
+    pool_a.refresh_from_db()
+    assert pool_a.mode1_name == "Cascada"
+
+
+# --- state ---------------------------------------------------------------------------
+
+
+def test_state(victor, device_a):
+    device_a.state = {"pump": True, "valve": 2, "temperature": 26.5}
+    device_a.online = True
+    device_a.save()
+    body = api_client(victor).get(url(device_a.pool, "state/")).json()
+    assert body["state"]["pump"] is True
+    assert body["online"] is True
+    assert body["device"] == device_a.code.hex
+
+
+def test_state_of_a_pool_without_device_is_404(victor, pool_a):
+    assert_error(api_client(victor).get(url(pool_a, "state/")), 404)
+
+
+# --- telemetry -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def day_of_samples(device_a):
+    start = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    TelemetrySample.objects.bulk_create(
+        TelemetrySample(
+            tenant=device_a.tenant,
+            device=device_a,
+            ts=start + dt.timedelta(minutes=i),
+            temperature=20.0 + (i // 60),  # one degree more each hour
+            pump=(i // 60) % 2 == 0,
+            valve=1,
+        )
+        for i in range(24 * 60)
+    )
+    return start
+
+
+def test_telemetry_is_downsampled_into_buckets(victor, day_of_samples, device_a):
+    start = day_of_samples
+    response = api_client(victor).get(
+        url(device_a.pool, "telemetry/"),
+        {
+            "start": start.isoformat(),
+            "end": (start + dt.timedelta(days=1)).isoformat(),
+            "resolution": 3600,
+        },
+    )
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["resolution"] == 3600
+    assert len(body["buckets"]) == 24
+    first, second = body["buckets"][:2]
+    assert first["samples"] == 60
+    assert first["temperature_avg"] == 20.0 and second["temperature_avg"] == 21.0
+    assert first["pump_on"] == 1.0 and second["pump_on"] == 0.0
+    assert first["mode1"] == 1.0
+
+
+def test_telemetry_picks_a_resolution(victor, day_of_samples, device_a):
+    start = day_of_samples
+    body = (
+        api_client(victor)
+        .get(
+            url(device_a.pool, "telemetry/"),
+            {
+                "start": start.isoformat(),
+                "end": (start + dt.timedelta(days=7)).isoformat(),
+            },
+        )
+        .json()
+    )
+    assert body["resolution"] == 900  # 672 buckets of 15 minutes for a week
+    assert sum(b["samples"] for b in body["buckets"]) == 24 * 60
+
+
+def test_telemetry_as_csv(victor, day_of_samples, device_a):
+    start = day_of_samples
+    params = {
+        "start": start.isoformat(),
+        "end": (start + dt.timedelta(hours=2)).isoformat(),
+        "resolution": 3600,
+    }
+    client = api_client(victor)
+    for response in (
+        client.get(url(device_a.pool, "telemetry/"), {**params, "format": "csv"}),
+        client.get(url(device_a.pool, "telemetry/"), params, HTTP_ACCEPT="text/csv"),
+    ):
+        assert response.status_code == 200
+        assert response["Content-Type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+        assert len(rows) == 2
+        assert rows[0]["start"].startswith("2026-06-01T00:00:00")
+        assert float(rows[1]["temperature_avg"]) == 21.0
+
+
+def test_telemetry_defaults_to_the_last_day(victor, device_a):
+    TelemetrySample.objects.create(
+        tenant=device_a.tenant,
+        device=device_a,
+        ts=timezone.now() - dt.timedelta(hours=1),
+        temperature=24.0,
+    )
+    TelemetrySample.objects.create(
+        tenant=device_a.tenant,
+        device=device_a,
+        ts=timezone.now() - dt.timedelta(days=3),
+        temperature=10.0,
+    )
+    body = api_client(victor).get(url(device_a.pool, "telemetry/")).json()
+    assert [b["temperature_avg"] for b in body["buckets"]] == [24.0]
+
+
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"start": "yesterday"}, "start"),
+        ({"start": "2026-06-02T00:00:00Z", "end": "2026-06-01T00:00:00Z"}, "start"),
+        ({"resolution": 5}, "resolution"),
+        (
+            {
+                "start": "2026-01-01T00:00:00Z",
+                "end": "2026-06-01T00:00:00Z",
+                "resolution": 60,
+            },
+            "resolution",
+        ),
+    ],
+)
+def test_telemetry_bad_query_is_400(victor, device_a, params, field):
+    response = api_client(victor).get(url(device_a.pool, "telemetry/"), params)
+    error = assert_error(response, 400, "invalid")
+    assert field in error["fields"]
+
+
+def test_telemetry_of_another_tenant_is_404(carol, day_of_samples, device_a):
+    assert_error(api_client(carol).get(url(device_a.pool, "telemetry/")), 404)
+
+
+def test_telemetry_errors_stay_json_when_csv_was_asked(victor, device_a):
+    response = api_client(victor).get(
+        url(device_a.pool, "telemetry/"), {"format": "csv", "resolution": 1}
+    )
+    assert response["Content-Type"] == "application/json"
+    assert "resolution" in assert_error(response, 400)["fields"]

@@ -1,0 +1,302 @@
+"""The dashboard in a real browser, through the whole stack: Debian's chromium driven by
+Playwright, daphne serving the app (a subprocess on the test database), the real MQTT
+bridge (in this process), Mosquitto, Redis and a scripted device (firmware.sim).
+
+Screenshots of the pool page at phone and desktop sizes go to test-artifacts/.
+"""
+
+import gc
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection, connections
+
+from conftest import PASSWORD
+from devices.models import Device, Program
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.mqtt,
+    pytest.mark.redis,
+    pytest.mark.postgres_only,
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts"
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 800}
+
+
+def _needs():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    if not os.environ.get("REDIS_URL"):
+        pytest.skip("the live server and the bridge share the channel layer via Redis")
+    if connection.vendor != "postgresql":
+        pytest.skip("the live server process needs a database it can share")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, proc, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"daphne exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("daphne did not start")
+
+
+def wait_for(predicate, timeout=8.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(autouse=True)
+def _orm_beside_playwright(monkeypatch):
+    # Playwright's sync API keeps an event loop in this thread; the test's own ORM
+    # calls are still plain synchronous code (Django's documented escape hatch).
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture
+def live_url(transactional_db):
+    """daphne on the test database, in its own process (as in production)."""
+    _needs()
+    db = connection.settings_dict
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    env = {
+        **os.environ,
+        "DEBUG": "true",
+        "DATABASE_URL": f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:"
+        f"{db['PORT'] or 5432}/{db['NAME']}",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "LOG_LEVEL": "WARNING",
+    }
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+        + ["poolsaas.asgi:application"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_port(port, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def browser():
+    _needs()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield instance
+        # ORM calls made while Playwright's loop runs got their own connections
+        # (Django keys connections by context there); close them with it.
+        connections.close_all()
+        instance.close()
+
+
+@pytest.fixture
+def prefix():
+    from devices.tests.test_bridge import clear_retained
+
+    value = f"dash-{uuid.uuid4().hex[:10]}"
+    yield value
+    clear_retained(value)
+
+
+@pytest.fixture
+def live_pool(pool_a, platform_broker, prefix):
+    """pool_a with a ps1 device on the platform broker, the bridge and the device
+    running."""
+    from devices.bridge.runner import Bridge
+    from firmware.sim import VirtualDevice
+
+    device_id = f"ESP-{uuid.uuid4().hex[:6].upper()}"
+    device = Device.objects.create(
+        tenant=pool_a.tenant,
+        pool=pool_a,
+        broker=platform_broker,
+        device_id=device_id,
+        topic_prefix=prefix,
+    )
+    bridge = Bridge(
+        refresh_interval=0.3,
+        sweep_interval=0.1,
+        flush_interval=0.1,
+        broadcast_window=0.05,
+        min_backoff=0.1,
+        max_backoff=0.5,
+        share_group=f"dash{uuid.uuid4().hex[:8]}",
+        stats_interval=3600,
+    ).start()
+    sim = VirtualDevice(device_id, prefix=prefix, reconnect_delay=(1, 2)).start()
+    try:
+        assert bridge.wait_ready(10)
+        sim.wait_connected()
+        wait_for(lambda: Device.objects.get(pk=device.pk).online, what="online")
+        yield pool_a, device, sim
+    finally:
+        sim.stop()
+        bridge.stop()
+        # The bridge threads' database connections die with them; collect them now
+        # so the test database can be dropped at the end of the session.
+        gc.collect()
+
+
+def log_in(browser, base, membership, viewport=PHONE):
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+    # The test settings hash with MD5 for speed; the live server only knows the
+    # production hashers, so store this one password in a form it can check.
+    user = membership.user
+    user.password = PBKDF2PasswordHasher().encode(PASSWORD, "browsertest", 1000)
+    user.save(update_fields=["password"])
+    context = browser.new_context(viewport=viewport)
+    page = context.new_page()
+    page.goto(f"{base}/login/")
+    page.fill("#id_username", membership.user.email)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_url(re.compile(r".*/pools/.*"), timeout=10_000)
+    except PlaywrightTimeout:
+        shot(page, "login-failed.png")
+        raise AssertionError(page.url + "\n" + page.content()[:3000]) from None
+    return page
+
+
+def shot(page, name):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def test_operator_switches_pump_runs_timer_and_saves_a_program(
+    live_url, browser, live_pool, olivia
+):
+    from playwright.sync_api import expect
+
+    pool, device, sim = live_pool
+    page = log_in(browser, live_url, olivia)
+    # The overview lists the pool live.
+    expect(page.locator(f'tr[data-pool="{pool.code.hex}"]')).to_be_visible()
+    page.click(f'tr[data-pool="{pool.code.hex}"] a')
+    expect(page.locator("#page-conn")).to_have_text("live", timeout=10_000)
+    expect(page.locator("#device-conn")).to_have_text("device online")
+    pump = page.locator("#pump")
+    expect(pump).to_be_enabled()
+
+    pump.click()
+    expect(page.locator("#pump-feedback")).to_have_text(
+        "Pump on: done.", timeout=10_000
+    )
+    expect(pump).to_have_attribute("aria-checked", "true")
+    assert sim.controller.pump is True
+    expect(page.locator("#log li").first).to_contain_text(olivia.user.email)
+
+    page.fill("#timer-minutes", "2")
+    page.click("#timer-start")
+    expect(page.locator("#timer-feedback")).to_contain_text("done", timeout=10_000)
+    countdown = page.locator("#countdown")
+    expect(countdown).to_have_text(re.compile(r"^(2:00|1:[0-5]\d)$"), timeout=10_000)
+    first = countdown.inner_text()
+    time.sleep(2.2)
+    second = countdown.inner_text()
+
+    def seconds(text):
+        m, s = text.split(":")
+        return int(m) * 60 + int(s)
+
+    assert 1 <= seconds(first) - seconds(second) <= 4, (first, second)
+    assert sim.controller.timer_active
+    shot(page, "pool-phone.png")
+    page.set_viewport_size(DESKTOP)
+    shot(page, "pool-desktop.png")
+
+    page.click("nav.pool-nav >> text=Programs")
+    page.fill('[name="s1_d0_start"]', "08:00")
+    page.fill('[name="s1_d0_stop"]', "09:30")
+    page.select_option('[name="s1_d0_mode"]', "2")
+    page.check('[name="s1_enabled"]')
+    page.click("text=Save programs")
+    expect(page.locator(".messages")).to_contain_text("Programs saved.")
+    shot(page, "programs-desktop.png")
+    program = Program.objects.get(pool=pool, slot=1)
+    assert program.enabled
+    assert program.days[0] == {"mode": 2, "start": "08:00", "stop": "09:30"}
+    # ps1: the device gets the programs as retained configuration and applies them.
+    wait_for(
+        lambda: (
+            Device.objects.get(pk=device.pk).config_version_applied
+            == pool.__class__.objects.get(pk=pool.pk).config_version
+        ),
+        timeout=10,
+        what="config applied by the device",
+    )
+
+
+def test_viewer_finds_controls_disabled(live_url, browser, live_pool, victor):
+    from playwright.sync_api import expect
+
+    pool, device, sim = live_pool
+    page = log_in(browser, live_url, victor)
+    page.goto(f"{live_url}/pools/{pool.code.hex}/")
+    expect(page.locator("#page-conn")).to_have_text("live", timeout=10_000)
+    expect(page.locator("#pump")).to_be_disabled()
+    expect(page.locator("[data-valve='1']")).to_be_disabled()
+    expect(page.locator("#timer-start")).to_be_disabled()
+    expect(page.locator("#controls-reason")).to_contain_text("You are a viewer")
+    shot(page, "pool-viewer-phone.png")
+
+
+def test_globex_owner_gets_404_on_an_acme_pool(live_url, browser, pool_a, carol):
+    page = log_in(browser, live_url, carol)
+    response = page.goto(f"{live_url}/pools/{pool_a.code.hex}/")
+    assert response.status == 404
+    assert "Acme" not in page.content()

@@ -1,0 +1,320 @@
+"""Per-device clients on a real Mosquitto with the dynamic-security plugin.
+
+The session fixture starts that broker with deploy/mosquitto/start-dynsec.sh (which does
+nothing when it already runs), so `make test` always covers it. Every test uses its own
+random prefix and device ids: several test runs may share the broker.
+"""
+
+import os
+import queue
+import secrets
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from devices.services.dynsec import (
+    DynsecClient,
+    DynsecConfig,
+    DynsecError,
+    device_acls,
+    dynsec_config,
+    dynsec_device_create,
+    dynsec_device_delete,
+    dynsec_device_exists,
+)
+
+DYNSEC_PORT = int(os.environ.get("POOLSAAS_TEST_DYNSEC_PORT", "18883"))
+DYNSEC_ADMIN = "poolsaas-admin"
+DYNSEC_ADMIN_PASSWORD = "poolsaas-dynsec-dev"
+SCRIPT = (
+    Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "start-dynsec.sh"
+)
+WAIT = 5.0
+
+
+@pytest.fixture(scope="session")
+def dynsec_broker() -> DynsecConfig:
+    """A Mosquitto with the dynamic-security plugin on a loopback port."""
+    env = {
+        **os.environ,
+        "DYNSEC_PORT": str(DYNSEC_PORT),
+        "DYNSEC_ADMIN_USER": DYNSEC_ADMIN,
+        "DYNSEC_ADMIN_PASSWORD": DYNSEC_ADMIN_PASSWORD,
+    }
+    result = subprocess.run(
+        ["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, f"start-dynsec.sh failed: {result.stderr}"
+    return DynsecConfig(
+        host="127.0.0.1",
+        port=DYNSEC_PORT,
+        tls=False,
+        username=DYNSEC_ADMIN,
+        password=DYNSEC_ADMIN_PASSWORD,
+    )
+
+
+@pytest.fixture
+def dynsec_settings(settings, dynsec_broker):
+    """Settings of a platform broker with dynamic security, as in production."""
+    settings.MQTT_DYNSEC_ENABLED = True
+    settings.MQTT_DYNSEC_URL = f"mqtt://127.0.0.1:{DYNSEC_PORT}"
+    settings.MQTT_USERNAME = DYNSEC_ADMIN
+    settings.MQTT_PASSWORD = DYNSEC_ADMIN_PASSWORD
+    return settings
+
+
+def random_device_id() -> str:
+    return f"ESP-{secrets.token_hex(3).upper()}"
+
+
+def random_prefix() -> str:
+    return f"ps-dynsec-{secrets.token_hex(4)}"
+
+
+class MqttProbe:
+    """A plain paho client recording what the broker answers."""
+
+    def __init__(self, client_id: str):
+        self.messages: queue.Queue = queue.Queue()
+        self.connected = threading.Event()
+        self.disconnected = threading.Event()
+        self.subacks: queue.Queue = queue.Queue()
+        self.connect_code = None
+        self.looping = False
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv311,
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload))
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        self.connect_code = reason_code
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.disconnected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        self.subacks.put(reason_codes)
+
+    def connect(self, username: str, password: str) -> bool:
+        """True when the broker accepted the login."""
+        self.client.username_pw_set(username, password)
+        self.client.connect("127.0.0.1", DYNSEC_PORT, keepalive=30)
+        # The handshake in this thread: a background loop would keep retrying a
+        # refused login and take a second to stop.
+        deadline = time.monotonic() + WAIT
+        while not self.connected.is_set() and time.monotonic() < deadline:
+            self.client.loop(timeout=0.05)
+        assert self.connected.is_set(), "no CONNACK"
+        if self.connect_code.is_failure:
+            return False
+        self.client.loop_start()
+        self.looping = True
+        return True
+
+    def subscribe(self, topic: str) -> bool:
+        """True when the SUBACK grants the subscription."""
+        self.client.subscribe(topic, qos=1)
+        codes = self.subacks.get(timeout=WAIT)
+        return not any(code.is_failure for code in codes)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(WAIT)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        if self.looping:
+            self.client.loop_stop()
+
+
+@pytest.fixture
+def clients(created):
+    # Depends on `created` so that clients close before their credentials are deleted
+    # (a kicked client's loop would sit in its reconnect wait).
+    made = []
+
+    def make(client_id: str | None = None) -> MqttProbe:
+        made.append(MqttProbe(client_id or f"ps-dynsec-test-{secrets.token_hex(4)}"))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+def watcher(clients, dynsec_broker):
+    """The admin, reading everything under a fresh prefix, as the bridge would."""
+    prefix = random_prefix()
+    admin = clients()
+    assert admin.connect(DYNSEC_ADMIN, DYNSEC_ADMIN_PASSWORD)
+    assert admin.subscribe(f"{prefix}/#")
+    admin.prefix = prefix
+    return admin
+
+
+@pytest.fixture
+def created(dynsec_broker):
+    """Create device clients and delete them again after the test."""
+    ids = []
+
+    def make(prefix: str, device_id: str | None = None) -> tuple[str, str]:
+        device_id = device_id or random_device_id()
+        ids.append(device_id)
+        password = dynsec_device_create(
+            device_id=device_id, prefix=prefix, config=dynsec_broker
+        )
+        return device_id, password
+
+    yield make
+    for device_id in ids:
+        dynsec_device_delete(device_id=device_id, config=dynsec_broker)
+
+
+def test_device_acl_is_exact_topics_under_its_own_root():
+    acls = device_acls(prefix="devices", device_id="ESP-A1B2C3")
+    publish = {a["topic"] for a in acls if a["acltype"] == "publishClientSend"}
+    subscribe = {a["topic"] for a in acls if a["acltype"] == "subscribeLiteral"}
+    assert "devices/ESP-A1B2C3/telemetry" in publish
+    assert "devices/ESP-A1B2C3/pump/state" in publish
+    assert "devices/ESP-A1B2C3/cmd" not in publish
+    assert subscribe == {
+        f"devices/ESP-A1B2C3/{s}"
+        for s in (
+            "cmd",
+            "config/set",
+            "pump/set",
+            "valve/set",
+            "timer/set",
+            "wifi/clear",
+        )
+    }
+    assert all(a["allow"] for a in acls)
+    assert not any("+" in a["topic"] or "#" in a["topic"] for a in acls)
+    for prefix, device_id in (("devices/#", "ESP-A1B2C3"), ("devices", "ESP+")):
+        with pytest.raises(ValueError):
+            device_acls(prefix=prefix, device_id=device_id)
+
+
+def test_dynsec_config_comes_from_settings(dynsec_settings):
+    config = dynsec_config()
+    assert (config.host, config.port, config.tls) == ("127.0.0.1", DYNSEC_PORT, False)
+    assert (config.username, config.password) == (DYNSEC_ADMIN, DYNSEC_ADMIN_PASSWORD)
+    dynsec_settings.MQTT_DYNSEC_URL = "mqtts://broker.example.com"
+    assert (dynsec_config().port, dynsec_config().tls) == (8883, True)
+
+
+@pytest.mark.mqtt
+def test_device_uses_its_own_topics_with_its_password(clients, watcher, created):
+    device_id, password = created(watcher.prefix)
+    root = f"{watcher.prefix}/{device_id}"
+    device = clients(device_id)
+    assert device.connect(device_id, password)
+
+    assert device.subscribe(f"{root}/cmd")
+    assert device.subscribe(f"{root}/config/set")
+    watcher.publish(f"{root}/cmd", b'{"id":"c-1"}')
+    assert device.messages.get(timeout=WAIT) == (f"{root}/cmd", b'{"id":"c-1"}')
+    # The watcher reads everything under the prefix, its own publish included.
+    assert watcher.messages.get(timeout=WAIT) == (f"{root}/cmd", b'{"id":"c-1"}')
+
+    device.publish(f"{root}/telemetry", b'{"seq":1}')
+    assert watcher.messages.get(timeout=WAIT) == (f"{root}/telemetry", b'{"seq":1}')
+
+
+@pytest.mark.mqtt
+def test_another_devices_topics_are_denied(clients, watcher, created):
+    mine, password = created(watcher.prefix)
+    other, _ = created(watcher.prefix)
+    device = clients(mine)
+    assert device.connect(mine, password)
+
+    # Subscriptions: another device's commands, any wildcard, even its own uplink.
+    assert not device.subscribe(f"{watcher.prefix}/{other}/cmd")
+    assert not device.subscribe(f"{watcher.prefix}/+/cmd")
+    assert not device.subscribe(f"{watcher.prefix}/#")
+    assert not device.subscribe(f"{watcher.prefix}/{mine}/#")
+    assert not device.subscribe(f"{watcher.prefix}/{mine}/telemetry")
+
+    # A publish on another device's state is dropped by the broker; the device's own
+    # publish, sent after it on the same connection, shows the watcher is listening.
+    device.publish(f"{watcher.prefix}/{other}/pump/state", b"ON")
+    device.publish(f"{watcher.prefix}/{mine}/cmd", b"{}")  # downlink: not allowed
+    device.publish(f"{watcher.prefix}/{mine}/pump/state", b"OFF")
+    assert watcher.messages.get(timeout=WAIT) == (
+        f"{watcher.prefix}/{mine}/pump/state",
+        b"OFF",
+    )
+    with pytest.raises(queue.Empty):
+        watcher.messages.get(timeout=0.3)
+
+
+@pytest.mark.mqtt
+def test_wrong_password_and_unknown_user_are_refused(clients, watcher, created):
+    device_id, password = created(watcher.prefix)
+    assert not clients().connect(device_id, password + "x")
+    assert not clients().connect(random_device_id(), password)
+
+
+@pytest.mark.mqtt
+def test_removed_client_is_disconnected_and_cannot_connect_again(
+    clients, watcher, created, dynsec_broker
+):
+    device_id, password = created(watcher.prefix)
+    device = clients(device_id)
+    assert device.connect(device_id, password)
+    assert dynsec_device_exists(device_id=device_id, config=dynsec_broker)
+
+    dynsec_device_delete(device_id=device_id, config=dynsec_broker)
+
+    assert device.disconnected.wait(WAIT), "the broker kept the removed client"
+    assert not dynsec_device_exists(device_id=device_id, config=dynsec_broker)
+    assert not clients().connect(device_id, password)
+    # Deleting again is not an error.
+    dynsec_device_delete(device_id=device_id, config=dynsec_broker)
+
+
+@pytest.mark.mqtt
+def test_recreating_a_device_replaces_its_password(clients, watcher, created):
+    device_id, first = created(watcher.prefix)
+    _, second = created(watcher.prefix, device_id)
+    assert first != second
+    assert not clients().connect(device_id, first)
+    assert clients().connect(device_id, second)
+
+
+@pytest.mark.mqtt
+def test_the_admin_account_cannot_be_taken_over(dynsec_settings, dynsec_broker):
+    with pytest.raises(DynsecError, match="reserved"):
+        dynsec_device_create(device_id=DYNSEC_ADMIN, prefix="devices")
+    with pytest.raises(DynsecError, match="reserved"):
+        dynsec_device_delete(device_id=DYNSEC_ADMIN)
+    # The admin still logs in.
+    with DynsecClient(dynsec_broker) as admin:
+        assert admin.execute([{"command": "listClients"}])[0].get("error") is None
+
+
+@pytest.mark.mqtt
+def test_broker_errors_are_reported(dynsec_broker):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        free_port = sock.getsockname()[1]
+    nowhere = DynsecConfig("127.0.0.1", free_port, False, DYNSEC_ADMIN, "x")
+    with pytest.raises(DynsecError, match="Cannot reach"):
+        dynsec_device_create(device_id=random_device_id(), prefix="d", config=nowhere)
+    wrong = DynsecConfig("127.0.0.1", DYNSEC_PORT, False, DYNSEC_ADMIN, "wrong")
+    with pytest.raises(DynsecError, match="refused the admin login"):
+        dynsec_device_delete(device_id=random_device_id(), config=wrong)
+    with DynsecClient(dynsec_broker) as admin, pytest.raises(DynsecError, match="oops"):
+        admin.run([{"command": "oops"}])

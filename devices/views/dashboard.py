@@ -1,0 +1,527 @@
+"""The live dashboard pages: one pool (controls and event log), its programs, its
+history, and the tenant's devices (add, replace, remove with a provisioning bundle).
+
+Views only parse, authorise through the access layer, call one service and answer;
+the pool page's live part is static/js/pool.js talking to devices.consumers.
+"""
+
+import csv
+import functools
+import json
+import re
+import urllib.parse
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods
+
+from devices.models import Device
+from devices.scheduling import program_overlaps
+from devices.selectors import (
+    brokers_usable_by_member,
+    device_get_for_member,
+    devices_for_member,
+    pool_device,
+    pool_get_for_member,
+    pool_snapshot,
+    pools_for_member,
+    telemetry_buckets,
+    telemetry_for_export,
+)
+from devices.selectors import (
+    pool_programs as pool_programs_list,
+)
+from tenants.roles import Action, role_allows
+
+DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+SLOTS = (1, 2, 3)
+# range -> (span, temperature bucket, runtime bucket): at most ~360 points a chart.
+RANGES = {
+    "day": (timedelta(days=1), 300, 3600),
+    "week": (timedelta(days=7), 1800, 86400),
+    "month": (timedelta(days=30), 7200, 86400),
+}
+
+
+def member_page(view):
+    """Login required, a current tenant required (else 404), and a role too low
+    answered as a 403 page that says which role is needed."""
+
+    @login_required
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if request.membership is None:
+            raise Http404("Not found.")
+        try:
+            return view(request, *args, **kwargs)
+        except PermissionDenied as exc:
+            return render(
+                request,
+                "devices/pool_forbidden.html",
+                {"message": str(exc) or "You may not do this."},
+                status=403,
+            )
+
+    return wrapper
+
+
+def _errors(exc: ValidationError) -> dict[str, list[str]]:
+    if hasattr(exc, "error_dict"):
+        return {key: list(value) for key, value in exc.message_dict.items()}
+    return {"__all__": list(exc.messages)}
+
+
+@member_page
+def pool_detail(request, code):
+    pool = pool_get_for_member(membership=request.membership, code=code)
+    snapshot = pool_snapshot(membership=request.membership, pool=pool)
+    return render(
+        request,
+        "devices/pool_detail.html",
+        {"pool": pool, "device": pool_device(pool), "snapshot": snapshot},
+    )
+
+
+# --- programs ---------------------------------------------------------------------
+
+
+def _programs_from_post(post) -> list[dict]:
+    """The 3 slots × 7 days of the editor form, as programs_save takes them. A day with
+    neither start nor stop is off; anything else goes to the service to validate."""
+    programs = []
+    for slot in SLOTS:
+        days = []
+        for day in range(7):
+            prefix = f"s{slot}_d{day}_"
+            start = post.get(prefix + "start", "").strip()
+            stop = post.get(prefix + "stop", "").strip()
+            mode = post.get(prefix + "mode", "1").strip()
+            if not start and not stop:
+                days.append(None)
+                continue
+            days.append(
+                {
+                    "mode": int(mode) if mode in ("1", "2") else mode,
+                    "start": start,
+                    "stop": stop,
+                }
+            )
+        programs.append(
+            {
+                "slot": slot,
+                "enabled": post.get(f"s{slot}_enabled") == "on",
+                "days": days,
+            }
+        )
+    return programs
+
+
+def _programs_rows(programs: list[dict], errors: dict[str, list[str]]) -> list[dict]:
+    """The editor's table: one entry per slot with its 7 days and the errors that
+    belong to each field, for the template."""
+    by_slot = {p.get("slot"): p for p in programs if isinstance(p, dict)}
+    rows = []
+    for slot in SLOTS:
+        program = by_slot.get(slot) or {"enabled": False, "days": [None] * 7}
+        days = list(program.get("days") or []) + [None] * 7
+        rows.append(
+            {
+                "slot": slot,
+                "enabled": program.get("enabled", False),
+                "errors": errors.get(f"s{slot}", []),
+                "days": [
+                    {
+                        "index": i,
+                        "name": DAYS[i],
+                        "value": days[i] if isinstance(days[i], dict) else {},
+                        "errors": errors.get(f"s{slot}_d{i}", []),
+                        "mode_errors": errors.get(f"s{slot}_d{i}_mode", []),
+                        "start_errors": errors.get(f"s{slot}_d{i}_start", []),
+                        "stop_errors": errors.get(f"s{slot}_d{i}_stop", []),
+                    }
+                    for i in range(7)
+                ],
+            }
+        )
+    return rows
+
+
+def _error_lookup(errors: dict[str, list[str]]) -> dict[str, list[str]]:
+    """programs_save's error paths ("programs[0].days[2].stop") keyed to the editor's
+    fields (s1_d2_stop); the form always sends slots 1..3 in order, so index i is slot
+    i + 1. What names no slot is shown above the table."""
+    placed: dict[str, list[str]] = {}
+    for key, messages in errors.items():
+        match = re.match(r"programs\[(\d+)\](?:\.days\[(\d+)\](?:\.(\w+))?)?", key)
+        target = "__all__"
+        if match:
+            target = f"s{int(match[1]) + 1}"
+            if match[2] is not None:
+                target += f"_d{match[2]}"
+                if match[3] in ("mode", "start", "stop"):
+                    target += f"_{match[3]}"
+        placed.setdefault(target, []).extend(messages)
+    return placed
+
+
+@member_page
+@require_http_methods(["GET", "POST"])
+def pool_programs(request, code):
+    pool = pool_get_for_member(membership=request.membership, code=code)
+    errors: dict[str, list[str]] = {}
+    status = 200
+    if request.method == "POST":
+        from devices.services.programs import programs_save
+
+        programs = _programs_from_post(request.POST)
+        version = request.POST.get("config_version", "")
+        try:
+            programs_save(
+                membership=request.membership,
+                pool=pool,
+                programs=programs,
+                expected_version=int(version) if version.isdigit() else None,
+            )
+        except ValidationError as exc:
+            errors = _error_lookup(_errors(exc))
+            status = 400
+        else:
+            from django.contrib import messages
+
+            messages.success(request, "Programs saved.")
+            return redirect("pool_programs", code=pool.code)
+    else:
+        programs = [
+            {"slot": p.slot, "enabled": p.enabled, "days": p.days}
+            for p in pool_programs_list(pool=pool)
+        ]
+    overlaps = [] if errors else [str(o) for o in program_overlaps(programs)]
+    return render(
+        request,
+        "devices/pool_programs.html",
+        {
+            "pool": pool,
+            "device": pool_device(pool),
+            "rows": _programs_rows(programs, errors),
+            "errors": errors,
+            "general_errors": errors.get("__all__", []),
+            "overlaps": overlaps,
+            "can_control": role_allows(request.membership.role, Action.CONTROL),
+        },
+        status=status,
+    )
+
+
+# --- history ----------------------------------------------------------------------
+
+
+@member_page
+def pool_history(request, code):
+    pool = pool_get_for_member(membership=request.membership, code=code)
+    range_name = request.GET.get("range", "day")
+    if range_name not in RANGES:
+        return render(
+            request,
+            "devices/pool_history.html",
+            {
+                "pool": pool,
+                "error": "Pick a range of day, week or month.",
+                "ranges": RANGES,
+            },
+            status=400,
+        )
+    span, size, runtime_size = RANGES[range_name]
+    end = timezone.now()
+    start = end - span
+    if request.GET.get("format") == "csv":
+        return _history_csv(pool, start, end, range_name)
+    tz = ZoneInfo(pool.timezone)
+    offset = int(end.astimezone(tz).utcoffset().total_seconds())
+    temperature = telemetry_buckets(pool=pool, start=start, end=end, size=size)
+    runtime = telemetry_buckets(
+        pool=pool, start=start, end=end, size=runtime_size, offset=offset
+    )
+    now_ts = end.timestamp()
+    chart = {
+        "range": range_name,
+        "timezone": pool.timezone,
+        "offset": offset,
+        "temperature": [
+            [row["start"] + size / 2, row["t_avg"], row["t_min"], row["t_max"]]
+            for row in temperature
+            if row["t_avg"] is not None
+        ],
+        # Hours of pump (and of each valve mode while pumping) per bucket, estimated
+        # from the share of samples; the running bucket counts only its elapsed part.
+        "runtime": [
+            [
+                row["start"],
+                *(
+                    round(
+                        (row[key] or 0)
+                        * max(0, min(runtime_size, now_ts - row["start"]))
+                        / 3600,
+                        2,
+                    )
+                    for key in ("pump_share", "mode1_share", "mode2_share")
+                ),
+            ]
+            for row in runtime
+        ],
+        "runtime_size": runtime_size,
+        "mode1_name": pool.mode1_name,
+        "mode2_name": pool.mode2_name,
+    }
+    return render(
+        request,
+        "devices/pool_history.html",
+        {
+            "pool": pool,
+            "range": range_name,
+            "ranges": RANGES,
+            "chart": chart,
+            "points": len(chart["temperature"]),
+        },
+    )
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+def _history_csv(pool, start, end, range_name):
+    writer = csv.writer(_Echo())
+
+    def rows():
+        yield writer.writerow(
+            ["time_utc", "temperature_c", "pump", "valve", "rssi_dbm"]
+        )
+        for ts, temperature, pump, valve, rssi in telemetry_for_export(
+            pool=pool, start=start, end=end
+        ):
+            yield writer.writerow(
+                [
+                    ts.isoformat(),
+                    "" if temperature is None else temperature,
+                    "" if pump is None else ("on" if pump else "off"),
+                    "" if valve is None else valve,
+                    "" if rssi is None else rssi,
+                ]
+            )
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    filename = f"pool-{pool.code.hex[:8]}-{range_name}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+# --- devices ----------------------------------------------------------------------
+
+
+def _bundle_context(device, bundle: dict) -> dict:
+    from devices.services.provisioning import (
+        bundle_filename,
+        bundle_json,
+        bundle_qr_svg,
+    )
+
+    text = bundle_json(bundle)
+    return {
+        "device": device,
+        "bundle_pretty": json.dumps(bundle, indent=2),
+        "bundle_href": "data:application/json;charset=utf-8,"
+        + urllib.parse.quote(text),
+        "bundle_filename": bundle_filename(bundle),
+        "qr_svg": bundle_qr_svg(bundle),
+    }
+
+
+def _bundle_response(request, device, bundle):
+    response = render(
+        request, "devices/devices_bundle.html", _bundle_context(device, bundle)
+    )
+    # The password is in this page: never cached, never shown again.
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def uptime_text(seconds) -> str:
+    if not isinstance(seconds, int) or seconds < 0:
+        return "—"
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {rest // 60} min"
+    return f"{rest // 60} min"
+
+
+@member_page
+def devices(request):
+    membership = request.membership
+    rows = list(devices_for_member(membership=membership))
+    for device in rows:
+        device.uptime_text = uptime_text((device.state or {}).get("uptime"))
+    return render(
+        request,
+        "devices/devices_list.html",
+        {
+            "devices": rows,
+            "can_manage": role_allows(membership.role, Action.MANAGE),
+        },
+    )
+
+
+@member_page
+@never_cache
+@require_http_methods(["GET", "POST"])
+def device_add(request):
+    membership = request.membership
+    from tenants.selectors import membership_require
+
+    membership_require(membership=membership, action=Action.MANAGE)
+    pools = pools_for_member(membership=membership).filter(device__isnull=True)
+    brokers = brokers_usable_by_member(membership=membership)
+    values = {
+        "device_id": "",
+        "pool": request.GET.get("pool", ""),
+        "broker": "",
+        "protocol": "ps1",
+    }
+    errors: dict[str, list[str]] = {}
+    status = 200
+    if request.method == "POST":
+        from devices.services.onboarding import device_add as device_add_service
+
+        values = {key: request.POST.get(key, "").strip() for key in values}
+        pool = broker = None
+        try:
+            pool = pool_get_for_member(membership=membership, code=values["pool"])
+        except Http404:
+            errors["pool"] = ["Pick one of your pools."]
+        if values["broker"]:
+            broker = next(
+                (b for b in brokers if b.code.hex == _hex_or_blank(values["broker"])),
+                None,
+            )
+            if broker is None:
+                errors["broker"] = ["Pick one of the listed brokers."]
+        if values["protocol"] not in Device.Protocol.values:
+            errors["protocol"] = ["Pick poolsaas firmware or v3.1."]
+        if not errors:
+            try:
+                device, bundle = device_add_service(
+                    membership=membership,
+                    pool=pool,
+                    device_id=values["device_id"],
+                    broker=broker,
+                    protocol=values["protocol"],
+                )
+            except ValidationError as exc:
+                errors = _errors(exc)
+            else:
+                if bundle:
+                    return _bundle_response(request, device, bundle)
+                from django.contrib import messages
+
+                messages.success(
+                    request,
+                    f"{device.device_id} added. It uses the credentials of its "
+                    "broker; no bundle is needed.",
+                )
+                return redirect("devices")
+        status = 400
+    return render(
+        request,
+        "devices/devices_add.html",
+        {
+            "pools": pools,
+            "brokers": brokers,
+            "values": values,
+            "errors": errors,
+            "general_errors": errors.get("__all__", []),
+            "protocols": Device.Protocol.choices,
+        },
+        status=status,
+    )
+
+
+def _hex_or_blank(value: str) -> str:
+    try:
+        from tenants.selectors import parse_code
+
+        return parse_code(value).hex
+    except Http404:
+        return ""
+
+
+@member_page
+@require_http_methods(["GET", "POST"])
+def device_remove(request, code):
+    device = device_get_for_member(
+        membership=request.membership, code=code, action=Action.MANAGE
+    )
+    if request.method == "POST":
+        from django.contrib import messages
+
+        from devices.services.onboarding import device_remove as device_remove_service
+
+        device_remove_service(membership=request.membership, device=device)
+        messages.success(
+            request, f"{device.device_id} removed; its broker credentials are revoked."
+        )
+        return redirect("devices")
+    return render(request, "devices/devices_remove.html", {"device": device})
+
+
+@member_page
+@never_cache
+@require_http_methods(["GET", "POST"])
+def device_replace(request, code):
+    pool = pool_get_for_member(
+        membership=request.membership, code=code, action=Action.MANAGE
+    )
+    old = pool_device(pool)
+    errors: dict[str, list[str]] = {}
+    device_id = ""
+    status = 200
+    if request.method == "POST":
+        from devices.services.onboarding import device_replace as replace_service
+
+        device_id = request.POST.get("device_id", "").strip()
+        try:
+            result = replace_service(
+                membership=request.membership, pool=pool, device_id=device_id
+            )
+        except ValidationError as exc:
+            errors = _errors(exc)
+            status = 400
+        else:
+            device, bundle = result if isinstance(result, tuple) else (result, None)
+            if bundle:
+                return _bundle_response(request, device, bundle)
+            from django.contrib import messages
+
+            messages.success(request, f"{device.device_id} now controls {pool.name}.")
+            return redirect(reverse("pool_detail", args=[pool.code]))
+    return render(
+        request,
+        "devices/devices_replace.html",
+        {
+            "pool": pool,
+            "old": old,
+            "device_id": device_id,
+            "errors": errors,
+            "general_errors": errors.get("__all__", []),
+        },
+        status=status,
+    )

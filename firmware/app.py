@@ -1,0 +1,145 @@
+"""Start-up and the main loop on the board: boot counter, portal or normal mode, the
+1 s controller loop, and the watchdog that is fed only while that loop is healthy."""
+
+import asyncio
+import time
+
+import config
+import controller
+import hardware
+import health
+from link import Link, sync_ntp
+
+
+def pem_to_der(pem):
+    import binascii
+
+    lines = [
+        ln.strip()
+        for ln in pem.strip().split("\n")
+        if ln.strip() and not ln.startswith("-----")
+    ]
+    return binascii.a2b_base64("".join(lines))
+
+
+def read_ca():
+    try:
+        with open(config.CA_FILE) as f:
+            return pem_to_der(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def forget_wifi():
+    """wifi/clear: drop the networks, keep the MQTT bundle, so the portal asks only for
+    Wi-Fi on the next boot."""
+    import json
+
+    prov = config.load_provision() or {}
+    prov["wifi"] = []
+    with open(config.PROVISION_FILE, "w") as f:
+        f.write(json.dumps(prov))
+
+
+async def run(settings, counter, safe_mode):
+    relays = hardware.Relays(config.PIN_PUMP, config.PIN_VALVE, config.RELAY_ACTIVE_LOW)
+    relays.all_off()
+    sensor = hardware.TempSensor(config.PIN_ONEWIRE)
+    led = hardware.Led(config.PIN_LED)
+    asyncio.create_task(led.run())
+    offset = hardware.unix_offset()
+
+    def clock():
+        return int(time.time()) + offset
+
+    if safe_mode:
+        # No saved state, no programs, relays stay off: only reachable and rebootable.
+        ctl = controller.Controller(clock, None, None, config.FW_VERSION)
+        led.pattern = 100
+    else:
+        ctl = controller.Controller(
+            clock,
+            controller.FileStore(config.STATE_FILE),
+            relays.set,
+            config.FW_VERSION,
+        )
+        relays.set(ctl.pump, ctl.valve)
+    settings["ca_der"] = read_ca()
+    settings["keepalive"] = config.KEEPALIVE_S
+    settings["ntp_host"] = config.NTP_HOST
+    link = Link(settings, ctl, hardware, safe_mode, counter.count)
+    asyncio.create_task(link.connect())
+
+    reading = {"temp": None, "fresh": False}
+
+    async def sensor_loop():
+        while True:
+            reading["temp"] = await sensor.read()
+            reading["fresh"] = True
+            await asyncio.sleep(config.SENSOR_EVERY_S)
+
+    asyncio.create_task(sensor_loop())
+
+    import machine
+
+    wdt = machine.WDT(timeout=config.WDT_TIMEOUT_MS)
+    started = time.ticks_ms()
+    last_ntp = time.ticks_ms()
+    failures = 0
+    while True:
+        turn_start = time.ticks_ms()
+        try:
+            if not safe_mode:
+                ctl.tick(reading["temp"], reading["fresh"])
+            reading["fresh"] = False
+            await link.handle_inbox()
+            if link.up:
+                await link.flush()
+                led.pattern = 100 if safe_mode else 0
+            else:
+                led.pattern = 500
+            if link.restart:
+                await link.goodbye()
+                if link.restart == "wifi_clear":
+                    forget_wifi()
+                await asyncio.sleep(1)
+                machine.reset()
+            if time.ticks_diff(time.ticks_ms(), last_ntp) > 6 * 3600 * 1000:
+                last_ntp = time.ticks_ms()
+                sync_ntp(config.NTP_HOST)
+            if (
+                counter.count
+                and link.up
+                and time.ticks_diff(time.ticks_ms(), started)
+                > config.HEALTHY_AFTER_S * 1000
+            ):
+                counter.healthy()
+            failures = 0
+        except Exception as e:  # noqa: BLE001 - counted; the watchdog decides
+            failures += 1
+            print("main loop error:", e)
+        # Fed only after a good turn: a wedged or failing loop ends in a reset.
+        if failures < 5:
+            wdt.feed()
+        await asyncio.sleep_ms(
+            max(10, 1000 - time.ticks_diff(time.ticks_ms(), turn_start))
+        )
+
+
+def main():
+    counter = health.BootCounter(config.BOOT_FILE, config.SAFE_MODE_AFTER)
+    safe_mode = counter.boot()
+    settings = config.settings()
+    suffix = hardware.unique_suffix()
+    if not settings["device_id"]:
+        settings["device_id"] = "ESP-" + suffix
+    if not settings["wifi"] or not settings["mqtt"]["host"]:
+        import portal
+
+        asyncio.run(
+            portal.run(
+                settings["device_id"], suffix, config.PROVISION_FILE, config.CA_FILE
+            )
+        )
+        return
+    asyncio.run(run(settings, counter, safe_mode))

@@ -1,0 +1,280 @@
+"""POST /api/login, /api/token/refresh and /api/logout.
+
+Login goes through django.contrib.auth.authenticate(request=...), so django-axes counts
+failures and locks out exactly as on the login page; lockouts answer 429 with
+Retry-After in the API's error shape.
+"""
+
+import secrets
+
+from django.conf import settings
+from django.contrib.auth import authenticate
+from django.contrib.auth.signals import user_logged_in
+from django.http import Http404
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework import exceptions, serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from poolsaas.api.authentication import TENANT_CLAIM, membership_for_token
+from poolsaas.api.errors import Throttled
+from poolsaas.api.throttling import AnonThrottle
+from poolsaas.api.viewsets import ApiView
+from tenants import services
+from tenants.models import User
+from tenants.selectors import membership_for_user
+
+
+class LoginRequest(serializers.Serializer):
+    email = serializers.EmailField()
+    password = serializers.CharField(
+        max_length=256, trim_whitespace=False, style={"input_type": "password"}
+    )
+    tenant = serializers.UUIDField(
+        required=False,
+        allow_null=True,
+        help_text="Tenant code; without it, the first of your tenants by name.",
+    )
+
+
+class LoginResponse(serializers.Serializer):
+    token = serializers.CharField(help_text="Access token (Bearer), short-lived.")
+    refresh = serializers.CharField(help_text="Refresh token for /api/token/refresh.")
+    mqttGateway = serializers.BooleanField(  # noqa: N815 (the published contract)
+        help_text="Always true: live data flows through the gateway, never directly "
+        "from a broker."
+    )
+    brokerUrl = serializers.CharField(  # noqa: N815
+        help_text="The gateway's WebSocket URL for live data."
+    )
+    clientId = serializers.CharField(  # noqa: N815
+        help_text="Unique per login."
+    )
+    tenant = serializers.CharField(help_text="Tenant code (hex).")
+    role = serializers.CharField()
+    expiresIn = serializers.IntegerField(  # noqa: N815
+        help_text="Seconds until the access token expires."
+    )
+
+
+class RefreshRequest(serializers.Serializer):
+    refresh = serializers.CharField()
+
+
+class RefreshResponse(serializers.Serializer):
+    token = serializers.CharField()
+    refresh = serializers.CharField(
+        help_text="A new refresh token; the one sent is now unusable."
+    )
+    expiresIn = serializers.IntegerField()  # noqa: N815
+
+
+_TOKEN_EXAMPLE = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0b2tlbl90eXBlIjoi..."  # noqa: S105
+
+
+def gateway_url(request) -> str:
+    scheme = "wss" if request.is_secure() else "ws"
+    return f"{scheme}://{request.get_host()}/ws/"
+
+
+def _expires_in() -> int:
+    return int(jwt_settings.ACCESS_TOKEN_LIFETIME.total_seconds())
+
+
+class AnonApiView(ApiView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes = [AnonThrottle]
+
+    def get_authenticate_header(self, request):
+        # Bad credentials and tokens are 401 here too (DRF says 403 without this).
+        return 'Bearer realm="api"'
+
+
+class LoginView(AnonApiView):
+    """Log in with e-mail and password (and optionally a tenant code).
+
+    Failed logins are throttled and locked out as on the login page (429 with
+    Retry-After). Send the token as `Authorization: Bearer <token>`; live data comes
+    from the gateway at `brokerUrl`, never from a broker directly.
+    """
+
+    @extend_schema(
+        tags=["auth"],
+        auth=[],
+        request=LoginRequest,
+        responses={200: LoginResponse},
+        examples=[
+            OpenApiExample(
+                "Log in",
+                value={"email": "alice@acme.test", "password": "correct-horse"},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Logged in",
+                value={
+                    "token": _TOKEN_EXAMPLE,
+                    "refresh": _TOKEN_EXAMPLE,
+                    "mqttGateway": True,
+                    "brokerUrl": "wss://app.poolsaas.example/ws/",
+                    "clientId": "dashboard-3f1c0b0e6d8a4f0e9b7a1c2d3e4f5a6b-9c1e2a7b",
+                    "tenant": "0d9c8b7a6f5e4d3c2b1a09f8e7d6c5b4",
+                    "role": "owner",
+                    "expiresIn": 900,
+                },
+                response_only=True,
+            ),
+        ],
+        summary="Log in: tokens and the gateway to use for live data",
+    )
+    def post(self, request):
+        data = LoginRequest(data=request.data)
+        data.is_valid(raise_exception=True)
+        email = data.validated_data["email"].strip().lower()
+        django_request = request._request
+        user = authenticate(
+            request=django_request,
+            username=email,
+            password=data.validated_data["password"],
+        )
+        if getattr(django_request, "axes_locked_out", False):
+            # Answer here, in the API's shape, instead of the login page's lockout.
+            django_request.axes_locked_out = False
+            services.auth_login_failed(email=email, reason="locked out")
+            wait = settings.AXES_COOLOFF_TIME.total_seconds()
+            raise Throttled(
+                wait=wait,
+                limit="login",
+                message="Too many failed logins: try again in "
+                f"{int(wait // 60)} minutes.",
+            )
+        if user is None:
+            services.auth_login_failed(email=email)
+            raise exceptions.AuthenticationFailed(
+                "The e-mail address or password is not right.", code="bad_credentials"
+            )
+        try:
+            membership = membership_for_user(
+                user=user, tenant_code=data.validated_data.get("tenant")
+            )
+        except Http404:
+            services.auth_login_failed(email=email, reason="no tenant")
+            raise exceptions.AuthenticationFailed(
+                "You are not a member of this tenant.", code="not_a_member"
+            ) from None
+        # Resets axes' failure count, as a page login does.
+        user_logged_in.send(sender=User, request=django_request, user=user)
+        services.auth_login_succeeded(user=user, tenant=membership.tenant)
+        refresh = RefreshToken.for_user(user)
+        refresh[TENANT_CLAIM] = membership.tenant.code.hex
+        # A hint for clients only; every request re-reads the membership.
+        refresh["role"] = membership.role
+        return Response(
+            {
+                "token": str(refresh.access_token),
+                "refresh": str(refresh),
+                "mqttGateway": True,
+                "brokerUrl": gateway_url(request),
+                "clientId": f"dashboard-{user.code.hex}-{secrets.token_hex(4)}",
+                "tenant": membership.tenant.code.hex,
+                "role": membership.role,
+                "expiresIn": _expires_in(),
+            }
+        )
+
+
+def _refresh_token(raw: str) -> RefreshToken:
+    try:
+        return RefreshToken(raw)
+    except TokenError as exc:
+        raise exceptions.AuthenticationFailed(
+            str(exc), code="token_not_valid"
+        ) from None
+
+
+class RefreshView(AnonApiView):
+    """Trade a refresh token for new tokens; the one sent cannot be used again."""
+
+    @extend_schema(
+        tags=["auth"],
+        auth=[],
+        request=RefreshRequest,
+        responses={200: RefreshResponse},
+        examples=[
+            OpenApiExample(
+                "Refresh", value={"refresh": _TOKEN_EXAMPLE}, request_only=True
+            ),
+            OpenApiExample(
+                "New tokens",
+                value={
+                    "token": _TOKEN_EXAMPLE,
+                    "refresh": _TOKEN_EXAMPLE,
+                    "expiresIn": 900,
+                },
+                response_only=True,
+            ),
+        ],
+        summary="New access and refresh tokens; the refresh token sent is used up",
+    )
+    def post(self, request):
+        data = RefreshRequest(data=request.data)
+        data.is_valid(raise_exception=True)
+        refresh = _refresh_token(data.validated_data["refresh"])
+        user = User.objects.filter(
+            code=refresh.get(jwt_settings.USER_ID_CLAIM), is_active=True
+        ).first()
+        if user is None:
+            raise exceptions.AuthenticationFailed(
+                "No active account for this token.", code="no_active_account"
+            )
+        # A removed member cannot keep refreshing their way in.
+        membership = membership_for_token(user=user, token=refresh)
+        refresh["role"] = membership.role
+        # Rotation: the token sent is blacklisted, a new one issued with new jti.
+        refresh.blacklist()
+        refresh.set_jti()
+        refresh.set_exp()
+        refresh.set_iat()
+        refresh.outstand()
+        return Response(
+            {
+                "token": str(refresh.access_token),
+                "refresh": str(refresh),
+                "expiresIn": _expires_in(),
+            }
+        )
+
+
+class LogoutView(AnonApiView):
+    """Blacklist a refresh token."""
+
+    @extend_schema(
+        tags=["auth"],
+        auth=[],
+        request=RefreshRequest,
+        responses={204: None},
+        examples=[
+            OpenApiExample(
+                "Log out", value={"refresh": _TOKEN_EXAMPLE}, request_only=True
+            )
+        ],
+        summary="Blacklist the refresh token (the access token expires on its own)",
+    )
+    def post(self, request):
+        data = RefreshRequest(data=request.data)
+        data.is_valid(raise_exception=True)
+        refresh = _refresh_token(data.validated_data["refresh"])
+        refresh.blacklist()
+        user = User.objects.filter(code=refresh.get(jwt_settings.USER_ID_CLAIM)).first()
+        if user is not None:
+            try:
+                tenant = membership_for_user(
+                    user=user, tenant_code=refresh.get(TENANT_CLAIM)
+                ).tenant
+            except Http404:
+                tenant = None
+            services.auth_logged_out(user=user, tenant=tenant)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,161 @@
+"""The shared base of every API view: authentication, throttling with rate headers,
+and THE scoping mixin through which all tenant objects are reached.
+
+Tenant scoping lives here once (as in NetBox's BaseViewSet): a viewset names its list
+and get access functions from the app's selectors, and never builds a queryset of its
+own. Collections are checked for the role in `initial`; single objects through the
+access function, so a foreign code is "not found" before any role is considered.
+"""
+
+import hashlib
+from collections.abc import Callable
+
+from django.db.models import Model, QuerySet
+from rest_framework import viewsets
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
+from rest_framework.views import APIView
+
+from poolsaas.api.authentication import TenantJWTAuthentication
+from poolsaas.api.errors import PreconditionFailed, PreconditionRequired, Throttled
+from poolsaas.api.pagination import Pagination
+from poolsaas.api.throttling import (
+    AnonThrottle,
+    TenantThrottle,
+    UserThrottle,
+    rate_headers,
+)
+from tenants.roles import Action
+from tenants.selectors import membership_require
+
+
+class ApiViewMixin:
+    """Authentication, throttles that run for every request (even failed logins and
+    bad tokens), the 429 that names its limit, and rate headers on every answer."""
+
+    authentication_classes = [TenantJWTAuthentication]
+    permission_classes = [IsAuthenticated]
+    throttle_classes = [AnonThrottle, UserThrottle, TenantThrottle]
+    # No OPTIONS metadata (it would build objects outside the access layer): the
+    # schema at /api/schema/ describes every operation. OPTIONS answers 405.
+    metadata_class = None
+
+    def initial(self, request, *args, **kwargs):
+        self.format_kwarg = self.get_format_suffix(**kwargs)
+        neg = self.perform_content_negotiation(request)
+        request.accepted_renderer, request.accepted_media_type = neg
+        version, scheme = self.determine_version(request, *args, **kwargs)
+        request.version, request.versioning_scheme = version, scheme
+        # Throttle before permissions, and even when the token is bad, so that
+        # guessing tokens costs the anonymous bucket.
+        try:
+            self.perform_authentication(request)
+        finally:
+            self.check_throttles(request)
+        self.check_permissions(request)
+
+    def check_throttles(self, request):
+        for throttle in self.get_throttles():
+            if not throttle.allow_request(request, self):
+                raise Throttled(
+                    wait=throttle.wait(),
+                    limit=throttle.scope,
+                    message=throttle.message(),
+                )
+
+    def handle_exception(self, exc):
+        response = super().handle_exception(exc)
+        # Errors are JSON in the one shape, even when CSV was asked for.
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return response
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        for name, value in rate_headers(getattr(request, "rate_buckets", [])).items():
+            response[name] = value
+        return response
+
+
+class ApiView(ApiViewMixin, APIView):
+    pass
+
+
+class TenantScopedViewSet(ApiViewMixin, viewsets.GenericViewSet):
+    """Every tenant resource's viewset.
+
+    list_selector(membership=...) -> QuerySet and
+    get_selector(membership=..., code=..., action=...) -> object
+    come from the app's selectors (the access layer). `actions` maps a viewset action
+    to the role-bearing Action it needs.
+    """
+
+    lookup_field = "code"
+    lookup_url_kwarg = "code"
+    pagination_class = Pagination
+    list_selector: Callable[..., QuerySet] | None = None
+    get_selector: Callable[..., Model] | None = None
+    actions: dict[str, str] = {}
+    # False for collections under a parent object (a pool's commands): the parent's
+    # access function decides, so a foreign parent is "not found" for every role.
+    collection_role_check = True
+    default_actions = {
+        "list": Action.VIEW,
+        "retrieve": Action.VIEW,
+        "create": Action.MANAGE,
+        "update": Action.MANAGE,
+        "partial_update": Action.MANAGE,
+        "destroy": Action.MANAGE,
+    }
+
+    @property
+    def membership(self):
+        return self.request.membership
+
+    def required_action(self) -> str:
+        """The Action this request needs: `actions` may name "action" or
+        "action:METHOD" (for extra actions answering several methods)."""
+        name = self.action or ""
+        method = self.request.method.upper() if self.request else "GET"
+        return (
+            self.actions.get(f"{name}:{method}")
+            or self.actions.get(name)
+            or self.default_actions.get(name, Action.VIEW)
+        )
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if self.collection_role_check and self.lookup_url_kwarg not in kwargs:
+            # Collections: the role check here; objects: in get_object.
+            membership_require(
+                membership=request.membership, action=self.required_action()
+            )
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return self.queryset
+        return type(self).list_selector(membership=self.membership)
+
+    def get_object(self):
+        obj = type(self).get_selector(
+            membership=self.membership,
+            code=self.kwargs[self.lookup_url_kwarg],
+            action=self.required_action(),
+        )
+        self.check_object_permissions(self.request, obj)
+        return obj
+
+
+def etag_for(*parts) -> str:
+    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()
+    return f'"{digest[:32]}"'
+
+
+def require_if_match(request, current: str) -> None:
+    """412 when If-Match names another version, 428 when it is missing."""
+    header = request.headers.get("If-Match", "").strip()
+    if not header:
+        raise PreconditionRequired()
+    tags = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    if "*" not in tags and current not in tags:
+        raise PreconditionFailed()

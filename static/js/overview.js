@@ -1,0 +1,91 @@
+/* The pools overview, live: /ws/tenant/ sends one message per pool change; the rows
+   of this page update in place (other pages' pools are ignored). */
+(function () {
+  "use strict";
+  var table = document.getElementById("overview");
+  if (!table) { return; }
+  var status = document.getElementById("overview-conn");
+  var retry = 0;
+
+  function badge(text, cls) {
+    var s = document.createElement("span");
+    s.className = "badge" + (cls ? " " + cls : "");
+    s.textContent = text;
+    return s;
+  }
+  function put(cell, node) {
+    if (!cell) { return; }
+    cell.textContent = "";
+    if (typeof node === "string") { cell.textContent = node; } else { cell.appendChild(node); }
+    cell.classList.remove("flash");
+    void cell.offsetWidth; // restart the highlight
+    cell.classList.add("flash");
+  }
+  function ago(iso) {
+    if (!iso) { return "never"; }
+    var s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+    if (s < 60) { return "just now"; }
+    if (s < 3600) { return Math.floor(s / 60) + " minutes ago"; }
+    if (s < 86400) { return Math.floor(s / 3600) + " hours ago"; }
+    return Math.floor(s / 86400) + " days ago";
+  }
+
+  function update(msg) {
+    var row = table.querySelector('tr[data-pool="' + msg.pool + '"]');
+    if (!row) { return; }
+    var cell = function (f) { return row.querySelector('[data-field="' + f + '"]'); };
+    var st = msg.state || {};
+    if (msg.online !== null && msg.online !== undefined) {
+      put(cell("online"), msg.online ? badge("online", "ok") : badge("offline", "bad"));
+    }
+    if (typeof st.temperature === "number") {
+      put(cell("temperature"), st.temperature.toFixed(1) + " °C");
+    }
+    if (typeof st.pump === "boolean") {
+      put(cell("pump"), st.pump ? badge("on", "ok") : badge("off"));
+    }
+    if (st.valve === 1 || st.valve === 2) {
+      put(cell("valve"), row.getAttribute(st.valve === 1 ? "data-mode1" : "data-mode2"));
+    }
+    var seen = msg.last_seen || st.updated_at;
+    if (seen) {
+      cell("last_seen").setAttribute("data-ts", seen);
+      put(cell("last_seen"), ago(seen));
+    }
+    var alert;
+    if (msg.online === false) { alert = badge("offline", "bad"); }
+    else if (st.wifi && typeof st.wifi.rssi === "number" && st.wifi.rssi < -70) {
+      alert = badge("weak Wi-Fi", "warn");
+    } else if (msg.online === true) { alert = "—"; }
+    if (alert) { put(cell("alerts"), alert); }
+  }
+
+  setInterval(function () {
+    var cells = table.querySelectorAll('[data-field="last_seen"][data-ts]');
+    for (var i = 0; i < cells.length; i++) {
+      var ts = cells[i].getAttribute("data-ts");
+      if (ts) { cells[i].textContent = ago(ts); }
+    }
+  }, 30000);
+
+  function connect() {
+    var ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") +
+      location.host + "/ws/tenant/");
+    ws.onmessage = function (e) {
+      var msg;
+      try { msg = JSON.parse(e.data); } catch (err) { return; }
+      if (msg.type === "hello") { retry = 0; status.textContent = "Live: rows update as devices report."; }
+      else if (msg.type === "pool") { update(msg); }
+    };
+    ws.onclose = function (e) {
+      if (e.code === 4403 || e.code === 4401) {
+        status.textContent = "Live updates stopped: your access changed. Reload the page.";
+        return;
+      }
+      status.textContent = "Live updates paused; reconnecting…";
+      retry += 1;
+      setTimeout(connect, Math.min(30000, 1000 * Math.pow(2, retry - 1)) * (0.75 + Math.random() / 2));
+    };
+  }
+  connect();
+})();
