@@ -8,12 +8,7 @@ Personas (reused by every app's tests):
 
 import os
 
-os.environ.setdefault("DEBUG", "true")
-os.environ.setdefault(
-    "POOLSAAS_VAR_DIR", os.path.join(os.path.dirname(__file__), "var", "test")
-)
-
-import pytest  # noqa: E402
+import pytest
 
 PASSWORD = "correct-horse-battery"
 

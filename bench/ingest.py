@@ -206,6 +206,33 @@ def bare_subscriber(host, port, topic_filter, ready, result, run_for):
     result.put(samples)
 
 
+def bare_latency(host, port, topic_filter, watched, warm_until, stop_at, result):
+    """The MQTT-only baseline: publish -> a bare paho subscriber, same stamps."""
+    import paho.mqtt.client as mqtt
+
+    watched, latencies = set(watched), []
+    c = mqtt.Client(
+        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+        client_id=f"bench-lat-{uuid.uuid4().hex[:8]}",
+        protocol=mqtt.MQTTv311,
+    )
+
+    def on_message(client, userdata, message):
+        now = time.time()
+        if message.topic in watched and now >= warm_until:
+            stamp = json.loads(message.payload)["uptime"]
+            latencies.append((now - EPOCH) * 1000 - stamp)
+
+    c.on_message = on_message
+    c.on_connect = lambda client, *a: client.subscribe(topic_filter, 0)
+    c.connect(host, port, 60)
+    c.loop_start()
+    time.sleep(max(0.0, stop_at - time.time()))
+    c.disconnect()
+    c.loop_stop()
+    result.put(latencies)
+
+
 def steady_rate(samples, *, trim=1.0):
     """Messages/s between the first and last change, trimming ramp-up and -down."""
     moving = [
@@ -326,6 +353,7 @@ def measure_rows(tenant_id, until_idle=3.0, limit=120.0):
 
 async def latency_receiver(pool_codes, stop_at, warm_until):
     from channels.layers import get_channel_layer
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 
     from devices.broadcast import pool_group
 
@@ -334,16 +362,26 @@ async def latency_receiver(pool_codes, stop_at, warm_until):
     for code in pool_codes:
         await layer.group_add(pool_group(code), channel)
     latencies = []
-    while time.time() < stop_at:
-        try:
-            message = await asyncio.wait_for(layer.receive(channel), 0.5)
-        except TimeoutError:
-            continue
-        if message.get("type") != "pool.state" or time.time() < warm_until:
-            continue
-        stamp = (message.get("state") or {}).get("uptime")
-        if stamp:
-            latencies.append((time.time() - EPOCH) * 1000 - stamp)
+
+    async def collect():
+        # One receive after another, never cancelled in between: channels-redis
+        # shares one blocking pop per process, and cancelling it costs latency.
+        while True:
+            try:
+                message = await layer.receive(channel)
+            except RedisTimeoutError:
+                continue  # an idle blocking pop timed out on the socket
+            now = time.time()
+            if message.get("type") != "pool.state" or now < warm_until:
+                continue
+            stamp = (message.get("state") or {}).get("uptime")
+            if stamp:
+                latencies.append((now - EPOCH) * 1000 - stamp)
+
+    try:
+        await asyncio.wait_for(collect(), max(0.0, stop_at - time.time()))
+    except TimeoutError:
+        pass
     for code in pool_codes:
         await layer.group_discard(pool_group(code), channel)
     return latencies
@@ -488,7 +526,8 @@ def main() -> int:
             lag = landed - (start_at + secs)
             rss_loaded = bridge.rss_kb()
             print(
-                f"[sustained] offered {sent / secs:,.0f} msg/s from {args.devices} devices "
+                f"[sustained] offered {sent / secs:,.0f} msg/s "
+                f"from {args.devices} devices "
                 f"for {secs:.0f} s: stored {stored:,} of {sent:,} "
                 f"({100 * stored / max(1, sent):.1f} %), "
                 f"rows landed at {sustained:,.0f}/s, "
@@ -507,7 +546,8 @@ def main() -> int:
             stored = rows[-1][1] - before
             print(
                 f"[maximum] publishers offered {sent / secs:,.0f} msg/s: bridge stored "
-                f"{maximum:,.0f} rows/s ({stored:,} of {sent:,} messages; the broker drops "
+                f"{maximum:,.0f} rows/s ({stored:,} of {sent:,} messages; "
+                f"the broker drops "
                 f"QoS 0 beyond what a subscriber takes) = "
                 f"{100 * maximum / max(1.0, ceiling):.0f} % of the bare subscriber"
             )
@@ -533,6 +573,22 @@ def main() -> int:
 
             receiver = threading.Thread(target=receive, daemon=True)
             receiver.start()
+            ctx = mp.get_context("fork")
+            bare_result = ctx.Queue()
+            bare = ctx.Process(
+                target=bare_latency,
+                args=(
+                    host,
+                    port,
+                    f"{prefix}/+/telemetry",
+                    watched_topics,
+                    warm_until,
+                    stop_at,
+                    bare_result,
+                ),
+                daemon=True,
+            )
+            bare.start()
             time.sleep(2.0)  # the bridge rescans watched groups every second
             _, wait = run_publishers(
                 host,
@@ -545,9 +601,16 @@ def main() -> int:
             sent, secs = wait()
             receiver.join(args.duration + 15)
             latencies = out[0] if out else []
+            baseline = bare_result.get(timeout=30)
+            bare.join(5)
             print(
-                f"[latency] {sent / secs:,.0f} msg/s, {len(latencies)} pool.state messages "
-                f"received: device publish -> channel layer p50 {pct(latencies, 0.5):.1f} "
+                f"[latency] baseline, publish -> bare paho subscriber: "
+                f"p50 {pct(baseline, 0.5):.1f} ms, p99 {pct(baseline, 0.99):.1f} ms"
+            )
+            print(
+                f"[latency] {sent / secs:,.0f} msg/s, {len(latencies)} pool.state "
+                f"messages received: device publish -> channel layer "
+                f"p50 {pct(latencies, 0.5):.1f} "
                 f"ms, p99 {pct(latencies, 0.99):.1f} ms, max "
                 f"{max(latencies) if latencies else float('nan'):.1f} ms"
             )

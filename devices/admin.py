@@ -7,6 +7,8 @@ trail through AuditedModelAdmin; history rows (commands, events, telemetry,
 programs) are read-only because their own services write them.
 """
 
+from urllib.parse import urlparse
+
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
@@ -27,6 +29,7 @@ from devices.models import (
     TelemetrySample,
 )
 from devices.services.brokers import (
+    validate_broker_address,
     validate_broker_host,
     validate_ca_certificate,
     validate_websocket_url,
@@ -157,7 +160,21 @@ class BrokerAdminForm(WriteOnlySecretsForm):
             )
         if self.instance.is_platform and cleaned.get("tenant"):
             self.add_error("tenant", "The platform broker belongs to no tenant.")
+        if not self.instance.is_platform:
+            # A tenant's broker is dialled by the bridge and the connection test:
+            # the same SSRF rule as on the tenant's own page.
+            self._check_public("host", cleaned.get("host"))
+            url = cleaned.get("websocket_url")
+            self._check_public("websocket_url", urlparse(url).hostname if url else "")
         return cleaned
+
+    def _check_public(self, field: str, host: str | None) -> None:
+        if not host:
+            return
+        try:
+            validate_broker_address(host)
+        except ValidationError as exc:
+            self.add_error(field, exc)
 
 
 class DeviceAdminForm(WriteOnlySecretsForm):

@@ -25,7 +25,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from devices import broadcast
-from devices.selectors import pool_get_for_member, pool_snapshot
+from devices.selectors import pool_get_for_member, pool_snapshot, pools_live_state
 from tenants.middleware import SESSION_KEY
 from tenants.roles import Action, role_allows
 from tenants.selectors import membership_for_user, membership_require, parse_code
@@ -427,6 +427,22 @@ class TenantConsumer(_LiveConsumer):
             "tenant": self.membership.tenant.code.hex,
             "now": timezone.now().isoformat(),
         }
+
+    async def handle(self, kind, content: dict):
+        if kind == "snapshot":
+            # The page's pools, as they are now: what a (re)connecting page missed.
+            codes = content.get("pools")
+            if not isinstance(codes, list):
+                await self.send_json(
+                    {"type": "error", "message": "Send the pool codes as a list."}
+                )
+                return
+            rows = await database_sync_to_async(pools_live_state)(
+                membership=self.membership, codes=[str(c) for c in codes]
+            )
+            await self.send_json({"type": "pools", "pools": rows})
+        else:
+            await super().handle(kind, content)
 
     async def tenant_pool(self, message):
         await self.send_json(

@@ -39,7 +39,7 @@ WEEKDAYS = (
     "Saturday",
     "Sunday",
 )
-_HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+_HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 
 PAUSED_BY_OVERRIDE = "override"
 PAUSED_BY_TIMER = "timer"
@@ -61,7 +61,8 @@ def parse_hhmm(value: Any) -> int | None:
     """Minutes after midnight of an "HH:MM" string (00:00..23:59), else None."""
     if not isinstance(value, str):
         return None
-    match = _HHMM.match(value)
+    # fullmatch: "$" would let a trailing newline through.
+    match = _HHMM.fullmatch(value)
     if match is None:
         return None
     return int(match.group(1)) * 60 + int(match.group(2))

@@ -415,3 +415,33 @@ def devices_config_outdated(*, limit: int = 500) -> QuerySet[Device]:
 def platform_broker_for_display() -> Broker | None:
     """The platform broker row for pages: its secrets are not even loaded."""
     return Broker.objects.filter(is_platform=True).defer("username", "password").first()
+
+
+def pools_live_state(*, membership: Membership, codes: list[str]) -> list[dict]:
+    """The live columns of the overview for the given pool codes of the member's
+    tenant (others' and unknown codes are simply absent), in one query: what a
+    reconnecting overview socket missed."""
+    import uuid
+
+    membership_require(membership=membership, action=Action.VIEW)
+    wanted = []
+    for code in codes[:200]:
+        try:
+            wanted.append(uuid.UUID(str(code)))
+        except ValueError:
+            continue
+    pools = Pool.objects.filter(
+        tenant_id=membership.tenant_id, code__in=wanted
+    ).select_related("device")
+    out = []
+    for pool in pools:
+        device = pool_device(pool)
+        out.append(
+            {
+                "pool": pool.code.hex,
+                "online": device.online if device else None,
+                "state": (device.state or {}) if device else {},
+                "last_seen": _iso(device.last_seen_at) if device else None,
+            }
+        )
+    return out

@@ -13,7 +13,6 @@ app.autodiscover_tasks()
 # Periodic tasks (`celery -A poolsaas beat`). Each entry expires before the next run so
 # that a stalled worker does not pile them up.
 app.conf.beat_schedule = {
-    **(app.conf.beat_schedule or {}),
     # Server-side weekly programs for v3.1 devices; windows have minute resolution.
     "devices.run_programs": {
         "task": "devices.run_programs",

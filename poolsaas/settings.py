@@ -140,6 +140,8 @@ AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_USERNAME_FORM_FIELD = "username"
+# Case and spaces do not make another account: one failure count per address.
+AXES_USERNAME_CALLABLE = "tenants.views.axes_username"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "tenants.views.login_locked_out"
 AXES_VERBOSE = False
@@ -217,11 +219,14 @@ MQTT_USERNAME = env_str("MQTT_USERNAME", "")
 MQTT_PASSWORD = env_str("MQTT_PASSWORD", "")
 # Mosquitto dynamic-security admin, used to create per-device clients.
 MQTT_DYNSEC_ENABLED = env_bool("MQTT_DYNSEC_ENABLED", False)
-# Where the admin reaches the plugin (deploy/mosquitto/start-dynsec.sh); default MQTT_URL.
+# Where the admin reaches the plugin (deploy/mosquitto/start-dynsec.sh).
 MQTT_DYNSEC_URL = env_str("MQTT_DYNSEC_URL", MQTT_URL)
 MQTT_PUBLIC_HOST = env_str("MQTT_PUBLIC_HOST", "127.0.0.1")
 MQTT_PUBLIC_PORT = env_int("MQTT_PUBLIC_PORT", 1883)
 MQTT_PUBLIC_TLS = env_bool("MQTT_PUBLIC_TLS", False)
+# Tenants' own brokers may point at loopback/private addresses only in development;
+# in production that would let a tenant reach our internal network (SSRF).
+BROKER_ALLOW_PRIVATE_HOSTS = env_bool("BROKER_ALLOW_PRIVATE_HOSTS", DEBUG)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -9,6 +9,7 @@ from django.contrib.auth import password_validation
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
+from django.http import Http404
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -218,34 +219,57 @@ def invitation_accept(
     return membership
 
 
-def _lock_owners(tenant: Tenant) -> int:
-    """Lock the tenant's owner rows and count them (the last-owner rule)."""
-    return len(
-        list(
-            Membership.objects.select_for_update()
-            .filter(tenant=tenant, role=Role.OWNER)
-            .values_list("pk", flat=True)
+def _lock_team(actor: Membership, target: Membership) -> tuple[Membership, Membership]:
+    """Serialise team changes of one tenant, then re-read both memberships.
+
+    Locking the tenant row first (and only it) makes concurrent changes queue up
+    instead of deadlocking on each other's membership rows; re-reading inside the
+    lock sees what the change before us did (the actor may have just lost the
+    owner role, the target may be gone).
+    """
+    Tenant.objects.select_for_update().only("pk").get(pk=actor.tenant_id)
+    rows = {
+        row.pk: row
+        for row in Membership.objects.select_related("user", "tenant").filter(
+            pk__in=[actor.pk, target.pk], tenant_id=actor.tenant_id
         )
-    )
+    }
+    if actor.pk not in rows:
+        raise PermissionDenied("You are no longer a member of this team.")
+    if target.pk not in rows:
+        raise Http404("Not found.")
+    return rows[actor.pk], rows[target.pk]
+
+
+def _owner_count(tenant_id: int) -> int:
+    # Only meaningful under _lock_team: every owner change holds that lock.
+    return Membership.objects.filter(tenant_id=tenant_id, role=Role.OWNER).count()
+
+
+def _check_may_change(actor: Membership, target: Membership, role: str) -> None:
+    membership_require(membership=actor, action=Action.MANAGE)
+    if target.role == Role.OWNER or role == Role.OWNER:
+        membership_require(membership=actor, action=Action.OWN)
+    _check_can_grant(actor, role)
 
 
 def membership_role_change(
     *, membership: Membership, target: Membership, role: str
 ) -> Membership:
     """Change a member's role. Owners are changed only by owners; never below one
-    owner."""
-    membership_require(membership=membership, action=Action.MANAGE)
+    owner, even when two owners demote each other at the same moment."""
     _check_same_tenant(membership, target)
     if role not in Role.values:
         raise ValidationError({"role": "Choose owner, admin, operator or viewer."})
-    if target.role == Role.OWNER or role == Role.OWNER:
-        membership_require(membership=membership, action=Action.OWN)
-    _check_can_grant(membership, role)
+    # Checked before locking, so a plain refusal costs no lock...
+    _check_may_change(membership, target, role)
     with transaction.atomic():
-        target = Membership.objects.select_for_update().get(pk=target.pk)
+        actor, target = _lock_team(membership, target)
+        # ...and again on fresh rows, which a concurrent change may have altered.
+        _check_may_change(actor, target, role)
         if target.role == role:
             return target
-        if target.role == Role.OWNER and _lock_owners(target.tenant) <= 1:
+        if target.role == Role.OWNER and _owner_count(target.tenant_id) <= 1:
             raise ValidationError(
                 "A tenant needs at least one owner: make someone else owner first."
             )
@@ -255,7 +279,7 @@ def membership_role_change(
         audit_record(
             action="membership.role_changed",
             tenant=target.tenant,
-            actor=membership.user,
+            actor=actor.user,
             target=target,
             data={"user": target.user.email, "from": previous, "to": role},
         )
@@ -263,23 +287,32 @@ def membership_role_change(
     return target
 
 
+def _check_may_remove(actor: Membership, target: Membership) -> None:
+    if target.pk == actor.pk:
+        # Anyone may leave, but not a suspended tenant (nothing changes there).
+        membership_require(membership=actor, action=Action.VIEW)
+        return
+    membership_require(membership=actor, action=Action.MANAGE)
+    if target.role == Role.OWNER:
+        membership_require(membership=actor, action=Action.OWN)
+
+
 def membership_remove(*, membership: Membership, target: Membership) -> None:
-    """Remove a member from the tenant. Anyone may leave; admins remove others."""
+    """Remove a member from the tenant. Anyone may leave; admins remove others;
+    the last owner stays, even when two owners remove each other at once."""
     _check_same_tenant(membership, target)
-    if target.pk != membership.pk:
-        membership_require(membership=membership, action=Action.MANAGE)
-        if target.role == Role.OWNER:
-            membership_require(membership=membership, action=Action.OWN)
+    _check_may_remove(membership, target)
     with transaction.atomic():
-        target = Membership.objects.select_for_update().get(pk=target.pk)
-        if target.role == Role.OWNER and _lock_owners(target.tenant) <= 1:
+        actor, target = _lock_team(membership, target)
+        _check_may_remove(actor, target)
+        if target.role == Role.OWNER and _owner_count(target.tenant_id) <= 1:
             raise ValidationError(
                 "The last owner cannot be removed: make someone else owner first."
             )
         audit_record(
             action="membership.removed",
             tenant=target.tenant,
-            actor=membership.user,
+            actor=actor.user,
             target=target,
             data={"user": target.user.email, "role": target.role},
         )

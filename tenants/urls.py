@@ -18,7 +18,7 @@ urlpatterns = [
     ),
     path("invitations/<str:token>/", views.invitation_accept, name="invitation_accept"),
     path(
-        "password/reset/", auth_views.PasswordResetView.as_view(), name="password_reset"
+        "password/reset/", views.PasswordResetView.as_view(), name="password_reset"
     ),
     path(
         "password/reset/sent/",

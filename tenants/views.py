@@ -54,15 +54,33 @@ class LoginView(auth_views.LoginView):
         # Once django-axes has locked the pair out, login_locked_out records the
         # attempt (reason "locked out"); recording it here too would count it twice.
         if not getattr(self.request, "axes_locked_out", False):
-            services.auth_login_failed(email=self.request.POST.get("username", ""))
+            services.auth_login_failed(email=_typed_email(self.request))
         return super().form_invalid(form)
+
+
+def _normalise_email(value):
+    # Login is case-insensitive (User.objects.get_by_natural_key), so lockouts and
+    # the trail must be too: ALICE@ and alice@ are one account to guess.
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _typed_email(request) -> str:
+    return _normalise_email(request.POST.get("username", "")) or ""
+
+
+def axes_username(request, credentials=None):
+    """AXES_USERNAME_CALLABLE: the e-mail as login matches it, so that case or
+    space variants of one address share one failure count."""
+    value = (credentials or {}).get(settings.AXES_USERNAME_FORM_FIELD)
+    if value is None and request is not None:
+        data = getattr(request, "data", None) or getattr(request, "POST", {})
+        value = data.get(settings.AXES_USERNAME_FORM_FIELD)
+    return _normalise_email(value)
 
 
 def login_locked_out(request, response=None, credentials=None, *args, **kwargs):
     """django-axes calls this once the failure limit is reached."""
-    services.auth_login_failed(
-        email=request.POST.get("username", ""), reason="locked out"
-    )
+    services.auth_login_failed(email=_typed_email(request), reason="locked out")
     form = EmailAuthenticationForm(request, data=None)
     minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
     response = render(
@@ -98,6 +116,14 @@ def tenant_switch(request):
     if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
         target = reverse("pools")
     return HttpResponseRedirect(target)
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    @property
+    def extra_email_context(self):
+        # The link names SITE_URL, never the request's Host header: a forged Host
+        # would otherwise send the reset token to someone else's site.
+        return {"site_url": settings.SITE_URL.rstrip("/")}
 
 
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):

@@ -25,7 +25,9 @@ class DeviceSummarySerializer(serializers.ModelSerializer):
 
 
 class PoolSerializer(serializers.ModelSerializer):
-    device = serializers.SerializerMethodField()
+    # A nested field (built once per list), not a method field that would build a
+    # serializer per row; a pool without a device reads as null.
+    device = DeviceSummarySerializer(read_only=True, allow_null=True)
 
     class Meta:
         model = Pool
@@ -41,14 +43,6 @@ class PoolSerializer(serializers.ModelSerializer):
             "device",
         ]
         read_only_fields = fields
-
-    @extend_schema_field(DeviceSummarySerializer(allow_null=True))
-    def get_device(self, pool):
-        try:
-            device = pool.device
-        except Device.DoesNotExist:
-            return None
-        return DeviceSummarySerializer(device).data
 
 
 class PoolWriteSerializer(serializers.Serializer):

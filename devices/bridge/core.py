@@ -14,6 +14,7 @@ and anything that fails routing or parsing only increments a counter.
 
 import datetime as dt
 import logging
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,6 +136,7 @@ class Directory:
         """From devices_for_bridge() rows. Known devices keep the bridge's own state,
         which is fresher than the database between two writes."""
         new = cls()
+        now = time.time()
         grouped: dict[int, dict[str, dict[str, DeviceInfo]]] = defaultdict(dict)
         old = previous.by_pk if previous is not None else {}
         for row in rows:
@@ -159,10 +161,10 @@ class Directory:
             known = old.get(info.pk)
             if known is not None:
                 info.state, info.last_seen = known.state, known.last_seen
-                # Another bridge (or the silence sweep) may have marked it offline.
-                info.online = (
-                    known.online if known.online == row["online"] else (row["online"])
-                )
+                # What this bridge saw recently beats the database; otherwise take
+                # the database's flag (another bridge or the silence sweep set it).
+                if now - known.last_seen < info.silence_s:
+                    info.online = known.online
             grouped[row["broker_id"]].setdefault(row["topic_prefix"], {})[
                 row["device_id"]
             ] = info

@@ -14,6 +14,7 @@ Threads and what they own:
 - the live channel (devices.bridge.live): the asyncio loop of the channel layer.
 """
 
+import collections
 import logging
 import os
 import queue
@@ -107,6 +108,7 @@ class Bridge:
         self.published = 0
         self.db_errors = 0
         self._retry: Effects | None = None
+        self._publish_requests: collections.deque = collections.deque(maxlen=10000)
         self._to_write: queue.SimpleQueue = queue.SimpleQueue()
         self._writer_idle = threading.Event()
         self._writer_idle.set()
@@ -180,6 +182,8 @@ class Bridge:
         self.inbox.put(item)
 
     def _on_doorbell(self, message: dict) -> None:
+        if message.get("type") == "device.publish":
+            self._publish_requests.append(message)
         self._wake.set()
 
     # --- worker ----------------------------------------------------------------------
@@ -438,6 +442,7 @@ class Bridge:
         self._refreshed.set()
 
     def sweep_commands(self) -> None:
+        self._publish_requested()
         commands_expire()
         connected = [pk for pk, c in self.connections.items() if c.connected.is_set()]
         if connected:
@@ -456,6 +461,23 @@ class Bridge:
             )
         self.core.awaiting = table
         commands_match_device_state(awaiting=awaiting)
+
+    def _publish_requested(self) -> None:
+        """Retained configuration a service asked to publish (device_config_publish)."""
+        while self._publish_requests:
+            message = self._publish_requests.popleft()
+            try:
+                device = Device.objects.get(code=message["device"])
+                payload = protocol.encode_config(message["config"])
+            except (Device.DoesNotExist, KeyError, ValueError, TypeError) as exc:
+                logger.warning("ignored a config publish request: %s", exc)
+                continue
+            conn = self.connections.get(device.broker_id)
+            topic = f"{device.topic_root}/{protocol.CONFIG_SET}"
+            if conn is None or not conn.publish(topic, payload, qos=1, retain=True):
+                logger.warning("config for %s not published: broker down", device)
+                continue
+            self.published += 1
 
     def _device_reachable(self, device: Device) -> bool:
         """Right after the bridge (re)connects to a broker, hold a device's commands

@@ -60,6 +60,58 @@ def validate_broker_host(host: str) -> None:
         )
 
 
+def _special_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """What makes an address non-public ("" when it is an ordinary public one)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        # ::ffff:10.0.0.1 and friends reach the IPv4 address inside them.
+        inner = address.ipv4_mapped or address.sixtofour or address.teredo
+        if isinstance(inner, tuple):
+            inner = inner[1]
+        if inner is not None:
+            return _special_kind(inner)
+    for kind, flag in (
+        ("loopback", address.is_loopback),
+        ("unspecified", address.is_unspecified),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("private", address.is_private),
+        ("reserved", address.is_reserved),
+    ):
+        if flag:
+            return kind
+    # Shared (carrier-grade NAT), documentation and other special ranges.
+    return "" if address.is_global else "special-purpose"
+
+
+def validate_broker_address(host: str) -> None:
+    """Refuse a broker host that is, or resolves to, a loopback, private,
+    link-local, multicast or reserved address, unless BROKER_ALLOW_PRIVATE_HOSTS.
+
+    Without this a tenant admin could make our servers (connection test, bridge)
+    open connections inside our own network. Every address the name resolves to
+    is checked, so a name with one public and one private record is refused too.
+    """
+    if settings.BROKER_ALLOW_PRIVATE_HOSTS:
+        return
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError, OSError):
+        raise ValidationError(
+            f"The host name {host!r} does not resolve: check the spelling."
+        ) from None
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        kind = _special_kind(address)
+        if kind:
+            # The address itself is not echoed: it would tell a tenant what our
+            # resolver knows about internal names.
+            raise ValidationError(
+                f"{host} is a {kind} network address, not one on the public "
+                "internet: poolsaas connects only to brokers on the public "
+                "internet."
+            )
+
+
 def validate_ca_certificate(pem: str) -> None:
     """One or more PEM certificates that the TLS library accepts as trust anchors."""
     if not pem:
@@ -123,6 +175,8 @@ def _broker_validate(broker: Broker) -> Broker:
             check(getattr(broker, field))
         except ValidationError as exc:
             errors.setdefault(field, []).extend(exc.messages)
+    if not broker.is_platform:
+        _check_public_addresses(broker, errors)
     if broker.ca_certificate and not broker.use_tls and "ca_certificate" not in errors:
         errors.setdefault("ca_certificate", []).append(
             "A CA certificate is only used with TLS: turn TLS on or clear it."
@@ -140,6 +194,21 @@ def _broker_validate(broker: Broker) -> Broker:
     if errors:
         raise ValidationError(errors)
     return broker
+
+
+def _check_public_addresses(broker: Broker, errors: dict[str, list]) -> None:
+    """Add SSRF errors for the host and the WebSocket URL's host (both are
+    addresses our servers may connect to)."""
+    targets = [("host", broker.host)]
+    if broker.websocket_url:
+        targets.append(("websocket_url", urlparse(broker.websocket_url).hostname))
+    for field, host in targets:
+        if field in errors or not host:
+            continue
+        try:
+            validate_broker_address(host)
+        except ValidationError as exc:
+            errors.setdefault(field, []).extend(exc.messages)
 
 
 def _clean_fields(fields: dict) -> dict:
@@ -340,6 +409,13 @@ def broker_test_connection(
     if membership is not None:
         membership_require(membership=membership, action=Action.MANAGE)
     where = f"{broker.host}:{broker.port}"
+    if not broker.is_platform:
+        # Checked again here: the row may predate the rule, or its name may point
+        # somewhere else by now.
+        try:
+            validate_broker_address(broker.host)
+        except ValidationError as exc:
+            return ConnectionResult(False, " ".join(exc.messages))
     outcome: dict = {}
     done = threading.Event()
     client = mqtt.Client(

@@ -207,6 +207,30 @@ def _event(*, command: Command, kind: str, message: str, data: dict | None = Non
     return event
 
 
+def device_config_publish(*, device: Device, config: dict) -> None:
+    """After commit, have a bridge publish `config` as the device's retained
+    config/set (ps1). Validated here with the device's own parser, so a bad config
+    raises ValidationError instead of being rejected by the device."""
+    try:
+        protocol.encode_config(config)
+    except protocol.ProtocolError as exc:
+        raise ValidationError(f"Invalid device configuration: {exc}.") from None
+    message = {"type": "device.publish", "device": device.code.hex, "config": config}
+
+    def ring():
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        try:
+            async_to_sync(layer.send)(DOORBELL, message)
+        except Exception:  # noqa: BLE001
+            logger.warning(
+                "config for %s not handed to a bridge", device, exc_info=True
+            )
+
+    transaction.on_commit(ring)
+
+
 def doorbell_ring(command: Command) -> None:
     """Wake a bridge now; best effort, since bridges also sweep the database."""
     layer = get_channel_layer()

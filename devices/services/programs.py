@@ -277,13 +277,6 @@ def _mode_name(pool: Pool, mode: int) -> str:
     return pool.mode1_name if mode == 1 else pool.mode2_name
 
 
-def _default_send():
-    # Imported late: the commands module pulls in the bridge's doorbell machinery.
-    from devices.services.commands import command_send_system
-
-    return command_send_system
-
-
 def _pools_to_run():
     """v3.1 pools with an enabled program, or with a program the scheduler started and
     has not stopped yet (all programs deleted or disabled mid-run)."""
@@ -296,7 +289,7 @@ def _pools_to_run():
     )
 
 
-def programs_run_due(*, now: dt.datetime | None = None, send=None) -> RunReport:
+def programs_run_due(*, now: dt.datetime | None = None) -> RunReport:
     """One pass of the server-side scheduler over every v3.1 pool with programs.
 
     For each pool: work out what its programs want now (scheduling.desired_state,
@@ -315,8 +308,10 @@ def programs_run_due(*, now: dt.datetime | None = None, send=None) -> RunReport:
       fail at once); they are brought in line when they are back.
     Pools are locked one at a time (skip_locked), so two workers never act twice.
     """
+    # Imported here: the commands module pulls in the bridge's doorbell machinery.
+    from devices.services.commands import command_send_system as send
+
     now = now or timezone.now()
-    send = send or _default_send()
     report = RunReport()
     for pool_pk in _pools_to_run().values_list("pk", flat=True):
         try:

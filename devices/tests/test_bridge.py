@@ -33,7 +33,7 @@ pytestmark = [
 HOST, PORT = "127.0.0.1", 1883
 
 
-def wait_for(predicate, timeout=8.0, what="condition"):
+def wait_for(predicate, timeout=15.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -348,9 +348,12 @@ def test_malformed_payloads_are_counted_and_the_bridge_keeps_serving(
             pub.pub(f"{root}/{suffix}", payload)
         pub.pub(f"{root}/telemetry", telemetry(temp=21.0))
         wait_for(lambda: bridge.stats().get("accepted", 0) >= 1, what="good message")
+        wait_for(lambda: bridge.stats().get("malformed") == len(sent), what="counts")
     finally:
         pub.close()
+    time.sleep(0.2)
     assert bridge.stats()["malformed"] == len(sent)
+    assert bridge.stats()["accepted"] == 1
     wait_for(lambda: Device.objects.get(pk=device.pk).state.get("temperature") == 21.0)
     assert TelemetrySample.objects.filter(device=device).count() == 1
 
@@ -558,3 +561,181 @@ def test_two_bridges_share_the_platform_broker(
     wait_for(lambda: TelemetrySample.objects.filter(device=device).count() == count)
     time.sleep(0.3)
     assert TelemetrySample.objects.filter(device=device).count() == count
+
+
+def test_retained_config_reaches_a_ps1_device(
+    make_bridge, prefix, pool_a, platform_broker
+):
+    from devices.services.commands import device_config_publish
+
+    device = make_device(pool_a, prefix, esp_id(), broker=platform_broker)
+    bridge = make_bridge()
+    assert bridge.wait_ready()
+    config = {
+        "version": 3,
+        "tz": "Europe/Madrid",
+        "tz_posix": "CET-1CEST,M3.5.0,M10.5.0/3",
+        "telemetry_interval": 60,
+        "thresholds": {
+            "freeze_on_c": 2.0,
+            "freeze_hysteresis_c": 1.0,
+            "pump_max_run_s_day": 0,
+            "min_switch_interval_s": 3,
+        },
+        "programs": [],
+    }
+    with VirtualDevice(device.device_id, prefix=prefix) as sim:
+        sim.wait_connected()
+        wait_for(lambda: Device.objects.get(pk=device.pk).online)
+        device_config_publish(device=device, config=config)
+        wait_for(
+            lambda: Device.objects.get(pk=device.pk).config_version_applied == 3,
+            what="config applied",
+        )
+    assert DeviceEvent.objects.filter(device=device, kind="config.applied").exists()
+
+
+def test_bad_config_is_refused_before_any_publish(pool_a, platform_broker, prefix):
+    from django.core.exceptions import ValidationError
+
+    from devices.services.commands import device_config_publish
+
+    device = make_device(pool_a, prefix, esp_id(), broker=platform_broker)
+    with pytest.raises(ValidationError):
+        device_config_publish(device=device, config={"version": 1})
+
+
+def test_state_is_broadcast_to_the_pool_group(
+    make_bridge, prefix, pool_a, pool_b, platform_broker
+):
+    """What the dashboard consumer gets (contract 3), through the real Redis layer."""
+    import asyncio
+
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from devices.broadcast import pool_group
+
+    device = make_device(pool_a, prefix, esp_id(), broker=platform_broker)
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(pool_group(pool_a.code), channel)
+    other = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(pool_group(pool_b.code), other)
+    make_device(pool_b, prefix, esp_id(), broker=platform_broker)
+    bridge = make_bridge()
+    assert bridge.wait_ready()
+    time.sleep(1.5)  # the bridge lists watched groups every second
+    pub = Publisher()
+
+    async def next_state():
+        while True:
+            message = await asyncio.wait_for(layer.receive(channel), 10)
+            if message["type"] == "pool.state":
+                return message
+
+    try:
+        pub.pub(f"{prefix}/{device.device_id}/telemetry", telemetry(temp=22.2))
+        message = async_to_sync(next_state)()
+    finally:
+        pub.close()
+        async_to_sync(layer.group_discard)(pool_group(pool_a.code), channel)
+    assert message["pool"] == pool_a.code.hex
+    assert message["online"] is True
+    assert message["state"]["temperature"] == 22.2
+    assert message["last_seen"]
+
+    async def nothing_for_b():
+        try:
+            return await asyncio.wait_for(layer.receive(other), 0.5)
+        except TimeoutError:
+            return None
+
+    assert async_to_sync(nothing_for_b)() is None  # tenant B's pool heard nothing
+    async_to_sync(layer.group_discard)(pool_group(pool_b.code), other)
+
+
+@pytest.fixture
+def tls_broker(tmp_path):
+    """A private Mosquitto with TLS (our own CA) and a password file."""
+    if not (shutil.which("mosquitto") and shutil.which("openssl")):
+        pytest.skip("mosquitto and openssl are needed")
+
+    def run(*args):
+        subprocess.run(args, cwd=tmp_path, check=True, capture_output=True)
+
+    for command in (
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -keyout ca.key"
+        " -out ca.crt -subj /CN=test-ca",
+        "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr"
+        " -subj /CN=localhost",
+        "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial"
+        " -out server.crt -days 1 -extfile san.ext",
+    ):
+        if "x509 -req" in command:
+            (tmp_path / "san.ext").write_text(
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+            )
+        run(*command.split())
+    run("mosquitto_passwd", "-b", "-c", "passwd", "bridge", "bridge-secret")
+    run("mosquitto_passwd", "-b", "passwd", "device", "device-secret")
+    broker = PrivateMosquitto(tmp_path)
+    broker.conf.write_text(
+        f"user root\nper_listener_settings false\npersistence false\n"
+        f"allow_anonymous false\npassword_file {tmp_path}/passwd\n"
+        f"listener {broker.port} {HOST}\ncafile {tmp_path}/ca.crt\n"
+        f"certfile {tmp_path}/server.crt\nkeyfile {tmp_path}/server.key\n"
+    )
+    broker.start()
+    broker.ca = (tmp_path / "ca.crt").read_text()
+    broker.ca_path = str(tmp_path / "ca.crt")
+    yield broker
+    broker.kill()
+
+
+def test_tenant_broker_with_tls_and_credentials(
+    make_bridge, prefix, pool_a, pool_b, tls_broker
+):
+    good = Broker.objects.create(
+        tenant=pool_a.tenant,
+        name="Acme TLS",
+        host=HOST,
+        port=tls_broker.port,
+        use_tls=True,
+        ca_certificate=tls_broker.ca,
+        username="bridge",
+        password="bridge-secret",
+    )
+    wrong = Broker.objects.create(
+        tenant=pool_b.tenant,
+        name="Globex TLS",
+        host=HOST,
+        port=tls_broker.port,
+        use_tls=True,
+        ca_certificate=tls_broker.ca,
+        username="bridge",
+        password="not-the-password",
+    )
+    device = make_device(pool_a, prefix, esp_id(), broker=good)
+    make_device(pool_b, prefix, esp_id(), broker=wrong)
+    bridge = make_bridge()
+    wait_for(lambda: good.pk in bridge.connections and wrong.pk in bridge.connections)
+    wait_for(lambda: bridge.connections[good.pk].connected.is_set(), what="TLS up")
+
+    pub = client()
+    pub.tls_set(ca_certs=tls_broker.ca_path)
+    pub.username_pw_set("device", "device-secret")
+    pub.connect(HOST, tls_broker.port)
+    pub.loop_start()
+    try:
+        topic = f"{prefix}/{device.device_id}/telemetry"
+        pub.publish(topic, telemetry(temp=23.4), qos=1).wait_for_publish(5)
+        wait_for(
+            lambda: Device.objects.get(pk=device.pk).state.get("temperature") == 23.4,
+            what="telemetry over TLS",
+        )
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+    # The refused broker is retried in the background and harms nothing else.
+    assert not bridge.connections[wrong.pk].connected.is_set()

@@ -105,13 +105,15 @@ def live_url(transactional_db):
         "LOG_LEVEL": "WARNING",
     }
     port = _free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / "daphne.log", "ab")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
         + ["poolsaas.asgi:application"],
         cwd=settings.BASE_DIR,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         _wait_port(port, proc)
@@ -122,6 +124,7 @@ def live_url(transactional_db):
             proc.wait(5)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
 
 
 @pytest.fixture
@@ -224,9 +227,16 @@ def test_operator_switches_pump_runs_timer_and_saves_a_program(
 
     pool, device, sim = live_pool
     page = log_in(browser, live_url, olivia)
-    # The overview lists the pool live.
-    expect(page.locator(f'tr[data-pool="{pool.code.hex}"]')).to_be_visible()
-    page.click(f'tr[data-pool="{pool.code.hex}"] a')
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    # The overview updates live: a change made at the device shows without reload.
+    row = page.locator(f'tr[data-pool="{pool.code.hex}"]')
+    expect(page.locator("#overview-conn")).to_contain_text("Live", timeout=10_000)
+    expect(row.locator('[data-field="valve"]')).to_have_text("Cascada")
+    assert sim.local("valve", 2)[0]
+    expect(row.locator('[data-field="valve"]')).to_have_text("Eyectores", timeout=5000)
+    shot(page, "overview-phone.png")
+    row.locator("a").first.click()
     expect(page.locator("#page-conn")).to_have_text("live", timeout=10_000)
     expect(page.locator("#device-conn")).to_have_text("device online")
     pump = page.locator("#pump")
@@ -237,8 +247,19 @@ def test_operator_switches_pump_runs_timer_and_saves_a_program(
         "Pump on: done.", timeout=10_000
     )
     expect(pump).to_have_attribute("aria-checked", "true")
+    confirmed = time.monotonic()
     assert sim.controller.pump is True
     expect(page.locator("#log li").first).to_contain_text(olivia.user.email)
+
+    # Switching back at once is refused by the device (3 s between switches): the
+    # page says why and shows the pump as it really is.
+    pump.click()
+    if time.monotonic() - confirmed < 2.0:
+        expect(page.locator("#pump-feedback")).to_contain_text(
+            "Pump off failed", timeout=10_000
+        )
+        expect(page.locator("#pump-feedback")).to_contain_text("min switch interval")
+        expect(pump).to_have_attribute("aria-checked", "true")
 
     page.fill("#timer-minutes", "2")
     page.click("#timer-start")
@@ -267,6 +288,11 @@ def test_operator_switches_pump_runs_timer_and_saves_a_program(
     page.click("text=Save programs")
     expect(page.locator(".messages")).to_contain_text("Programs saved.")
     shot(page, "programs-desktop.png")
+    page.click("nav.pool-nav >> text=History")
+    expect(page.locator("#temperature-chart")).to_be_visible()
+    page.wait_for_function("() => Chart.getChart('temperature-chart') !== undefined")
+    shot(page, "history-desktop.png")
+    assert not errors, errors
     program = Program.objects.get(pool=pool, slot=1)
     assert program.enabled
     assert program.days[0] == {"mode": 2, "start": "08:00", "stop": "09:30"}

@@ -428,3 +428,26 @@ async def test_device_changes_are_not_needed_for_snapshot(olivia, pool_a):
     assert snap["device"] is None
     assert not await database_sync_to_async(Device.objects.exists)()
     await comm.disconnect()
+
+
+async def test_tenant_overview_catch_up_is_scoped_to_the_tenant(
+    olivia, carol, device_a, device_b, pool_a, pool_b
+):
+    device_a.state = {"temperature": 21.5}
+    await database_sync_to_async(device_a.save)()
+    codes = [pool_a.code.hex, pool_b.code.hex, "junk", uuid.uuid4().hex]
+    mine = socket("/ws/tenant/", cookie=await session_cookie(olivia))
+    theirs = socket("/ws/tenant/", cookie=await session_cookie(carol))
+    for comm in (mine, theirs):
+        assert (await comm.connect())[0]
+        await comm.receive_json_from(timeout=TIMEOUT)
+        await comm.send_json_to({"type": "snapshot", "pools": codes})
+    got = (await mine.receive_json_from(timeout=TIMEOUT))["pools"]
+    assert [p["pool"] for p in got] == [pool_a.code.hex]
+    assert got[0]["state"] == {"temperature": 21.5} and got[0]["online"] is False
+    got = (await theirs.receive_json_from(timeout=TIMEOUT))["pools"]
+    assert [p["pool"] for p in got] == [pool_b.code.hex]
+    await mine.send_json_to({"type": "snapshot", "pools": "all"})
+    assert (await mine.receive_json_from(timeout=TIMEOUT))["type"] == "error"
+    await mine.disconnect()
+    await theirs.disconnect()

@@ -508,3 +508,37 @@ def test_outdated_devices_are_listed_for_the_bridge_sweep(
         protocol="v3.1", config_version_applied=None
     )
     assert list(devices_config_outdated()) == []
+
+
+def test_scheduler_queries_grow_by_a_few_per_pool(tenant_a, platform_broker):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def add_pools(count, start):
+        for n in range(start, start + count):
+            pool = Pool.objects.create(tenant=tenant_a, name=f"Pool {n}")
+            Device.objects.create(
+                tenant=tenant_a,
+                pool=pool,
+                broker=platform_broker,
+                device_id=f"legacy-{n}",
+                protocol="v3.1",
+                online=True,
+                state={"pump": False, "valve": 1},
+            )
+            set_programs(pool, week("10:00", "11:00", 1))
+
+    def queries_for_an_idle_pass():
+        with CaptureQueriesContext(connection) as captured:
+            report = programs_run_due(now=utc(2026, 6, 1, 12))
+        assert report.commands == 0
+        return len(captured), report.pools
+
+    add_pools(3, 0)
+    three, pools = queries_for_an_idle_pass()
+    assert pools == 3
+    add_pools(3, 3)
+    six, pools = queries_for_an_idle_pass()
+    assert pools == 6
+    per_pool = (six - three) / 3
+    assert per_pool == int(per_pool) and per_pool <= 8, (three, six)

@@ -167,7 +167,7 @@ def test_parse_hhmm():
     assert parse_hhmm("00:00") == 0
     assert parse_hhmm("23:59") == 23 * 60 + 59
     assert parse_hhmm("09:05") == 545
-    for bad in ("9:05", "24:00", "12:5", "ab:cd", "", None, 905, "12:00 "):
+    for bad in ("9:05", "24:00", "12:5", "ab:cd", "", None, 905, "12:00 ", "12:00\n"):
         assert parse_hhmm(bad) is None
 
 

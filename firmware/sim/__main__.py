@@ -3,6 +3,7 @@
 import argparse
 import json
 import logging
+import multiprocessing as mp
 import signal
 import sys
 import threading
@@ -10,6 +11,10 @@ import time
 
 from firmware import protocol as P
 from firmware.sim.fleet import Fleet, make_ids
+
+# paho waits on select(), which cannot watch file descriptors >= 1024, and each client
+# uses three: one process holds at most ~300 full devices, so larger fleets are split.
+DEVICES_PER_PROCESS = 250
 
 
 def build_parser():
@@ -34,7 +39,7 @@ def build_parser():
     p.add_argument("--prefix", default=P.DEFAULT_PREFIX, help="topic prefix")
     p.add_argument(
         "--interval",
-        type=int,
+        type=float,
         help="telemetry interval in s (default: the device config, 60)",
     )
     p.add_argument("--legacy", action="store_true", help="speak only the v3.1 topics")
@@ -47,8 +52,54 @@ def build_parser():
     p.add_argument(
         "--duration", type=float, default=0, help="stop after N s (0: never)"
     )
+    p.add_argument(
+        "--load",
+        action="store_true",
+        help="load mode: telemetry and status only, many devices per MQTT connection",
+    )
+    p.add_argument("--processes", type=int, default=2, help="load mode processes")
+    p.add_argument(
+        "--connections", type=int, default=25, help="load mode connections per process"
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
+
+
+def _run_fleet(ids, args, creds, done):
+    """One process: a Fleet of full devices (own connection each) until done."""
+    from firmware.sim.device import VirtualDevice
+
+    interval = int(args.interval) if args.interval else None
+    devices = []
+    for i in ids:
+        c = creds.get(i, {})
+        devices.append(
+            VirtualDevice(
+                i,
+                broker=args.broker,
+                username=c.get("username", args.username),
+                password=c.get("password", args.password),
+                prefix=args.prefix,
+                legacy=args.legacy,
+                interval=interval,
+                keepalive=args.keepalive,
+                drop_every=args.drop_every,
+                garbage_every=args.garbage_every,
+                silent_after=args.silent_after,
+                ca_certs=args.ca,
+            )
+        )
+    fleet = Fleet(devices).start()
+    try:
+        done.wait()
+    finally:
+        fleet.stop()
+    return sum(d.connects > 0 for d in devices)
+
+
+def _child(ids, args, creds, done, result):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    result.put(_run_fleet(ids, args, creds, done))
 
 
 def main(argv=None):
@@ -64,57 +115,87 @@ def main(argv=None):
     bad = [i for i in ids if not P.is_valid_id(i)]
     if bad:
         sys.exit(f"invalid device ids: {', '.join(bad)}")
+    if not P.is_valid_prefix(args.prefix):
+        sys.exit(f"invalid prefix: {args.prefix}")
     creds = {}
     if args.creds:
         with open(args.creds) as f:
             creds = json.load(f)
-    common = {
-        "broker": args.broker,
-        "prefix": args.prefix,
-        "legacy": args.legacy,
-        "interval": args.interval,
-        "keepalive": args.keepalive,
-        "drop_every": args.drop_every,
-        "garbage_every": args.garbage_every,
-        "silent_after": args.silent_after,
-        "ca_certs": args.ca,
-    }
-    from firmware.sim.device import VirtualDevice
 
-    devices = []
-    for i in ids:
-        c = creds.get(i, {})
-        devices.append(
-            VirtualDevice(
-                i,
-                username=c.get("username", args.username),
-                password=c.get("password", args.password),
-                **common,
-            )
-        )
-    fleet = Fleet(devices)
-    done = threading.Event()
+    ctx = mp.get_context("fork")
+    done = ctx.Event()
     signal.signal(signal.SIGTERM, lambda *a: done.set())
     signal.signal(signal.SIGINT, lambda *a: done.set())
+    started = time.monotonic()
+
+    def wait():
+        while not done.is_set():
+            if args.duration and time.monotonic() - started >= args.duration:
+                done.set()
+            done.wait(0.5)
+
+    if args.load:
+        from firmware.sim.load import LoadRun
+
+        run = LoadRun(
+            ids,
+            broker=args.broker,
+            prefix=args.prefix,
+            interval=args.interval or 60,
+            processes=args.processes,
+            connections=args.connections,
+            username=args.username,
+            password=args.password,
+        ).start()
+        logging.info(
+            "load mode: %d virtual devices (own topics) over %d MQTT connections in "
+            "%d processes, one telemetry every %g s each, under %s/",
+            len(ids),
+            run.connections,
+            len(run.procs),
+            args.interval or 60,
+            args.prefix,
+        )
+        try:
+            wait()
+        finally:
+            run.stop()
+        logging.info("stopped; %d telemetry messages sent", run.sent.value)
+        return 0
+
     mode = "v3.1 (legacy)" if args.legacy else "ps1"
+    slices = [
+        ids[i : i + DEVICES_PER_PROCESS]
+        for i in range(0, len(ids), DEVICES_PER_PROCESS)
+    ]
     logging.info(
-        "starting %d %s device(s) on %s under %s/",
+        "starting %d %s device(s) on %s under %s/ (%d process(es))",
         len(ids),
         mode,
         args.broker,
         args.prefix,
+        len(slices),
     )
-    fleet.start()
-    started = time.monotonic()
-    try:
-        while not done.is_set():
-            if args.duration and time.monotonic() - started >= args.duration:
-                break
-            done.wait(1.0)
-    finally:
-        fleet.stop()
-    online = sum(d.connects > 0 for d in devices)
-    logging.info("stopped; %d/%d device(s) had connected", online, len(devices))
+    if len(slices) == 1:
+        runner = threading.Thread(target=wait, daemon=True)
+        runner.start()
+        online = _run_fleet(ids, args, creds, done)
+    else:
+        result = ctx.Queue()
+        procs = [
+            ctx.Process(target=_child, args=(s, args, creds, done, result))
+            for s in slices
+        ]
+        for p in procs:
+            p.start()
+        try:
+            wait()
+        finally:
+            done.set()
+            online = sum(result.get(timeout=120) for _ in procs)
+            for p in procs:
+                p.join(30)
+    logging.info("stopped; %d/%d device(s) had connected", online, len(ids))
     return 0
 
 

@@ -195,15 +195,15 @@ class VirtualDevice:
         c = self._client
         if c is not None:
             sock = c.socket()
-            # Stop paho first so it cannot send DISCONNECT or reconnect.
-            c._thread_terminate = True
+            # Stop paho's thread first (it sends nothing when stopped this way), so it
+            # can neither send DISCONNECT nor reconnect; then cut the TCP connection.
+            c.loop_stop()
             if sock is not None:
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
                 sock.close()
-            c.loop_stop()
         self._join()
         self.connected.clear()
 

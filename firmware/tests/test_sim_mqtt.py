@@ -448,3 +448,29 @@ def test_reconnect_after_broker_restart():
             d.stop()
         broker.stop()
         shutil.rmtree(broker.dir, ignore_errors=True)
+
+
+def test_load_mode_publishes_on_every_device_topic(observer, prefix):
+    from firmware.sim import make_ids
+    from firmware.sim.load import LoadRun
+
+    ids = make_ids(40, start=0xE00001)
+    run = LoadRun(
+        ids,
+        broker=MQTT_URL,
+        prefix=prefix,
+        interval=0.5,
+        duration=3,
+        processes=2,
+        connections=3,
+    )
+    assert run.connections == 6
+    run.start().join(30)
+    assert run.sent.value >= 40 * 4
+    for device_id in ids:
+        observer.expect(lambda i, k, v, r, d=device_id: i == d and k == "telemetry")
+        observer.expect(
+            lambda i, k, v, r, d=device_id: i == d and k == "status" and not v
+        )
+    assert observer.bad == []
+    observer.clear_retained(ids)

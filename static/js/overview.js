@@ -13,8 +13,10 @@
     s.textContent = text;
     return s;
   }
-  function put(cell, node) {
+  function put(cell, node, quiet) {
     if (!cell) { return; }
+    var text = typeof node === "string" ? node : node.textContent;
+    if (quiet && cell.textContent.trim() === text) { return; }
     cell.textContent = "";
     if (typeof node === "string") { cell.textContent = node; } else { cell.appendChild(node); }
     cell.classList.remove("flash");
@@ -30,34 +32,35 @@
     return Math.floor(s / 86400) + " days ago";
   }
 
-  function update(msg) {
+  function update(msg, quiet) {
     var row = table.querySelector('tr[data-pool="' + msg.pool + '"]');
     if (!row) { return; }
     var cell = function (f) { return row.querySelector('[data-field="' + f + '"]'); };
+    var set = function (f, node) { put(cell(f), node, quiet); };
     var st = msg.state || {};
     if (msg.online !== null && msg.online !== undefined) {
-      put(cell("online"), msg.online ? badge("online", "ok") : badge("offline", "bad"));
+      set("online", msg.online ? badge("online", "ok") : badge("offline", "bad"));
     }
     if (typeof st.temperature === "number") {
-      put(cell("temperature"), st.temperature.toFixed(1) + " °C");
+      set("temperature", st.temperature.toFixed(1) + " °C");
     }
     if (typeof st.pump === "boolean") {
-      put(cell("pump"), st.pump ? badge("on", "ok") : badge("off"));
+      set("pump", st.pump ? badge("on", "ok") : badge("off"));
     }
     if (st.valve === 1 || st.valve === 2) {
-      put(cell("valve"), row.getAttribute(st.valve === 1 ? "data-mode1" : "data-mode2"));
+      set("valve", row.getAttribute(st.valve === 1 ? "data-mode1" : "data-mode2"));
     }
     var seen = msg.last_seen || st.updated_at;
     if (seen) {
       cell("last_seen").setAttribute("data-ts", seen);
-      put(cell("last_seen"), ago(seen));
+      set("last_seen", ago(seen));
     }
     var alert;
     if (msg.online === false) { alert = badge("offline", "bad"); }
     else if (st.wifi && typeof st.wifi.rssi === "number" && st.wifi.rssi < -70) {
       alert = badge("weak Wi-Fi", "warn");
     } else if (msg.online === true) { alert = "—"; }
-    if (alert) { put(cell("alerts"), alert); }
+    if (alert) { set("alerts", alert); }
   }
 
   setInterval(function () {
@@ -74,8 +77,17 @@
     ws.onmessage = function (e) {
       var msg;
       try { msg = JSON.parse(e.data); } catch (err) { return; }
-      if (msg.type === "hello") { retry = 0; status.textContent = "Live: rows update as devices report."; }
-      else if (msg.type === "pool") { update(msg); }
+      if (msg.type === "hello") {
+        retry = 0;
+        status.textContent = "Live: rows update as devices report.";
+        // Catch up on what changed while the page loaded or the socket was away.
+        var codes = [];
+        var rows = table.querySelectorAll("tr[data-pool]");
+        for (var i = 0; i < rows.length; i++) { codes.push(rows[i].getAttribute("data-pool")); }
+        ws.send(JSON.stringify({ type: "snapshot", pools: codes }));
+      } else if (msg.type === "pools") {
+        msg.pools.forEach(function (p) { update(p, true); });
+      } else if (msg.type === "pool") { update(msg); }
     };
     ws.onclose = function (e) {
       if (e.code === 4403 || e.code === 4401) {

@@ -190,3 +190,97 @@ def test_password_reset_bad_email_is_refused(client, db, mailoutbox):
     assert response.status_code == 200
     assert b"Enter a valid email address." in response.content
     assert mailoutbox == []
+
+
+def test_lockout_counts_case_and_space_variants_of_the_email(client, alice, events):
+    # Without normalisation each spelling had its own five tries: an attacker
+    # cycling ALICE@, Alice@, " alice@" ... guessed without end.
+    spellings = [
+        "alice@acme.test",
+        "ALICE@acme.test",
+        "Alice@ACME.test",
+        " alice@acme.test",
+        "aLiCe@acme.TEST ",
+    ]
+    statuses = [
+        post_login(client, email, f"guess-{n}").status_code
+        for n, email in enumerate(spellings)
+    ]
+    assert statuses == [200, 200, 200, 200, 429]
+    # The right password in any spelling is now refused too.
+    assert post_login(client, "ALICE@ACME.TEST", PASSWORD).status_code == 429
+    assert post_login(client, "alice@acme.test", PASSWORD).status_code == 429
+    assert AUTH_SESSION_KEY not in client.session
+    from axes.models import AccessAttempt
+
+    assert set(AccessAttempt.objects.values_list("username", flat=True)) == {
+        "alice@acme.test"
+    }
+
+
+def test_failed_login_audit_label_is_the_normalised_email(client, alice, events):
+    post_login(client, "  ALICE@Acme.test ", "wrong")
+    (event,) = events("login.failed")
+    assert event.actor_label == "alice@acme.test"
+
+
+def test_login_rotates_the_session_key(client, alice):
+    # Session fixation: a key planted before login must not carry the login.
+    client.get(LOGIN)
+    session = client.session
+    session["planted"] = "yes"
+    session.save()
+    before = session.session_key
+    assert post_login(client, "alice@acme.test", PASSWORD).status_code == 302
+    assert client.session.session_key != before
+    assert client.session[AUTH_SESSION_KEY] == str(alice.user.pk)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example/",
+        "//evil.example/",
+        "/\\evil.example/",
+        "http:evil.example",
+        "javascript:alert(1)",
+    ],
+)
+def test_login_next_never_leaves_the_site(client, alice, target):
+    response = client.post(
+        LOGIN + "?next=x",
+        {"username": "alice@acme.test", "password": PASSWORD, "next": target},
+    )
+    assert response.status_code == 302
+    assert response.url == reverse("pools")
+
+
+def test_login_next_inside_the_site_is_followed(client, alice):
+    response = client.post(
+        LOGIN, {"username": "alice@acme.test", "password": PASSWORD, "next": "/team/"}
+    )
+    assert response.url == "/team/"
+
+
+def test_password_reset_answers_the_same_for_known_and_unknown(client, alice):
+    known = client.post(reverse("password_reset"), {"email": "alice@acme.test"})
+    unknown = client.post(reverse("password_reset"), {"email": "nobody@acme.test"})
+    assert known.status_code == unknown.status_code == 302
+    assert known.url == unknown.url == reverse("password_reset_done")
+
+
+def test_password_reset_link_uses_site_url_not_the_host_header(
+    client, alice, mailoutbox, settings
+):
+    # Host header poisoning: the link in the e-mail must point at our site even
+    # when the request names another allowed host.
+    settings.ALLOWED_HOSTS = ["poolsaas.example", "attacker.example"]
+    settings.SITE_URL = "https://poolsaas.example"
+    client.post(
+        reverse("password_reset"),
+        {"email": "alice@acme.test"},
+        HTTP_HOST="attacker.example",
+    )
+    (mail,) = mailoutbox
+    assert "https://poolsaas.example/password/reset/" in mail.body
+    assert "attacker.example" not in mail.body

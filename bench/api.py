@@ -1,0 +1,406 @@
+"""API benchmark: concurrent clients -> daphne -> Django REST API -> PostgreSQL.
+
+    .venv/bin/python bench/api.py [--rate 200] [--duration 10] [--clients 16]
+
+Loopback only and bounded (about a minute): daphne serves poolsaas.asgi on a free
+127.0.0.1 port, with its own database (default
+postgres://postgres@127.0.0.1:5432/poolsaas_bench_api, created when missing; set
+BENCH_DATABASE_URL to change it) and its own tenant, pools and devices, removed at the
+end. Throttle buckets live in Redis (BENCH_REDIS_URL, default db 13) with limits raised
+out of the way, so the figures include the bucket round trips but no 429s.
+
+Scenarios (each request carries a logged-in owner's bearer token):
+  1. pool list      GET /api/v1/pools/                 (50 pools with devices)
+  2. device state   GET /api/v1/devices/{code}/state/
+  3. telemetry week GET /api/v1/pools/{code}/telemetry/?start=-7d (a week of
+                    one-minute samples, 10,080 rows, folded into 672 buckets in SQL)
+Each runs open-loop at a fixed rate (requests scheduled every 1/rate s, spread over
+--clients keep-alive connections); latency counts from the scheduled instant, so a
+server that falls behind shows it (no coordinated omission). A last closed-loop run
+finds the pool list's maximum throughput.
+
+Goal on this machine: p99 < 100 ms at 200 requests/s for the pool list and the device
+state, and a week of telemetry in under 150 ms.
+"""
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/poolsaas_bench_api"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/13"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+# Bench-only keys (the bench database holds nothing else); not the dev keys, so the
+# server runs with DEBUG off like production.
+BENCH_SECRET_KEY = "bench-api-only-secret-key-not-for-anything-else-0123456789abcdef"  # noqa: S105
+BENCH_FIELD_KEY = "A62QfPjXWxrRNTT4GCx0YSGaxAh4BYSFT9BqLJL43JQ="
+TENANT_SLUG = "bench-api"
+
+
+def loopback_url(url: str, what: str) -> str:
+    host = urlparse(url).hostname or ""
+    if host not in LOOPBACK:
+        raise SystemExit(f"{what} must be on this machine (loopback), not {host!r}.")
+    return url
+
+
+def environment(db_url: str, redis_url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="poolsaas.settings",
+        DATABASE_URL=db_url,
+        REDIS_URL=redis_url,
+        CACHE_KEY_PREFIX="bench-api",
+        DEBUG="false",
+        SECRET_KEY=BENCH_SECRET_KEY,
+        FIELD_ENCRYPTION_KEYS=BENCH_FIELD_KEY,
+        ALLOWED_HOSTS="127.0.0.1",
+        SECURE_SSL_REDIRECT="false",
+        DB_CONN_MAX_AGE=os.environ.get("BENCH_DB_CONN_MAX_AGE", "60"),
+        LOG_LEVEL="WARNING",
+        API_ANON_PER_MINUTE="10000000",
+        API_USER_PER_MINUTE="10000000",
+        API_TENANT_PER_MINUTE="10000000",
+        MQTT_DYNSEC_ENABLED="false",
+    )
+    return env
+
+
+def ensure_database(db_url: str) -> None:
+    import psycopg
+
+    parsed = urlparse(db_url)
+    name = parsed.path.lstrip("/")
+    admin = parsed._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
+        ).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def seed(pools: int) -> dict:
+    """A tenant with an owner, `pools` pools with devices, a week of one-minute
+    telemetry on the first device. Returns the codes and a token."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from devices.models import Device, Pool, TelemetrySample
+    from devices.services.brokers import broker_ensure_platform
+    from poolsaas.api.testing import tokens_for
+    from tenants.models import Membership, Tenant, User
+
+    cleanup()
+    broker = broker_ensure_platform()
+    with transaction.atomic():
+        tenant = Tenant.objects.create(name="Bench API", slug=TENANT_SLUG)
+        user = User.objects.filter(email="bench-api@bench.test").first()
+        user = user or User.objects.create_user(email="bench-api@bench.test")
+        membership = Membership.objects.create(tenant=tenant, user=user, role="owner")
+        devices = []
+        for i in range(pools):
+            pool = Pool.objects.create(tenant=tenant, name=f"Bench pool {i:03}")
+            devices.append(
+                Device.objects.create(
+                    tenant=tenant,
+                    pool=pool,
+                    broker=broker,
+                    topic_prefix=f"bench-api-{tenant.code.hex[:8]}",
+                    device_id=f"ESP-{i:06X}",
+                    online=True,
+                    last_seen_at=timezone.now(),
+                    state={
+                        "pump": True,
+                        "valve": 1,
+                        "temperature": 26.5,
+                        "wifi": {"status": "connected", "rssi": -60},
+                    },
+                )
+            )
+        now = timezone.now().replace(second=0, microsecond=0)
+        first = devices[0]
+        TelemetrySample.objects.bulk_create(
+            (
+                TelemetrySample(
+                    tenant=tenant,
+                    device=first,
+                    ts=now - dt.timedelta(minutes=m),
+                    temperature=24 + (m % 120) / 60,
+                    pump=(m // 60) % 3 != 0,
+                    valve=1 + (m // 180) % 2,
+                    rssi=-60,
+                )
+                for m in range(7 * 24 * 60)
+            ),
+            batch_size=2000,
+        )
+    return {
+        "token": str(tokens_for(membership).access_token),
+        "pool": first.pool.code.hex,
+        "device": first.code.hex,
+        "start": (now - dt.timedelta(days=7)).isoformat(),
+        "end": (now + dt.timedelta(minutes=1)).isoformat(),
+    }
+
+
+def cleanup() -> None:
+    from audit.models import AuditChain
+    from devices.models import Device, Pool, TelemetrySample
+    from tenants.models import Tenant
+
+    for tenant in Tenant.objects.filter(slug=TENANT_SLUG):
+        TelemetrySample.objects.filter(tenant=tenant).delete()
+        Device.objects.filter(tenant=tenant).delete()
+        Pool.objects.filter(tenant=tenant).delete()
+        # Audit events are append-only and PROTECT their tenant; the bench writes
+        # none (token issued directly, reads only), so the tenant can go.
+        if not tenant.audit_events.exists():
+            AuditChain.objects.filter(key=tenant.code.hex).delete()
+            tenant.delete()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(port: int, token: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request(
+                "GET", "/api/v1/tenant/", headers={"Authorization": f"Bearer {token}"}
+            )
+            response = conn.getresponse()
+            response.read()
+            if response.status == 200:
+                return
+            raise SystemExit(f"server answered {response.status} to the bench token")
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("daphne did not come up within 30 s")
+
+
+class Result:
+    def __init__(self, name: str):
+        self.name = name
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.elapsed = 0.0
+
+    def line(self) -> str:
+        lat = sorted(self.latencies)
+        if not lat:
+            return f"{self.name:<34} no answers ({self.errors} errors)"
+        p50 = statistics.median(lat) * 1000
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+        rate = len(lat) / self.elapsed if self.elapsed else 0
+        return (
+            f"{self.name:<34} {rate:8.1f} req/s   p50 {p50:7.1f} ms   "
+            f"p99 {p99:7.1f} ms   max {lat[-1] * 1000:7.1f} ms   "
+            f"n={len(lat)} errors={self.errors}"
+        )
+
+
+def run(
+    *,
+    name: str,
+    port: int,
+    path: str,
+    token: str,
+    clients: int,
+    total: int,
+    rate: float | None,
+    timeout: float = 10.0,
+) -> Result:
+    """`total` GETs of `path` over `clients` keep-alive connections; open-loop at
+    `rate` requests/s, or as fast as they answer (closed loop) when rate is None."""
+    result = Result(name)
+    lock = threading.Lock()
+    counter = iter(range(total))
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    start = time.perf_counter()
+
+    def worker():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                break
+            scheduled = start + i / rate if rate else time.perf_counter()
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                conn.request("GET", path, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+                ok = False
+            done = time.perf_counter()
+            with lock:
+                if ok:
+                    result.latencies.append(done - scheduled)
+                else:
+                    result.errors += 1
+        conn.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result.elapsed = time.perf_counter() - start
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--pools", type=int, default=50)
+    parser.add_argument("--telemetry-rate", type=float, default=20.0)
+    args = parser.parse_args()
+    args.duration = min(args.duration, 30.0)  # bounded, whatever is asked
+
+    db_url = loopback_url(os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB), "database")
+    if not db_url.startswith("postgres"):
+        raise SystemExit("The API benchmark runs on PostgreSQL.")
+    redis_url = loopback_url(os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS), "Redis")
+    env = environment(db_url, redis_url)
+    os.environ.update(env)
+    ensure_database(db_url)
+
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from django.core.cache import cache
+
+    cache.clear()
+    fixture = seed(args.pools)
+    from django.db import connections
+
+    connections.close_all()
+
+    port = free_port()
+    server_log = tempfile.TemporaryFile()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "poolsaas.asgi:application",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=server_log,
+    )
+    results = []
+    try:
+        wait_ready(port, fixture["token"])
+        token = fixture["token"]
+        scenarios = [
+            ("pool list", "/api/v1/pools/", args.rate),
+            ("device state", f"/api/v1/devices/{fixture['device']}/state/", args.rate),
+            (
+                "telemetry week (672 buckets)",
+                f"/api/v1/pools/{fixture['pool']}/telemetry/?start="
+                f"{fixture['start'].replace('+', '%2B')}&end="
+                f"{fixture['end'].replace('+', '%2B')}",
+                args.telemetry_rate,
+            ),
+        ]
+        # Sanity: the telemetry answer really is a week in buckets.
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request(
+            "GET", scenarios[2][1], headers={"Authorization": f"Bearer {token}"}
+        )
+        body = json.loads(conn.getresponse().read())
+        conn.close()
+        samples = sum(b["samples"] for b in body["buckets"])
+        print(
+            f"telemetry check: {len(body['buckets'])} buckets of "
+            f"{body['resolution']} s, {samples} samples"
+        )
+        for name, path, _ in scenarios:  # warm up connections and caches
+            run(
+                name=name,
+                port=port,
+                path=path,
+                token=token,
+                clients=4,
+                total=40,
+                rate=None,
+            )
+        print(
+            f"daphne on 127.0.0.1:{port}, PostgreSQL {urlparse(db_url).path[1:]}, "
+            f"{args.clients} clients, open loop for {args.duration:.0f} s each"
+        )
+        for name, path, rate in scenarios:
+            result = run(
+                name=f"{name} @ {rate:.0f}/s",
+                port=port,
+                path=path,
+                token=token,
+                clients=args.clients if rate >= 50 else 4,
+                total=int(rate * args.duration),
+                rate=rate,
+            )
+            results.append(result)
+            print(result.line(), flush=True)
+        result = run(
+            name="pool list, max (closed loop)",
+            port=port,
+            path=scenarios[0][1],
+            token=token,
+            clients=args.clients,
+            total=int(300 * args.duration),
+            rate=None,
+        )
+        results.append(result)
+        print(result.line(), flush=True)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        cleanup()
+    if any(r.errors for r in results):
+        server_log.seek(0)
+        sys.stderr.write(server_log.read()[-4000:].decode(errors="replace"))
+        raise SystemExit("some requests failed")
+
+
+if __name__ == "__main__":
+    main()
