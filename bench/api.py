@@ -60,8 +60,8 @@ def loopback_url(url: str, what: str) -> str:
 
 def environment(db_url: str, redis_url: str) -> dict[str, str]:
     env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "poolsaas.settings")
     env.update(
-        DJANGO_SETTINGS_MODULE="poolsaas.settings",
         DATABASE_URL=db_url,
         REDIS_URL=redis_url,
         CACHE_KEY_PREFIX="bench-api",
@@ -70,7 +70,9 @@ def environment(db_url: str, redis_url: str) -> dict[str, str]:
         FIELD_ENCRYPTION_KEYS=BENCH_FIELD_KEY,
         ALLOWED_HOSTS="127.0.0.1",
         SECURE_SSL_REDIRECT="false",
-        DB_CONN_MAX_AGE=os.environ.get("BENCH_DB_CONN_MAX_AGE", "60"),
+        # Persistent connections leak under ASGI (Django runs each request in its
+        # own thread context): connect per request, as Django advises.
+        DB_CONN_MAX_AGE="0",
         LOG_LEVEL="WARNING",
         API_ANON_PER_MINUTE="10000000",
         API_USER_PER_MINUTE="10000000",
@@ -78,6 +80,31 @@ def environment(db_url: str, redis_url: str) -> dict[str, str]:
         MQTT_DYNSEC_ENABLED="false",
     )
     return env
+
+
+def pool_settings() -> dict[str, str]:
+    """Environment for a settings module that adds Django's psycopg pool (Django
+    5.1+): one pool per process instead of a new PostgreSQL backend per request."""
+    try:
+        import psycopg_pool  # noqa: F401
+    except ImportError:
+        raise SystemExit(
+            "--db-pool needs psycopg-pool (pip install psycopg-pool)"
+        ) from None
+    folder = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    (folder / "bench_api_settings.py").write_text(
+        "from poolsaas.settings import *  # noqa\n"
+        'DATABASES["default"]["CONN_MAX_AGE"] = 0\n'
+        'DATABASES["default"].setdefault("OPTIONS", {})["pool"] = '
+        '{"min_size": 2, "max_size": 8, "timeout": 10}\n'
+    )
+    sys.path.insert(0, str(folder))
+    return {
+        "DJANGO_SETTINGS_MODULE": "bench_api_settings",
+        "PYTHONPATH": os.pathsep.join(
+            [str(folder), str(ROOT), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
 
 
 def ensure_database(db_url: str) -> None:
@@ -222,7 +249,7 @@ class Result:
 def run(
     *,
     name: str,
-    port: int,
+    ports: list[int],
     path: str,
     token: str,
     clients: int,
@@ -238,7 +265,7 @@ def run(
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     start = time.perf_counter()
 
-    def worker():
+    def worker(port: int):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
         while True:
             with lock:
@@ -266,7 +293,10 @@ def run(
                     result.errors += 1
         conn.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    threads = [
+        threading.Thread(target=worker, args=(ports[i % len(ports)],))
+        for i in range(clients)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -282,7 +312,20 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--pools", type=int, default=50)
     parser.add_argument("--telemetry-rate", type=float, default=20.0)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="daphne processes, each on its own port; clients spread over them as "
+        "a load balancer would",
+    )
+    parser.add_argument(
+        "--db-pool",
+        action="store_true",
+        help="use Django's psycopg connection pool (needs psycopg-pool installed)",
+    )
     args = parser.parse_args()
+    args.workers = max(1, min(args.workers, 4))
     args.duration = min(args.duration, 30.0)  # bounded, whatever is asked
 
     db_url = loopback_url(os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB), "database")
@@ -290,6 +333,8 @@ def main() -> None:
         raise SystemExit("The API benchmark runs on PostgreSQL.")
     redis_url = loopback_url(os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS), "Redis")
     env = environment(db_url, redis_url)
+    if args.db_pool:
+        env.update(pool_settings())
     os.environ.update(env)
     ensure_database(db_url)
 
@@ -307,27 +352,32 @@ def main() -> None:
 
     connections.close_all()
 
-    port = free_port()
+    ports = [free_port() for _ in range(args.workers)]
     server_log = tempfile.TemporaryFile()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "poolsaas.asgi:application",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=server_log,
-    )
+    servers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "poolsaas.asgi:application",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=server_log,
+        )
+        for port in ports
+    ]
+    port = ports[0]
     results = []
     try:
-        wait_ready(port, fixture["token"])
+        for each in ports:
+            wait_ready(each, fixture["token"])
         token = fixture["token"]
         scenarios = [
             ("pool list", "/api/v1/pools/", args.rate),
@@ -355,7 +405,7 @@ def main() -> None:
         for name, path, _ in scenarios:  # warm up connections and caches
             run(
                 name=name,
-                port=port,
+                ports=ports,
                 path=path,
                 token=token,
                 clients=4,
@@ -363,13 +413,16 @@ def main() -> None:
                 rate=None,
             )
         print(
-            f"daphne on 127.0.0.1:{port}, PostgreSQL {urlparse(db_url).path[1:]}, "
-            f"{args.clients} clients, open loop for {args.duration:.0f} s each"
+            f"{args.workers} daphne process(es) on 127.0.0.1, PostgreSQL "
+            f"{urlparse(db_url).path[1:]}"
+            f"{' with a connection pool' if args.db_pool else ''}, "
+            f"{args.clients} clients, open loop for {args.duration:.0f} s each; "
+            f"load average before: {os.getloadavg()[0]:.1f}"
         )
         for name, path, rate in scenarios:
             result = run(
                 name=f"{name} @ {rate:.0f}/s",
-                port=port,
+                ports=ports,
                 path=path,
                 token=token,
                 clients=args.clients if rate >= 50 else 4,
@@ -380,7 +433,7 @@ def main() -> None:
             print(result.line(), flush=True)
         result = run(
             name="pool list, max (closed loop)",
-            port=port,
+            ports=ports,
             path=scenarios[0][1],
             token=token,
             clients=args.clients,
@@ -390,11 +443,13 @@ def main() -> None:
         results.append(result)
         print(result.line(), flush=True)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
         cleanup()
     if any(r.errors for r in results):
         server_log.seek(0)

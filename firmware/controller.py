@@ -77,6 +77,13 @@ class FileStore:
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             f.write(json.dumps(data))
+            # On a PC (the simulator) the data must be on disk before the rename, or
+            # a crash can leave an empty file in place; MicroPython has no fsync and
+            # closing the file writes it through.
+            sync = getattr(os, "fsync", None)
+            if sync is not None:
+                f.flush()
+                sync(f.fileno())
         try:
             os.rename(tmp, self.path)
         except OSError:
@@ -179,28 +186,51 @@ class Controller:
             return
         try:
             self._load(data)
-        except (KeyError, TypeError, ValueError, IndexError) as e:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             # A damaged file must not brick the pool: start from defaults, say so.
+            store = self.store
             self.__init__(self.clock, None, self.on_relays, self.fw)
+            # ...and keep saving to it, so the next change replaces the damaged file
+            # (without the store, persistence would stay off until the next reboot).
+            self.store = store
             self._event("error", {"msg": "state file unreadable: " + str(e)})
 
     def _load(self, d):
+        # Every value is type-checked here: a file that parses as JSON but holds
+        # something else must fail now (defaults), not crash a later tick.
         cfg = protocol.validate_config(d["config"])
+        t = d["timer"]
+        run = d["run"]
+        if len(t) != 5 or len(run) != 3:
+            raise ValueError("timer or run: wrong length")
+        if run[0] is not None:
+            _ints(run[0])
+        _ints(t[1], t[2], t[3], t[4], run[1], d["override_until"], d["skip_until"])
+        if t[1] not in (1, 2) or d["program_slot"] not in (None, 1, 2, 3):
+            raise ValueError("timer mode or program slot out of range")
+        switches = {"pump": d["switches"]["pump"], "valve": d["switches"]["valve"]}
+        last = {"pump": d["last_switch"]["pump"], "valve": d["last_switch"]["valve"]}
+        _ints(*switches.values())
+        _ints(*last.values())
+        recent = []
+        for r in d["recent"][-RECENT_IDS:]:
+            if not isinstance(r[0], str) or not isinstance(r[1], dict):
+                raise ValueError("recent: [id, result] expected")
+            recent.append([r[0], r[1]])
         self.config = cfg
         self.tz = tzrules.parse(cfg["tz_posix"])
         self.pump_req = bool(d["pump_req"])
         self.valve_req = 2 if d["valve_req"] == 2 else 1
-        t = d["timer"]
         self.timer_active, self.timer_mode, self.timer_duration = bool(t[0]), t[1], t[2]
         self.timer_ends, self.timer_remaining = t[3], t[4]
         self.program_slot = d["program_slot"]
         self.override_until = d["override_until"]
         self.skip_until = d["skip_until"]
-        self.run_day, self.run_s, self.maxed = d["run"]
+        self.run_day, self.run_s, self.maxed = run[0], run[1], bool(run[2])
         self.freeze = bool(d["freeze"])
-        self.switches = d["switches"]
-        self.last_switch = d["last_switch"]
-        self.recent = [list(r) for r in d["recent"]][-RECENT_IDS:]
+        self.switches = switches
+        self.last_switch = last
+        self.recent = recent
         now = self.clock()
         if self.timer_active:
             if clock_valid(now):
@@ -217,6 +247,8 @@ class Controller:
 
     def _event(self, etype, data=None):
         now = self.clock()
+        if etype == "error":
+            data = {"msg": data["msg"][:200]}  # the spec's limit: longer is dropped
         self.events.append((now if clock_valid(now) else 0, etype, data))
 
     def pop_events(self):
@@ -374,9 +406,11 @@ class Controller:
                 self.freeze = True
                 self._event("freeze_protect", {"active": True, "temp": self.temp})
                 dirty = True
-            elif self.freeze and self.temp >= (
-                th["freeze_on_c"] + th["freeze_hysteresis_c"]
+            elif self.freeze and self.temp >= round(
+                th["freeze_on_c"] + th["freeze_hysteresis_c"], 3
             ):
+                # Rounded: 0.2 + 0.1 is 0.30000000000000004, and a 0.3 reading is the
+                # release point.
                 self.freeze = False
                 self._event("freeze_protect", {"active": False, "temp": self.temp})
                 dirty = True
@@ -410,7 +444,17 @@ class Controller:
 
     def _run_programs(self, now):
         if not clock_valid(now):
-            return False
+            # No wall clock (RTC lost, no NTP yet): nobody can tell whether a program
+            # restored from flash is still inside its window, and the daily maximum
+            # cannot count either, so stop it rather than run the pump for ever.
+            if self.program_slot is None:
+                return False
+            self._event(
+                "program_stop", {"slot": self.program_slot, "mode": self.valve_req}
+            )
+            self.program_slot = None
+            self.pump_req = False
+            return True
         active = None
         if not (self.timer_active or self.override_until or now < self.skip_until):
             active = self.active_program(now)
@@ -518,7 +562,9 @@ class Controller:
         except protocol.ProtocolError as e:
             if e.cmd_id is None:
                 return None
-            return {"id": e.cmd_id, "ok": False, "error": e.code, "reason": e.msg}
+            # The bridge drops an ack whose reason is over 200 chars (the command
+            # would time out instead of failing with its reason).
+            return {"id": e.cmd_id, "ok": False, "error": e.code, "reason": e.msg[:200]}
         for rid, result in self.recent:
             if rid == cmd["id"]:
                 # QoS 1 redelivery or a server retry: same answer, no second execution.
@@ -539,7 +585,7 @@ class Controller:
         else:
             result["error"] = error
             if reason:
-                result["reason"] = reason
+                result["reason"] = reason[:200]
         self.recent.append([cmd["id"], result])
         del self.recent[:-RECENT_IDS]
         self.save()
@@ -573,6 +619,12 @@ class Controller:
             self.save()
             # Programs, thresholds and the day counter follow at the next tick.
         return {"version": cfg["version"], "ok": True}
+
+
+def _ints(*values):
+    for v in values:
+        if type(v) is not int:
+            raise TypeError("int expected in the state file")
 
 
 def _minutes(hhmm):

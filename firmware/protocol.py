@@ -82,6 +82,7 @@ EVENT_TYPES = (
     "error",
 )
 WIFI_QUALITIES = ("excellent", "good", "fair", "weak")
+TIMER_END_REASONS = ("done", "stopped", "manual", "max_runtime", "reboot")
 MAX_TIMER_S = 86400
 UINT32 = 4294967295
 INT31 = 2147483647
@@ -181,11 +182,26 @@ def _bool(obj, key, where=""):
     return v
 
 
+def _clean(v, name):
+    """v if it is storable text: no NUL and no lone surrogate (a JSON "\\ud800").
+
+    PostgreSQL rejects both in text and jsonb, so one such string would fail the
+    bridge's whole batched write.
+    """
+    if "\x00" in v:
+        raise ProtocolError(f"{name}: NUL character")
+    try:
+        v.encode("utf-8")
+    except UnicodeError:
+        raise ProtocolError(f"{name}: not valid Unicode text") from None
+    return v
+
+
 def _str(obj, key, lo, hi, where=""):
     v = obj.get(key)
     if not isinstance(v, str) or not lo <= len(v) <= hi:
         raise ProtocolError(f"{where}{key}: string of {lo}..{hi} chars expected")
-    return v
+    return _clean(v, where + key)
 
 
 def _dict(obj, key, where=""):
@@ -199,6 +215,12 @@ def _text(payload):
     """Decode bytes, bytearray, memoryview or str to str, enforcing the size cap."""
     if isinstance(payload, str):
         if len(payload) > MAX_PAYLOAD:
+            raise ProtocolError("payload too large")
+        try:
+            size = len(payload.encode("utf-8"))
+        except UnicodeError:
+            raise ProtocolError("payload is not UTF-8") from None
+        if size > MAX_PAYLOAD:
             raise ProtocolError("payload too large")
         return payload
     if isinstance(payload, memoryview):
@@ -243,7 +265,12 @@ def topic(prefix, device_id, suffix):
 
 
 def parse_topic(topic_name, prefix):
-    """(device_id, suffix) of a topic under prefix, or ProtocolError."""
+    """(device_id, suffix) of a topic under prefix, or ProtocolError.
+
+    prefix must be valid (is_valid_prefix); device_id is a valid id; suffix is one or
+    more non-empty levels without wildcards or NUL (it may still be a suffix no parser
+    knows: parse_device_message rejects those).
+    """
     if isinstance(topic_name, (bytes, bytearray)):
         try:
             topic_name = bytes(topic_name).decode("utf-8")
@@ -251,6 +278,10 @@ def parse_topic(topic_name, prefix):
             raise ProtocolError("topic is not UTF-8") from None
     if not isinstance(topic_name, str) or not isinstance(prefix, str):
         raise ProtocolError("topic must be a string")
+    if not is_valid_prefix(prefix):
+        raise ProtocolError("bad prefix")
+    if len(topic_name) > 65535:
+        raise ProtocolError("topic too long")
     head = prefix + "/"
     if not topic_name.startswith(head):
         raise ProtocolError("topic outside prefix")
@@ -261,8 +292,10 @@ def parse_topic(topic_name, prefix):
     device_id, suffix = rest[:i], rest[i + 1 :]
     if not is_valid_id(device_id):
         raise ProtocolError("bad device id")
-    if not suffix:
-        raise ProtocolError("topic has no suffix")
+    for level in suffix.split("/"):
+        if not level or "+" in level or "#" in level:
+            raise ProtocolError("bad topic suffix")
+    _clean(suffix, "topic")
     return device_id, suffix
 
 
@@ -291,15 +324,25 @@ def _opt_str(obj, key, hi):
         return None
     if not isinstance(v, str) or len(v) > hi:
         raise ProtocolError(f"{key}: string of at most {hi} chars expected")
-    return v
+    return _clean(v, key)
+
+
+def _digits(s):
+    # str.isdigit() also accepts non-ASCII digits ("\u0661", "\u00b2"): ASCII only.
+    if not s:
+        return False
+    for c in s:
+        if c not in "0123456789":
+            return False
+    return True
 
 
 def parse_decimal(text):
-    """Strict decimal text (v3.1 temperature): sign, digits, optional fraction."""
+    """Strict ASCII decimal text (v3.1 temperature): sign, digits, optional fraction."""
     s = text.strip()
     body = s[1:] if s[:1] in ("-", "+") else s
     intpart, _, frac = body.partition(".")
-    if not intpart.isdigit() or (frac and not frac.isdigit()) or len(body) > 12:
+    if not _digits(intpart) or (frac and not _digits(frac)) or len(body) > 12:
         raise ProtocolError("decimal number expected")
     if body.endswith("."):
         raise ProtocolError("decimal number expected")
@@ -408,17 +451,70 @@ def parse_config_applied(payload):
     return out
 
 
+def _ev_mode(d, k):
+    return _int(d, k, 1, 2, "data.")
+
+
+def _ev_slot(d, k):
+    return _int(d, k, 1, 3, "data.")
+
+
+def _ev_reason(d, k):
+    v = d.get(k)
+    if v not in TIMER_END_REASONS:
+        raise ProtocolError(
+            "data.reason: one of {}".format(", ".join(TIMER_END_REASONS))
+        )
+    return v
+
+
+def _ev_temp(d, k):
+    if d.get(k) is None:
+        return None
+    return round(_num(d.get(k), "data.temp", TEMP_MIN, TEMP_MAX), 1)
+
+
+# The data keys of each event type (docs/protocol.md 3.1), each optional: a known key
+# must have its type and range, any other key is dropped. So whatever the bridge stores
+# is small, typed and valid JSON (no NaN, no NUL), never the device's raw object.
+_EVENT_DATA = {
+    "boot": {
+        "reason": lambda d, k: _str(d, k, 0, 64, "data."),
+        "boot_count": lambda d, k: _int(d, k, 0, UINT32, "data."),
+        "safe_mode": lambda d, k: _bool(d, k, "data."),
+    },
+    "program_start": {"slot": _ev_slot, "mode": _ev_mode},
+    "program_stop": {"slot": _ev_slot, "mode": _ev_mode},
+    "timer_start": {
+        "mode": _ev_mode,
+        "duration": lambda d, k: _int(d, k, 0, MAX_TIMER_S, "data."),
+    },
+    "timer_end": {"reason": _ev_reason},
+    "override": {
+        "slot": _ev_slot,
+        "until": lambda d, k: _int(d, k, 0, UINT32, "data."),
+    },
+    "freeze_protect": {"active": lambda d, k: _bool(d, k, "data."), "temp": _ev_temp},
+    "max_runtime": {"run_s": lambda d, k: _int(d, k, 0, UINT32, "data.")},
+    "error": {"msg": lambda d, k: _str(d, k, 0, 200, "data.")},
+}
+
+
 def parse_event(payload):
     obj = _json_object(payload)
     etype = obj.get("type")
-    if etype not in EVENT_TYPES:
+    if not isinstance(etype, str) or etype not in EVENT_TYPES:
         raise ProtocolError("type: unknown event type")
     out = {"ts": _int(obj, "ts", 0, UINT32), "type": etype}
     data = obj.get("data")
     if data is not None:
         if not isinstance(data, dict):
             raise ProtocolError("data: object expected")
-        out["data"] = data
+        checked = {}
+        for key, check in _EVENT_DATA[etype].items():
+            if key in data:
+                checked[key] = check(data, key)
+        out["data"] = checked
     return out
 
 
@@ -600,7 +696,7 @@ def parse_command(payload):
         if not isinstance(op, str):
             raise ProtocolError("op: string expected")
         if op not in OPS:
-            raise ProtocolError(f"unknown op {op!r}", "unsupported")
+            raise ProtocolError(f"unknown op {op[:40]!r}", "unsupported")
         value = _cmd_value(op, obj.get("value"))
     except ProtocolError as e:
         raise ProtocolError(e.msg, e.code, cmd_id) from None
@@ -711,7 +807,7 @@ def encode_config(config):
 def parse_v31_set(suffix, payload):
     """Device side: (op, value) of a v3.1 set topic, same shapes as cmd."""
     if suffix == WIFI_CLEAR:
-        _text(payload)
+        # v3.1: "anything" clears, even a payload that is not text.
         return "wifi_clear", None
     if suffix == TIMER_SET:
         obj = _json_object(payload)

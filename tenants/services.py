@@ -135,7 +135,7 @@ class InvitationInvalid(Exception):
     """The link is unknown, used, revoked or expired. The message says which.
 
     `kind` lets a page pick its status: "unknown", "used", "revoked", "expired",
-    "wrong_user" or "login_required".
+    "suspended", "wrong_user" or "login_required".
     """
 
     def __init__(self, message: str, *, kind: str = "unknown"):
@@ -159,6 +159,13 @@ def invitation_lookup(*, token: str) -> Invitation:
         raise InvitationInvalid(
             "This invitation has expired. Ask for a new one from your team's admin.",
             kind="expired",
+        )
+    if not invitation.tenant.is_active:
+        # Joining would only lead to the suspended notice; nothing is created.
+        raise InvitationInvalid(
+            f"{invitation.tenant.name} is suspended, so its invitations cannot be "
+            "accepted now. Contact poolsaas support.",
+            kind="suspended",
         )
     return invitation
 

@@ -110,10 +110,15 @@ def tenant_switch(request):
     membership = membership_for_user(
         user=request.user, tenant_code=request.POST.get("tenant")
     )
+    # A new session key with the new tenant: a key learnt while working in one
+    # tenant does not carry over to the next.
+    request.session.cycle_key()
     request.session[SESSION_KEY] = membership.tenant.code.hex
     messages.success(request, f"You are now working in {membership.tenant.name}.")
     target = request.POST.get("next") or reverse("pools")
-    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         target = reverse("pools")
     return HttpResponseRedirect(target)
 
@@ -270,7 +275,12 @@ def invitation_revoke(request, code):
     return redirect("team")
 
 
-_INVALID_STATUS = {"unknown": 404, "wrong_user": 403, "login_required": 200}
+_INVALID_STATUS = {
+    "unknown": 404,
+    "wrong_user": 403,
+    "login_required": 200,
+    "suspended": 403,
+}
 
 
 def _invitation_problem(request, error: services.InvitationInvalid):

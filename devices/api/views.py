@@ -335,6 +335,11 @@ class PoolViewSet(
     http_method_names = ["get", "post", "patch", "head", "options"]
     actions = {"state": Action.VIEW, "telemetry": Action.VIEW}
 
+    def get_queryset(self):
+        # The list shows neither secrets nor state: skip loading (and decrypting)
+        # them for every row.
+        return super().get_queryset().defer("device__mqtt_password", "device__state")
+
     def create(self, request, *args, **kwargs):
         from devices.services.pools import pool_create
 
@@ -791,6 +796,14 @@ class DeviceViewSet(
     filterset_class = DeviceFilter
     ordering_fields = ["device_id", "last_seen_at", "created_at"]
     actions = {"state": Action.VIEW}
+
+    def get_queryset(self):
+        # Never shown here: skip loading (and decrypting) the secrets of each row.
+        return (
+            super()
+            .get_queryset()
+            .defer("mqtt_password", "state", "broker__username", "broker__password")
+        )
 
     def create(self, request, *args, **kwargs):
         from devices.services.onboarding import device_add

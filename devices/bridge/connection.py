@@ -23,6 +23,34 @@ logger = logging.getLogger(__name__)
 SHARE_GROUP = "poolsaas"
 
 
+class BufferedClient(mqtt.Client):
+    """paho reads each packet with three or more recv() calls, and every one releases
+    and retakes the GIL; while the worker thread computes, each retake waits for a
+    thread switch, and that (not parsing) caps the intake. This reads up to 64 KiB
+    per system call and serves paho's small reads from memory. (paho-mqtt is pinned:
+    `_sock_recv` is its internal read hook.)"""
+
+    _rbuf = b""
+    _roff = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._roff >= len(self._rbuf):
+            data = super()._sock_recv(65536)
+            if not data:
+                return data
+            self._rbuf, self._roff = data, 0
+        chunk = self._rbuf[self._roff : self._roff + bufsize]
+        self._roff += len(chunk)
+        return chunk
+
+    def buffered(self) -> int:
+        return len(self._rbuf) - self._roff
+
+    def reconnect(self):
+        self._rbuf, self._roff = b"", 0  # bytes of the old socket
+        return super().reconnect()
+
+
 def broker_fingerprint(broker) -> tuple:
     """Anything that, when changed, needs a new connection."""
     return (
@@ -58,12 +86,15 @@ class BrokerConnection:
         self.min_backoff, self.max_backoff = min_backoff, max_backoff
         self.prefixes: set[str] = set()
         self.connected = threading.Event()
+        # Set once the broker acknowledged the subscriptions made on connect.
+        self.subscribed = threading.Event()
+        self._sub_mid = None
         self.connects = 0
         self.connected_at = 0.0
         self._stop = threading.Event()
         self._enqueue = enqueue
         self._lock = threading.Lock()
-        self.client = mqtt.Client(
+        self.client = BufferedClient(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv311,
@@ -81,6 +112,7 @@ class BrokerConnection:
             self.client.tls_set_context(context)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self._thread = threading.Thread(
             target=self._run, name=f"mqtt-{broker.pk}", daemon=True
@@ -117,14 +149,23 @@ class BrokerConnection:
         with self._lock:
             filters = self.filters(self.prefixes)
         if filters:
-            client.subscribe([(f, 1) for f in filters])
+            _, self._sub_mid = client.subscribe([(f, 1) for f in filters])
+        else:
+            self.subscribed.set()
         self.connects += 1
         self.connected_at = time.time()
         self.connected.set()
         logger.info("connected to broker %s (%s:%s)", self.name, self.host, self.port)
 
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if any(code.is_failure for code in reason_codes):
+            logger.warning("broker %s refused a subscription", self.name)
+        if mid == self._sub_mid:
+            self.subscribed.set()
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
+        self.subscribed.clear()
         if not self._stop.is_set():
             logger.warning("lost broker %s: %s", self.name, reason_code)
 
@@ -187,6 +228,13 @@ class BrokerConnection:
                 continue
             while not self._stop.is_set():
                 rc = self.client.loop(timeout=0.2)
+                # Whole packets already in memory: handle them before the next
+                # select(), which cannot see them.
+                while rc == mqtt.MQTT_ERR_SUCCESS and self.client.buffered():
+                    before = self.client.buffered()
+                    rc = self.client.loop_read()
+                    if self.client.buffered() == before:
+                        break  # a partial packet: wait for the rest
                 if self.connected.is_set():
                     attempt = 0
                 if rc != mqtt.MQTT_ERR_SUCCESS:

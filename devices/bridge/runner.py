@@ -137,7 +137,7 @@ class Bridge:
             return False
         deadline = time.monotonic() + timeout
         for conn in list(self.connections.values()):
-            if not conn.connected.wait(max(0.0, deadline - time.monotonic())):
+            if not conn.subscribed.wait(max(0.0, deadline - time.monotonic())):
                 return False
         return True
 
@@ -269,8 +269,17 @@ class Bridge:
         pools, effects.pools = effects.pools, {}
         if self.live is None or not pools:
             return
+        watched = self.live.watched
         messages = []
         for device in pools.values():
+            # Nobody is looking at this pool or its tenant: nothing to build or send.
+            if (
+                watched is not None
+                and pool_group(device.pool_hex) not in watched
+                and tenant_group(device.tenant_hex) not in watched
+            ):
+                self.live.counters["skipped"] += 1
+                continue
             messages.extend(self._snapshot(device))
         self.live.send_many(messages)
 

@@ -234,7 +234,7 @@ def test_operator_switches_pump_runs_timer_and_saves_a_program(
     expect(page.locator("#overview-conn")).to_contain_text("Live", timeout=10_000)
     expect(row.locator('[data-field="valve"]')).to_have_text("Cascada")
     assert sim.local("valve", 2)[0]
-    expect(row.locator('[data-field="valve"]')).to_have_text("Eyectores", timeout=5000)
+    expect(row.locator('[data-field="valve"]')).to_have_text("Eyectores", timeout=10_000)
     shot(page, "overview-phone.png")
     row.locator("a").first.click()
     expect(page.locator("#page-conn")).to_have_text("live", timeout=10_000)

@@ -451,3 +451,23 @@ async def test_tenant_overview_catch_up_is_scoped_to_the_tenant(
     assert (await mine.receive_json_from(timeout=TIMEOUT))["type"] == "error"
     await mine.disconnect()
     await theirs.disconnect()
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+async def test_an_idle_socket_stays_open(olivia, pool_a):
+    """A page left open with nothing happening must keep its socket. redis-py 8
+    defaults socket_timeout to 5 s, which aborts channels-redis' blocking receive
+    (the consumer crashes, the page reconnects every 5 s and loses what was sent
+    meanwhile); settings must set socket_timeout None for the channel layer."""
+    comm = socket(pool_path(pool_a), cookie=await session_cookie(olivia))
+    assert (await comm.connect())[0]
+    await comm.receive_json_from(timeout=TIMEOUT)
+    assert await comm.receive_nothing(timeout=6.5, interval=0.5)
+    await database_sync_to_async(broadcast.broadcast_now)(
+        broadcast.pool_group(pool_a.code),
+        {"type": "pool.event", "pool": pool_a.code.hex, "event": {"kind": "boot"}},
+    )
+    message = await comm.receive_output(timeout=TIMEOUT)
+    assert message["type"] == "websocket.send", message
+    await comm.disconnect()

@@ -107,8 +107,9 @@ class MqttProbe:
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
         self.subacks.put(reason_codes)
 
-    def connect(self, username: str, password: str) -> bool:
-        """True when the broker accepted the login."""
+    def connect(self, username: str, password: str, *, background=True) -> bool:
+        """True when the broker accepted the login; then a background loop runs
+        unless `background` is false."""
         self.client.username_pw_set(username, password)
         self.client.connect("127.0.0.1", DYNSEC_PORT, keepalive=30)
         # The handshake in this thread: a background loop would keep retrying a
@@ -119,6 +120,8 @@ class MqttProbe:
         assert self.connected.is_set(), "no CONNACK"
         if self.connect_code.is_failure:
             return False
+        if not background:
+            return True
         self.client.loop_start()
         self.looping = True
         return True
@@ -318,3 +321,20 @@ def test_broker_errors_are_reported(dynsec_broker):
         dynsec_device_delete(device_id=random_device_id(), config=wrong)
     with DynsecClient(dynsec_broker) as admin, pytest.raises(DynsecError, match="oops"):
         admin.run([{"command": "oops"}])
+
+
+@pytest.mark.mqtt
+def test_last_will_only_on_the_devices_own_topics(clients, watcher, created):
+    mine, password = created(watcher.prefix)
+    other = random_device_id()
+    for owner in (other, mine):  # the foreign will first: nothing may come of it
+        device = clients(mine)
+        device.client.will_set(f"{watcher.prefix}/{owner}/status", b"offline", qos=1)
+        assert device.connect(mine, password, background=False)
+        device.client.socket().close()  # dropped without DISCONNECT: the will fires
+    assert watcher.messages.get(timeout=WAIT) == (
+        f"{watcher.prefix}/{mine}/status",
+        b"offline",
+    )
+    with pytest.raises(queue.Empty):
+        watcher.messages.get(timeout=0.3)

@@ -563,3 +563,119 @@ def test_clock_step_keeps_timer_remaining():
     c.tick(20.0)
     assert c.timer_active and c.timer_remaining == 200
     assert c.run_s == 0
+
+
+# --- added by the firmware review: one test per gap found -----------------------------
+
+
+def test_v31_set_payloads_are_case_insensitive_and_numeric():
+    c, clock = make(T0, config())
+    for payload, pump in (
+        (b"on", True),
+        (b"Off", False),
+        (b" 1\n", True),
+        (b"0", False),
+    ):
+        assert c.handle_v31_set("pump/set", payload) == ("pump", True)
+        assert c.pump is pump
+    assert c.handle_v31_set("pump/set", b"toggle") == ("pump", True) and c.pump
+    assert c.handle_v31_set("pump/set", b"Toggle") == ("pump", True) and not c.pump
+    assert c.handle_v31_set("valve/set", b"2") == ("valve", True) and c.valve == 2
+    assert c.handle_v31_set("valve/set", b"toggle") == ("valve", True) and c.valve == 1
+    # duration 0 stops the timer and the pump (v3.1).
+    c.handle_v31_set("timer/set", b'{"mode":2,"duration":600}')
+    assert c.timer_active and c.pump and c.valve == 2
+    assert c.handle_v31_set("timer/set", b'{"mode":2,"duration":0}') == ("timer", True)
+    assert not c.timer_active and not c.pump
+
+
+def test_wifi_clear_accepts_any_payload():
+    # v3.1: "wifi/clear | anything" - even bytes that are not text.
+    c, clock = make(T0, config())
+    assert c.handle_v31_set("wifi/clear", b"\xff\xfe") == ("wifi_clear", True)
+    assert c.pop_action() == "wifi_clear"
+    assert c.handle_v31_set("wifi/clear", b"x" * 5000) == ("wifi_clear", True)
+
+
+def test_damaged_state_file_is_replaced_by_new_saves():
+    path = tmpdir() + "/state.json"
+    with open(path, "w") as f:
+        f.write('{"config": {"version": "x"}}')
+    c = controller.Controller(Clock(T0), controller.FileStore(path))
+    assert [e[1] for e in c.pop_events()] == ["error"]
+    # The damaged file must not disable persistence for good: the next change is saved.
+    assert c.execute("timer", {"mode": 2, "duration": 900})[0]
+    c2, _ = make(T0 + 100, None, controller.FileStore(path))
+    assert c2.timer_active and c2.timer_remaining == 800 and c2.pump
+
+
+def test_state_file_with_wrong_types_starts_from_defaults():
+    path = tmpdir() + "/state.json"
+    c, clock = make(T0, config(), controller.FileStore(path))
+    c.execute("pump", "ON")
+    good = json.loads(open(path).read())
+    for key, bad in (
+        ("switches", [1, 2]),
+        ("last_switch", None),
+        ("timer", [True, 1, "x", 0, 0]),
+        ("run", [None, "x", False]),
+        ("recent", 5),
+        ("override_until", "soon"),
+        ("program_slot", 9),
+    ):
+        state = dict(good)
+        state[key] = bad
+        with open(path, "w") as f:
+            f.write(json.dumps(state))
+        c2 = controller.Controller(Clock(T0 + 10), controller.FileStore(path))
+        assert [e[1] for e in c2.pop_events()] == ["error"], key
+        # ...and it runs: a tick and a command do not crash.
+        c2.tick(20.0)
+        assert c2.execute("pump", "ON")[0], key
+
+
+def test_program_running_at_power_cut_stops_when_clock_is_lost():
+    # A program was running; the board reboots without a valid RTC and without NTP
+    # (no internet). It cannot know whether the window is over: the pump must not run
+    # on for ever (the daily maximum cannot count without a clock either).
+    path = tmpdir() + "/state.json"
+    c, clock = make(
+        T0 + 60, config([every_day(1, 1, "10:00", "12:00")]), controller.FileStore(path)
+    )
+    assert c.pump and c.program_slot == 1
+    c2, clock2 = make(946684800, None, controller.FileStore(path))
+    assert not c2.pump and c2.program_slot is None
+    assert "program_stop" in types(c2)
+    # Once NTP answers inside the window, the program runs again.
+    clock2.t = T0 + 120
+    c2.tick(20.0)
+    assert c2.pump and c2.program_slot == 1
+
+
+def test_freeze_release_at_exact_threshold_despite_float_sum():
+    # 0.2 + 0.1 is 0.30000000000000004 in binary floating point; a 0.3 reading is
+    # the release point all the same.
+    c, clock = make(T0, config(freeze_on_c=0.2, freeze_hysteresis_c=0.1))
+    run(c, clock, 1, temp=0.1)
+    assert c.freeze and c.pump
+    run(c, clock, 1, temp=0.3)
+    assert not c.freeze and not c.pump
+
+
+def test_clock_step_is_persisted_at_once():
+    path = tmpdir() + "/state.json"
+    c, clock = make(946684800, config(), controller.FileStore(path))
+    c.execute("timer", {"mode": 1, "duration": 300})
+    run(c, clock, 15, step=5)
+    clock.t = T0  # NTP answered
+    c.tick(20.0)
+    # Power cut right after: the saved end time is on the new clock, not the year 2000.
+    c2, _ = make(T0 + 5, None, controller.FileStore(path))
+    assert c2.timer_active and c2.timer_remaining == 280
+
+
+def test_ack_reason_is_capped_for_the_bridge():
+    c, clock = make(T0, config())
+    ack = c.handle_command(protocol.dumps({"id": "z1", "exp": T0 + 9, "op": "y" * 500}))
+    assert ack["error"] == "unsupported" and len(ack["reason"]) <= 200
+    assert protocol.parse_ack(protocol.dumps(ack))["error"] == "unsupported"

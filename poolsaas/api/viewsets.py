@@ -7,6 +7,7 @@ own. Collections are checked for the role in `initial`; single objects through t
 access function, so a foreign code is "not found" before any role is considered.
 """
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 
@@ -25,6 +26,7 @@ from poolsaas.api.throttling import (
     UserThrottle,
     rate_headers,
 )
+from poolsaas.request_context import bind_request_context, current_request_context
 from tenants.roles import Action
 from tenants.selectors import membership_require
 
@@ -39,6 +41,12 @@ class ApiViewMixin:
     # No OPTIONS metadata (it would build objects outside the access layer): the
     # schema at /api/schema/ describes every operation. OPTIONS answers 405.
     metadata_class = None
+
+    def dispatch(self, request, *args, **kwargs):
+        # Audit events written while serving the API say so.
+        context = dataclasses.replace(current_request_context(), source="api")
+        with bind_request_context(context):
+            return super().dispatch(request, *args, **kwargs)
 
     def initial(self, request, *args, **kwargs):
         self.format_kwarg = self.get_format_suffix(**kwargs)

@@ -30,7 +30,7 @@ def _race(*calls) -> list[str]:
         except PermissionDenied:
             outcomes.append("forbidden")
         except Exception as error:  # noqa: BLE001 - the test reports any other outcome
-            outcomes.append(type(error).__name__)
+            outcomes.append(f"{type(error).__name__}: {error}")
         finally:
             connection.close()
 
