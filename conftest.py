@@ -153,6 +153,16 @@ def pytest_collection_modifyitems(config, items):
     only, and drops those that need PostgreSQL or Redis."""
     if os.environ.get("POOLSAAS_DB_TESTS_ONLY") != "1":
         return
+    from django.conf import settings
+
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if engine != "django.db.backends.sqlite3":
+        # This pass exists to prove the embedded default works; on another
+        # database it would pass while proving nothing.
+        raise pytest.UsageError(
+            f"POOLSAAS_DB_TESTS_ONLY=1 runs on SQLite, but the database is {engine}: "
+            "unset DATABASE_URL."
+        )
     keep, drop = [], []
     for item in items:
         uses_db = item.get_closest_marker("django_db") or _DB_FIXTURES & set(
@@ -162,6 +172,11 @@ def pytest_collection_modifyitems(config, items):
             "redis"
         )
         (keep if uses_db and not excluded else drop).append(item)
+    if items and not keep:
+        # pytest would exit 5 ("no tests ran"); say why instead.
+        raise pytest.UsageError(
+            "POOLSAAS_DB_TESTS_ONLY=1 selected no database test from these paths."
+        )
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

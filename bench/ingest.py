@@ -353,9 +353,7 @@ def measure_rows(tenant_id, until_idle=3.0, limit=120.0, not_before=0.0):
 
 
 def receiver_process(pool_codes, stop_at, warm_until, result):
-    from django.db import connections
-
-    connections.close_all()  # the parent's; this process uses none
+    # Forked: the parent's database connection is inherited and left alone.
     try:
         result.put(asyncio.run(latency_receiver(pool_codes, stop_at, warm_until)))
     except Exception as exc:  # noqa: BLE001 - report, do not hang the bench

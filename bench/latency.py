@@ -328,6 +328,33 @@ def overview_timing(other_tenant):
     return statistics.median(times), len(queries.captured_queries)
 
 
+def breakdown(device_id, clicks):
+    """Where a click's time goes: browser -> command stored (page, socket, consumer,
+    command_send), stored -> claimed by the bridge (doorbell, sweep), claimed -> at
+    the device (publish through Mosquitto)."""
+    from devices.models import Command
+
+    commands = list(
+        Command.objects.filter(device__device_id=device_id, sent_at__isnull=False)
+        .order_by("-created_at")
+        .values_list("created_at", "sent_at")[: len(clicks)]
+    )[::-1]
+    stored, claimed, delivered = [], [], []
+    for (click, receipt), (created, sent) in zip(clicks, commands, strict=False):
+        created_ms, sent_ms = created.timestamp() * 1000, sent.timestamp() * 1000
+        stored.append(created_ms - click)
+        claimed.append(sent_ms - created_ms)
+        delivered.append(receipt - sent_ms)
+    return "  click breakdown p50/p99 ms: " + ", ".join(
+        f"{name} {pct(values, 50):.0f}/{pct(values, 99):.0f}"
+        for name, values in (
+            ("browser->stored", stored),
+            ("stored->claimed by bridge", claimed),
+            ("claimed->device", delivered),
+        )
+    )
+
+
 # --- the run -----------------------------------------------------------------------
 
 
@@ -403,6 +430,7 @@ def main():
 
         base = f"http://127.0.0.1:{port}"
         publish_ms, click_ms = [], []
+        clicks = []  # (browser click ms, device receipt ms)
         with sync_playwright() as p:
             browser = p.chromium.launch(
                 executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
@@ -462,6 +490,7 @@ def main():
                     click_ms.append(float("inf"))
                     continue
                 click_ms.append(device.received[-1][0] - t_click)
+                clicks.append((t_click, device.received[-1][0]))
                 page.wait_for_function(
                     "() => !document.getElementById('pump').classList.contains"
                     "('pending')",
@@ -483,6 +512,7 @@ def main():
         print(f"  (pool-group messages received by the watcher: {watched['n']:,})")
         print(line("device publish -> browser visible", publish_ms))
         print(line("browser click -> device receipt", click_ms))
+        print(breakdown(target_id, clicks))
         overview_ms, overview_queries = overview_timing(other)
         print(
             f"pools overview, 500 pools: {overview_ms:.1f} ms server time (median), "

@@ -18,6 +18,7 @@ import logging
 import time
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -26,6 +27,7 @@ from django.utils import timezone
 
 from devices import broadcast
 from devices.selectors import pool_get_for_member, pool_snapshot, pools_live_state
+from poolsaas.api.authentication import TENANT_CLAIM
 from tenants.middleware import SESSION_KEY
 from tenants.roles import Action, role_allows
 from tenants.selectors import membership_for_user, membership_require, parse_code
@@ -65,7 +67,7 @@ def _user_from_jwt(token: str):
         raise NotAuthenticated("Invalid or expired token.") from exc
     if not user.is_active:
         raise NotAuthenticated("This account is disabled.")
-    return user, validated.get("tenant")
+    return user, validated.get(TENANT_CLAIM), validated.get("exp")
 
 
 def _membership_for(user, tenant_code, *, from_jwt: bool):
@@ -105,6 +107,7 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         self.from_jwt = False
         self.groups_joined: list[str] = []
         self._auth_timer = None
+        self._expiry_timer = None
         try:
             await self.parse_target()
         except Http404:
@@ -151,9 +154,9 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def authenticate_token(self, token: str, *, accept_first: bool):
         try:
-            self.user, self.tenant_code = await database_sync_to_async(_user_from_jwt)(
-                token
-            )
+            self.user, self.tenant_code, exp = await database_sync_to_async(
+                _user_from_jwt
+            )(token)
         except NotAuthenticated as exc:
             if accept_first:
                 await self.close(code=CLOSE_UNAUTHENTICATED)
@@ -161,7 +164,20 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
                 await self._fail(str(exc), CLOSE_UNAUTHENTICATED)
             return
         self.from_jwt = True
+        if isinstance(exp, (int, float)):
+            # A socket lives no longer than the token that opened it.
+            self._expiry_timer = asyncio.get_running_loop().call_later(
+                max(0.0, exp - time.time()), self._token_expired
+            )
         await self.authorise(accept_first=accept_first)
+
+    def _token_expired(self):
+        asyncio.ensure_future(
+            self._fail(
+                "Your access token expired: reconnect with a fresh one.",
+                CLOSE_UNAUTHENTICATED,
+            )
+        )
 
     async def authorise(self, *, accept_first: bool):
         """Resolve the membership and the object, then accept, join and snapshot."""
@@ -193,9 +209,18 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         else:
             await self._fail(message, code)
 
+    async def dispatch(self, message):
+        # A message type this consumer does not know (a newer sender) is skipped,
+        # rather than crashing the socket.
+        if getattr(self, get_handler_name(message), None) is None:
+            logger.debug("ignored channel message %r", message.get("type"))
+            return
+        await super().dispatch(message)
+
     async def disconnect(self, code):
-        if self._auth_timer is not None:
-            self._auth_timer.cancel()
+        for timer in (self._auth_timer, self._expiry_timer):
+            if timer is not None:
+                timer.cancel()
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
         self.groups_joined = []

@@ -166,8 +166,11 @@ def test_every_listed_action_is_recorded_and_the_chain_verifies(
     # Tamper with the role change behind the ORM's back: audit_verify names it.
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {AuditEvent._meta.db_table} SET data = %s WHERE id = %s",
-            ['{"from": "operator", "to": "owner", "user": "olivia@acme.test"}', role.pk],
+            f"UPDATE {AuditEvent._meta.db_table} SET data = %s WHERE id = %s",  # noqa: S608
+            [
+                '{"from": "operator", "to": "owner", "user": "olivia@acme.test"}',
+                role.pk,
+            ],
         )
     out = io.StringIO()
     with pytest.raises(CommandError):

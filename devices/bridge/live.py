@@ -13,6 +13,7 @@
 """
 
 import asyncio
+import collections
 import logging
 import threading
 import time
@@ -42,6 +43,7 @@ class LiveChannel:
         self.watched: set[str] | None = None  # None: unknown, send to every group
         self.counters = {"sent": 0, "skipped": 0, "merged": 0, "failed": 0}
         self._last: dict[str, float] = {}
+        self._delays: collections.deque = collections.deque(maxlen=2000)
         self._pending: dict[str, dict] = {}
         self._queue: asyncio.Queue | None = None
         self._ready = threading.Event()
@@ -68,7 +70,19 @@ class LiveChannel:
     def send_many(self, messages: list[tuple[str, dict]]) -> None:
         """Thread-safe: queue (group, message) pairs for sending."""
         if messages and self._queue is not None:
-            self.loop.call_soon_threadsafe(self._queue.put_nowait, messages)
+            self.loop.call_soon_threadsafe(
+                self._queue.put_nowait, (time.monotonic(), messages)
+            )
+
+    def delays(self) -> dict:
+        """Handed over by the worker -> group_send done, recent p50/p99 in ms."""
+        recent = sorted(self._delays)
+        if not recent:
+            return {}
+        return {
+            "p50_ms": round(recent[len(recent) // 2] * 1000, 1),
+            "p99_ms": round(recent[int(len(recent) * 0.99)] * 1000, 1),
+        }
 
     def send_events(self, messages: list[tuple[str, dict]]) -> None:
         """Thread-safe: send each message (no merging: events are all distinct)."""
@@ -151,13 +165,13 @@ class LiveChannel:
 
     async def _sender(self) -> None:
         while True:
-            batch = await self._queue.get()
+            queued_at, batch = await self._queue.get()
             now = time.monotonic()
             for group, message in batch:
                 last = self._last.get(group, 0.0)
                 if now - last >= self.window and group not in self._pending:
                     self._last[group] = now
-                    self._send(group, message)
+                    self._send(group, message, queued_at)
                 else:
                     if group in self._pending:
                         self.counters["merged"] += 1
@@ -175,18 +189,22 @@ class LiveChannel:
             self._last[group] = time.monotonic()
             self._send(group, message)
 
-    def _send(self, group: str, message: dict) -> None:
+    def _send(self, group: str, message: dict, queued_at: float | None = None) -> None:
         watched = self.watched
         if watched is not None and group not in watched:
             self.counters["skipped"] += 1
             return
-        asyncio.ensure_future(self._group_send(group, message))
+        asyncio.ensure_future(self._group_send(group, message, queued_at))
 
-    async def _group_send(self, group: str, message: dict) -> None:
+    async def _group_send(
+        self, group: str, message: dict, queued_at: float | None = None
+    ) -> None:
         try:
             async with self._inflight:
                 await self.layer.group_send(group, message)
             self.counters["sent"] += 1
+            if queued_at is not None:
+                self._delays.append(time.monotonic() - queued_at)
         except Exception:  # noqa: BLE001 - live updates are best effort
             self.counters["failed"] += 1
             logger.debug("group_send to %s failed", group, exc_info=True)

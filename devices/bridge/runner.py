@@ -170,7 +170,7 @@ class Bridge:
             },
         )
         if self.live is not None:
-            out["live"] = dict(self.live.counters)
+            out["live"] = dict(self.live.counters, **self.live.delays())
         return out
 
     def _enqueue(self, item: tuple) -> None:

@@ -21,7 +21,7 @@ REFUSED = [
     "127.0.0.1",
     "127.8.9.10",
     "localhost",
-    "0.0.0.0",
+    "0.0.0.0",  # noqa: S104 - an address refused, not one we bind
     "10.1.2.3",
     "172.16.0.1",
     "192.168.1.10",

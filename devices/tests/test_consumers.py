@@ -30,13 +30,16 @@ def session_cookie(membership) -> str:
     return client.cookies["sessionid"].value
 
 
+@database_sync_to_async
 def access_token(membership, *, tenant=True) -> str:
+    """The access token /api/login hands this membership (or one without tenant)."""
     from rest_framework_simplejwt.tokens import AccessToken
 
-    token = AccessToken.for_user(membership.user)
+    from poolsaas.api.testing import tokens_for
+
     if tenant:
-        token["tenant"] = membership.tenant.code.hex
-    return str(token)
+        return str(tokens_for(membership).access_token)
+    return str(AccessToken.for_user(membership.user))
 
 
 def socket(path, *, cookie=None, origin=ORIGIN, headers=()):
@@ -98,7 +101,7 @@ async def test_session_user_gets_a_snapshot(olivia, online_device, pool_a):
 
 
 async def test_jwt_in_header(olivia, online_device, pool_a):
-    token = access_token(olivia)
+    token = await access_token(olivia)
     comm = socket(
         pool_path(pool_a), headers=[(b"authorization", f"Bearer {token}".encode())]
     )
@@ -113,7 +116,7 @@ async def test_jwt_in_first_message(victor, online_device, pool_a):
     comm = socket(pool_path(pool_a))
     connected, _ = await comm.connect()
     assert connected  # accepted only to wait for the auth message
-    await comm.send_json_to({"type": "auth", "token": access_token(victor)})
+    await comm.send_json_to({"type": "auth", "token": await access_token(victor)})
     snap = await comm.receive_json_from(timeout=TIMEOUT)
     assert snap["type"] == "snapshot" and snap["role"] == "viewer"
     assert snap["can_control"] is False
@@ -124,7 +127,7 @@ async def test_jwt_without_tenant_claim_uses_the_only_membership(olivia, pool_a)
     comm = socket(pool_path(pool_a))
     await comm.connect()
     await comm.send_json_to(
-        {"type": "auth", "token": access_token(olivia, tenant=False)}
+        {"type": "auth", "token": await access_token(olivia, tenant=False)}
     )
     snap = await comm.receive_json_from(timeout=TIMEOUT)
     assert snap["type"] == "snapshot"
@@ -134,7 +137,7 @@ async def test_jwt_without_tenant_claim_uses_the_only_membership(olivia, pool_a)
 async def test_jwt_of_another_tenant_cannot_open_the_pool(carol, pool_a):
     comm = socket(pool_path(pool_a))
     await comm.connect()
-    await comm.send_json_to({"type": "auth", "token": access_token(carol)})
+    await comm.send_json_to({"type": "auth", "token": await access_token(carol)})
     error = await comm.receive_json_from(timeout=TIMEOUT)
     assert error == {"type": "error", "message": "Not found."}
     await assert_closed(comm, 4404)
@@ -156,7 +159,7 @@ async def test_bad_token_in_header_refuses_the_handshake(pool_a):
 
 
 async def test_token_in_the_url_is_not_enough(olivia, online_device, pool_a):
-    comm = socket(f"{pool_path(pool_a)}?token={access_token(olivia)}")
+    comm = socket(f"{pool_path(pool_a)}?token={await access_token(olivia)}")
     await comm.connect()
     await comm.send_json_to({"type": "command", "op": "pump", "value": "ON"})
     error = await comm.receive_json_from(timeout=TIMEOUT)
@@ -413,7 +416,7 @@ async def test_jwt_socket_closes_when_access_is_revoked(alice, olivia, pool_a):
 
     comm = socket(pool_path(pool_a))
     await comm.connect()
-    await comm.send_json_to({"type": "auth", "token": access_token(olivia)})
+    await comm.send_json_to({"type": "auth", "token": await access_token(olivia)})
     assert (await comm.receive_json_from(timeout=TIMEOUT))["type"] == "snapshot"
     await database_sync_to_async(membership_remove)(membership=alice, target=olivia)
     await receive_type(comm, "error")
@@ -470,4 +473,36 @@ async def test_an_idle_socket_stays_open(olivia, pool_a):
     )
     message = await comm.receive_output(timeout=TIMEOUT)
     assert message["type"] == "websocket.send", message
+    await comm.disconnect()
+
+
+async def test_jwt_socket_closes_when_its_token_expires(olivia, pool_a):
+    from datetime import timedelta
+
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    from poolsaas.api.authentication import TENANT_CLAIM
+
+    token = AccessToken.for_user(olivia.user)
+    token[TENANT_CLAIM] = olivia.tenant.code.hex
+    token.set_exp(lifetime=timedelta(seconds=1))
+    comm = socket(pool_path(pool_a))
+    await comm.connect()
+    await comm.send_json_to({"type": "auth", "token": str(token)})
+    assert (await comm.receive_json_from(timeout=TIMEOUT))["type"] == "snapshot"
+    error = await comm.receive_json_from(timeout=TIMEOUT)
+    assert "expired" in error["message"]
+    await assert_closed(comm, 4401)
+
+
+async def test_unknown_group_message_is_ignored(olivia, pool_a):
+    comm = socket(pool_path(pool_a), cookie=await session_cookie(olivia))
+    await comm.connect()
+    await comm.receive_json_from(timeout=TIMEOUT)
+    group = broadcast.pool_group(pool_a.code)
+    await database_sync_to_async(broadcast.broadcast_now)(group, {"type": "pool.new"})
+    await database_sync_to_async(broadcast.broadcast_now)(
+        group, {"type": "pool.event", "pool": pool_a.code.hex, "event": {"kind": "x"}}
+    )
+    assert (await comm.receive_json_from(timeout=TIMEOUT))["event"]["kind"] == "x"
     await comm.disconnect()

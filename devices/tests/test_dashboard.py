@@ -182,6 +182,20 @@ def test_programs_save(login, olivia, device_a, pool_a):
     assert b'value="10:30"' in page.content
 
 
+def test_programs_page_explains_where_programs_overlap(login, olivia, device_a, pool_a):
+    client = login(olivia)
+    data = program_form(
+        s2_enabled="on", s2_d0_start="09:00", s2_d0_stop="11:00", s2_d0_mode="1"
+    )
+    assert (
+        client.post(reverse("pool_programs", args=[pool_a.code]), data).status_code
+        == 302
+    )
+    html = client.get(reverse("pool_programs", args=[pool_a.code])).content.decode()
+    assert "Where these programs overlap" in html
+    assert "09:00–10:30: program 1 runs, program 2 waits." in html
+
+
 def test_programs_bad_input_saves_nothing(login, olivia, device_a, pool_a):
     response = login(olivia).post(
         reverse("pool_programs", args=[pool_a.code]),
@@ -189,7 +203,11 @@ def test_programs_bad_input_saves_nothing(login, olivia, device_a, pool_a):
     )
     assert response.status_code == 400
     html = response.content.decode()
-    assert "Nothing was saved" in html and "field-error" in html
+    assert "Nothing was saved" in html
+    # The message sits next to Wednesday's stop field of program 1.
+    row = html[html.index('data-slot="1" data-day="2"') :]
+    row = row[: row.index("</tr>")]
+    assert 'class="has-error"' in row and "field-error" in row
     # The user's input is kept so they can fix it.
     assert 'value="19:00"' in html
     assert not Program.objects.filter(pool=pool_a).exists()

@@ -253,8 +253,14 @@ def pool_history(request, code):
         "range": range_name,
         "timezone": pool.timezone,
         "offset": offset,
+        # Each point sits mid-bucket; the running bucket's at most at "now".
         "temperature": [
-            [row["start"] + size / 2, row["t_avg"], row["t_min"], row["t_max"]]
+            [
+                min(row["start"] + size / 2, now_ts),
+                row["t_avg"],
+                row["t_min"],
+                row["t_max"],
+            ]
             for row in temperature
             if row["t_avg"] is not None
         ],
@@ -276,6 +282,8 @@ def pool_history(request, code):
             for row in runtime
         ],
         "runtime_size": runtime_size,
+        "start": start.timestamp(),
+        "end": end.timestamp(),
         "mode1_name": pool.mode1_name,
         "mode2_name": pool.mode2_name,
     }

@@ -6,6 +6,8 @@ Services raise Django's ValidationError, PermissionDenied and Http404; DRF raise
 its own exceptions. All of them end up here, so a client parses one format.
 """
 
+import math
+
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
@@ -129,7 +131,7 @@ def api_exception_handler(exc, context):
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header
     if getattr(exc, "wait", None) is not None:
-        headers["Retry-After"] = str(max(1, int(round(exc.wait + 0.5))))
+        headers["Retry-After"] = str(max(1, math.ceil(exc.wait)))
     if isinstance(exc, exceptions.ValidationError):
         message, fields = _fields_from_drf(exc.detail)
         code = "invalid"
