@@ -312,10 +312,13 @@ class PoolConsumer(_LiveConsumer):
         return membership, None
 
     async def _snapshot_after_join(self, snapshot):
-        data = await database_sync_to_async(pool_snapshot)(
-            membership=self.membership, pool=self.pool
-        )
-        return {"type": "snapshot", **data}
+        return {"type": "snapshot", **await self._pool_snapshot()}
+
+    @database_sync_to_async
+    def _pool_snapshot(self) -> dict:
+        # Read the pool again: its override and names change while the socket lives.
+        self.pool = pool_get_for_member(membership=self.membership, code=self.pool_code)
+        return pool_snapshot(membership=self.membership, pool=self.pool)
 
     def check_object(self, membership):
         pool_get_for_member(membership=membership, code=self.pool_code)
@@ -337,7 +340,7 @@ class PoolConsumer(_LiveConsumer):
         elif kind == "ping":
             await self.send_json({"type": "pong", "now": timezone.now().isoformat()})
         elif kind == "snapshot":
-            await self.send_json(await self._snapshot_after_join(None))
+            await self._send_snapshot()
         else:
             await super().handle(kind, content)
 
@@ -431,7 +434,17 @@ class PoolConsumer(_LiveConsumer):
 
     async def pool_settings(self, message):
         # Names or programs changed elsewhere: the page reloads its snapshot.
-        await self.send_json(await self._snapshot_after_join(None))
+        await self._send_snapshot()
+
+    async def _send_snapshot(self):
+        try:
+            snapshot = await self._snapshot_after_join(None)
+        except Http404:
+            await self._fail("This pool is gone.", CLOSE_NOT_FOUND)
+        except PermissionDenied:
+            await self._fail("Your access to this was withdrawn.", CLOSE_FORBIDDEN)
+        else:
+            await self.send_json(snapshot)
 
 
 class TenantConsumer(_LiveConsumer):

@@ -270,6 +270,8 @@ def test_operator_switches_pump_runs_timer_and_saves_a_program(
     expect(pump).to_have_attribute("aria-checked", "true")
     confirmed = time.monotonic()
     assert sim.controller.pump is True
+    # A manual switch pauses the programs until midnight, and the page says so.
+    expect(page.locator("#override")).to_contain_text("Programs are paused until")
     expect(page.locator("#log li").first).to_contain_text(olivia.user.email)
 
     # Switching back at once is refused by the device (3 s between switches): the

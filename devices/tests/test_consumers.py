@@ -506,3 +506,20 @@ async def test_unknown_group_message_is_ignored(olivia, pool_a):
     )
     assert (await comm.receive_json_from(timeout=TIMEOUT))["event"]["kind"] == "x"
     await comm.disconnect()
+
+
+async def test_snapshot_on_request_reads_the_pool_again(olivia, pool_a):
+    comm = socket(pool_path(pool_a), cookie=await session_cookie(olivia))
+    await comm.connect()
+    assert (await comm.receive_json_from(timeout=TIMEOUT))["pool"]["name"] == (
+        "Acme Main Pool"
+    )
+    pool_a.mode1_name = "Waterfall"
+    await database_sync_to_async(pool_a.save)()
+    await comm.send_json_to({"type": "snapshot"})
+    snap = await comm.receive_json_from(timeout=TIMEOUT)
+    assert snap["type"] == "snapshot" and snap["pool"]["mode1_name"] == "Waterfall"
+    await database_sync_to_async(pool_a.delete)()
+    await comm.send_json_to({"type": "snapshot"})
+    assert (await comm.receive_json_from(timeout=TIMEOUT))["type"] == "error"
+    await assert_closed(comm, 4404)

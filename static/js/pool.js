@@ -18,6 +18,7 @@
   var codeToRef = {};
   var countdown = null; // {base, at} for the live timer
   var skew = 0; // server clock minus browser clock, ms
+  var refreshing = false; // a snapshot asked for after a command: pool part only
 
   // --- formatting -----------------------------------------------------------------
   var timeFmt = new Intl.DateTimeFormat(undefined, {
@@ -295,6 +296,10 @@
     var p = pending[ref];
     if (msg.status === "done") {
       finish(ref, true, p.label + ": done.");
+      // A manual action pauses programs (or resumes them): fetch the pool's
+      // override from the server, without touching the live device state.
+      refreshing = true;
+      ws.send(JSON.stringify({ type: "snapshot" }));
     } else if (msg.status === "failed" || msg.status === "timed_out") {
       finish(ref, false, p.label + " failed: " + (msg.error || "no reason given") + ".");
     } else {
@@ -339,11 +344,16 @@
     var url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host +
       "/ws/pools/" + pool.code + "/";
     ws = new WebSocket(url);
-    ws.onopen = function () { retry = 0; };
+    ws.onopen = function () { retry = 0; refreshing = false; };
     ws.onmessage = function (e) {
       var msg;
       try { msg = JSON.parse(e.data); } catch (err) { return; }
-      if (msg.type === "snapshot") {
+      if (msg.type === "snapshot" && refreshing) {
+        refreshing = false;
+        pool = msg.pool;
+        renderLog(msg.events || []);
+        renderOverride();
+      } else if (msg.type === "snapshot") {
         socketOpen = true;
         applySnapshot(msg);
       } else if (msg.type === "state") {
