@@ -85,28 +85,9 @@ def environment(db_url: str, redis_url: str) -> dict[str, str]:
 
 
 def pool_settings() -> dict[str, str]:
-    """Environment for a settings module that adds Django's psycopg pool (Django
-    5.1+): one pool per process instead of a new PostgreSQL backend per request."""
-    try:
-        import psycopg_pool  # noqa: F401
-    except ImportError:
-        raise SystemExit(
-            "--db-pool needs psycopg-pool (pip install psycopg-pool)"
-        ) from None
-    folder = Path(tempfile.mkdtemp(prefix="bench-api-"))
-    (folder / "bench_api_settings.py").write_text(
-        "from poolsaas.settings import *  # noqa\n"
-        'DATABASES["default"]["CONN_MAX_AGE"] = 0\n'
-        'DATABASES["default"].setdefault("OPTIONS", {})["pool"] = '
-        '{"min_size": 2, "max_size": 8, "timeout": 10}\n'
-    )
-    sys.path.insert(0, str(folder))
-    return {
-        "DJANGO_SETTINGS_MODULE": "bench_api_settings",
-        "PYTHONPATH": os.pathsep.join(
-            [str(folder), str(ROOT), os.environ.get("PYTHONPATH", "")]
-        ),
-    }
+    """Django's psycopg connection pool (DB_POOL_MAX_SIZE, see settings): one pool per
+    process instead of a new PostgreSQL backend per request."""
+    return {"DB_POOL_MAX_SIZE": "8"}
 
 
 def ensure_database(db_url: str) -> None:
