@@ -14,12 +14,16 @@ CPU and the figures describe the broker and the consumer):
   2. sustained: the bridge (`manage.py mqtt_bridge`, its own process) at --rate
      messages/s from --devices devices (each device every devices/rate seconds),
      measured as telemetry rows landing in PostgreSQL;
-  3. maximum: the bridge with publishers at full speed (ratio vs the ceiling);
-  4. latency: --latency-rate messages/s, a channel-layer receiver in several pool
-     groups; each telemetry carries its send time (ms since the bench started, in
-     `uptime`), so device publish -> pool.state on the channel layer is measured.
-Bridge memory per device: its RSS with all devices loaded and the load applied minus
-its RSS with no device, divided by the number of devices.
+  3. latency: --latency-rate messages/s, channel-layer receivers (several processes,
+     like dashboards) in --watch pool groups; each telemetry carries its send time
+     (ms since the bench started, in `uptime`), so device publish -> pool.state on
+     the channel layer is measured, next to the same for a bare paho subscriber.
+  4. maximum: offered rates from --max-rates, each for 8 s, up to the first one the
+     bridge does not keep up with (< 99 % stored, or rows still landing 2 s after
+     the load); ratio vs the ceiling;
+Bridge memory per device: its RSS with all devices loaded at the sustained rate minus
+its RSS with no device, divided by the number of devices (the peak while overloaded,
+queues included, is printed too).
 """
 
 import argparse
@@ -409,6 +413,9 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=5000)
     parser.add_argument("--rate", type=int, default=5000, help="sustained msg/s")
     parser.add_argument("--latency-rate", type=int, default=1000)
+    parser.add_argument(
+        "--max-rates", default="7500,10000,12500,15000,20000", help="maximum phase"
+    )
     parser.add_argument("--duration", type=float, default=15.0, help="s per phase")
     parser.add_argument("--watch", type=int, default=400, help="pools watched")
     parser.add_argument(
@@ -475,7 +482,7 @@ def main() -> int:
         phases = set(args.phases.split(","))
         ceiling = sustained = maximum = 0.0
         latencies: list = []
-        rss_loaded = rss_empty
+        rss_loaded = rss_peak = rss_empty
         # 1. the ceiling (before the devices exist, so the bridge is not subscribed).
         if "ceiling" in phases:
             ctx = mp.get_context("fork")
@@ -552,32 +559,11 @@ def main() -> int:
                 f"backlog drained {max(0.0, lag):.1f} s after the load"
             )
 
-        if "maximum" in phases:
-            # 3. maximum.
-            before = sample_count(tenant.pk)
-            start_at, wait = run_publishers(
-                host, port, topics, rate=0, duration=min(10.0, args.duration)
-            )
-            rows = measure_rows(
-                tenant.pk,
-                until_idle=3.0,
-                limit=90,
-                not_before=start_at + min(10.0, args.duration) + 1,
-            )
-            sent, secs = wait()
-            maximum = steady_rate(rows)
-            stored = rows[-1][1] - before
-            print(
-                f"[maximum] publishers offered {sent / secs:,.0f} msg/s: bridge stored "
-                f"{maximum:,.0f} rows/s ({stored:,} of {sent:,} messages; "
-                f"the broker drops "
-                f"QoS 0 beyond what a subscriber takes) = "
-                f"{100 * maximum / max(1.0, ceiling):.0f} % of the bare subscriber"
-            )
-            rss_loaded = max(rss_loaded, bridge.rss_kb())
-
         if "latency" in phases:
-            # 4. latency at --latency-rate with watched pools.
+            # 3. latency at --latency-rate with watched pools, on a settled bridge.
+            bridge.wait_stats(lambda st: st.get("inbox", 1) == 0, timeout=60)
+            time.sleep(2)
+            rss_loaded = max(rss_loaded, bridge.rss_kb())
             watched = [p.code for p in pools[: args.watch]]
             watched_topics = topics[: args.watch]
             rest = topics[args.watch :]
@@ -648,12 +634,46 @@ def main() -> int:
                 f"ms, p99 {pct(latencies, 0.99):.1f} ms, max "
                 f"{max(latencies) if latencies else float('nan'):.1f} ms"
             )
+        if "maximum" in phases:
+            # 4. maximum: raise the offered rate until the bridge stops keeping up
+            # (less than 99 % of the messages stored).
+            for rate in [int(r) for r in args.max_rates.split(",")]:
+                before = sample_count(tenant.pk)
+                start_at, wait = run_publishers(
+                    host, port, topics, rate=rate, duration=8.0
+                )
+                rows = measure_rows(
+                    tenant.pk, until_idle=3.0, limit=90, not_before=start_at + 9
+                )
+                sent, secs = wait()
+                stored = rows[-1][1] - before
+                kept = stored / max(1, sent)
+                landed = next(t for t, c in rows if c == rows[-1][1])
+                lag = max(0.0, landed - (start_at + secs))
+                print(
+                    f"[maximum] offered {sent / secs:,.0f} msg/s for {secs:.0f} s: "
+                    f"stored {100 * kept:.1f} % at {steady_rate(rows):,.0f} rows/s, "
+                    f"last row {lag:.1f} s after the load"
+                )
+                rss_peak = max(rss_peak, bridge.rss_kb())
+                # Kept up: (almost) nothing lost and no backlog left behind.
+                if kept < 0.99 or lag > 2.0:
+                    break
+                maximum = sent / secs
+            print(
+                f"[maximum] highest rate kept up with: {maximum:,.0f} msg/s = "
+                f"{100 * maximum / max(1.0, ceiling):.0f} % of the bare subscriber"
+            )
+            rss_loaded = max(rss_loaded, bridge.rss_kb())
+
         measure_rows(tenant.pk, until_idle=1.0)
+        rss_loaded = max(rss_loaded, bridge.rss_kb() if "maximum" not in phases else 0)
         per_device = (rss_loaded - rss_empty) / args.devices
         print(
             f"[memory] bridge RSS {rss_empty / 1024:.1f} MiB without devices, "
-            f"{rss_loaded / 1024:.1f} MiB with {args.devices} under load: "
-            f"{per_device:.2f} KiB per device"
+            f"{rss_loaded / 1024:.1f} MiB with {args.devices} at the sustained rate: "
+            f"{per_device:.2f} KiB per device (peak while overloaded "
+            f"{max(rss_peak, rss_loaded) / 1024:.1f} MiB, queues included)"
         )
         stats = bridge.stats
         print(

@@ -54,7 +54,8 @@ from firmware import protocol
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 5000
-MAX_INBOX = 20000
+MAX_INBOX = 10000
+MAX_PENDING_SAMPLES = 20000
 # Effects kept for a retry while the database is away; beyond this, samples drop.
 MAX_RETRY_SAMPLES = 200_000
 
@@ -195,6 +196,16 @@ class Bridge:
         core = self.core
         last_flush = time.monotonic()
         while not self._stop.is_set() or not self.inbox.empty():
+            if (
+                len(core.effects.samples) >= MAX_PENDING_SAMPLES
+                and not self._writer_idle.is_set()
+                and not self._stop.is_set()
+            ):
+                # The database is behind: stop taking messages (the inbox fills,
+                # then the socket) rather than queueing without bound in memory.
+                core.counters["write_waits"] += 1
+                self._writer_idle.wait(0.05)
+                continue
             try:
                 item = self.inbox.get(timeout=0.05)
             except queue.Empty:

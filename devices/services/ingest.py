@@ -19,14 +19,22 @@ from devices.models import Device, DeviceEvent, TelemetrySample
 
 logger = logging.getLogger(__name__)
 
+CHUNK = 2000
+
 
 def _aware(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, dt.UTC)
 
 
 def _write_states_postgres(rows: list[tuple]) -> None:
-    # One statement and one JSON parameter, whatever the number of devices: no
-    # per-row placeholders to build, and JSON is encoded at C speed on both sides.
+    # One statement and one JSON parameter per chunk: no per-row placeholders to
+    # build, and JSON is encoded at C speed on both sides. Chunks keep each encoding
+    # step short, since it holds the GIL the bridge's other threads need.
+    for start in range(0, len(rows), CHUNK):
+        _write_state_chunk(rows[start : start + CHUNK])
+
+
+def _write_state_chunk(rows: list[tuple]) -> None:
     document = json.dumps(
         [
             {
@@ -65,7 +73,12 @@ def _tsv(value) -> str:
 
 
 def _copy_samples_postgres(samples: list[tuple]) -> None:
-    # COPY of one text block: far cheaper than a multi-row INSERT on both sides.
+    # COPY of text blocks: far cheaper than a multi-row INSERT on both sides.
+    for start in range(0, len(samples), CHUNK):
+        _copy_chunk(samples[start : start + CHUNK])
+
+
+def _copy_chunk(samples: list[tuple]) -> None:
     lines = []
     for device, ts, temperature, pump, valve, rssi in samples:
         lines.append(

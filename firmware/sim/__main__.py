@@ -4,9 +4,9 @@ import argparse
 import json
 import logging
 import multiprocessing as mp
+import os
 import signal
 import sys
-import threading
 import time
 
 from firmware import protocol as P
@@ -65,8 +65,9 @@ def build_parser():
     return p
 
 
-def _run_fleet(ids, args, creds, done):
-    """One process: a Fleet of full devices (own connection each) until done."""
+def _run_fleet(ids, args, creds, wait):
+    """One process: a Fleet of full devices (own connection each) until wait()
+    returns."""
     from firmware.sim.device import VirtualDevice
 
     interval = int(args.interval) if args.interval else None
@@ -91,15 +92,24 @@ def _run_fleet(ids, args, creds, done):
         )
     fleet = Fleet(devices).start()
     try:
-        done.wait()
+        wait()
     finally:
         fleet.stop()
     return sum(d.connects > 0 for d in devices)
 
 
-def _child(ids, args, creds, done, result):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    result.put(_run_fleet(ids, args, creds, done))
+def _child(ids, args, creds, done, result, parent):
+    # The parent decides when to stop (Ctrl-C and `kill` of the process group reach
+    # every process); a child whose parent died stops by itself instead of lingering.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def wait():
+        while not done.wait(1.0):
+            if os.getppid() != parent:
+                return
+
+    result.put(_run_fleet(ids, args, creds, wait))
 
 
 def main(argv=None):
@@ -124,15 +134,26 @@ def main(argv=None):
 
     ctx = mp.get_context("fork")
     done = ctx.Event()
-    signal.signal(signal.SIGTERM, lambda *a: done.set())
-    signal.signal(signal.SIGINT, lambda *a: done.set())
+    # The handlers only record the signal. Setting a multiprocessing Event from a
+    # handler deadlocks when the handler interrupts a wait() on that same Event in the
+    # main thread (Condition.notify waits for the sleeper, which is the handler's own
+    # thread): SIGTERM then never stopped the simulator.
+    stopping = []
+
+    def on_signal(signum, frame):
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     started = time.monotonic()
 
     def wait():
-        while not done.is_set():
+        """Return on SIGTERM/SIGINT or after --duration (main thread only)."""
+        while not stopping:
             if args.duration and time.monotonic() - started >= args.duration:
-                done.set()
-            done.wait(0.5)
+                break
+            time.sleep(0.1)
+        done.set()
 
     if args.load:
         from firmware.sim.load import LoadRun
@@ -177,13 +198,11 @@ def main(argv=None):
         len(slices),
     )
     if len(slices) == 1:
-        runner = threading.Thread(target=wait, daemon=True)
-        runner.start()
-        online = _run_fleet(ids, args, creds, done)
+        online = _run_fleet(ids, args, creds, wait)
     else:
         result = ctx.Queue()
         procs = [
-            ctx.Process(target=_child, args=(s, args, creds, done, result))
+            ctx.Process(target=_child, args=(s, args, creds, done, result, os.getpid()))
             for s in slices
         ]
         for p in procs:

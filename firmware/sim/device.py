@@ -280,6 +280,8 @@ class VirtualDevice:
             self.connects += 1
             if not self.legacy:
                 self._pub(P.STATUS, b"online")
+            # The whole state goes out now: the next step must not send it again.
+            self.controller.pop_changed()
             self._publish_state()
             if not self.legacy:
                 self._publish_telemetry()

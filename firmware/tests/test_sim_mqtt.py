@@ -7,6 +7,7 @@ prefix per test, and a private mosquitto on a spare loopback port for the restar
 import os
 import queue
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -308,6 +309,60 @@ def test_cli_runs_devices_for_a_bounded_time(observer, prefix):
             lambda i, k, v, r, d=device_id: i == d and k == "status" and not v
         )
     observer.clear_retained(ids)
+
+
+@pytest.mark.parametrize(
+    "signum,legacy", [(signal.SIGTERM, False), (signal.SIGINT, True)]
+)
+def test_cli_stops_promptly_on_signal_with_a_clean_offline(
+    observer, prefix, signum, legacy
+):
+    # `make run` stops its children with SIGTERM (Ctrl-C sends SIGINT to the group).
+    # The handler used to set a multiprocessing Event while the main thread waited on
+    # it, which deadlocked: the simulator never stopped and had to be killed.
+    import sys
+
+    device_id = ("esp32-" if legacy else "ESP-") + uuid.uuid4().hex[:6].upper()
+    argv = [sys.executable, "-m", "firmware.sim", "--ids", device_id]
+    argv += ["--broker", MQTT_URL, "--prefix", prefix, "--interval", "10"]
+    proc = subprocess.Popen(
+        argv + (["--legacy"] if legacy else []),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    )
+    try:
+        observer.expect(
+            lambda i, k, v, r: (
+                i == device_id and k == "wifi" and v["status"] == "connected"
+            ),
+            timeout=15,
+            what="connected",
+        )
+        proc.send_signal(signum)
+        started = time.monotonic()
+        _, err = proc.communicate(timeout=10)
+        assert time.monotonic() - started < 5
+        assert proc.returncode == 0, err
+        assert "1/1 device(s) had connected" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # A clean goodbye, not the broker's last will on a dropped connection.
+    observer.expect(
+        lambda i, k, v, r: (
+            i == device_id and k == "wifi" and v["status"] == "disconnected"
+        ),
+        what="wifi disconnected",
+    )
+    if not legacy:
+        observer.expect(
+            lambda i, k, v, r: i == device_id and k == "status" and v is False,
+            what="status offline",
+        )
+    observer.clear_retained([device_id])
 
 
 def test_last_will_on_killed_device(observer, device):

@@ -195,14 +195,24 @@
     return li;
   }
 
+  // An event can reach the page twice (in a snapshot and as a delta): show it once.
+  var logged = {};
+  function logKey(ev) { return [ev.ts, ev.kind, ev.message].join("|"); }
+
   function renderLog(events) {
     var log = $("log");
     log.textContent = "";
-    for (var i = 0; i < events.length; i++) { log.appendChild(logItem(events[i])); }
+    logged = {};
+    for (var i = 0; i < events.length; i++) {
+      logged[logKey(events[i])] = true;
+      log.appendChild(logItem(events[i]));
+    }
     $("log-empty").hidden = events.length > 0;
   }
 
   function addLog(ev) {
+    if (logged[logKey(ev)]) { return; }
+    logged[logKey(ev)] = true;
     var log = $("log");
     log.insertBefore(logItem(ev), log.firstChild);
     while (log.children.length > 100) { log.removeChild(log.lastChild); }

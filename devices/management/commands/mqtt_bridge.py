@@ -33,7 +33,7 @@ class Command(BaseCommand):
         # The channel-layer loop waits on Redis round trips; each wake-up must retake
         # the GIL from the worker. The default 5 ms switch interval then adds tens of
         # milliseconds to every broadcast; 1 ms keeps live updates prompt.
-        sys.setswitchinterval(0.0002)
+        sys.setswitchinterval(0.001)
         done = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: done.set())
