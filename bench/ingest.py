@@ -414,7 +414,9 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=5000, help="sustained msg/s")
     parser.add_argument("--latency-rate", type=int, default=1000)
     parser.add_argument(
-        "--max-rates", default="7500,10000,12500,15000,20000", help="maximum phase"
+        "--max-rates",
+        default="10000,15000,20000,25000,30000",
+        help="maximum phase",
     )
     parser.add_argument("--duration", type=float, default=15.0, help="s per phase")
     parser.add_argument("--watch", type=int, default=400, help="pools watched")

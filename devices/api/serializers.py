@@ -82,7 +82,16 @@ class BrokerSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_credentials_set(self, broker) -> bool:
-        return broker.secrets_changed_at is not None
+        # What is stored now, not whether it ever changed: cleared credentials
+        # (username and password set to "") are not "set".
+        from devices.fields import SecretDecryptionError
+        from devices.services.brokers import broker_secrets_status
+
+        try:
+            return any(broker_secrets_status(broker=broker).values())
+        except SecretDecryptionError:
+            # Something is stored, only not readable with the current keys.
+            return True
 
 
 class BrokerWriteSerializer(serializers.Serializer):

@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, reset_queries
 
 from devices.bridge.connection import BrokerConnection, broker_fingerprint
 from devices.bridge.core import LEGACY, DeviceInfo, Directory, Effects, IngestCore, iso
@@ -244,6 +244,9 @@ class Bridge:
                     break
                 started = time.perf_counter()
                 self._flush(effects)
+                # With DEBUG on, Django keeps every query (with its parameters) of a
+                # connection; a long-running thread must drop them like a request.
+                reset_queries()
                 self.busy["write"] += time.perf_counter() - started
                 self._writer_idle.set()
         finally:
@@ -410,6 +413,7 @@ class Bridge:
             if now >= next_stats:
                 next_stats = now + self.stats_interval
                 logger.info("bridge stats %s", self.stats())
+            reset_queries()
             self._wake.wait(self.sweep_interval)
             self._wake.clear()
         connection.close()

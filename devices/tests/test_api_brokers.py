@@ -165,3 +165,26 @@ def test_list_query_count_is_constant(adam, django_assert_max_num_queries):
     with django_assert_max_num_queries(6):
         response = api_client(adam).get(BROKERS)
     assert response.json()["count"] == 20
+
+
+def test_credentials_set_follows_what_is_stored(adam, broker_a, broker_b, carol):
+    """credentials_set says whether secrets are stored now: cleared credentials are
+    not "set", although they were changed (secrets_changed_at is not None)."""
+    client = api_client(adam)
+    url = f"{BROKERS}{broker_a.code}/"
+    assert client.get(url).json()["credentials_set"] is True
+    cleared = {"name": "Acme", "host": "127.0.0.1", "username": "", "password": ""}
+    response = update(client, broker_a, cleared, client.get(url)["ETag"])
+    assert response.status_code == 200, response.content
+    broker_a.refresh_from_db()
+    assert broker_a.secrets_changed_at is not None
+    assert response.json()["credentials_set"] is False
+    assert client.get(url).json()["credentials_set"] is False
+    # A broker created without credentials never had any.
+    assert api_client(carol).get(f"{BROKERS}{broker_b.code}/").json()[
+        "credentials_set"
+    ] is False
+    only_password = {"name": "Acme", "host": "127.0.0.1", "password": "p-123456"}
+    response = update(client, broker_a, only_password, client.get(url)["ETag"])
+    assert response.json()["credentials_set"] is True
+    assert "p-123456" not in response.content.decode()

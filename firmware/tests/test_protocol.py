@@ -432,3 +432,30 @@ def test_bundle():
     bundle["mqtt"]["port"] = 1883
     bundle["ca"] = "not a pem"
     raises(PE, P.parse_bundle, json.dumps(bundle))
+
+
+def test_event_data_checked_per_type_and_strings_storable():
+    # Also under MicroPython: the same parser code the bridge runs.
+    ok = P.parse_device_message(
+        "event", b'{"ts":1,"type":"timer_end","data":{"reason":"done","x":[1]}}'
+    )
+    assert ok == ("event", {"ts": 1, "type": "timer_end", "data": {"reason": "done"}})
+    for bad in (
+        b'{"ts":1,"type":"timer_end","data":{"reason":"later"}}',
+        b'{"ts":1,"type":"program_start","data":{"slot":4}}',
+        b'{"ts":1,"type":"freeze_protect","data":{"temp":true}}',
+        b'{"ts":1,"type":"error","data":{"msg":"a\\u0000b"}}',
+        b'{"ts":1,"type":"max_runtime","data":{"run_s":-1}}',
+    ):
+        raises(PE, P.parse_device_message, "event", bad)
+    raises(
+        PE,
+        P.parse_device_message,
+        "ack",
+        b'{"id":"a","ok":false,"error":"busy","reason":"\\u0000"}',
+    )
+    raises(PE, P.parse_device_message, "temperature/state", "\u0661\u0662".encode())
+    raises(PE, P.parse_topic, "devices/ESP-A1B2C3/pump/+", "devices")
+    raises(PE, P.parse_topic, "devices/ESP-A1B2C3/pump//state", "devices")
+    raises(PE, P.parse_topic, "dev/+/ESP-A1B2C3/telemetry", "dev/+")
+    assert P.parse_v31_set("wifi/clear", b"\xff") == ("wifi_clear", None)
