@@ -311,6 +311,40 @@ class BridgeProcess:
             self.proc.kill()
 
 
+class Bridges:
+    """Several bridge processes sharing the platform broker (shared subscriptions),
+    seen as one: RSS and counters summed."""
+
+    def __init__(self, env, count):
+        self.members = [BridgeProcess(env) for _ in range(count)]
+
+    def rss_kb(self) -> int:
+        return sum(member.rss_kb() for member in self.members)
+
+    def wait_stats(self, predicate, timeout=30.0):
+        for member in self.members:
+            member.wait_stats(predicate, timeout)
+
+    @property
+    def stats(self) -> dict:
+        out: dict = {}
+        for member in self.members:
+            for key, value in member.stats.items():
+                if isinstance(value, int | float):
+                    out[key] = out.get(key, 0) + value
+                else:
+                    out.setdefault(key, value)
+        return out
+
+    @property
+    def log(self) -> list[str]:
+        return [line for member in self.members for line in member.log]
+
+    def stop(self):
+        for member in self.members:
+            member.stop()
+
+
 # --- set-up ---------------------------------------------------------------------------
 
 
@@ -421,6 +455,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=15.0, help="s per phase")
     parser.add_argument("--watch", type=int, default=400, help="pools watched")
     parser.add_argument(
+        "--bridges", type=int, default=1, help="bridge processes (shared subscription)"
+    )
+    parser.add_argument(
         "--receivers", type=int, default=4, help="channel-layer receiver processes"
     )
     parser.add_argument(
@@ -471,7 +508,7 @@ def main() -> int:
     # Stale rows of an interrupted run would make the bridge subscribe to them.
     Tenant.objects.filter(slug__startswith="bench-").delete()
     broker = broker_ensure_platform()
-    bridge = BridgeProcess(env)
+    bridge = Bridges(env, args.bridges)
     tenant = None
     try:
         bridge.wait_stats(lambda s: True)
@@ -531,7 +568,7 @@ def main() -> int:
         )
         bridge.wait_stats(lambda s: s.get("devices") == args.devices)
         bridge.wait_stats(lambda s: all(s.get("connections", {0: 0}).values()))
-        print(f"bridge ready with {args.devices} devices")
+        print(f"{args.bridges} bridge process(es) ready with {args.devices} devices")
 
         if "sustained" in phases:
             # 2. sustained at --rate.

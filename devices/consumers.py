@@ -14,6 +14,7 @@ Close codes: 4400 bad message, 4401 not authenticated, 4403 not allowed (or no l
 """
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any
@@ -28,6 +29,8 @@ from django.utils import timezone
 from devices import broadcast
 from devices.selectors import pool_get_for_member, pool_snapshot, pools_live_state
 from poolsaas.api.authentication import TENANT_CLAIM
+from poolsaas.middleware import _client_ip
+from poolsaas.request_context import RequestContext, bind_request_context
 from tenants.middleware import SESSION_KEY
 from tenants.roles import Action, role_allows
 from tenants.selectors import membership_for_user, membership_require, parse_code
@@ -41,9 +44,17 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_AUTH_TIMEOUT = 4408
 
 AUTH_TIMEOUT_SECONDS = 10
+# The largest client message read: commands and catch-up requests are small, and
+# anything bigger is refused before it is parsed.
+MAX_MESSAGE_CHARS = 16 * 1024
+# The audit trail's name for changes made over these sockets.
+SOURCE = "websocket"
 # Per socket: a burst of COMMAND_BURST, refilled at COMMAND_RATE per second.
 COMMAND_RATE = 5.0
 COMMAND_BURST = 5.0
+# Per socket, every message (snapshots cost queries too): a looser bucket.
+MESSAGE_RATE = 10.0
+MESSAGE_BURST = 20.0
 
 
 class NotAuthenticated(Exception):
@@ -94,6 +105,25 @@ def _membership_for(user, tenant_code, *, from_jwt: bool):
     return membership_for_user(user=user)
 
 
+class _Bucket:
+    """A token bucket: `burst` at once, refilled at `rate` per second."""
+
+    def __init__(self, *, rate: float, burst: float):
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 class _LiveConsumer(AsyncJsonWebsocketConsumer):
     """Authentication, the user group and access re-checks shared by both sockets."""
 
@@ -108,6 +138,8 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         self.groups_joined: list[str] = []
         self._auth_timer = None
         self._expiry_timer = None
+        self.client_ip, self.user_agent = self._client()
+        self.message_bucket = _Bucket(rate=MESSAGE_RATE, burst=MESSAGE_BURST)
         try:
             await self.parse_target()
         except Http404:
@@ -127,6 +159,28 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
             self._auth_timer = asyncio.get_running_loop().call_later(
                 AUTH_TIMEOUT_SECONDS, self._auth_timeout
             )
+
+    def _header(self, name: bytes) -> str:
+        for key, value in self.scope.get("headers", []):
+            if key == name:
+                return value.decode("latin1")
+        return ""
+
+    def _client(self) -> tuple[str | None, str]:
+        """The client's address (behind our trusted proxies, as for web requests)
+        and user agent, for the audit trail of what this socket changes."""
+        peer = (self.scope.get("client") or [None])[0]
+        meta = {
+            "REMOTE_ADDR": peer,
+            "HTTP_X_FORWARDED_FOR": self._header(b"x-forwarded-for"),
+        }
+        return _client_ip(meta), self._header(b"user-agent")[:400]
+
+    def request_context(self) -> RequestContext:
+        """Who and where, bound around every service call made for this socket."""
+        return RequestContext(
+            ip=self.client_ip, user_agent=self.user_agent, source=SOURCE
+        )
 
     def _bearer_token(self) -> str | None:
         for name, value in self.scope.get("headers", []):
@@ -242,10 +296,39 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.handle(kind, content)
 
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        # Refused here, before parsing: binary frames (the JSON consumer would raise
+        # and drop the socket) and messages too big to be anything we expect.
+        if not self.message_bucket.take():
+            await self.send_json(
+                {
+                    "type": "error",
+                    "message": f"Too many messages: at most {MESSAGE_RATE:g} per "
+                    "second on one connection.",
+                }
+            )
+            return
+        if text_data is None:
+            await self.send_json(
+                {"type": "error", "message": "Send JSON text messages, not binary."}
+            )
+            return
+        if len(text_data) > MAX_MESSAGE_CHARS:
+            await self.send_json(
+                {
+                    "type": "error",
+                    "message": f"Message too large: at most {MAX_MESSAGE_CHARS} "
+                    "characters.",
+                }
+            )
+            return
+        await super().receive(text_data=text_data, **kwargs)
+
     async def decode_json(self, text_data):
         try:
-            return await super().decode_json(text_data)
-        except ValueError:
+            return json.loads(text_data)
+        except (ValueError, RecursionError):
+            # Not JSON, or nested too deep to parse: answered as "not an object".
             return None
 
     async def handle(self, kind, content: dict):
@@ -378,6 +461,17 @@ class PoolConsumer(_LiveConsumer):
         except Http404:
             await self._fail("This pool is gone.", CLOSE_NOT_FOUND)
             return
+        except Exception:
+            # A value the service did not expect must not take the socket down.
+            logger.exception("command over the socket failed")
+            await self.send_json(
+                {
+                    "type": "error",
+                    "ref": ref,
+                    "message": "This command could not be sent: check its value.",
+                }
+            )
+            return
         code = command.code.hex
         self.refs[code] = ref
         await self.send_json(
@@ -401,10 +495,12 @@ class PoolConsumer(_LiveConsumer):
             self.user, self.tenant_code, from_jwt=self.from_jwt
         )
         pool = pool_get_for_member(membership=membership, code=self.pool_code)
-        source = "api" if self.from_jwt else "web"
-        return command_send(
-            membership=membership, pool=pool, op=op, value=value, source=source
-        )
+        # The audit trail says "websocket", with this client's address and agent
+        # (the web middleware that binds them for pages never runs here).
+        with bind_request_context(self.request_context()):
+            return command_send(
+                membership=membership, pool=pool, op=op, value=value, source=SOURCE
+            )
 
     # --- deltas from the pool group -------------------------------------------------
 

@@ -221,6 +221,8 @@ else:
     # through files (`make run` starts both).
     CELERY_BROKER_URL = "filesystem://"
     _CELERY_DIR = VAR_DIR / "celery"
+    for _folder in ("queue", "processed"):
+        (_CELERY_DIR / _folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_CELERY_DIR / "queue"),
         "data_folder_out": str(_CELERY_DIR / "queue"),

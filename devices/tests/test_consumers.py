@@ -292,7 +292,7 @@ async def test_command_pending_then_done_then_failed(olivia, online_device, pool
     assert reply["ref"] == "a1" and reply["status"] == "pending" and reply["code"]
     command = await database_sync_to_async(Command.objects.get)(code=reply["code"])
     assert command.op == "pump" and command.value == "ON"
-    assert command.actor_id == olivia.user_id and command.source == "web"
+    assert command.actor_id == olivia.user_id and command.source == "websocket"
 
     await database_sync_to_async(_finish_latest)("done")
     done = await receive_type(comm, "command")
