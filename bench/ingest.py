@@ -267,8 +267,6 @@ class BridgeProcess:
                 "mqtt_bridge",
                 "--stats-interval",
                 "1",
-                "--refresh-interval",
-                "2",
             ],
             cwd=ROOT,
             env=env,

@@ -261,6 +261,21 @@ class CommandCreateSerializer(serializers.Serializer):
         'timer: {"mode": 1|2, "duration": 0..86400}; others: null.',
     )
 
+    def validate(self, attrs):
+        # The service checks values in full; this only keeps out numbers it would
+        # try to convert and choke on ("²" passes str.isdigit, int() refuses it).
+        value = attrs.get("value")
+        if attrs["op"] == Command.Op.TIMER and isinstance(value, dict):
+            for key in ("mode", "duration"):
+                item = value.get(key)
+                if isinstance(item, str) and not (
+                    item.isascii() and item.isdigit() and len(item) <= 6
+                ):
+                    raise serializers.ValidationError(
+                        {"value": [f"The timer's {key} must be a whole number."]}
+                    )
+        return attrs
+
 
 class ProgramDaySerializer(serializers.Serializer):
     mode = serializers.IntegerField(min_value=1, max_value=2)

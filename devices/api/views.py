@@ -223,6 +223,7 @@ class BrokerViewSet(
     serializer_class = s.BrokerSerializer
     list_selector = selectors.brokers_for_member
     get_selector = selectors.broker_get_for_member
+    not_found_message = "No such broker."
     filter_backends = [OrderingFilter]
     ordering_fields = ["name", "host", "created_at"]
     http_method_names = ["get", "post", "put", "delete", "head", "options"]
@@ -326,6 +327,7 @@ class PoolViewSet(
     serializer_class = s.PoolSerializer
     list_selector = selectors.pools_for_member
     get_selector = selectors.pool_get_for_member
+    not_found_message = "No such pool."
     filter_backends = [
         django_filters.rest_framework.DjangoFilterBackend,
         OrderingFilter,
@@ -500,13 +502,15 @@ class PoolChildViewSet(TenantScopedViewSet):
 
     collection_role_check = False
     lookup_url_kwarg = "pool_code"
+    not_found_message = "No such pool."
 
     def get_pool(self) -> Pool:
-        return selectors.pool_get_for_member(
-            membership=self.membership,
-            code=self.kwargs["pool_code"],
-            action=self.required_action(),
-        )
+        with self.not_found():
+            return selectors.pool_get_for_member(
+                membership=self.membership,
+                code=self.kwargs["pool_code"],
+                action=self.required_action(),
+            )
 
 
 class CommandFilter(django_filters.FilterSet):
@@ -593,6 +597,7 @@ class CommandViewSet(mixins.RetrieveModelMixin, TenantScopedViewSet):
     queryset = Command.objects.none()
     serializer_class = s.CommandSerializer
     get_selector = selectors.command_get_for_member
+    not_found_message = "No such command."
 
 
 class EventFilter(django_filters.FilterSet):
@@ -789,6 +794,7 @@ class DeviceViewSet(
     serializer_class = s.DeviceSerializer
     list_selector = selectors.devices_for_member
     get_selector = selectors.device_get_for_member
+    not_found_message = "No such device."
     filter_backends = [
         django_filters.rest_framework.DjangoFilterBackend,
         OrderingFilter,
@@ -832,6 +838,8 @@ class DeviceViewSet(
         return Response(
             s.DeviceCreatedSerializer(device, context={"bundle": bundle}).data,
             status=status.HTTP_201_CREATED,
+            # The bundle's password is in this answer only: no cache may keep it.
+            headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
         )
 
     def perform_destroy(self, instance):

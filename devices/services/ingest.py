@@ -30,6 +30,9 @@ def _write_states_postgres(rows: list[tuple]) -> None:
     # One statement and one JSON parameter per chunk: no per-row placeholders to
     # build, and JSON is encoded at C speed on both sides. Chunks keep each encoding
     # step short, since it holds the GIL the bridge's other threads need.
+    # Sorted, so that bridges sharing a broker lock device rows in the same order
+    # and never deadlock each other.
+    rows = sorted(rows, key=lambda row: row[0])
     for start in range(0, len(rows), CHUNK):
         _write_state_chunk(rows[start : start + CHUNK])
 
@@ -50,6 +53,13 @@ def _write_state_chunk(rows: list[tuple]) -> None:
         separators=(",", ":"),
     )
     with connection.cursor() as cursor:
+        # Take the row locks in id order first: the UPDATE's join may visit rows in
+        # any order, and two bridges locking in different orders would deadlock.
+        cursor.execute(
+            "SELECT 1 FROM devices_device WHERE id = ANY(%s) ORDER BY id "
+            "FOR NO KEY UPDATE",
+            [[row[0] for row in rows]],
+        )
         cursor.execute(
             """
             UPDATE devices_device AS d SET

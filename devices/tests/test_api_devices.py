@@ -60,6 +60,7 @@ def test_add_returns_the_bundle_once(adam, pool_a, platform_broker):
         DEVICES, {"pool": str(pool_a.code), "device_id": "esp-c3c3c3"}, format="json"
     )
     assert response.status_code == 201, response.content
+    assert response["Cache-Control"] == "no-store"
     body = response.json()
     device = Device.objects.get(code=body["code"])
     assert device.tenant == adam.tenant and device.pool == pool_a

@@ -254,7 +254,9 @@ def test_ps1_device_completes_on_ack(
     device = make_device(pool_a, prefix, device_id, broker=platform_broker)
     bridge = make_bridge()
     assert bridge.wait_ready()
-    with VirtualDevice(device_id, prefix=prefix, reconnect_delay=(1, 2)) as sim:
+    with VirtualDevice(
+        device_id, prefix=prefix, clean_session=True, reconnect_delay=(1, 2)
+    ) as sim:
         sim.wait_connected()
         wait_for(lambda: Device.objects.get(pk=device.pk).online, what="online")
         wait_for(lambda: TelemetrySample.objects.filter(device=device).exists())
@@ -288,7 +290,7 @@ def test_doorbell_wakes_the_bridge(make_bridge, prefix, alice, pool_a, platform_
     make_device(pool_a, prefix, device_id, broker=platform_broker)
     bridge = make_bridge(sweep_interval=30)
     assert bridge.wait_ready()
-    with VirtualDevice(device_id, prefix=prefix) as sim:
+    with VirtualDevice(device_id, prefix=prefix, clean_session=True) as sim:
         sim.wait_connected()
         wait_for(lambda: Device.objects.get(device_id=device_id).online)
         time.sleep(0.5)  # let the doorbell listener subscribe
@@ -367,7 +369,9 @@ def test_offline_from_last_will(make_bridge, prefix, pool_a, pool_b, platform_br
     v31 = make_device(pool_b, prefix, v31_id, broker=platform_broker, proto="v3.1")
     bridge = make_bridge()
     assert bridge.wait_ready()
-    sim = VirtualDevice(ps1.device_id, prefix=prefix, keepalive=5).start()
+    sim = VirtualDevice(
+        ps1.device_id, prefix=prefix, clean_session=True, keepalive=5
+    ).start()
     legacy = V31Device(prefix, v31_id).start()
     sim.wait_connected()
     wait_for(
@@ -584,7 +588,7 @@ def test_retained_config_reaches_a_ps1_device(
         },
         "programs": [],
     }
-    with VirtualDevice(device.device_id, prefix=prefix) as sim:
+    with VirtualDevice(device.device_id, prefix=prefix, clean_session=True) as sim:
         sim.wait_connected()
         wait_for(lambda: Device.objects.get(pk=device.pk).online)
         device_config_publish(device=device, config=config)

@@ -6,6 +6,7 @@ Services raise Django's ValidationError, PermissionDenied and Http404; DRF raise
 its own exceptions. All of them end up here, so a client parses one format.
 """
 
+import logging
 import math
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -17,6 +18,8 @@ from rest_framework.response import Response
 from tenants.selectors import TenantSuspended
 
 NON_FIELD = "non_field_errors"
+
+logger = logging.getLogger("poolsaas.api")
 
 
 class PreconditionFailed(exceptions.APIException):
@@ -126,7 +129,23 @@ def api_exception_handler(exc, context):
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(*exc.args)
     if not isinstance(exc, exceptions.APIException):
-        return None  # a real bug: a 500, logged by Django
+        # A real bug: logged with its traceback here (Django only logs what it
+        # handles itself), answered as a 500 in the one shape, without details.
+        request = context.get("request")
+        logger.error(
+            "API error on %s %s",
+            getattr(request, "method", "?"),
+            getattr(request, "path", "?"),
+            exc_info=exc,
+        )
+        set_rollback()
+        return Response(
+            error_body(
+                "server_error",
+                "Something went wrong on our side. It was logged; please try again.",
+            ),
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
 
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header

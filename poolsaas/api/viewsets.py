@@ -7,11 +7,13 @@ own. Collections are checked for the role in `initial`; single objects through t
 access function, so a foreign code is "not found" before any role is considered.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 from collections.abc import Callable
 
 from django.db.models import Model, QuerySet
+from django.http import Http404
 from rest_framework import viewsets
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
@@ -107,6 +109,9 @@ class TenantScopedViewSet(ApiViewMixin, viewsets.GenericViewSet):
     # False for collections under a parent object (a pool's commands): the parent's
     # access function decides, so a foreign parent is "not found" for every role.
     collection_role_check = True
+    # The one answer for a code that is foreign, unknown or not even a code: the
+    # same body whatever the access function found (or failed to parse).
+    not_found_message = "Not found."
     default_actions = {
         "list": Action.VIEW,
         "retrieve": Action.VIEW,
@@ -145,13 +150,22 @@ class TenantScopedViewSet(ApiViewMixin, viewsets.GenericViewSet):
         return type(self).list_selector(membership=self.membership)
 
     def get_object(self):
-        obj = type(self).get_selector(
-            membership=self.membership,
-            code=self.kwargs[self.lookup_url_kwarg],
-            action=self.required_action(),
-        )
+        with self.not_found():
+            obj = type(self).get_selector(
+                membership=self.membership,
+                code=self.kwargs[self.lookup_url_kwarg],
+                action=self.required_action(),
+            )
         self.check_object_permissions(self.request, obj)
         return obj
+
+    @contextlib.contextmanager
+    def not_found(self):
+        """Http404 raised inside, whatever its text, answers not_found_message."""
+        try:
+            yield
+        except Http404:
+            raise Http404(self.not_found_message) from None
 
 
 def etag_for(*parts) -> str:

@@ -126,6 +126,7 @@ class MemberViewSet(
     serializer_class = s.MemberSerializer
     list_selector = _members_for
     get_selector = selectors.member_get_for_user
+    not_found_message = "No such member."
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     # Anyone may leave; membership_remove decides who may remove whom.
     actions = {"destroy": Action.VIEW}
@@ -187,6 +188,7 @@ class InvitationViewSet(
     serializer_class = s.InvitationSerializer
     list_selector = _invitations_for
     get_selector = _invitation_get
+    not_found_message = "No such invitation."
     actions = {"list": Action.MANAGE, "destroy": Action.MANAGE}
 
     def perform_destroy(self, instance):

@@ -1,8 +1,10 @@
 """`make run`: the whole product on one machine, with nothing but Python required.
 
 Starts, and supervises until Ctrl-C: an MQTT broker (the one at MQTT_URL if it already
-answers, else Mosquitto when installed, else the embedded Python broker), the bridge,
-a Celery worker with beat, simulated devices for the demo pools, and the web server.
+answers, else Mosquitto when installed, else the embedded Python broker), an embedded
+Redis-compatible server when REDIS_URL is unset (the web server and the bridge are
+separate processes, so they need a shared channel layer), the bridge, a Celery worker
+with beat, simulated devices for the demo pools, and the web server.
 """
 
 import os
@@ -23,6 +25,7 @@ from django.core.management.base import BaseCommand, CommandError
 from devices.models import Device
 
 WEB_HOST = "127.0.0.1"
+EMBEDDED_REDIS_PORT = 16379
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -57,6 +60,8 @@ class Command(BaseCommand):
         python = sys.executable
         manage = str(Path(settings.BASE_DIR) / "manage.py")
         try:
+            if not settings.REDIS_URL:
+                env["REDIS_URL"] = self._start_redis(env)
             self._start_broker(mqtt_host, mqtt_port, env)
             self._spawn("bridge", [python, manage, "mqtt_bridge"], env)
             self._spawn(
@@ -107,6 +112,19 @@ class Command(BaseCommand):
         process = subprocess.Popen(argv, env=env, cwd=settings.BASE_DIR)  # noqa: S603
         self.children.append((name, process))
         return process
+
+    def _start_redis(self, env: dict) -> str:
+        port = EMBEDDED_REDIS_PORT
+        if not _port_open(WEB_HOST, port):
+            self._spawn(
+                "redis",
+                [sys.executable, "-m", "poolsaas.embedded_redis", "--port", str(port)],
+                env,
+            )
+            if not _wait_port(WEB_HOST, port):
+                raise CommandError(f"The embedded Redis did not start on port {port}.")
+            self.stdout.write(f"Started the embedded Redis on {WEB_HOST}:{port}.")
+        return f"redis://{WEB_HOST}:{port}/0"
 
     def _start_broker(self, host: str, port: int, env: dict) -> None:
         if _port_open(host, port):
