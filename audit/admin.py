@@ -3,18 +3,12 @@ delete (the models refuse that too)."""
 
 from django.contrib import admin
 
+from audit.admin_mixins import ReadOnlyAdminMixin
 from audit.models import AuditChain, AuditEvent
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+class ReadOnlyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    pass
 
 
 @admin.register(AuditEvent)

@@ -95,3 +95,17 @@ class AuditedModelAdmin(admin.ModelAdmin):
             for obj in queryset:
                 self.audit_admin_change(request, obj, action="admin.deleted", data={})
             super().delete_queryset(request, queryset)
+
+
+class ReadOnlyAdminMixin:
+    """Staff may look and search, never add, change or delete (history and trails are
+    written by services only). Put it before the ModelAdmin base class."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

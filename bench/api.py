@@ -30,7 +30,6 @@ import datetime as dt
 import http.client
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,8 @@ from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench._common import ensure_database, free_port  # noqa: E402
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/poolsaas_bench_api"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/13"
@@ -88,20 +89,6 @@ def pool_settings() -> dict[str, str]:
     """Django's psycopg connection pool (DB_POOL_MAX_SIZE, see settings): one pool per
     process instead of a new PostgreSQL backend per request."""
     return {"DB_POOL_MAX_SIZE": "8"}
-
-
-def ensure_database(db_url: str) -> None:
-    import psycopg
-
-    parsed = urlparse(db_url)
-    name = parsed.path.lstrip("/")
-    admin = parsed._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
-        ).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def seed(pools: int) -> dict:
@@ -182,12 +169,6 @@ def cleanup() -> None:
         if not tenant.audit_events.exists():
             AuditChain.objects.filter(key=tenant.code.hex).delete()
             tenant.delete()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_ready(port: int, token: str, timeout: float = 30.0) -> None:

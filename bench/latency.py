@@ -44,6 +44,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._common import ensure_database, free_port  # noqa: E402
+
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/poolsaas_dash_bench"
 PASSWORD = "bench-latency-password-1"  # noqa: S105 - a throwaway bench user
 CHROMIUM = "/usr/bin/chromium"
@@ -200,27 +202,6 @@ def clear_retained(prefix):
 
 
 # --- set-up ---------------------------------------------------------------------------
-
-
-def ensure_database(url):
-    from urllib.parse import urlparse
-
-    import psycopg
-
-    u = urlparse(url)
-    name = u.path.lstrip("/")
-    admin = url[: -len(u.path)] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute(
-            "select 1 from pg_database where datname = %s", [name]
-        ).fetchone():
-            conn.execute(f'create database "{name}"')
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port, proc, timeout=20):

@@ -16,7 +16,7 @@ from django.db.models import TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from audit.admin_mixins import AuditedModelAdmin
+from audit.admin_mixins import AuditedModelAdmin, ReadOnlyAdminMixin
 from devices.fields import SecretDecryptionError, decrypt_secret
 from devices.forms import WriteOnlyTextInput
 from devices.models import (
@@ -29,6 +29,7 @@ from devices.models import (
     TelemetrySample,
 )
 from devices.services.brokers import (
+    BROKER_FIELDS,
     validate_broker_address,
     validate_broker_host,
     validate_ca_certificate,
@@ -126,16 +127,7 @@ class BrokerAdminForm(WriteOnlySecretsForm):
     class Meta:
         model = Broker
         # username and password are replaced by the write-only fields.
-        fields = [
-            "tenant",
-            "name",
-            "host",
-            "port",
-            "use_tls",
-            "ca_certificate",
-            "websocket_url",
-            "topic_prefix",
-        ]
+        fields = ["tenant", *BROKER_FIELDS]
 
     def clean_host(self):
         host = self.cleaned_data["host"].strip()
@@ -329,17 +321,8 @@ class DeviceAdmin(SecretsAdminMixin, AuditedModelAdmin):
         return _secret_status(getattr(obj, "raw_mqtt_password", None))
 
 
-class ReadOnlyAdmin(AuditedModelAdmin):
+class ReadOnlyAdmin(ReadOnlyAdminMixin, AuditedModelAdmin):
     """History written by services (bridge, scheduler, programs): look, never touch."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Command)

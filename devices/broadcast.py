@@ -43,6 +43,21 @@ def user_group(user_code: uuid.UUID | str) -> str:
     return f"user.{_hex(user_code)}"
 
 
+# Every bridge's live sender is in this group, so it learns at once that a page started
+# watching a pool or tenant; its own scan of the channel layer runs only every second,
+# and an update in between would otherwise be skipped as unwatched.
+BRIDGES_GROUP = "bridges.watch"
+
+
+async def watch_announce(layer, group: str) -> None:
+    """Tell the bridges that `group` now has a member (consumers call it after
+    joining, before they send their snapshot)."""
+    try:
+        await layer.group_send(BRIDGES_GROUP, {"type": "watch", "group": group})
+    except Exception:
+        logger.warning("cannot announce a watch of %s", group, exc_info=True)
+
+
 def broadcast_now(group: str, message: dict[str, Any]) -> bool:
     """Send at once (no transaction involved); False when the layer failed."""
     layer = get_channel_layer()

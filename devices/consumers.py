@@ -9,8 +9,13 @@ in an `Authorization: Bearer` header or in the first message {"type": "auth", "t
 Never from the URL, which ends up in logs. Authorisation: the access layer, on connect
 and again whenever the user's access changes (user group "access.changed").
 
-Close codes: 4400 bad message, 4401 not authenticated, 4403 not allowed (or no longer),
-4404 no such pool (missing and foreign alike), 4408 no auth message in time.
+Close codes: 4400 bad message, 4401 not authenticated (or token expired), 4403 not
+allowed (or no longer: removed, role lowered, tenant suspended), 4404 no such pool
+(missing and foreign alike), 4408 no auth message in time.
+
+Client messages are JSON text of at most MAX_MESSAGE_CHARS, rate-limited per socket;
+anything else is answered with an error and never ends the socket. Commands are audited
+with source "websocket" and the client's address and user agent.
 """
 
 import asyncio
@@ -32,7 +37,7 @@ from poolsaas.api.authentication import TENANT_CLAIM
 from poolsaas.middleware import _client_ip
 from poolsaas.request_context import RequestContext, bind_request_context
 from tenants.middleware import SESSION_KEY
-from tenants.roles import Action, role_allows
+from tenants.roles import Action, role_allows, role_at_least
 from tenants.selectors import membership_for_user, membership_require, parse_code
 
 logger = logging.getLogger(__name__)
@@ -251,6 +256,7 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         for group in (self.live_group, broadcast.user_group(self.user.code)):
             await self.channel_layer.group_add(group, self.channel_name)
             self.groups_joined.append(group)
+        await broadcast.watch_announce(self.channel_layer, self.live_group)
         if accept_first:
             await self.accept()
         snapshot = await self._snapshot_after_join(snapshot)
@@ -339,10 +345,19 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
     # --- channel-layer messages -----------------------------------------------------
 
     async def access_changed(self, message):
+        previous = self.membership.role
         try:
             self.membership = await self._recheck()
         except (Http404, PermissionDenied, NotAuthenticated):
             await self._fail("Your access to this was withdrawn.", CLOSE_FORBIDDEN)
+            return
+        if not role_at_least(self.membership.role, previous):
+            # A lower role loses the socket (issue 4): what it was sent under the old
+            # role is not what it may see now; the page reloads under the new one.
+            await self._fail(
+                f"Your role changed to {self.membership.role}: reload the page.",
+                CLOSE_FORBIDDEN,
+            )
             return
         await self.send_json(
             {

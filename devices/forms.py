@@ -6,6 +6,7 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
 from devices.models import validate_topic_prefix
 from devices.services.brokers import (
+    BROKER_FIELDS,
     validate_broker_host,
     validate_ca_certificate,
     validate_websocket_url,
@@ -106,18 +107,7 @@ class BrokerForm(forms.Form):
     def service_kwargs(self) -> dict:
         """Arguments for broker_create/broker_update: None keeps a secret, "" clears."""
         data = self.cleaned_data
-        kwargs = {
-            name: data[name]
-            for name in (
-                "name",
-                "host",
-                "port",
-                "use_tls",
-                "ca_certificate",
-                "websocket_url",
-                "topic_prefix",
-            )
-        }
+        kwargs = {name: data[name] for name in BROKER_FIELDS}
         for name in ("username", "password"):
             if data.get(name):
                 kwargs[name] = data[name]

@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 from django.contrib.auth import forms as auth_forms
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
-from audit.admin_mixins import AuditedModelAdmin
+from audit.admin_mixins import AuditedModelAdmin, ReadOnlyAdminMixin
 from tenants.models import Invitation, Membership, Tenant, User
 from tenants.services import tenant_set_status
 
@@ -134,7 +134,7 @@ class MembershipAdmin(AuditedModelAdmin):
 
 
 @admin.register(Invitation)
-class InvitationAdmin(AuditedModelAdmin):
+class InvitationAdmin(ReadOnlyAdminMixin, AuditedModelAdmin):
     """Read-only: invitations are created and revoked by tenant admins on the team
     page. The token hash is never shown."""
 
@@ -163,12 +163,3 @@ class InvitationAdmin(AuditedModelAdmin):
         if obj.revoked_at:
             return "revoked"
         return "pending" if obj.is_pending else "expired"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

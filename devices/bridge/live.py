@@ -22,6 +22,8 @@ from collections.abc import Callable
 from channels.layers import get_channel_layer
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from devices.broadcast import BRIDGES_GROUP
+
 logger = logging.getLogger(__name__)
 
 
@@ -42,9 +44,10 @@ class LiveChannel:
         self.layer = None
         self.watched: set[str] | None = None  # None: unknown, send to every group
         self.counters = {"sent": 0, "skipped": 0, "merged": 0, "failed": 0}
-        self._last: dict[str, float] = {}
+        self._last: dict[tuple[str, str | None], float] = {}
         self._delays: collections.deque = collections.deque(maxlen=2000)
-        self._pending: dict[str, dict] = {}
+        self._pending: dict[tuple[str, str | None], dict] = {}
+        self._announced: dict[str, float] = {}
         self._queue: asyncio.Queue | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(
@@ -122,6 +125,7 @@ class LiveChannel:
         self._tasks = [asyncio.ensure_future(self._sender())]
         if self._is_redis():
             self._tasks.append(asyncio.ensure_future(self._watcher()))
+            self._tasks.append(asyncio.ensure_future(self._watch_notices()))
             if self.doorbell:
                 self._tasks.append(asyncio.ensure_future(self._doorbell()))
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -155,7 +159,12 @@ class LiveChannel:
                             match=head + pattern, count=1000
                         ):
                             found.add(key.decode()[len(head) :])
-                self.watched = found
+                # A group announced during the scan may have been missed by it.
+                now = time.monotonic()
+                self._announced = {
+                    g: t for g, t in self._announced.items() if now - t < 5
+                }
+                self.watched = found | set(self._announced)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - unknown: fall back to sending all
@@ -163,31 +172,57 @@ class LiveChannel:
                 logger.warning("cannot list watched groups", exc_info=True)
             await asyncio.sleep(self.watch_interval)
 
+    async def _watch_notices(self) -> None:
+        """Pages announce the groups they join (devices.broadcast.watch_announce), so
+        a pool is sent to from its first update, not after the next scan."""
+        channel = await self.layer.new_channel("bridge-watch.")
+        await self.layer.group_add(BRIDGES_GROUP, channel)
+        while True:
+            try:
+                message = await self.layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except RedisTimeoutError:
+                continue
+            except Exception:  # noqa: BLE001 - Redis away: the scan carries on
+                logger.warning("watch notice receive failed; retrying", exc_info=True)
+                await asyncio.sleep(1)
+                continue
+            group = message.get("group")
+            if isinstance(group, str):
+                self._announced[group] = time.monotonic()
+                watched = self.watched
+                if watched is not None:
+                    watched.add(group)
+
     async def _sender(self) -> None:
         while True:
             queued_at, batch = await self._queue.get()
             now = time.monotonic()
             for group, message in batch:
-                last = self._last.get(group, 0.0)
-                if now - last >= self.window and group not in self._pending:
-                    self._last[group] = now
+                # Merge only updates of the same pool: a tenant's overview group
+                # carries every pool of the tenant, and each must get through.
+                key = (group, message.get("pool"))
+                last = self._last.get(key, 0.0)
+                if now - last >= self.window and key not in self._pending:
+                    self._last[key] = now
                     self._send(group, message, queued_at)
                 else:
-                    if group in self._pending:
+                    if key in self._pending:
                         self.counters["merged"] += 1
                     else:
                         delay = max(0.0, last + self.window - now)
-                        self.loop.call_later(delay, self._flush_pending, group)
-                    self._pending[group] = message
+                        self.loop.call_later(delay, self._flush_pending, key)
+                    self._pending[key] = message
             if len(self._last) > 50000:
                 cutoff = now - self.window
-                self._last = {g: t for g, t in self._last.items() if t > cutoff}
+                self._last = {k: t for k, t in self._last.items() if t > cutoff}
 
-    def _flush_pending(self, group: str) -> None:
-        message = self._pending.pop(group, None)
+    def _flush_pending(self, key: tuple[str, str | None]) -> None:
+        message = self._pending.pop(key, None)
         if message is not None:
-            self._last[group] = time.monotonic()
-            self._send(group, message)
+            self._last[key] = time.monotonic()
+            self._send(key[0], message)
 
     def _send(self, group: str, message: dict, queued_at: float | None = None) -> None:
         watched = self.watched

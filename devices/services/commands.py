@@ -14,7 +14,6 @@ import datetime as dt
 import logging
 import uuid
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -27,6 +26,7 @@ from django.utils import timezone
 from audit.services import audit_record
 from devices.broadcast import broadcast, pool_group
 from devices.models import Command, Device, DeviceEvent, Pool
+from devices.scheduling import next_local_midnight
 from firmware import protocol
 from tenants.models import Membership
 from tenants.roles import Action
@@ -79,7 +79,11 @@ def command_validate(*, op: str, value: Any) -> Any:
         value = int(value)  # forms post strings
     if op == Command.Op.TIMER and isinstance(value, dict):
         value = {
-            k: int(v) if isinstance(v, str) and v.isdigit() else v
+            # ASCII digits only, and short: "²".isdigit() is true and int() of
+            # thousands of digits raises; both must end as a clear 400.
+            k: int(v)
+            if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 9
+            else v
             for k, v in value.items()
         }
     try:
@@ -134,16 +138,6 @@ def expectation_met(expected: dict | None, kind: str, value: Any) -> bool:
     if kind == "wifi":
         return value.get("status") == want["status"]
     return False
-
-
-def next_local_midnight(*, pool: Pool, now: dt.datetime) -> dt.datetime:
-    """The next midnight in the pool's time zone, as an aware UTC instant."""
-    tz = ZoneInfo(pool.timezone)
-    local = now.astimezone(tz)
-    tomorrow = local.date() + dt.timedelta(days=1)
-    # fold=0 and a round trip through UTC resolve a DST gap at midnight sensibly.
-    midnight = dt.datetime.combine(tomorrow, dt.time(0, 0), tzinfo=tz)
-    return midnight.astimezone(dt.UTC)
 
 
 def command_describe(command: Command) -> str:
@@ -283,7 +277,7 @@ def _command_create(
                     op=op, value=value, state=device.state or {}
                 )
             if manual and op in MANUAL_OPS:
-                pool.override_until = next_local_midnight(pool=pool, now=now)
+                pool.override_until = next_local_midnight(now, pool.timezone)
                 pool.save(update_fields=["override_until"])
         if command.is_final:
             command.completed_at = now

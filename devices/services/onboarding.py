@@ -14,19 +14,17 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.http import Http404
-from django.utils import timezone
 
 from audit.services import audit_record
-from devices.broadcast import broadcast, pool_group
 from devices.models import (
     DEVICE_ID_RE,
     NATIVE_DEVICE_ID_RE,
     Broker,
     Device,
-    DeviceEvent,
     Pool,
 )
 from devices.services import dynsec
+from devices.services.events import pool_event_record
 from devices.services.programs import config_publish_request
 from devices.services.provisioning import bundle_build
 from tenants.models import Membership
@@ -91,6 +89,9 @@ def _uses_dynsec(broker: Broker) -> bool:
 
 
 def _check_free(*, broker: Broker, device_id: str, exclude_pk: int | None = None):
+    """ValidationError unless `device_id` can be given to a new device on `broker`."""
+    if _uses_dynsec(broker) and device_id == settings.MQTT_USERNAME:
+        raise ValidationError({"device_id": f"{device_id} is a reserved name."})
     taken = Device.objects.filter(broker=broker, device_id=device_id)
     if not broker.is_platform:
         # On a tenant's broker the identity is (broker, prefix, id); on the platform
@@ -106,31 +107,6 @@ def _check_free(*, broker: Broker, device_id: str, exclude_pk: int | None = None
                 "Remove it from its pool first, or check the id."
             }
         )
-
-
-def _log(*, pool: Pool, kind: str, message: str, data: dict, actor) -> None:
-    event = DeviceEvent.objects.create(
-        tenant_id=pool.tenant_id,
-        pool=pool,
-        ts=timezone.now(),
-        kind=kind,
-        message=message[:300],
-        data=data,
-        actor=actor,
-    )
-    broadcast(
-        pool_group(pool.code),
-        {
-            "type": "pool.event",
-            "pool": pool.code.hex,
-            "event": {
-                "kind": kind,
-                "message": event.message,
-                "ts": event.ts.isoformat(),
-                "actor": actor.email if actor is not None else None,
-            },
-        },
-    )
 
 
 def _credentials_failed(exc: dynsec.DynsecError) -> ValidationError:
@@ -206,8 +182,6 @@ def device_add(
             {"pool": "This pool already has a device; replace it instead."}
         )
     _check_free(broker=broker, device_id=device_id)
-    if _uses_dynsec(broker) and device_id == settings.MQTT_USERNAME:
-        raise ValidationError({"device_id": f"{device_id} is a reserved name."})
 
     with transaction.atomic():
         device, password = _create(
@@ -230,7 +204,7 @@ def device_add(
                 "credentials": "issued" if password else "none",
             },
         )
-        _log(
+        pool_event_record(
             pool=pool,
             kind="device.added",
             message=f"Device {device_id} added by {membership.user.email}",
@@ -279,7 +253,7 @@ def device_remove(*, membership: Membership, device: Device) -> None:
             },
         )
         if pool is not None:
-            _log(
+            pool_event_record(
                 pool=pool,
                 kind="device.removed",
                 message=f"Device {device.device_id} removed by {membership.user.email}",
@@ -322,8 +296,6 @@ def device_replace(
         )
     broker = old.broker
     _check_free(broker=broker, device_id=device_id)
-    if _uses_dynsec(broker) and device_id == settings.MQTT_USERNAME:
-        raise ValidationError({"device_id": f"{device_id} is a reserved name."})
 
     with transaction.atomic():
         old = Device.objects.select_for_update().get(pk=old.pk)
@@ -351,7 +323,7 @@ def device_replace(
                 "credentials": "issued" if password else "none",
             },
         )
-        _log(
+        pool_event_record(
             pool=pool,
             kind="device.replaced",
             message=f"Device {old_id} replaced by {device_id} "

@@ -28,9 +28,9 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from devices import scheduling
-from devices.broadcast import broadcast, pool_group
 from devices.models import Command, Device, DeviceEvent, Pool, Program
 from devices.selectors import pool_programs
+from devices.services.events import pool_event_record
 from firmware import protocol
 from tenants.models import Membership
 from tenants.roles import Action
@@ -149,7 +149,7 @@ def programs_save(
             },
         )
         enabled = [str(p["slot"]) for p in clean if p["enabled"]]
-        _pool_event(
+        pool_event_record(
             pool=locked,
             kind="programs.updated",
             message=f"Programs saved by {membership.user.email} ("
@@ -244,35 +244,6 @@ class RunReport:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
 
-def _pool_event(
-    *, pool: Pool, kind: str, message: str, data: dict, ts=None, device=None, actor=None
-) -> DeviceEvent:
-    event = DeviceEvent.objects.create(
-        tenant_id=pool.tenant_id,
-        pool=pool,
-        device=device,
-        ts=ts or timezone.now(),
-        kind=kind,
-        message=message[:300],
-        data=data,
-        actor=actor,
-    )
-    broadcast(
-        pool_group(pool.code),
-        {
-            "type": "pool.event",
-            "pool": pool.code.hex,
-            "event": {
-                "kind": event.kind,
-                "message": event.message,
-                "ts": event.ts.isoformat(),
-                "actor": actor.email if actor is not None else None,
-            },
-        },
-    )
-    return event
-
-
 def _mode_name(pool: Pool, mode: int) -> str:
     return pool.mode1_name if mode == 1 else pool.mode2_name
 
@@ -359,7 +330,7 @@ def _run_pool(*, pool: Pool, now: dt.datetime, send, report: RunReport) -> None:
 
     def stop(reason: str, text: str) -> None:
         data = dict(running.data)
-        _pool_event(
+        pool_event_record(
             pool=pool,
             device=device,
             ts=now,
@@ -403,7 +374,7 @@ def _run_pool(*, pool: Pool, now: dt.datetime, send, report: RunReport) -> None:
     if running is not None:
         stop(STOP_SWITCHED, f"stopped; program {window.slot} takes over")
     _bring_in_line(send, pool, state, window.mode, report)
-    _pool_event(
+    pool_event_record(
         pool=pool,
         device=device,
         ts=now,

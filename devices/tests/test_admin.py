@@ -9,10 +9,7 @@ from django.urls import reverse
 from audit.models import AuditEvent
 from devices.models import Broker, Command, Device, Pool, TelemetrySample
 from devices.services.brokers import broker_create
-
-BROKER_USER = "admin-view-user-R2"
-BROKER_PASSWORD = "admin-view-Pa55-T9"
-DEVICE_PASSWORD = "device-admin-Pw-W4"
+from devices.tests.conftest import BROKER_PASSWORD, BROKER_USER, DEVICE_PASSWORD
 
 
 @pytest.fixture
@@ -24,29 +21,6 @@ def staff(make_user):
 def staff_client(client, staff):
     client.force_login(staff)
     return client
-
-
-@pytest.fixture
-def broker_a(alice):
-    return broker_create(
-        membership=alice,
-        name="Acme broker",
-        host="mqtt.acme.test",
-        port=8883,
-        username=BROKER_USER,
-        password=BROKER_PASSWORD,
-    )
-
-
-@pytest.fixture
-def secret_device(pool_a, platform_broker):
-    return Device.objects.create(
-        tenant=pool_a.tenant,
-        pool=pool_a,
-        broker=platform_broker,
-        device_id="ESP-AD0001",
-        mqtt_password=DEVICE_PASSWORD,
-    )
 
 
 def broker_post(broker, **overrides):
@@ -194,7 +168,7 @@ def test_unreadable_secret_does_not_break_the_admin(staff_client, broker_a, sett
 
 def test_device_admin_masks_mqtt_password(staff_client, secret_device, pool_b):
     html = staff_client.get(reverse("admin:devices_device_changelist")).content.decode()
-    assert "ESP-AD0001" in html and "••• set" in html
+    assert secret_device.device_id in html and "••• set" in html
     assert DEVICE_PASSWORD not in html
     url = reverse("admin:devices_device_change", args=[secret_device.pk])
     html = staff_client.get(url).content.decode()

@@ -181,9 +181,10 @@ def test_credentials_set_follows_what_is_stored(adam, broker_a, broker_b, carol)
     assert response.json()["credentials_set"] is False
     assert client.get(url).json()["credentials_set"] is False
     # A broker created without credentials never had any.
-    assert api_client(carol).get(f"{BROKERS}{broker_b.code}/").json()[
-        "credentials_set"
-    ] is False
+    assert (
+        api_client(carol).get(f"{BROKERS}{broker_b.code}/").json()["credentials_set"]
+        is False
+    )
     only_password = {"name": "Acme", "host": "127.0.0.1", "password": "p-123456"}
     response = update(client, broker_a, only_password, client.get(url)["ETag"])
     assert response.json()["credentials_set"] is True

@@ -13,24 +13,9 @@ from django.urls import reverse
 from audit.models import AuditEvent
 from devices.models import Broker, Device
 from devices.services.brokers import broker_create
+from devices.tests.conftest import BROKER_PASSWORD, BROKER_USER
 
-USERNAME = "acme-mqtt-user-7Q"
-PASSWORD = "acme-Secret-Pa55-9xZ"
 CAROL_PASSWORD = "globex-Secret-Pa55-4kW"
-
-
-@pytest.fixture
-def broker_a(alice):
-    return broker_create(
-        membership=alice,
-        name="Acme broker",
-        host="mqtt.acme.test",
-        port=8883,
-        use_tls=True,
-        topic_prefix="acme",
-        username=USERNAME,
-        password=PASSWORD,
-    )
 
 
 @pytest.fixture
@@ -106,8 +91,8 @@ def test_list_shows_own_and_platform_brokers_never_secrets(
     assert reverse("broker_edit", args=[platform_broker.code]) not in html
     assert_no_secrets(
         response,
-        USERNAME,
-        PASSWORD,
+        BROKER_USER,
+        BROKER_PASSWORD,
         CAROL_PASSWORD,
         "platform-admin-user",
         "platform-Secret-Pw-1",
@@ -291,10 +276,10 @@ def test_edit_page_shows_set_not_secrets(login, alice, broker_a):
     html = response.content.decode()
     assert "Acme broker" in html
     assert html.count(">set</span>") == 2
-    assert_no_secrets(response, USERNAME, PASSWORD)
+    assert_no_secrets(response, BROKER_USER, BROKER_PASSWORD)
     assert 'name="password" autocomplete="new-password"' in html
     assert 'name="username" autocomplete="off"' in html
-    assert 'value="' + USERNAME not in html
+    assert 'value="' + BROKER_USER not in html
 
 
 def test_edit_page_says_not_set(login, alice):
@@ -317,7 +302,7 @@ def test_edit_blank_secrets_keep_them(login, alice, broker_a):
         "mqtt2.acme.test",
         8884,
     )
-    assert (broker.username, broker.password) == (USERNAME, PASSWORD)
+    assert (broker.username, broker.password) == (BROKER_USER, BROKER_PASSWORD)
     assert AuditEvent.objects.filter(action="broker.updated").exists()
     assert not AuditEvent.objects.filter(action="broker.secret_changed").exists()
 
@@ -329,7 +314,7 @@ def test_edit_new_password_and_clear_username(login, alice, broker_a):
         follow=True,
     )
     assert response.status_code == 200
-    assert_no_secrets(response, "rotated-Pw-123", USERNAME, PASSWORD)
+    assert_no_secrets(response, "rotated-Pw-123", BROKER_USER, BROKER_PASSWORD)
     broker = Broker.objects.get(pk=broker_a.pk)
     assert (broker.username, broker.password) == ("", "rotated-Pw-123")
     event = AuditEvent.objects.get(action="broker.secret_changed")
@@ -343,7 +328,7 @@ def test_edit_clear_password(login, alice, broker_a):
         form_data(name="Acme broker", clear_password="on"),
     )
     broker = Broker.objects.get(pk=broker_a.pk)
-    assert (broker.username, broker.password) == (USERNAME, "")
+    assert (broker.username, broker.password) == (BROKER_USER, "")
 
 
 def test_edit_new_and_clear_together_is_refused(login, alice, broker_a):
@@ -354,7 +339,7 @@ def test_edit_new_and_clear_together_is_refused(login, alice, broker_a):
     )
     assert response.status_code == 400
     assert "not both" in response.content.decode()
-    assert_no_secrets(response, "other-Pw-999", PASSWORD)
+    assert_no_secrets(response, "other-Pw-999", BROKER_PASSWORD)
     assert snapshot(broker_a) == before
 
 
@@ -375,7 +360,7 @@ def test_edit_bad_input_changes_nothing(login, alice, broker_a, overrides):
     )
     assert response.status_code == 400
     assert response.context["form"].errors
-    assert_no_secrets(response, "never-Saved-Pw-1", PASSWORD, USERNAME)
+    assert_no_secrets(response, "never-Saved-Pw-1", BROKER_PASSWORD, BROKER_USER)
     assert snapshot(broker_a) == before
 
 

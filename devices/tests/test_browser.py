@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -460,20 +461,22 @@ def test_hostile_names_and_messages_stay_text_in_the_browser(
     expect(page.locator("h1")).to_have_text(XSS)
     expect(page.locator("#log li").first).to_contain_text(XSS)
     expect(page.locator("#wifi-detail")).to_contain_text(XSS)
-    # A live delta goes through the script's other path (addLog).
-    broadcast.broadcast_now(
-        broadcast.pool_group(pool_a.code),
-        {
-            "type": "pool.event",
-            "pool": pool_a.code.hex,
-            "event": {
-                "kind": "error",
-                "message": "live " + XSS,
-                "ts": "",
-                "actor": XSS,
-            },
-        },
+    # A live delta goes through the script's other path (addLog). Sent from a thread
+    # of its own: Playwright's event loop runs in this one.
+    message = {
+        "type": "pool.event",
+        "pool": pool_a.code.hex,
+        "event": {"kind": "error", "message": "live " + XSS, "ts": "", "actor": XSS},
+    }
+    sent = []
+    sender = threading.Thread(
+        target=lambda: sent.append(
+            broadcast.broadcast_now(broadcast.pool_group(pool_a.code), message)
+        )
     )
+    sender.start()
+    sender.join(10)
+    assert sent == [True]
     expect(page.locator("#log li").first).to_contain_text("live " + XSS)
     assert page.locator("img").count() == 0
     for url in (

@@ -14,17 +14,18 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from devices.broadcast import pool_group
 from devices.models import Command, Device, DeviceEvent
+from devices.scheduling import next_local_midnight
 from devices.services.commands import (
     OFFLINE_REASON,
     command_ack,
     command_expected,
     command_send,
     command_send_system,
+    command_validate,
     commands_claim,
     commands_expire,
     commands_match_device_state,
     expectation_met,
-    next_local_midnight,
 )
 
 IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -80,7 +81,7 @@ def test_operator_sends_pump_on(olivia, pool_a, online_a, layer):
     assert audit.data["op"] == "pump" and audit.data["status"] == "pending"
     assert DeviceEvent.objects.filter(kind="command.sent", pool=pool_a).count() == 1
     pool_a.refresh_from_db()
-    assert pool_a.override_until == next_local_midnight(pool=pool_a, now=before)
+    assert pool_a.override_until == next_local_midnight(before, pool_a.timezone)
     messages = _received(layer, channel)
     kinds = [m["type"] for m in messages]
     assert "pool.command" in kinds and "pool.event" in kinds
@@ -187,21 +188,6 @@ def test_expectations():
     assert expectation_met(stop, "timer", {"active": False, "mode": 2})
 
 
-def test_next_local_midnight_across_dst():
-    class P:
-        timezone = "Europe/Madrid"
-
-    # 29 March 2026 is the spring-forward day in Madrid: midnight is still 23:00 UTC.
-    now = dt.datetime(2026, 3, 28, 22, 30, tzinfo=dt.UTC)
-    assert next_local_midnight(pool=P, now=now) == dt.datetime(
-        2026, 3, 28, 23, 0, tzinfo=dt.UTC
-    )
-    summer = dt.datetime(2026, 7, 1, 12, 0, tzinfo=dt.UTC)
-    assert next_local_midnight(pool=P, now=summer) == dt.datetime(
-        2026, 7, 1, 22, 0, tzinfo=dt.UTC
-    )
-
-
 @pytest.mark.django_db
 def test_claim_once_ack_and_expire(alice, pool_a, online_a, device_b):
     first = command_send(membership=alice, pool=pool_a, op="pump", value="ON")
@@ -260,3 +246,9 @@ def test_v31_completes_from_stored_state(alice, pool_a, online_a):
 
 def test_unknown_code_is_ignored(db):
     assert command_ack(device_pk=1, command_id=uuid.uuid4().hex, ok=True) is None
+
+
+@pytest.mark.parametrize("odd", ["²", "9" * 5000, "-1", "1e3"])
+def test_odd_timer_numbers_from_forms_are_a_clear_validation_error(odd):
+    with pytest.raises(ValidationError):
+        command_validate(op="timer", value={"mode": "1", "duration": odd})

@@ -385,27 +385,36 @@ async def test_command_rate_limit(olivia, device_a, pool_a, monkeypatch):
 # --- access changes ---------------------------------------------------------------
 
 
-async def test_role_drop_then_removal_closes_the_socket(
-    alice, olivia, online_device, pool_a
+async def test_role_raise_keeps_the_socket_role_drop_and_removal_close_it(
+    alice, olivia, victor, online_device, pool_a
 ):
     from tenants.services import membership_remove, membership_role_change
 
-    comm = socket(pool_path(pool_a), cookie=await session_cookie(olivia))
+    # A viewer made operator keeps the socket, told what changed.
+    comm = socket(pool_path(pool_a), cookie=await session_cookie(victor))
     await comm.connect()
-    assert (await comm.receive_json_from(timeout=TIMEOUT))["can_control"] is True
+    assert (await comm.receive_json_from(timeout=TIMEOUT))["can_control"] is False
+    await database_sync_to_async(membership_role_change)(
+        membership=alice, target=victor, role="operator"
+    )
+    access = await receive_type(comm, "access")
+    assert access == {"type": "access", "role": "operator", "can_control": True}
 
+    # An operator made viewer loses it (issue 4: "whose role drops, loses the
+    # socket"); the page reloads under the new role.
+    dropped = socket(pool_path(pool_a), cookie=await session_cookie(olivia))
+    await dropped.connect()
+    assert (await dropped.receive_json_from(timeout=TIMEOUT))["can_control"] is True
     await database_sync_to_async(membership_role_change)(
         membership=alice, target=olivia, role="viewer"
     )
-    access = await receive_type(comm, "access")
-    assert access == {"type": "access", "role": "viewer", "can_control": False}
-    await comm.send_json_to(
-        {"type": "command", "op": "pump", "value": "ON", "ref": "x"}
-    )
-    error = await receive_type(comm, "error")
-    assert error["ref"] == "x" and "operator role" in error["message"]
+    error = await receive_type(dropped, "error")
+    assert "role changed to viewer" in error["message"]
+    await assert_closed(dropped, 4403)
+    assert not await database_sync_to_async(Command.objects.exists)()
 
-    await database_sync_to_async(membership_remove)(membership=alice, target=olivia)
+    # Removal closes it too.
+    await database_sync_to_async(membership_remove)(membership=alice, target=victor)
     error = await receive_type(comm, "error")
     assert "withdrawn" in error["message"]
     await assert_closed(comm, 4403)

@@ -198,3 +198,27 @@ async def test_user_text_reaches_the_socket_as_data_not_markup(
     snap = await receive_type(comm, "snapshot")
     assert snap["pool"]["name"] == XSS and snap["pool"]["mode1_name"] == XSS
     await comm.disconnect()
+
+
+@pytest.mark.parametrize(
+    "origin", [None, b"null", b"http://127.0.0.1.evil.test", b"https://evil.test"]
+)
+@pytest.mark.parametrize("path", ["pool", "/ws/tenant/"])
+async def test_missing_or_foreign_origin_is_refused_even_with_a_token(
+    olivia, pool_a, origin, path
+):
+    """Cross-site pages cannot ride the session, and a token does not bypass the
+    Origin check either (browsers always send one; other clients send ours)."""
+    headers = [(b"host", b"127.0.0.1")]
+    if origin is not None:
+        headers.append((b"origin", origin))
+    headers.append((b"authorization", f"Bearer {await access_token(olivia)}".encode()))
+    from channels.testing import WebsocketCommunicator
+
+    from poolsaas.asgi import application
+
+    comm = WebsocketCommunicator(
+        application, pool_path(pool_a) if path == "pool" else path, headers=headers
+    )
+    connected, _ = await comm.connect()
+    assert not connected

@@ -140,3 +140,22 @@ def test_device_secret_never_on_a_page(login, adam, pool_a, platform_broker):
     )
     assert again.status_code == 400
     assert password not in again.content.decode()
+
+
+def test_devices_page_never_loads_secrets(login, victor, device_a):
+    """The list reads no secret column at all: nothing to leak, nothing to decrypt
+    (a key rotation cannot break the page)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = login(victor)
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(reverse("devices")).status_code == 200
+    sql = " ".join(q["sql"] for q in queries.captured_queries)
+    assert "ESP-A1A1A1" in client.get(reverse("devices")).content.decode()
+    for column in (
+        '"devices_device"."mqtt_password"',
+        '"devices_broker"."username"',
+        '"devices_broker"."password"',
+    ):
+        assert column not in sql, column

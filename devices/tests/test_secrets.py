@@ -16,10 +16,7 @@ from audit.models import AuditEvent
 from devices.fields import SecretDecryptionError
 from devices.models import Broker, Device
 from devices.services.brokers import broker_create
-
-BROKER_USER = "acme-user-Zq81"
-BROKER_PASSWORD = "plain-Text-Pa55word-Q7"
-DEVICE_PASSWORD = "device-Secret-Pw-3Kd"
+from devices.tests.conftest import BROKER_PASSWORD, BROKER_USER, DEVICE_PASSWORD
 
 
 def raw_column(model, field: str, pk) -> str:
@@ -45,29 +42,6 @@ def old_key(settings):
     key = Fernet.generate_key().decode()
     settings.FIELD_ENCRYPTION_KEY = [key]
     return key
-
-
-@pytest.fixture
-def broker_a(alice):
-    return broker_create(
-        membership=alice,
-        name="Acme broker",
-        host="mqtt.acme.test",
-        port=8883,
-        username=BROKER_USER,
-        password=BROKER_PASSWORD,
-    )
-
-
-@pytest.fixture
-def secret_device(pool_a, platform_broker):
-    return Device.objects.create(
-        tenant=pool_a.tenant,
-        pool=pool_a,
-        broker=platform_broker,
-        device_id="ESP-5EC8E7",
-        mqtt_password=DEVICE_PASSWORD,
-    )
 
 
 def test_raw_password_column_holds_a_fernet_token_not_plaintext(

@@ -94,18 +94,7 @@ def broker_edit(request, code):
     else:
         form = BrokerForm(
             editing=True,
-            initial={
-                name: getattr(broker, name)
-                for name in (
-                    "name",
-                    "host",
-                    "port",
-                    "use_tls",
-                    "ca_certificate",
-                    "websocket_url",
-                    "topic_prefix",
-                )
-            },
+            initial={name: getattr(broker, name) for name in services.BROKER_FIELDS},
         )
     status = 200
     if request.method == "POST":

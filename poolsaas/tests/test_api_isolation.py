@@ -318,3 +318,20 @@ def test_an_unexpected_error_is_a_500_in_the_one_shape(alice, monkeypatch, caplo
     assert "boom" not in response.content.decode()
     assert "logged" in error["message"]
     assert any("boom: internal detail" in str(r.exc_info) for r in caplog.records)
+
+
+def test_every_list_endpoint_is_paginated_and_bounded(alice, pool_a):
+    client = api_client(alice)
+    for path in (
+        "/api/v1/pools/",
+        "/api/v1/devices/",
+        "/api/v1/brokers/",
+        "/api/v1/members/",
+        "/api/v1/invitations/",
+        "/api/v1/audit-events/",
+        f"/api/v1/pools/{pool_a.code}/commands/",
+        f"/api/v1/pools/{pool_a.code}/events/",
+    ):
+        body = client.get(path, {"page_size": 100_000}).json()
+        assert set(body) == {"count", "next", "previous", "results"}, path
+        assert_error(client.get(path, {"page": 999}), 404, "not_found")

@@ -19,6 +19,7 @@
   var countdown = null; // {base, at} for the live timer
   var skew = 0; // server clock minus browser clock, ms
   var refreshing = false; // a snapshot asked for after a command: pool part only
+  var lastError = ""; // the server's last word not tied to a command
 
   // --- formatting -----------------------------------------------------------------
   var timeFmt = new Intl.DateTimeFormat(undefined, {
@@ -385,6 +386,7 @@
         if (msg.ref != null && pending[msg.ref]) {
           finish(msg.ref, false, msg.message);
         } else {
+          lastError = msg.message;
           var box = $("controls-reason");
           box.textContent = msg.message;
           box.hidden = false;
@@ -397,9 +399,11 @@
         stopped = true;
         renderAll();
         var box = $("controls-reason");
-        box.textContent = e.code === 4403
+        // The server says why just before it closes (role changed, access
+        // withdrawn); without that, a generic reason.
+        box.textContent = lastError || (e.code === 4403
           ? "Your access to this pool was withdrawn. Reload the page to check."
-          : "This pool is no longer available to you.";
+          : "This pool is no longer available to you.");
         box.className = "notice bad";
         box.hidden = false;
         return;
