@@ -616,12 +616,13 @@ def test_state_is_broadcast_to_the_pool_group(
     import asyncio
 
     from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
+    from channels.layers import channel_layers
 
     from devices.broadcast import pool_group
 
     device = make_device(pool_a, prefix, esp_id(), broker=platform_broker)
-    layer = get_channel_layer()
+    # A layer of the test's own: the bridge's live thread receives on the shared one.
+    layer = channel_layers.make_backend("default")
     channel = async_to_sync(layer.new_channel)()
     async_to_sync(layer.group_add)(pool_group(pool_a.code), channel)
     other = async_to_sync(layer.new_channel)()
