@@ -121,6 +121,9 @@ class Bridge:
             threading.Thread(target=self._work, name="bridge-worker", daemon=True),
             threading.Thread(target=self._write, name="bridge-writer", daemon=True),
             threading.Thread(target=self._control, name="bridge-control", daemon=True),
+            threading.Thread(
+                target=self._commands, name="bridge-commands", daemon=True
+            ),
         ]
 
     # --- lifecycle -------------------------------------------------------------------
@@ -388,6 +391,9 @@ class Bridge:
     # --- control ---------------------------------------------------------------------
 
     def _control(self) -> None:
+        """Housekeeping: the topic directory and broker connections, silence, stats.
+        Commands have a thread of their own, so that a slow refresh never holds up a
+        command that the doorbell just announced."""
         next_refresh = next_silence = 0.0
         next_stats = time.monotonic() + self.stats_interval
         try:
@@ -402,7 +408,6 @@ class Bridge:
                 if now >= next_refresh:
                     self.refresh()
                     next_refresh = now + self.refresh_interval
-                self.sweep_commands()
                 if now >= next_silence:
                     self.sweep_silence()
                     next_silence = now + self.silence_interval
@@ -413,6 +418,24 @@ class Bridge:
             if now >= next_stats:
                 next_stats = now + self.stats_interval
                 logger.info("bridge stats %s", self.stats())
+            reset_queries()
+            self._stop.wait(min(self.sweep_interval, self.refresh_interval))
+        connection.close()
+
+    def _commands(self) -> None:
+        """Publish pending commands at once when the doorbell rings, and every
+        `sweep_interval` anyway (the database is the queue of record)."""
+        while not self._refreshed.wait(0.2):
+            if self._stop.is_set():
+                return
+        while not self._stop.is_set():
+            try:
+                close_old_connections()
+                self.sweep_commands()
+            except Exception:  # noqa: BLE001 - keep the bridge alive, retry next tick
+                self.db_errors += 1
+                logger.exception("bridge command sweep failed; retrying")
+                connection.close()
             reset_queries()
             self._wake.wait(self.sweep_interval)
             self._wake.clear()
@@ -468,7 +491,9 @@ class Bridge:
     def sweep_commands(self) -> None:
         self._publish_requested()
         commands_expire()
-        connected = [pk for pk, c in self.connections.items() if c.connected.is_set()]
+        # A snapshot: the control thread adds and removes connections meanwhile.
+        connections = list(self.connections.items())
+        connected = [pk for pk, c in connections if c.connected.is_set()]
         if connected:
             ready = [
                 command
