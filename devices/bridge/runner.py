@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 
+from django.core.exceptions import ValidationError
 from django.db import close_old_connections, connection, reset_queries
 
 from devices.bridge.connection import BrokerConnection, broker_fingerprint
@@ -37,7 +38,7 @@ from devices.selectors import (
     commands_to_publish,
     devices_for_bridge,
 )
-from devices.services.brokers import broker_ensure_platform
+from devices.services.brokers import broker_ensure_platform, validate_broker_address
 from devices.services.commands import (
     DOORBELL,
     command_ack,
@@ -459,6 +460,16 @@ class Bridge:
                 del self.connections[broker.pk]
                 conn = None
             if conn is None:
+                if not broker.is_platform:
+                    # A tenant's broker is checked again here, not only when it was
+                    # saved: the name may resolve elsewhere by now.
+                    try:
+                        validate_broker_address(broker.host)
+                    except ValidationError as exc:
+                        logger.warning(
+                            "broker %s not connected: %s", broker.name, exc.messages[0]
+                        )
+                        continue
                 try:
                     conn = BrokerConnection(
                         broker=broker,

@@ -744,3 +744,18 @@ def test_tenant_broker_with_tls_and_credentials(
         pub.loop_stop()
     # The refused broker is retried in the background and harms nothing else.
     assert not bridge.connections[wrong.pk].connected.is_set()
+
+
+def test_bridge_refuses_a_tenant_broker_on_an_internal_address(
+    make_bridge, prefix, pool_a, platform_broker, settings
+):
+    # Saved while private hosts were allowed; refused once they are not.
+    broker = Broker.objects.create(
+        tenant=pool_a.tenant, name="inside", host="127.0.0.1", port=1883, use_tls=False
+    )
+    make_device(pool_a, prefix, esp_id(), broker=broker)
+    settings.BROKER_ALLOW_PRIVATE_HOSTS = False
+    bridge = make_bridge()
+    assert bridge.wait_ready(10)
+    assert platform_broker.pk in bridge.connections
+    assert broker.pk not in bridge.connections
