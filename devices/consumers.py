@@ -374,6 +374,15 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _recheck(self):
+        session = self.scope.get("session")
+        if (
+            not self.from_jwt
+            and session is not None
+            and session.session_key
+            and not session.exists(session.session_key)
+        ):
+            # Logged out (or the session ended): its sockets end with it.
+            raise NotAuthenticated("You are logged out.")
         membership = _membership_for(
             self.user, self.tenant_code, from_jwt=self.from_jwt
         )

@@ -37,7 +37,10 @@ def auth_login_failed(*, email: str, reason: str = "bad credentials") -> None:
 
 
 def auth_logged_out(*, user: User, tenant: Tenant | None) -> None:
+    """Record a logout (after the session ended) and let the user's live sockets
+    re-check theirs, so the ones of this session close."""
     audit_record(action="logout", tenant=tenant, actor=user)
+    _access_changed(user)
 
 
 def auth_password_reset(*, user: User) -> None:

@@ -97,9 +97,11 @@ def login_locked_out(request, response=None, credentials=None, *args, **kwargs):
 def logout_view(request):
     from django.contrib.auth import logout
 
-    if request.user.is_authenticated:
-        services.auth_logged_out(user=request.user, tenant=request.tenant)
+    user, tenant = request.user, request.tenant
+    # Session first: the service then tells this user's sockets, which re-check it.
     logout(request)
+    if user.is_authenticated:
+        services.auth_logged_out(user=user, tenant=tenant)
     messages.success(request, "You are logged out.")
     return HttpResponseRedirect(reverse("login"))
 

@@ -532,3 +532,29 @@ async def test_snapshot_on_request_reads_the_pool_again(olivia, pool_a):
     await comm.send_json_to({"type": "snapshot"})
     assert (await comm.receive_json_from(timeout=TIMEOUT))["type"] == "error"
     await assert_closed(comm, 4404)
+
+
+async def test_logging_out_closes_that_sessions_sockets_only(
+    olivia, online_device, pool_a
+):
+    cookie = await session_cookie(olivia)
+    comm = socket(pool_path(pool_a), cookie=cookie)
+    await comm.connect()
+    assert (await comm.receive_json_from(timeout=TIMEOUT))["type"] == "snapshot"
+    # The same user in another browser keeps working.
+    other = socket(pool_path(pool_a), cookie=await session_cookie(olivia))
+    await other.connect()
+    assert (await other.receive_json_from(timeout=TIMEOUT))["type"] == "snapshot"
+
+    @database_sync_to_async
+    def log_out():
+        client = Client()
+        client.cookies["sessionid"] = cookie
+        assert client.post("/logout/").status_code == 302
+
+    await log_out()
+    await receive_type(comm, "error")
+    await assert_closed(comm, 4403)
+    await other.send_json_to({"type": "ping"})
+    assert (await other.receive_json_from(timeout=TIMEOUT))["type"] != "error"
+    await other.disconnect()
