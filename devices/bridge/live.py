@@ -14,12 +14,17 @@
 
 import asyncio
 import collections
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 
-from channels.layers import get_channel_layer
+from channels.layers import (
+    DEFAULT_CHANNEL_LAYER,
+    channel_layers,
+    get_channel_layer,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from devices.broadcast import BRIDGES_GROUP
@@ -54,6 +59,11 @@ class LiveChannel:
             target=self._run, name="bridge-live", daemon=True
         )
         self._tasks: list[asyncio.Task] = []
+        self._doorbell_thread = threading.Thread(
+            target=self._run_doorbell, name="bridge-doorbell", daemon=True
+        )
+        self._doorbell_loop: asyncio.AbstractEventLoop | None = None
+        self._doorbell_task: asyncio.Task | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -69,6 +79,14 @@ class LiveChannel:
 
         self.loop.call_soon_threadsafe(cancel)
         self._thread.join(3)
+        doorbell_loop, task = self._doorbell_loop, self._doorbell_task
+        if (
+            doorbell_loop is not None
+            and task is not None
+            and doorbell_loop.is_running()
+        ):
+            doorbell_loop.call_soon_threadsafe(task.cancel)
+            self._doorbell_thread.join(3)
 
     def send_many(self, messages: list[tuple[str, dict]]) -> None:
         """Thread-safe: queue (group, message) pairs for sending."""
@@ -127,16 +145,36 @@ class LiveChannel:
             self._tasks.append(asyncio.ensure_future(self._watcher()))
             self._tasks.append(asyncio.ensure_future(self._watch_notices()))
             if self.doorbell:
-                self._tasks.append(asyncio.ensure_future(self._doorbell()))
+                self._doorbell_thread.start()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _is_redis(self) -> bool:
         return hasattr(self.layer, "_group_key") and hasattr(self.layer, "connection")
 
-    async def _doorbell(self) -> None:
+    def _run_doorbell(self) -> None:
+        """The doorbell on a loop and a layer of its own: on the sender's loop it
+        waited behind every broadcast, which delayed commands by up to 300 ms."""
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+        self._doorbell_loop = loop
+        task = loop.create_task(self._doorbell(layer))
+        try:
+            loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            close = getattr(layer, "close_pools", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    loop.run_until_complete(close())
+            loop.close()
+
+    async def _doorbell(self, layer) -> None:
+        self._doorbell_task = asyncio.current_task()
         while True:
             try:
-                message = await self.layer.receive(self.doorbell)
+                message = await layer.receive(self.doorbell)
                 self.on_doorbell(message)
             except asyncio.CancelledError:
                 raise
