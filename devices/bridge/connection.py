@@ -20,6 +20,9 @@ from firmware import protocol
 
 logger = logging.getLogger(__name__)
 
+# Seconds after a subscription during which retained messages are taken as replays.
+RETAIN_REPLAY_WINDOW = 5.0
+
 SHARE_GROUP = "poolsaas"
 
 
@@ -91,6 +94,8 @@ class BrokerConnection:
         self._sub_mid = None
         self.connects = 0
         self.connected_at = 0.0
+        # When the last subscription was made: retained replays follow it closely.
+        self.subscribed_at = 0.0
         self._stop = threading.Event()
         self._enqueue = enqueue
         self._lock = threading.Lock()
@@ -136,6 +141,7 @@ class BrokerConnection:
         if not self.connected.is_set():
             return  # on_connect subscribes to all of them
         if added:
+            self.subscribed_at = time.time()
             self.client.subscribe([(f, 1) for f in self.filters(added)])
         if removed:
             self.client.unsubscribe(self.filters(removed))
@@ -149,6 +155,7 @@ class BrokerConnection:
         with self._lock:
             filters = self.filters(self.prefixes)
         if filters:
+            self.subscribed_at = time.time()
             _, self._sub_mid = client.subscribe([(f, 1) for f in filters])
         else:
             self.subscribed.set()
@@ -170,15 +177,11 @@ class BrokerConnection:
             logger.warning("lost broker %s: %s", self.name, reason_code)
 
     def _on_message(self, client, userdata, message) -> None:
-        self._enqueue(
-            (
-                self.broker_id,
-                message.topic,
-                message.payload,
-                time.time(),
-                message.retain,
-            )
-        )
+        now = time.time()
+        # Some brokers (amqtt) keep the retain flag on live messages too; a retained
+        # message long after the subscription is a live one, not a replay.
+        retain = message.retain and now - self.subscribed_at < RETAIN_REPLAY_WINDOW
+        self._enqueue((self.broker_id, message.topic, message.payload, now, retain))
 
     # --- the network loop ------------------------------------------------------------
 

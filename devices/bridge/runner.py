@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import close_old_connections, connection, reset_queries
 
@@ -475,7 +476,10 @@ class Bridge:
                         broker=broker,
                         enqueue=self._enqueue,
                         client_id=f"poolsaas-bridge-{self.name}-{broker.pk}"[:64],
-                        shared=broker.is_platform,
+                        # Several bridges share the platform broker's traffic; a
+                        # broker without $share (the embedded one) gets one bridge.
+                        shared=broker.is_platform
+                        and settings.MQTT_SHARED_SUBSCRIPTIONS,
                         share_group=self.share_group,
                         keepalive=self.keepalive,
                         min_backoff=self.min_backoff,

@@ -49,6 +49,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=8000, help="Web port.")
         parser.add_argument("--no-devices", action="store_true", help="No simulator.")
+        parser.add_argument(
+            "--embedded-broker",
+            action="store_true",
+            help="Use the embedded Python broker even when Mosquitto is installed.",
+        )
 
     def handle(self, *args, **options):
         self.children: list[tuple[str, subprocess.Popen]] = []
@@ -62,7 +67,9 @@ class Command(BaseCommand):
         try:
             if not settings.REDIS_URL:
                 env["REDIS_URL"] = self._start_redis(env)
-            self._start_broker(mqtt_host, mqtt_port, env)
+            self._start_broker(
+                mqtt_host, mqtt_port, env, embedded=options["embedded_broker"]
+            )
             self._spawn("bridge", [python, manage, "mqtt_bridge"], env)
             self._spawn(
                 "worker",
@@ -126,7 +133,9 @@ class Command(BaseCommand):
             self.stdout.write(f"Started the embedded Redis on {WEB_HOST}:{port}.")
         return f"redis://{WEB_HOST}:{port}/0"
 
-    def _start_broker(self, host: str, port: int, env: dict) -> None:
+    def _start_broker(
+        self, host: str, port: int, env: dict, *, embedded: bool = False
+    ) -> None:
         if _port_open(host, port):
             self.stdout.write(f"Using the MQTT broker already on {host}:{port}.")
             return
@@ -134,9 +143,11 @@ class Command(BaseCommand):
             raise CommandError(
                 f"MQTT_URL points at {host}:{port}, which does not answer."
             )
-        mosquitto = shutil.which("mosquitto") or (
-            "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-        )
+        mosquitto = None
+        if not embedded:
+            mosquitto = shutil.which("mosquitto") or (
+                "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+            )
         if mosquitto:
             conf = Path(tempfile.mkdtemp(prefix="poolsaas-mqtt-")) / "mosquitto.conf"
             conf.write_text(
@@ -150,6 +161,8 @@ class Command(BaseCommand):
                 [sys.executable, "-m", "poolsaas.embedded_broker", "--port", str(port)],
                 env,
             )
+            # amqtt has no shared subscriptions; one bridge runs here anyway.
+            env["MQTT_SHARED_SUBSCRIPTIONS"] = "false"
             label = "the embedded Python broker"
         if not _wait_port(host, port):
             raise CommandError(f"{label} did not start on {host}:{port}.")
