@@ -54,6 +54,15 @@ class BufferedClient(mqtt.Client):
         return super().reconnect()
 
 
+def is_replay(retain: bool, *, received_at: float, subscribed_at: float) -> bool:
+    """Is a message the broker's replay of retained state (old news)?
+
+    Some brokers (amqtt) keep the retain flag on live messages too; a retained message
+    long after the subscription is a live one, not a replay.
+    """
+    return retain and received_at - subscribed_at < RETAIN_REPLAY_WINDOW
+
+
 def broker_fingerprint(broker) -> tuple:
     """Anything that, when changed, needs a new connection."""
     return (
@@ -178,9 +187,9 @@ class BrokerConnection:
 
     def _on_message(self, client, userdata, message) -> None:
         now = time.time()
-        # Some brokers (amqtt) keep the retain flag on live messages too; a retained
-        # message long after the subscription is a live one, not a replay.
-        retain = message.retain and now - self.subscribed_at < RETAIN_REPLAY_WINDOW
+        retain = is_replay(
+            message.retain, received_at=now, subscribed_at=self.subscribed_at
+        )
         self._enqueue((self.broker_id, message.topic, message.payload, now, retain))
 
     # --- the network loop ------------------------------------------------------------

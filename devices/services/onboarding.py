@@ -308,7 +308,6 @@ def device_replace(
             device_id=device_id,
             protocol=protocol,
         )
-        old.device_id, old.broker = old_id, broker
         _revoke(old)
         audit_record(
             action="device.replaced",

@@ -75,3 +75,13 @@ def test_a_legacy_device_is_seen_online_through_the_embedded_broker(
     finally:
         sim.stop()
         bridge.stop()
+
+
+def test_a_retained_flag_counts_as_a_replay_only_right_after_subscribing():
+    from devices.bridge.connection import RETAIN_REPLAY_WINDOW, is_replay
+
+    assert is_replay(True, received_at=100.5, subscribed_at=100.0)
+    assert not is_replay(
+        True, received_at=100.0 + RETAIN_REPLAY_WINDOW + 1, subscribed_at=100.0
+    )
+    assert not is_replay(False, received_at=100.5, subscribed_at=100.0)
