@@ -54,6 +54,7 @@ def broker_get_for_member(
 
 def brokers_usable_by_member(*, membership: Membership) -> QuerySet[Broker]:
     """Brokers a device of this tenant may use: its own plus the platform broker."""
+    membership_require(membership=membership, action=Action.VIEW)
     return Broker.objects.filter(
         Q(tenant_id=membership.tenant_id) | Q(is_platform=True)
     ).order_by("-is_platform", "name")
