@@ -812,7 +812,7 @@ class DeviceViewSet(
         )
 
     def create(self, request, *args, **kwargs):
-        from devices.services.onboarding import device_add
+        from devices.services.onboarding import device_add, device_broker_choose
 
         data = s.DeviceCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -820,14 +820,9 @@ class DeviceViewSet(
         pool = _referenced(
             "pool", selectors.pool_get_for_member, self.membership, values["pool"]
         )
-        broker = None
-        if values.get("broker"):
-            broker = _referenced(
-                "broker",
-                selectors.broker_get_for_member,
-                self.membership,
-                values["broker"],
-            )
+        broker = device_broker_choose(
+            membership=self.membership, code=values.get("broker")
+        )
         device, bundle = device_add(
             membership=self.membership,
             pool=pool,
