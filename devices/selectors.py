@@ -21,12 +21,15 @@ def pools_for_member(*, membership: Membership, search: str = "") -> QuerySet[Po
 
 
 def pool_get_for_member(
-    *, membership: Membership, code, action: str = Action.VIEW
+    *, membership: Membership, code, action: str = Action.VIEW, lock: bool = False
 ) -> Pool:
+    """One pool of the member's tenant. `lock` (inside a transaction) holds its row
+    until commit, so a writer can compare a version under the lock."""
+    pools = Pool.objects.select_related("device", "tenant")
+    if lock:
+        pools = pools.select_for_update(of=("self",))
     try:
-        pool = Pool.objects.select_related("device", "tenant").get(
-            tenant_id=membership.tenant_id, code=parse_code(code)
-        )
+        pool = pools.get(tenant_id=membership.tenant_id, code=parse_code(code))
     except Pool.DoesNotExist:
         raise Http404("No such pool.") from None
     membership_require(membership=membership, action=action)
@@ -40,12 +43,13 @@ def brokers_for_member(*, membership: Membership) -> QuerySet[Broker]:
 
 
 def broker_get_for_member(
-    *, membership: Membership, code, action: str = Action.MANAGE
+    *, membership: Membership, code, action: str = Action.MANAGE, lock: bool = False
 ) -> Broker:
+    """One of the member's tenant's own brokers (never the platform's). `lock` as
+    in pool_get_for_member."""
+    brokers = Broker.objects.select_for_update() if lock else Broker.objects.all()
     try:
-        broker = Broker.objects.get(
-            tenant_id=membership.tenant_id, code=parse_code(code)
-        )
+        broker = brokers.get(tenant_id=membership.tenant_id, code=parse_code(code))
     except Broker.DoesNotExist:
         raise Http404("No such broker.") from None
     membership_require(membership=membership, action=action)
@@ -58,10 +62,6 @@ def brokers_usable_by_member(*, membership: Membership) -> QuerySet[Broker]:
     return Broker.objects.filter(
         Q(tenant_id=membership.tenant_id) | Q(is_platform=True)
     ).order_by("-is_platform", "name")
-
-
-def platform_broker() -> Broker | None:
-    return Broker.objects.filter(is_platform=True).first()
 
 
 def devices_for_member(*, membership: Membership) -> QuerySet[Device]:
@@ -84,22 +84,6 @@ def device_get_for_member(
         raise Http404("No such device.") from None
     membership_require(membership=membership, action=action)
     return device
-
-
-def device_for_topic(
-    *, broker_id: int, topic_prefix: str, device_id: str
-) -> Device | None:
-    """The bridge's lookup: the one device a message on this broker may speak for.
-
-    Scoped by broker, so a message on one tenant's broker never reaches another
-    tenant's device; on the shared platform broker the per-device ACLs keep devices
-    to their own topics.
-    """
-    return (
-        Device.objects.select_related("tenant", "pool")
-        .filter(broker_id=broker_id, topic_prefix=topic_prefix, device_id=device_id)
-        .first()
-    )
 
 
 # --- Live dashboard reads (pool page, WebSocket snapshot, history) -----------------
@@ -289,8 +273,9 @@ def telemetry_for_export(*, pool: Pool, start, end):
     )
 
 
-# --- the bridge's bulk reads (the same scoping as device_for_topic, for all devices
-# at once, so that the hot path needs no query per message) ------------------------
+# --- the bridge's bulk reads: a message on a broker may only speak for a device of
+# that broker (and prefix), for all devices at once, so that the hot path needs no
+# query per message ---------------------------------------------------------------
 
 
 def brokers_for_bridge() -> QuerySet[Broker]:

@@ -448,25 +448,6 @@ def protocol_code(command_id: str) -> uuid.UUID:
     return uuid.UUID(hex=command_id)
 
 
-def commands_match_state(
-    *, device_pk: int, kind: str, value: Any, observed_at: dt.datetime
-) -> list[Command]:
-    """A v3.1 device reported a state: complete its sent commands that expected it."""
-    done = []
-    candidates = Command.objects.select_related("actor").filter(
-        device_id=device_pk,
-        status=Command.Status.SENT,
-        expected__isnull=False,
-        sent_at__lte=observed_at,
-    )
-    for command in candidates:
-        if expectation_met(command.expected, kind, value) and command_complete(
-            command=command
-        ):
-            done.append(command)
-    return done
-
-
 def commands_expire(*, now: dt.datetime | None = None, limit: int = 500) -> int:
     """Turn every open command past its expiry into a visible timeout."""
     now = now or timezone.now()

@@ -5,6 +5,7 @@ from zoneinfo import available_timezones
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.http import Http404
 
 from audit.services import audit_record
 from devices.models import Pool
@@ -106,7 +107,7 @@ def pool_update(
     if pool.tenant_id != membership.tenant_id:
         # The access layer never hands out a foreign pool; direct callers get the
         # same answer as a made-up code.
-        raise Pool.DoesNotExist("No such pool.")
+        raise Http404("No such pool.")
     given = {
         "name": name,
         "timezone_name": timezone_name,
@@ -114,7 +115,11 @@ def pool_update(
         "mode2_name": mode2_name,
     }
     with transaction.atomic():
-        pool = Pool.objects.select_for_update().get(pk=pool.pk)
+        try:
+            pool = Pool.objects.select_for_update().get(pk=pool.pk)
+        except Pool.DoesNotExist:
+            # Deleted while this writer waited for the lock.
+            raise Http404("No such pool.") from None
         changes: dict[str, dict[str, str]] = {}
         for arg, value in given.items():
             if value is None:

@@ -124,9 +124,7 @@ def test_every_access_function_is_covered_here():
 
 @pytest.mark.parametrize("name", GETTERS)
 @pytest.mark.parametrize("action", list(Action))
-def test_getter_allows_the_minimum_role_and_refuses_the_one_below(
-    world, name, action
-):
+def test_getter_allows_the_minimum_role_and_refuses_the_one_below(world, name, action):
     kind, _ = GETTERS[name]
     fn = getattr(selectors, name)
     mine = world[kind][0]

@@ -59,9 +59,7 @@ ACCESS = {
         lambda m, code: selectors.invitation_get_for_user(membership=m, code=code)
     ),
     "membership_require": (
-        lambda m, code: selectors.membership_require(
-            membership=m, action=Action.MANAGE
-        )
+        lambda m, code: selectors.membership_require(membership=m, action=Action.MANAGE)
     ),
 }
 LOWEST = {
@@ -145,9 +143,7 @@ def test_membership_for_user(world):
     alice, carol = world["members"][Role.OWNER], world["carol"]
     assert selectors.membership_for_user(user=alice.user).pk == alice.pk
     assert (
-        selectors.membership_for_user(
-            user=alice.user, tenant_code=alice.tenant.code
-        ).pk
+        selectors.membership_for_user(user=alice.user, tenant_code=alice.tenant.code).pk
         == alice.pk
     )
     for code in (carol.tenant.code, uuid.uuid4(), "not-a-code"):
