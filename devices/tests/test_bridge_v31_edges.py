@@ -1,6 +1,6 @@
 """v3.1 Wi-Fi clear, end to end: the bridge publishes wifi/clear, and the command is
 done only when the device reports Wi-Fi disconnected (its only answer), not on any
-other report. Real Mosquitto, PostgreSQL and the bridge in-process."""
+other report. Real Mosquitto, the database and the bridge in-process."""
 
 import uuid
 
@@ -13,7 +13,6 @@ from firmware import protocol
 
 pytestmark = [
     pytest.mark.mqtt,
-    pytest.mark.postgres_only,
     pytest.mark.django_db(transaction=True),
 ]
 
