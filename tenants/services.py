@@ -51,7 +51,8 @@ def _check_same_tenant(membership: Membership, obj) -> None:
     # The access layer already scopes objects to the caller's tenant; this guards
     # callers that skipped it.
     if obj.tenant_id != membership.tenant_id:
-        raise PermissionDenied("This belongs to another tenant.")
+        # What the access layer answers: not found (a 403 would confirm it exists).
+        raise Http404("Not found.")
 
 
 def _access_changed(user: User) -> None:

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
+from django.http import Http404
 from django.utils import timezone
 
 from audit.services import audit_record
@@ -228,11 +229,10 @@ def _clean_fields(fields: dict) -> dict:
 
 def _require_own_broker(membership: Membership, broker: Broker) -> None:
     # The access layer already scopes by tenant; this guards direct callers (admin
-    # actions, scripts) from touching the platform broker or another tenant's.
+    # actions, scripts) from touching the platform broker or another tenant's, with
+    # the access layer's own answer: not found.
     if broker.is_platform or broker.tenant_id != membership.tenant_id:
-        raise ValidationError(
-            {NON_FIELD_ERRORS: "Only your own brokers can be changed here."}
-        )
+        raise Http404("No such broker.")
 
 
 def broker_create(
@@ -408,6 +408,7 @@ def broker_test_connection(
 
     if membership is not None:
         membership_require(membership=membership, action=Action.MANAGE)
+        _require_own_broker(membership, broker)
     where = f"{broker.host}:{broker.port}"
     if not broker.is_platform:
         # Checked again here: the row may predate the rule, or its name may point
