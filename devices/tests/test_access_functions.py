@@ -86,18 +86,19 @@ GETTERS = {
     "command_get_for_member": ("command", Action.VIEW),
 }
 
-# Each list function: what it must give a viewer of A (ids), and never B's.
+# Each list function: the kind of object it lists, and how to call it.
 LISTS = {
-    "pools_for_member": ("pool", lambda fn, m: fn(membership=m)),
-    "devices_for_member": ("device", lambda fn, m: fn(membership=m)),
-    "brokers_for_member": ("broker", lambda fn, m: fn(membership=m)),
-    "brokers_usable_by_member": ("broker", lambda fn, m: fn(membership=m)),
+    "pools_for_member": ("pool", lambda fn, m, world: fn(membership=m)),
+    "devices_for_member": ("device", lambda fn, m, world: fn(membership=m)),
+    "brokers_for_member": ("broker", lambda fn, m, world: fn(membership=m)),
+    "brokers_usable_by_member": ("broker", lambda fn, m, world: fn(membership=m)),
     "pools_live_state": (
         "pool",
-        lambda fn, m: fn(membership=m, codes=[str(p.code) for p in _ALL_POOLS]),
+        lambda fn, m, world: fn(
+            membership=m, codes=[str(p.code) for p in world["pool"]]
+        ),
     ),
 }
-_ALL_POOLS: list = []
 
 
 def _suspend(tenant: Tenant) -> None:
@@ -188,9 +189,8 @@ def test_the_platform_broker_is_no_tenants_to_manage(world, platform_broker):
 @pytest.mark.parametrize("name", LISTS)
 def test_list_gives_the_lowest_role_its_own_tenant_only(world, name):
     kind, call = LISTS[name]
-    _ALL_POOLS[:] = world["pool"]
     fn = getattr(selectors, name)
-    rows = list(call(fn, world["members"][Role.VIEWER]))
+    rows = list(call(fn, world["members"][Role.VIEWER], world))
     mine, theirs = world[kind]
     if name == "pools_live_state":
         assert [row["pool"] for row in rows] == [mine.code.hex]
@@ -201,13 +201,12 @@ def test_list_gives_the_lowest_role_its_own_tenant_only(world, name):
 
 @pytest.mark.parametrize("name", LISTS)
 def test_list_refuses_a_suspended_tenant(world, name):
-    kind, call = LISTS[name]
-    _ALL_POOLS[:] = world["pool"]
+    _, call = LISTS[name]
     fn = getattr(selectors, name)
     owner = world["members"][Role.OWNER]
     _suspend(owner.tenant)
     with pytest.raises(TenantSuspended):
-        list(call(fn, owner))
+        list(call(fn, owner, world))
 
 
 def test_usable_brokers_are_the_platform_and_the_tenants_own(world, platform_broker):
