@@ -863,3 +863,129 @@ def test_bundle_round_trip():
     ):
         assert P.parse_bundle(P.dumps(value)) == value
     raises(PE, P.parse_bundle, enc({"v": 1, "device_id": "x", "mqtt": MQTT, "ca": "x"}))
+
+
+# --- what reaches people: exact wire bytes and the errors devices report ------------
+
+
+def test_v31_wire_bytes_are_the_contracts():
+    # A v3.1 device compares bytes, not meanings: these are fixed by PROTOCOL-v3.1.
+    assert (P.encode_pump_state(True), P.encode_pump_state(False)) == (b"ON", b"OFF")
+    assert (P.encode_valve_state(1), P.encode_valve_state(2)) == (b"1", b"2")
+    assert (P.encode_status(True), P.encode_status(False)) == (b"online", b"offline")
+    for value, text in (
+        (25.34, b"25.3"),
+        (-55.0, b"-55.0"),
+        (125, b"125.0"),
+        (0, b"0.0"),
+    ):
+        assert P.encode_temperature(value) == text
+    assert P.encode_v31_set("pump", "on") == ("pump/set", b"ON")
+    assert P.encode_v31_set("valve", 2) == ("valve/set", b"2")
+    assert P.encode_v31_set("valve", "TOGGLE") == ("valve/set", b"TOGGLE")
+    assert P.encode_v31_set("wifi_clear") == ("wifi/clear", b"1")
+    # JSON payloads: compact, one object (key order is not part of the contract).
+    suffix, timer_set = P.encode_v31_set("timer", {"mode": 1, "duration": 60})
+    assert suffix == "timer/set" and json.loads(timer_set) == {
+        "mode": 1,
+        "duration": 60,
+    }
+    for payload in (
+        timer_set,
+        P.encode_timer_state(TIMER),
+        P.encode_telemetry(TELEMETRY),
+    ):
+        assert b" " not in payload and payload[:1] == b"{"
+
+
+def test_times_compare_as_minutes_of_the_day():
+    v = P.validate_config
+    for start, stop in (("09:59", "10:00"), ("10:59", "11:00"), ("00:59", "01:00")):
+        assert v(one_day(day(start, stop)))
+        raises(PE, v, one_day(day(stop, start)))
+
+
+def test_config_errors_name_the_field():
+    """The device answers config/applied with this text and the pool page shows it:
+    it must say which field is wrong."""
+    cases = (
+        (
+            config_with(
+                programs=[
+                    program(days=[None, None, day("11:00", "10:00")] + [None] * 4)
+                ]
+            ),
+            "programs[0].days[2]: stop must be after start",
+        ),
+        (
+            config_with(programs=[program(1), program(4)]),
+            "programs[1].slot: out of range 1..3",
+        ),
+        (
+            config_with(programs=[program(days=[None] * 6 + [day("9:00", "10:00")])]),
+            "programs[0].days[6].start: HH:MM expected",
+        ),
+        (
+            config_with(programs=[program(days=[day("09:00", "10:0")] + [None] * 6)]),
+            "programs[0].days[0].stop: HH:MM expected",
+        ),
+        (
+            config_with(
+                programs=[program(days=[day("09:00", "10:00", 3)] + [None] * 6)]
+            ),
+            "programs[0].days[0].mode: out of range 1..2",
+        ),
+        (
+            config_with(programs=[program(enabled=None)]),
+            "programs[0].enabled: bool expected",
+        ),
+        (
+            config_with(programs=[program(1), program(2), "x"]),
+            "programs[2]: object expected",
+        ),
+        (
+            config_with(programs=[program(days=[None] * 6)]),
+            "programs[0].days: list of 7 expected",
+        ),
+        (
+            config_with(programs=[program(days=["x"] + [None] * 6)]),
+            "programs[0].days[0]: object or null expected",
+        ),
+        (thresholds(freeze_on_c=30), "thresholds.freeze_on_c: out of range"),
+        (
+            config_with(telemetry_interval=5),
+            "telemetry_interval: out of range 10..3600",
+        ),
+        (config_with(programs=[program(2), program(2)]), "programs: duplicate slot"),
+    )
+    for config, message in cases:
+        assert str(raises(PE, P.validate_config, config)) == message
+
+
+def test_command_refusals_say_what_is_wrong():
+    # The device acks an invalid command with this text as its reason.
+    cases = (
+        (cmd(exp=-1), "exp: out of range 0..4294967295", "invalid"),
+        (
+            cmd(op="pump", value="x"),
+            "pump value: ON, OFF or TOGGLE expected",
+            "invalid",
+        ),
+        (cmd(op="valve", value=3), "valve value: 1, 2 or TOGGLE expected", "invalid"),
+        (cmd(op="timer", value=[]), "timer value: object expected", "invalid"),
+        (
+            cmd(op="timer", value={"mode": 3, "duration": 1}),
+            "value.mode: out of range 1..2",
+            "invalid",
+        ),
+        (cmd(op="reboot", value=1), "reboot value: null expected", "invalid"),
+        (cmd(op="dance"), "unknown op 'dance'", "unsupported"),
+    )
+    for payload, message, code in cases:
+        e = raises(PE, P.parse_command, payload)
+        assert (str(e), e.code, e.cmd_id) == (message, code, "c-1")
+    e = raises(PE, P.encode_v31_set, "reboot")
+    assert (str(e), e.code) == (
+        "reboot is not supported by v3.1 devices",
+        "unsupported",
+    )
