@@ -185,3 +185,32 @@ def test_a_chain_renamed_whole_is_caught_by_the_hash(alice, carol):
     assert error is not None, out
     assert f"chain {new_key}: BROKEN at event #1 ({event.code})" in out
     assert "content changed after it was written" in out
+
+
+def test_a_deleted_tail_is_named_missing(trail, alice):
+    # The last event has no successor whose link could break: the head knows.
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {TABLE} WHERE id = %s", [trail[2].pk])  # noqa: S608
+    out, error = _verify()
+    assert error is not None, out
+    assert (
+        f"chain {alice.tenant.code.hex}: BROKEN at event #3: event #3 is missing" in out
+    )
+
+
+def test_a_rewritten_tail_with_its_hash_recomputed_is_caught_by_the_head(trail, alice):
+    """A forger who rewrites the last event and recomputes its hash leaves every
+    link intact: only the chain head's last hash tells."""
+    last = AuditEvent.objects.get(pk=trail[2].pk)
+    last.action = "test.forged"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {TABLE} SET action = %s, hash = %s WHERE id = %s",  # noqa: S608
+            ["test.forged", last.compute_hash(), last.pk],
+        )
+    out, error = _verify()
+    assert error is not None, out
+    assert (
+        f"chain {alice.tenant.code.hex}: BROKEN at event #3: "
+        "the last event does not match the head"
+    ) in out
