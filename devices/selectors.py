@@ -126,15 +126,6 @@ def command_as_dict(command) -> dict:
     }
 
 
-def event_as_dict(event) -> dict:
-    return {
-        "kind": event.kind,
-        "message": event.message,
-        "ts": _iso(event.ts),
-        "actor": event.actor.email if event.actor_id else None,
-    }
-
-
 def device_as_dict(device: Device | None) -> dict | None:
     if device is None:
         return None
@@ -163,6 +154,7 @@ def pool_snapshot(*, membership: Membership, pool: Pool, limit: int = 30) -> dic
     from django.utils import timezone
 
     from devices.models import Command, DeviceEvent, Program
+    from devices.services.events import event_as_dict
     from tenants.roles import role_allows
 
     commands = (

@@ -92,6 +92,19 @@ def pool_detail(request, code):
 # --- programs ---------------------------------------------------------------------
 
 
+_LOOSE_TIME = re.compile(r"([0-9]{1,2})[:.hH]?([0-9]{2})")
+
+
+def _time_from_post(value: str) -> str:
+    """A typed time in the editor's one format, HH:MM (24 h): "930", "9:30" and
+    "09.30" become "09:30"; anything else goes to the validator as typed."""
+    value = value.strip()
+    match = _LOOSE_TIME.fullmatch(value)
+    if match is None:
+        return value
+    return f"{int(match[1]):02d}:{match[2]}"
+
+
 def _programs_from_post(post) -> list[dict]:
     """The 3 slots × 7 days of the editor form, as programs_save takes them. A day with
     neither start nor stop is off; anything else goes to the service to validate."""
@@ -100,8 +113,8 @@ def _programs_from_post(post) -> list[dict]:
         days = []
         for day in range(7):
             prefix = f"s{slot}_d{day}_"
-            start = post.get(prefix + "start", "").strip()
-            stop = post.get(prefix + "stop", "").strip()
+            start = _time_from_post(post.get(prefix + "start", ""))
+            stop = _time_from_post(post.get(prefix + "stop", ""))
             mode = post.get(prefix + "mode", "1").strip()
             if not start and not stop:
                 days.append(None)
@@ -124,30 +137,46 @@ def _programs_from_post(post) -> list[dict]:
 
 
 def _programs_rows(programs: list[dict], errors: dict[str, list[str]]) -> list[dict]:
-    """The editor's table: one entry per slot with its 7 days and the errors that
-    belong to each field, for the template."""
+    """The editor's programs: one entry per slot with its 7 days and the errors that
+    belong to each field, for the template. A program is shown open when it is on,
+    has days or has errors; the others fold to one line."""
     by_slot = {p.get("slot"): p for p in programs if isinstance(p, dict)}
     rows = []
     for slot in SLOTS:
         program = by_slot.get(slot) or {"enabled": False, "days": [None] * 7}
         days = list(program.get("days") or []) + [None] * 7
+        entries = []
+        for i in range(7):
+            fields = {
+                part: errors.get(f"s{slot}_d{i}_{part}", [])
+                for part in ("mode", "start", "stop")
+            }
+            day_errors = errors.get(f"s{slot}_d{i}", [])
+            every = day_errors + fields["start"] + fields["stop"] + fields["mode"]
+            entries.append(
+                {
+                    "index": i,
+                    "name": DAYS[i],
+                    "value": days[i] if isinstance(days[i], dict) else {},
+                    "errors": day_errors,
+                    "mode_errors": fields["mode"],
+                    "start_errors": fields["start"],
+                    "stop_errors": fields["stop"],
+                    "all_errors": every,
+                    "has_error": bool(every),
+                }
+            )
+        slot_errors = errors.get(f"s{slot}", [])
+        day_count = sum(1 for d in days[:7] if isinstance(d, dict))
+        has_error = bool(slot_errors) or any(e["has_error"] for e in entries)
         rows.append(
             {
                 "slot": slot,
                 "enabled": program.get("enabled", False),
-                "errors": errors.get(f"s{slot}", []),
-                "days": [
-                    {
-                        "index": i,
-                        "name": DAYS[i],
-                        "value": days[i] if isinstance(days[i], dict) else {},
-                        "errors": errors.get(f"s{slot}_d{i}", []),
-                        "mode_errors": errors.get(f"s{slot}_d{i}_mode", []),
-                        "start_errors": errors.get(f"s{slot}_d{i}_start", []),
-                        "stop_errors": errors.get(f"s{slot}_d{i}_stop", []),
-                    }
-                    for i in range(7)
-                ],
+                "errors": slot_errors,
+                "days": entries,
+                "day_count": day_count,
+                "open": bool(program.get("enabled")) or day_count > 0 or has_error,
             }
         )
     return rows
@@ -181,13 +210,20 @@ def pool_programs(request, code):
         from devices.services.programs import programs_save
 
         programs = _programs_from_post(request.POST)
-        version = request.POST.get("config_version", "")
+        version = request.POST.get("config_version", "").strip()
         try:
+            # ASCII digits only: "²".isdigit() is true, and int() of 5,000 digits
+            # raises; both are a damaged form, not a server error.
+            if version and not re.fullmatch(r"[0-9]{1,9}", version):
+                raise ValidationError(
+                    "This form is damaged or out of date (its version is not a "
+                    "number): reload the page and enter your changes again."
+                )
             programs_save(
                 membership=request.membership,
                 pool=pool,
                 programs=programs,
-                expected_version=int(version) if version.isdigit() else None,
+                expected_version=int(version) if version else None,
             )
         except ValidationError as exc:
             errors = _error_lookup(_errors(exc))
@@ -210,6 +246,7 @@ def pool_programs(request, code):
             "pool": pool,
             "device": pool_device(pool),
             "rows": _programs_rows(programs, errors),
+            "config_version": pool.config_version,
             "errors": errors,
             "general_errors": errors.get("__all__", []),
             "overlaps": overlaps,
@@ -361,6 +398,20 @@ def _bundle_response(request, device, bundle):
     return response
 
 
+def wifi_quality(rssi) -> str:
+    """The v3.1 words for a signal (as static/js/pool.js): excellent >= -50 dBm,
+    good >= -60, fair >= -70, else weak; "" when there is no reading."""
+    if rssi is None:
+        return ""
+    if rssi >= -50:
+        return "excellent"
+    if rssi >= -60:
+        return "good"
+    if rssi >= -70:
+        return "fair"
+    return "weak"
+
+
 def uptime_text(seconds) -> str:
     if not isinstance(seconds, int) or seconds < 0:
         return "—"
@@ -384,6 +435,10 @@ def devices(request):
     )
     for device in rows:
         device.uptime_text = uptime_text((device.state or {}).get("uptime"))
+        rssi = ((device.state or {}).get("wifi") or {}).get("rssi")
+        seen = device.last_seen_at is not None and isinstance(rssi, int | float)
+        device.rssi = rssi if seen and not isinstance(rssi, bool) else None
+        device.signal = wifi_quality(device.rssi)
     return render(
         request,
         "devices/devices_list.html",
