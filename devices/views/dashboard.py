@@ -32,8 +32,8 @@ from devices.selectors import (
     pool_get_for_member,
     pool_snapshot,
     pools_for_member,
-    telemetry_buckets,
     telemetry_for_export,
+    telemetry_history,
 )
 from devices.selectors import (
     pool_programs as pool_programs_list,
@@ -279,41 +279,34 @@ def pool_history(request, code):
     start = end - span
     if request.GET.get("format") == "csv":
         return _history_csv(pool, start, end, range_name)
-    tz = ZoneInfo(pool.timezone)
-    offset = int(end.astimezone(tz).utcoffset().total_seconds())
-    temperature = telemetry_buckets(pool=pool, start=start, end=end, size=size)
-    runtime = telemetry_buckets(
-        pool=pool, start=start, end=end, size=runtime_size, offset=offset
-    )
+    temperature = telemetry_history(pool=pool, start=start, end=end, size=size)
+    runtime = telemetry_history(pool=pool, start=start, end=end, size=runtime_size)
     now_ts = end.timestamp()
     chart = {
         "range": range_name,
         "timezone": pool.timezone,
-        "offset": offset,
+        "offset": int(
+            end.astimezone(ZoneInfo(pool.timezone)).utcoffset().total_seconds()
+        ),
         # Each point sits mid-bucket; the running bucket's at most at "now".
         "temperature": [
             [
-                min(row["start"] + size / 2, now_ts),
-                row["t_avg"],
-                row["t_min"],
-                row["t_max"],
+                min(row["start"].timestamp() + size / 2, now_ts),
+                row["temperature_avg"],
+                row["temperature_min"],
+                row["temperature_max"],
             ]
             for row in temperature
-            if row["t_avg"] is not None
+            if row["temperature_avg"] is not None
         ],
         # Hours of pump (and of each valve mode while pumping) per bucket, estimated
-        # from the share of samples; the running bucket counts only its elapsed part.
+        # from the share of samples over the part of the bucket already lived.
         "runtime": [
             [
-                row["start"],
+                row["start"].timestamp(),
                 *(
-                    round(
-                        (row[key] or 0)
-                        * max(0, min(runtime_size, now_ts - row["start"]))
-                        / 3600,
-                        2,
-                    )
-                    for key in ("pump_share", "mode1_share", "mode2_share")
+                    round((row[key] or 0) * row["seconds"] / 3600, 2)
+                    for key in ("pump_on", "mode1", "mode2")
                 ),
             ]
             for row in runtime
@@ -343,11 +336,22 @@ class _Echo:
 
 
 def _history_csv(pool, start, end, range_name):
+    """Every sample of the range, in the pool's words: its local time and its valve
+    mode names."""
     writer = csv.writer(_Echo())
+    tz = ZoneInfo(pool.timezone)
+    names = {1: pool.mode1_name, 2: pool.mode2_name}
 
     def rows():
         yield writer.writerow(
-            ["time_utc", "temperature_c", "pump", "valve", "rssi_dbm"]
+            [
+                "time_utc",
+                f"time_local ({pool.timezone})",
+                "temperature_c",
+                "pump",
+                "valve",
+                "rssi_dbm",
+            ]
         )
         for ts, temperature, pump, valve, rssi in telemetry_for_export(
             pool=pool, start=start, end=end
@@ -355,9 +359,10 @@ def _history_csv(pool, start, end, range_name):
             yield writer.writerow(
                 [
                     ts.isoformat(),
+                    ts.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"),
                     "" if temperature is None else temperature,
                     "" if pump is None else ("on" if pump else "off"),
-                    "" if valve is None else valve,
+                    "" if valve is None else names.get(valve, valve),
                     "" if rssi is None else rssi,
                 ]
             )
@@ -436,8 +441,8 @@ def devices(request):
     for device in rows:
         device.uptime_text = uptime_text((device.state or {}).get("uptime"))
         rssi = ((device.state or {}).get("wifi") or {}).get("rssi")
-        seen = device.last_seen_at is not None and isinstance(rssi, int | float)
-        device.rssi = rssi if seen and not isinstance(rssi, bool) else None
+        number = isinstance(rssi, int | float) and not isinstance(rssi, bool)
+        device.rssi = rssi if number else None
         device.signal = wifi_quality(device.rssi)
     return render(
         request,
