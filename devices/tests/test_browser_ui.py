@@ -225,3 +225,52 @@ def test_a_device_never_seen_says_never_connected(
     page.set_viewport_size(DESKTOP)
     page.goto(f"{live_url}/devices/")
     shot(page, "ui-devices-desktop.png")
+
+
+TICKS_JS = """(id) => {
+    const x = Chart.getChart(id).scales.x;
+    return x.ticks.map(t => [t.value, t.label]);
+}"""
+
+
+def test_history_charts_tick_at_round_hours_and_days(
+    live_url,  # noqa: F811
+    browser,  # noqa: F811
+    device_a,
+    victor,
+):
+    from django.utils import timezone
+    from playwright.sync_api import expect
+
+    from devices.models import TelemetrySample
+    from tenants.management.commands.seed_demo import demo_history
+
+    TelemetrySample.objects.bulk_create(
+        demo_history(device=device_a, now=timezone.now())
+    )
+    pool = device_a.pool
+    page = log_in(browser, live_url, victor)
+    for viewport, size in ((PHONE, "phone"), (DESKTOP, "desktop")):
+        page.set_viewport_size(viewport)
+        for range_name, step in (("day", 3600), ("week", 86400)):
+            page.goto(f"{live_url}/pools/{pool.code}/history/?range={range_name}")
+            expect(page.locator("#temperature-chart")).to_be_visible()
+            page.wait_for_function(
+                "() => window.Chart && Chart.getChart('runtime-chart') !== undefined"
+            )
+            offset = page.evaluate(
+                "() => JSON.parse(document.getElementById('history-data')"
+                ".textContent).offset"
+            )
+            for chart in ("temperature-chart", "runtime-chart"):
+                ticks = page.evaluate(TICKS_JS, chart)
+                assert len(ticks) >= 3, ticks
+                for value, label in ticks:
+                    assert (value + offset) % step == 0, (chart, value, label)
+                    if range_name == "day":
+                        assert label.endswith(":00"), label
+            points = page.locator(".chart-box + p").first.inner_text()
+            assert int(points.split()[0]) > 200, points  # a week of seeded history
+            layout = _layout(page)
+            assert layout["doc"] <= layout["view"], layout
+            shot(page, f"ui-history-{range_name}-{size}.png")
