@@ -11,34 +11,35 @@ from devices.broadcast import broadcast, pool_group
 from devices.models import Device, DeviceEvent, Pool
 from tenants.models import User
 
-# What the pool page shows for each kind. A kind missing here still reads as words
-# (see event_label), never as a dotted identifier.
+# The badge the pool page shows before each event's message (the message says the
+# rest: "Program 1 started (Cascada, until 13:00)"). A kind missing here still reads
+# as words (see event_label), never as a dotted identifier.
 EVENT_LABELS = {
-    "command.pending": "Command",
+    "command.pending": "Waiting",
     "command.sent": "Sent",
     "command.done": "Done",
     "command.failed": "Failed",
     "command.timed_out": "No answer",
     "online": "Online",
     "offline": "Offline",
-    "programs.updated": "Programs saved",
-    "program_start": "Program started",
-    "program_stop": "Program stopped",
-    "config.applied": "Settings applied",
-    "config.rejected": "Settings rejected",
-    "config.published": "Settings sent",
-    "device.added": "Device added",
-    "device.removed": "Device removed",
-    "device.replaced": "Device replaced",
-    "device.boot": "Device started",
-    "device.program_start": "Program started",
-    "device.program_stop": "Program stopped",
-    "device.timer_start": "Timer started",
-    "device.timer_end": "Timer ended",
-    "device.override": "Programs paused",
-    "device.freeze_protect": "Freeze protection",
-    "device.max_runtime": "Run-time limit",
-    "device.error": "Device error",
+    "programs.updated": "Programs",
+    "program_start": "Program",
+    "program_stop": "Program",
+    "config.applied": "Settings",
+    "config.rejected": "Settings",
+    "config.published": "Settings",
+    "device.added": "Device",
+    "device.removed": "Device",
+    "device.replaced": "Device",
+    "device.boot": "Device",
+    "device.program_start": "Program",
+    "device.program_stop": "Program",
+    "device.timer_start": "Timer",
+    "device.timer_end": "Timer",
+    "device.override": "Paused",
+    "device.freeze_protect": "Frost",
+    "device.max_runtime": "Limit",
+    "device.error": "Error",
 }
 # The tone of the label's badge on the page.
 EVENT_TONES = {

@@ -93,7 +93,7 @@ def test_every_event_kind_has_words():
     for kind in kinds:
         label = event_label(kind)
         assert label and "." not in label and "_" not in label, (kind, label)
-    assert event_label("programs.updated") == "Programs saved"
+    assert event_label("programs.updated") == "Programs"
     # An unknown kind still reads as words.
     assert event_label("config.something_new") == "Something new"
 

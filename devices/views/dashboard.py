@@ -179,6 +179,8 @@ def _programs_rows(programs: list[dict], errors: dict[str, list[str]]) -> list[d
                 "open": bool(program.get("enabled")) or day_count > 0 or has_error,
             }
         )
+    if not any(row["open"] for row in rows):
+        rows[0]["open"] = True  # a pool without programs: start with the first
     return rows
 
 
