@@ -201,6 +201,8 @@ def test_one_event_log_entry_per_command_with_mode_names(
     layout = _layout(page)
     assert layout["doc"] <= layout["view"], layout
     shot(page, "ui-pool-log-phone.png")
+    page.set_viewport_size(DESKTOP)
+    shot(page, "ui-pool-log-desktop.png")
 
 
 def test_a_device_never_seen_says_never_connected(
