@@ -6,8 +6,8 @@ when the device is offline), writes the audit event and, after commit, rings the
 bridge. A bridge claims it (pending -> sent, a conditional UPDATE so two bridges never
 publish the same command) and publishes it. It completes on the device's `ack` (ps1)
 or when the v3.1 state topic shows `Command.expected`; otherwise `commands_expire`
-turns it into a visible timeout. Every transition writes a DeviceEvent and is
-broadcast to the pool's group.
+turns it into a visible timeout. Every transition is broadcast to the pool's group
+and rewrites the command's one DeviceEvent, so the log shows one entry per command.
 """
 
 import datetime as dt
