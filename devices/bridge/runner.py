@@ -182,6 +182,9 @@ class Bridge:
             connections={
                 pk: c.connected.is_set() for pk, c in self.connections.items()
             },
+            broker_faults={
+                pk: dict(c.counters) for pk, c in self.connections.items() if c.counters
+            },
         )
         if self.live is not None:
             out["live"] = dict(self.live.counters, **self.live.delays())
@@ -491,6 +494,12 @@ class Bridge:
             conn = self.connections.get(broker.pk)
             if conn is not None and conn.fingerprint != broker_fingerprint(broker):
                 logger.info("broker %s changed; reconnecting", broker.name)
+                conn.stop()
+                del self.connections[broker.pk]
+                conn = None
+            if conn is not None and not conn.alive():
+                # Its network thread ended: it would look connected forever.
+                logger.error("connection to broker %s died; rebuilding", broker.name)
                 conn.stop()
                 del self.connections[broker.pk]
                 conn = None
