@@ -103,23 +103,19 @@ def test_a_value_the_database_refuses_costs_only_its_device(device_a, device_b):
     assert not TelemetrySample.objects.filter(device=device_b).exists()
 
 
-bridge_test = [
-    pytest.mark.mqtt,
-    pytest.mark.postgres_only,
-    pytest.mark.django_db(transaction=True),
-]
+def bridge_test(*marks):
+    """The real bridge, the machine's Mosquitto and a database that other threads
+    write to (PostgreSQL, or the SQLite file of the embedded default)."""
 
-
-def _mark(*marks):
     def apply(test):
-        for mark in marks:
+        for mark in (pytest.mark.mqtt, pytest.mark.django_db(transaction=True), *marks):
             test = mark(test)
         return test
 
     return apply
 
 
-@_mark(*bridge_test)
+@bridge_test()
 def test_removing_a_publishing_device_does_not_stop_anybody_elses_ingest(
     make_bridge,
     prefix,
@@ -184,7 +180,7 @@ def _database_refusing_connections():
         admin.close()
 
 
-@_mark(*bridge_test)
+@bridge_test(pytest.mark.postgres_only)
 def test_a_database_outage_keeps_the_batch_until_the_database_is_back(
     make_bridge,
     prefix,
@@ -343,7 +339,7 @@ def _lands(pub, prefix, device, temp):
     )
 
 
-@_mark(*bridge_test)
+@bridge_test()
 def test_a_topic_that_is_not_utf8_is_dropped_and_the_connection_lives(
     make_bridge, prefix, pool_b, tenant_broker
 ):
@@ -365,7 +361,7 @@ def test_a_topic_that_is_not_utf8_is_dropped_and_the_connection_lives(
     assert bridge.stats()["broker_faults"][tenant_broker.pk]["bad_topic"] == 2
 
 
-@_mark(*bridge_test)
+@bridge_test()
 def test_a_malformed_packet_costs_only_a_reconnect(
     make_bridge, prefix, pool_b, tenant_broker
 ):
@@ -383,8 +379,7 @@ def test_a_malformed_packet_costs_only_a_reconnect(
     assert bridge.connections[tenant_broker.pk] is conn and conn.alive()
 
 
-@_mark(
-    *bridge_test,
+@bridge_test(
     pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning"),
 )
 def test_a_dead_network_thread_is_noticed_and_the_connection_rebuilt(
@@ -415,7 +410,7 @@ def test_a_dead_network_thread_is_noticed_and_the_connection_rebuilt(
     assert rebuilt.alive()
 
 
-@_mark(*bridge_test)
+@bridge_test()
 def test_packets_over_the_bound_are_skipped_acknowledged_and_never_held(
     make_bridge, prefix, pool_b, settings
 ):
@@ -457,7 +452,7 @@ def test_packets_over_the_bound_are_skipped_acknowledged_and_never_held(
     assert bridge.stats().get("malformed", 0) == 0  # never reached the parser
 
 
-@_mark(*bridge_test)
+@bridge_test()
 def test_a_qos2_delivery_we_never_asked_for_ends_only_that_connection(
     make_bridge, prefix, pool_b, tenant_broker
 ):
@@ -513,6 +508,7 @@ def resolver(monkeypatch):
     return getaddrinfo
 
 
+@pytest.mark.mqtt
 @pytest.mark.django_db
 def test_the_connection_test_connects_only_to_the_address_it_vetted(
     resolver, settings, pool_b
@@ -534,6 +530,7 @@ def test_the_connection_test_connects_only_to_the_address_it_vetted(
     assert len(resolver.asked) == 2
 
 
+@pytest.mark.mqtt
 @pytest.mark.django_db
 def test_tls_still_checks_the_broker_name_not_the_address(
     resolver, settings, pool_b, tls_broker
@@ -562,7 +559,7 @@ def test_tls_still_checks_the_broker_name_not_the_address(
     assert not refused.ok and "certificate" in refused.message
 
 
-@_mark(*bridge_test)
+@bridge_test()
 def test_the_bridge_connects_only_to_the_address_it_vetted(
     make_bridge, prefix, resolver, settings, pool_b
 ):
@@ -584,7 +581,7 @@ def test_the_bridge_connects_only_to_the_address_it_vetted(
     assert conn.connects == 0 and not conn.connected.is_set()
 
 
-@_mark(*bridge_test)
+@bridge_test()
 def test_a_reconnect_is_vetted_too(make_bridge, prefix, resolver, settings, pool_b):
     settings.BROKER_ALLOW_PRIVATE_HOSTS = True
     resolver.answers[REBIND] = ["127.0.0.1"]
