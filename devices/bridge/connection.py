@@ -389,6 +389,10 @@ class BrokerConnection:
                     attempt = self._serve(attempt)
                 except Exception as exc:  # noqa: BLE001 - a broker's bytes broke paho
                     self._fault("loop_errors", "connection dropped after %r", exc)
+                # Closed now, not at the next attempt: the broker must not go on
+                # sending while we back off. (paho has already closed it when it
+                # ended the connection itself.)
+                self.client._sock_close()
                 self.connected.clear()
                 self.subscribed.clear()
                 if not self._stop.is_set():
