@@ -58,8 +58,13 @@ logger = logging.getLogger(__name__)
 MAX_BATCH = 5000
 MAX_INBOX = 10000
 MAX_PENDING_SAMPLES = 20000
-# Effects kept for a retry while the database is away; beyond this, samples drop.
+# Effects kept for a retry while the database is away; beyond this the oldest drop
+# (counted as retry_dropped and logged), so that an outage cannot exhaust memory.
 MAX_RETRY_SAMPLES = 200_000
+MAX_RETRY_EVENTS = 50_000
+MAX_RETRY_ACKS = 20_000
+# Seconds between two attempts to write a held batch: doubles up to the maximum.
+RETRY_MIN_DELAY, RETRY_MAX_DELAY = 0.25, 5.0
 
 
 class Bridge:
@@ -111,6 +116,9 @@ class Bridge:
         self.published = 0
         self.db_errors = 0
         self._retry: Effects | None = None
+        self.write_failures = 0
+        self._retry_at = 0.0
+        self._retry_delay = RETRY_MIN_DELAY
         self._publish_requests: collections.deque = collections.deque(maxlen=10000)
         self._to_write: queue.SimpleQueue = queue.SimpleQueue()
         self._writer_idle = threading.Event()
@@ -174,6 +182,9 @@ class Bridge:
             connections={
                 pk: c.connected.is_set() for pk, c in self.connections.items()
             },
+            broker_faults={
+                pk: dict(c.counters) for pk, c in self.connections.items() if c.counters
+            },
         )
         if self.live is not None:
             out["live"] = dict(self.live.counters, **self.live.delays())
@@ -231,7 +242,8 @@ class Bridge:
                 last_flush = now
                 effects = core.drain()
                 effects.pools = {}
-                if effects:
+                # A held batch is retried even when nothing new arrived.
+                if effects or self._retry is not None:
                     self._writer_idle.clear()
                     self._to_write.put(effects)
         self._broadcast_batch()
@@ -245,7 +257,7 @@ class Bridge:
                 effects = self._to_write.get()
                 if effects is None:
                     if self._retry is not None:
-                        self._flush(Effects())
+                        self._flush(Effects(), now=True)  # a last try on the way out
                     break
                 started = time.perf_counter()
                 self._flush(effects)
@@ -340,32 +352,57 @@ class Bridge:
                     setattr(kept, name, getattr(write, name))
             if write.config_version_applied is not None:
                 kept.config_version_applied = write.config_version_applied
-        old.samples = (old.samples + effects.samples)[-MAX_RETRY_SAMPLES:]
-        old.events += effects.events
-        old.acks += effects.acks
-        old.completions += effects.completions
+        old.samples = self._bounded(old.samples + effects.samples, MAX_RETRY_SAMPLES)
+        old.events = self._bounded(old.events + effects.events, MAX_RETRY_EVENTS)
+        old.acks = self._bounded(old.acks + effects.acks, MAX_RETRY_ACKS)
+        old.completions = self._bounded(
+            old.completions + effects.completions, MAX_RETRY_ACKS
+        )
         return old
 
-    def _flush(self, effects: Effects) -> None:
+    def _bounded(self, items: list, limit: int) -> list:
+        excess = len(items) - limit
+        if excess <= 0:
+            return items
+        self.core.counters["retry_dropped"] += excess
+        logger.error("database away too long: dropped the %d oldest rows", excess)
+        return items[excess:]
+
+    def _flush(self, effects: Effects, *, now: bool = False) -> None:
         effects = self._merge_retry(effects)
         effects.pools = {}
         if not effects:
             return
+        if not now and time.monotonic() < self._retry_at:
+            self._retry = effects  # the database failed just now: give it time
+            return
         try:
             close_old_connections()
-            ingest_write(
+            dropped = ingest_write(
                 writes=effects.writes,
                 samples=effects.samples,
                 events=effects.events,
                 now=time.time(),
             )
-        except Exception:  # noqa: BLE001 - database away: keep and retry
+        except Exception as exc:  # noqa: BLE001 - database away: keep and retry
             self.db_errors += 1
-            logger.exception("bridge cannot write to the database; will retry")
+            self.write_failures += 1
+            if self._retry_delay == RETRY_MIN_DELAY:
+                logger.exception("bridge cannot write to the database; will retry")
+            else:
+                logger.warning("bridge still cannot write to the database: %s", exc)
             connection.close()
             self._retry = effects
+            self._retry_at = time.monotonic() + self._retry_delay
+            self._retry_delay = min(RETRY_MAX_DELAY, self._retry_delay * 2)
             return
+        self._retry_at, self._retry_delay = 0.0, RETRY_MIN_DELAY
         self.flushes += 1
+        if dropped:
+            # Refused rows (a device removed since the last refresh) are gone for
+            # good; the rest of the batch is written.
+            self.core.counters["rows_dropped"] += sum(dropped.values())
+            effects.events = [e for e in effects.events if e[0].pk not in dropped]
         self._broadcast_events(effects.events)
         self._settle_commands(effects)
 
@@ -457,6 +494,12 @@ class Bridge:
             conn = self.connections.get(broker.pk)
             if conn is not None and conn.fingerprint != broker_fingerprint(broker):
                 logger.info("broker %s changed; reconnecting", broker.name)
+                conn.stop()
+                del self.connections[broker.pk]
+                conn = None
+            if conn is not None and not conn.alive():
+                # Its network thread ended: it would look connected forever.
+                logger.error("connection to broker %s died; rebuilding", broker.name)
                 conn.stop()
                 del self.connections[broker.pk]
                 conn = None
