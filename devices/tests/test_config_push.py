@@ -132,7 +132,7 @@ class BridgeProcess:
         self.proc: subprocess.Popen | None = None
         self.runs = 0
 
-    def start(self) -> "BridgeProcess":
+    def start(self, *, refresh_interval: float = 0.5) -> "BridgeProcess":
         assert self.proc is None
         self.runs += 1
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
@@ -140,7 +140,8 @@ class BridgeProcess:
             [sys.executable, "manage.py", "mqtt_bridge"]
             + ["--name", f"cfgtest-{uuid.uuid4().hex[:6]}-{self.runs}"]
             + ["--flush-interval", "0.1", "--sweep-interval", "0.2"]
-            + ["--refresh-interval", "0.5", "--broadcast-window", "0.05"]
+            + ["--refresh-interval", str(refresh_interval)]
+            + ["--broadcast-window", "0.05"]
             + ["--stats-interval", "3600"],
             cwd=settings.BASE_DIR,
             env=self.env,
@@ -332,6 +333,23 @@ def test_programs_put_through_the_api_run_on_the_device(
     body = api.get(f"/api/v1/devices/{device.code}/").json()
     assert body["config_version_applied"] == 1
     assert "applied (version 1)" in config_line(login(olivia), pool)
+
+
+def test_the_doorbell_publishes_without_waiting_for_the_sweep(
+    bridge, ps1_pool, sims, olivia, login
+):
+    pool, device = ps1_pool
+    # The full sweep runs at start, then only every 120 s: within the wait below,
+    # only the doorbell rung by the save can have the new version published.
+    bridge.start(refresh_interval=120)
+    sim = sims(device)
+    sim.wait_connected()
+    wait_online(device)
+
+    save_on_the_page(login(olivia), pool, [program_around_now(pool.timezone)])
+
+    wait_for(lambda: applied(device) == 1, timeout=TIMEOUT, what="config/applied 1")
+    wait_pump_follows(sim)
 
 
 def test_a_device_offline_at_save_gets_the_programs_when_it_comes_online(
