@@ -6,9 +6,12 @@ Threads and what they own:
   channel at once, and every `flush_interval` writes the collected state, samples
   and events in a few statements (devices.services.ingest) and settles command
   acknowledgements (devices.services.commands);
-- the control loop: every `sweep_interval` (or at once when the doorbell rings)
-  expires overdue commands, claims and publishes pending ones, completes v3.1
-  commands from stored state; every `refresh_interval` rebuilds the topic directory
+- the command thread: every `sweep_interval` (or at once when the doorbell rings)
+  publishes the retained config/set of outdated ps1 devices (the pools the doorbell
+  named at once, all of them every `refresh_interval`: `sweep_config`), expires
+  overdue commands, claims and publishes pending ones, completes v3.1 commands from
+  stored state;
+- the control loop: every `refresh_interval` rebuilds the topic directory
   and reconciles broker connections (so broker and device changes need no restart);
   every `silence_interval` marks silent devices offline;
 - the live channel (devices.bridge.live): the asyncio loop of the channel layer.
@@ -32,7 +35,7 @@ from devices.bridge.core import LEGACY, DeviceInfo, Directory, Effects, IngestCo
 from devices.bridge.live import LiveChannel
 from devices.broadcast import pool_group, tenant_group
 from devices.fields import SecretDecryptionError
-from devices.models import Command, Device
+from devices.models import Command, Device, Pool
 from devices.selectors import (
     brokers_for_bridge,
     commands_awaiting_state,
@@ -515,7 +518,11 @@ class Bridge:
         self._refreshed.set()
 
     def sweep_commands(self) -> None:
-        self.sweep_config()
+        try:
+            self.sweep_config()
+        except Exception:  # noqa: BLE001 - commands must not wait for configuration
+            self.db_errors += 1
+            logger.exception("bridge config sweep failed; retrying")
         commands_expire()
         # A snapshot: the control thread adds and removes connections meanwhile.
         connections = list(self.connections.items())
@@ -583,7 +590,7 @@ class Bridge:
             return
         try:
             version, topic, payload = device_config_message(device=device)
-        except protocol.ProtocolError as exc:
+        except (protocol.ProtocolError, Pool.DoesNotExist) as exc:
             logger.error("config of pool %s cannot be sent: %s", device.pool_id, exc)
             self._config_sent[device.pk] = (
                 device.pool.config_version,
