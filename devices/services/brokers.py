@@ -363,18 +363,21 @@ def broker_ensure_platform() -> Broker:
     host = url.hostname or "127.0.0.1"
     use_tls = url.scheme in ("mqtts", "ssl")
     port = url.port or (8883 if use_tls else 1883)
-    broker, _ = Broker.objects.update_or_create(
-        is_platform=True,
-        defaults={
-            "tenant": None,
-            "name": "poolsaas platform broker",
-            "host": host,
-            "port": port,
-            "use_tls": use_tls,
-            "username": settings.MQTT_USERNAME,
-            "password": settings.MQTT_PASSWORD,
-        },
-    )
+    wanted = {
+        "tenant": None,
+        "name": "poolsaas platform broker",
+        "host": host,
+        "port": port,
+        "use_tls": use_tls,
+        "username": settings.MQTT_USERNAME,
+        "password": settings.MQTT_PASSWORD,
+    }
+    broker = Broker.objects.filter(is_platform=True).first()
+    if broker is not None and all(getattr(broker, k) == v for k, v in wanted.items()):
+        # Unchanged: no save, since a new updated_at makes every running bridge
+        # reconnect to the platform broker (devices.bridge.connection fingerprint).
+        return broker
+    broker, _ = Broker.objects.update_or_create(is_platform=True, defaults=wanted)
     return broker
 
 
