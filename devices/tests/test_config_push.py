@@ -52,6 +52,7 @@ ZONES = (
     "America/Sao_Paulo",
 )
 TIMEOUT = 30.0
+READY = "connected to broker"
 
 
 def daytime_zone(*, exclude: tuple[str, ...] = ()) -> str:
@@ -141,6 +142,7 @@ class BridgeProcess:
     def start(self, *, refresh_interval: float = 0.5) -> "BridgeProcess":
         assert self.proc is None
         self.runs += 1
+        before = self.log().count(READY) if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "mqtt_bridge"]
@@ -155,6 +157,15 @@ class BridgeProcess:
             stderr=subprocess.STDOUT,
         )
         log.close()
+        # Ready when it has connected to the broker (a busy machine may take long
+        # to start Django); the conditions the tests then wait for are about the
+        # bridge's work, not its start-up.
+        wait_for(
+            lambda: self.log().count(READY) > before or self.proc.poll() is not None,
+            timeout=120,
+            what="the bridge process to connect",
+        )
+        assert self.proc.poll() is None, self.log()[-3000:]
         return self
 
     def stop(self) -> None:
