@@ -373,11 +373,15 @@ def broker_ensure_platform() -> Broker:
         "password": settings.MQTT_PASSWORD,
     }
     broker = Broker.objects.filter(is_platform=True).first()
-    if broker is not None and all(getattr(broker, k) == v for k, v in wanted.items()):
-        # Unchanged: no save, since a new updated_at makes every running bridge
-        # reconnect to the platform broker (devices.bridge.connection fingerprint).
-        return broker
-    broker, _ = Broker.objects.update_or_create(is_platform=True, defaults=wanted)
+    if broker is None:
+        return Broker.objects.create(is_platform=True, **wanted)
+    # Saved only when something differs: every save moves `updated_at`, which running
+    # bridges read as "reconnect", so a bridge starting must not disturb the others.
+    changed = [name for name, value in wanted.items() if getattr(broker, name) != value]
+    if changed:
+        for name in changed:
+            setattr(broker, name, wanted[name])
+        broker.save()
     return broker
 
 
