@@ -152,7 +152,10 @@ def pool_snapshot(*, membership: Membership, pool: Pool, limit: int = 30) -> dic
         .select_related("actor")
         .order_by("-ts")[:limit]
     )
+    from devices.services.programs import pool_config_status
+
     programs = Program.objects.filter(pool_id=pool.pk).order_by("slot")
+    device = pool_device(pool)
     return {
         "pool": {
             "code": pool.code.hex,
@@ -162,7 +165,8 @@ def pool_snapshot(*, membership: Membership, pool: Pool, limit: int = 30) -> dic
             "timezone": pool.timezone,
             "override_until": _iso(pool.override_until),
         },
-        "device": device_as_dict(pool_device(pool)),
+        "device": device_as_dict(device),
+        "config": pool_config_status(pool=pool, device=device),
         "commands": [command_as_dict(c) for c in commands],
         "events": [event_as_dict(e) for e in events],
         "programs": [
@@ -406,24 +410,36 @@ def pool_programs(*, pool: Pool) -> QuerySet[Program]:
     return Program.objects.filter(pool_id=pool.pk).order_by("slot")
 
 
-def devices_config_outdated(*, limit: int = 500) -> QuerySet[Device]:
-    """ps1 devices whose pool's configuration is newer than what they last applied.
+def devices_config_outdated(
+    *, broker_ids=None, pool_codes=None, after: int = 0, limit: int = 500
+) -> QuerySet[Device]:
+    """ps1 devices whose pool's configuration is newer than what they last applied,
+    by pk from `after` (pages of `limit`), optionally only on these brokers or of
+    these pools (hex codes).
 
-    The bridge's sweep republishes their retained config/set
-    (devices.services.programs.pool_config_message): the database is the queue of
+    The bridge's config sweep republishes their retained config/set
+    (devices.services.programs.device_config_message): the database is the queue of
     record, the "config.publish" doorbell only makes it prompt. A device that rejected
-    a version stays listed until a newer one is saved, so the bridge should publish
-    each (device, version) once per run.
+    a version stays listed until a newer one is saved, so the bridge publishes each
+    (device, version) once per connection (devices.bridge.runner.sweep_config).
     """
-    return (
-        Device.objects.filter(protocol=Device.Protocol.POOLSAAS, pool__isnull=False)
-        .filter(
-            Q(config_version_applied__isnull=True)
-            | Q(config_version_applied__lt=models.F("pool__config_version"))
-        )
-        .select_related("pool", "broker")
-        .order_by("pk")[:limit]
+    rows = Device.objects.filter(
+        protocol=Device.Protocol.POOLSAAS, pool__isnull=False, pk__gt=after
+    ).filter(
+        Q(config_version_applied__isnull=True)
+        | Q(config_version_applied__lt=models.F("pool__config_version"))
     )
+    if broker_ids is not None:
+        rows = rows.filter(broker_id__in=list(broker_ids))
+    if pool_codes is not None:
+        codes = []
+        for code in pool_codes:
+            try:
+                codes.append(parse_code(code))
+            except Http404:
+                continue
+        rows = rows.filter(pool__code__in=codes)
+    return rows.select_related("pool", "broker").order_by("pk")[:limit]
 
 
 def platform_broker_for_display() -> Broker | None:

@@ -6,9 +6,12 @@ Threads and what they own:
   channel at once, and every `flush_interval` writes the collected state, samples
   and events in a few statements (devices.services.ingest) and settles command
   acknowledgements (devices.services.commands);
-- the control loop: every `sweep_interval` (or at once when the doorbell rings)
-  expires overdue commands, claims and publishes pending ones, completes v3.1
-  commands from stored state; every `refresh_interval` rebuilds the topic directory
+- the command thread: every `sweep_interval` (or at once when the doorbell rings)
+  publishes the retained config/set of outdated ps1 devices (the pools the doorbell
+  named at once, all of them every `refresh_interval`: `sweep_config`), expires
+  overdue commands, claims and publishes pending ones, completes v3.1 commands from
+  stored state;
+- the control loop: every `refresh_interval` rebuilds the topic directory
   and reconciles broker connections (so broker and device changes need no restart);
   every `silence_interval` marks silent devices offline;
 - the live channel (devices.bridge.live): the asyncio loop of the channel layer.
@@ -32,11 +35,12 @@ from devices.bridge.core import LEGACY, DeviceInfo, Directory, Effects, IngestCo
 from devices.bridge.live import LiveChannel
 from devices.broadcast import pool_group, tenant_group
 from devices.fields import SecretDecryptionError
-from devices.models import Command, Device
+from devices.models import Command, Device, Pool
 from devices.selectors import (
     brokers_for_bridge,
     commands_awaiting_state,
     commands_to_publish,
+    devices_config_outdated,
     devices_for_bridge,
 )
 from devices.services.brokers import broker_ensure_platform, validate_broker_address
@@ -45,12 +49,13 @@ from devices.services.commands import (
     command_ack,
     command_complete,
     command_fail,
+    command_v31_done,
     commands_claim,
     commands_expire,
     commands_match_device_state,
-    expectation_met,
 )
 from devices.services.ingest import devices_mark_silent, ingest_write
+from devices.services.programs import CONFIG_PUBLISH, device_config_message
 from firmware import protocol
 
 logger = logging.getLogger(__name__)
@@ -120,6 +125,13 @@ class Bridge:
         self._retry_at = 0.0
         self._retry_delay = RETRY_MIN_DELAY
         self._publish_requests: collections.deque = collections.deque(maxlen=10000)
+        # Pools whose configuration the doorbell announced (hex), and per device pk
+        # the (version, connection, online since) its config/set was last published
+        # for: each is published once, again only after a reconnect of either side.
+        self._config_pools: collections.deque = collections.deque(maxlen=10000)
+        self._config_sent: dict[int, tuple[int, float, float]] = {}
+        self._next_config_sweep = 0.0
+        self.config_published = 0
         self._to_write: queue.SimpleQueue = queue.SimpleQueue()
         self._writer_idle = threading.Event()
         self._writer_idle.set()
@@ -176,6 +188,7 @@ class Bridge:
             inbox=self.inbox.qsize(),
             flushes=self.flushes,
             published=self.published,
+            config_published=self.config_published,
             db_errors=self.db_errors,
             busy={k: round(v, 2) for k, v in self.busy.items()},
             devices=len(self.core.directory.by_pk),
@@ -199,8 +212,10 @@ class Bridge:
         self.inbox.put(item)
 
     def _on_doorbell(self, message: dict) -> None:
-        if message.get("type") == "device.publish":
-            self._publish_requests.append(message)
+        if message.get("type") == CONFIG_PUBLISH and isinstance(
+            message.get("pool"), str
+        ):
+            self._config_pools.append(message["pool"])
         self._wake.set()
 
     # --- worker ----------------------------------------------------------------------
@@ -547,7 +562,11 @@ class Bridge:
         self._refreshed.set()
 
     def sweep_commands(self) -> None:
-        self._publish_requested()
+        try:
+            self.sweep_config()
+        except Exception:  # noqa: BLE001 - commands must not wait for configuration
+            self.db_errors += 1
+            logger.exception("bridge config sweep failed; retrying")
         commands_expire()
         # A snapshot: the control thread adds and removes connections meanwhile.
         connections = list(self.connections.items())
@@ -569,22 +588,64 @@ class Bridge:
         self.core.awaiting = table
         commands_match_device_state(awaiting=awaiting)
 
-    def _publish_requested(self) -> None:
-        """Retained configuration a service asked to publish (device_config_publish)."""
-        while self._publish_requests:
-            message = self._publish_requests.popleft()
-            try:
-                device = Device.objects.get(code=message["device"])
-                payload = protocol.encode_config(message["config"])
-            except (Device.DoesNotExist, KeyError, ValueError, TypeError) as exc:
-                logger.warning("ignored a config publish request: %s", exc)
-                continue
-            conn = self.connections.get(device.broker_id)
-            topic = f"{device.topic_root}/{protocol.CONFIG_SET}"
-            if conn is None or not conn.publish(topic, payload, qos=1, retain=True):
-                logger.warning("config for %s not published: broker down", device)
-                continue
-            self.published += 1
+    def sweep_config(self) -> None:
+        """Publish the retained config/set of ps1 devices whose pool's configuration
+        is newer than what they applied (the database is the record; the
+        "config.publish" doorbell only makes it prompt, for the pools it names).
+
+        Every `refresh_interval` all outdated devices are looked at: that covers a
+        bridge (re)start, a broker reconnect, a doorbell that rang while no bridge
+        listened, and a device that comes online (which also gets the retained
+        message from the broker). A device that rejected a version is not sent it
+        again until one of those changes, nor a newer version is saved."""
+        now = time.monotonic()
+        requested = set()
+        while self._config_pools:
+            requested.add(self._config_pools.popleft())
+        full = now >= self._next_config_sweep
+        if not full and not requested:
+            return
+        connections = dict(self.connections)
+        connected = [pk for pk, c in connections.items() if c.connected.is_set()]
+        if not connected:
+            return
+        if full:
+            self._next_config_sweep = now + self.refresh_interval
+        after = 0
+        while True:
+            devices = list(
+                devices_config_outdated(
+                    broker_ids=connected,
+                    pool_codes=None if full else requested,
+                    after=after,
+                )
+            )
+            for device in devices:
+                self._publish_config(device, connections[device.broker_id])
+            if len(devices) < 500:
+                break
+            after = devices[-1].pk
+
+    def _publish_config(self, device: Device, conn: BrokerConnection) -> None:
+        info = self.core.directory.by_pk.get(device.pk)
+        since = info.online_since if info is not None else 0.0
+        sent = self._config_sent.get(device.pk)
+        if sent == (device.pool.config_version, conn.connected_at, since):
+            return
+        try:
+            version, topic, payload = device_config_message(device=device)
+        except (protocol.ProtocolError, Pool.DoesNotExist) as exc:
+            logger.error("config of pool %s cannot be sent: %s", device.pool_id, exc)
+            self._config_sent[device.pk] = (
+                device.pool.config_version,
+                conn.connected_at,
+                since,
+            )
+            return
+        if not conn.publish(topic, payload, qos=1, retain=True):
+            return  # not on the wire: the next sweep tries again
+        self._config_sent[device.pk] = (version, conn.connected_at, since)
+        self.config_published += 1
 
     def _device_reachable(self, device: Device) -> bool:
         """Right after the bridge (re)connects to a broker, hold a device's commands
@@ -597,7 +658,7 @@ class Bridge:
         if time.time() - conn.connected_at >= self.reconnect_hold:
             return True
         info = self.core.directory.by_pk.get(device.pk)
-        return info is not None and info.last_seen >= conn.connected_at
+        return info is not None and info.last_live >= conn.connected_at
 
     def _publish(self, command: Command) -> None:
         device: Device = command.device
@@ -627,11 +688,12 @@ class Bridge:
         expected = command.expected
         if device.protocol == LEGACY and expected:
             known = (device.state or {}).get(expected["kind"])
-            # Already in the requested state: a v3.1 device may not report again.
-            if (
-                known is not None
-                and expected.get("value") is not None
-                and expectation_met(expected, expected["kind"], known)
+            if known is not None and command_v31_done(
+                expected=expected,
+                kind=expected["kind"],
+                value=known,
+                reported_at=None,
+                sent_at=command.sent_at.timestamp(),
             ):
                 command_complete(command=command, data={"already": True})
 

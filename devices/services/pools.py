@@ -9,6 +9,7 @@ from django.http import Http404
 
 from audit.services import audit_record
 from devices.models import Pool
+from devices.services.programs import config_publish_request
 from tenants.models import Membership
 from tenants.roles import Action
 from tenants.selectors import membership_require
@@ -146,6 +147,8 @@ def pool_update(
             pool.config_version += 1
             update_fields.append("config_version")
         _validated(pool).save(update_fields=update_fields)
+        if "timezone" in changes:
+            config_publish_request(pool=pool)
         audit_record(
             action="pool.updated",
             tenant=pool.tenant,
