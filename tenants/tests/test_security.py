@@ -25,6 +25,17 @@ OPEN = {
     "password_reset_confirm",
     "password_reset_complete",
     "invitation_accept",
+    # The user's own account (tenants.middleware).
+    "login_two_factor",
+    "account",
+    "password_change",
+    "sessions_end_others",
+    "session_end",
+    "account_two_factor",
+    "two_factor_setup",
+    "two_factor_confirm",
+    "two_factor_recovery_renew",
+    "two_factor_disable",
 }
 # The redirect "/" -> "/pools/" has no page of its own.
 NOT_A_PAGE = {"home"}
@@ -71,6 +82,7 @@ def page_urls(world) -> dict[str, str]:
         "broker_add",
         "team",
         "team_invite",
+        "tenant_two_factor",
         "audit",
         "audit_export",
         "devices",
