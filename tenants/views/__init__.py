@@ -4,8 +4,8 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login as auth_login
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.views import redirect_to_login
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render
@@ -37,7 +37,6 @@ from tenants.selectors import (
     two_factor_enabled,
     user_exists,
 )
-
 
 # The login half-done by a password, waiting for the second factor (anonymous
 # session). It lapses after TWO_FACTOR_PENDING_SECONDS.

@@ -19,13 +19,13 @@ from django_otp import login as otp_login
 from tenants import services
 from tenants.forms import PasswordConfirmForm, TwoFactorCodeForm
 from tenants.models import TotpDevice
+from tenants.roles import Action
 from tenants.selectors import (
     membership_require,
     two_factor_device,
     two_factor_required_by,
     user_sessions,
 )
-from tenants.roles import Action
 
 _BROWSERS = [
     ("Edge", r"Edg/"),
