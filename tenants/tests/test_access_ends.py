@@ -1,7 +1,7 @@
-"""Issue 10 point 3: a password change or reset ends every other login of the user (browser
-sessions, API refresh and access tokens, live sockets); "log out other sessions" does
-the same on demand; a refresh token lives REFRESH_TOKEN_LIFETIME in all and is used
-once, even by two requests at the same moment.
+"""Issue 10 point 3: a password change or reset ends every other login of the user
+(browser sessions, API refresh and access tokens, live sockets); "log out other
+sessions" does the same on demand; a refresh token lives REFRESH_TOKEN_LIFETIME in
+all and is used once, even by two requests at the same moment.
 
 Through the real pages, the real API and the real consumers (the ASGI application with
 its session middleware and the channel layer of the settings).
@@ -338,26 +338,29 @@ def test_a_used_refresh_token_is_refused_and_recorded(olivia):
     ).exists()
 
 
+def _refresh_at_once(raw: str, barrier: threading.Barrier, statuses: list) -> None:
+    client = api_client()
+    barrier.wait(timeout=10)
+    try:
+        statuses.append(
+            client.post(
+                "/api/token/refresh", {"refresh": raw}, format="json"
+            ).status_code
+        )
+    finally:
+        connection.close()
+
+
 @pytest.mark.postgres_only
 def test_two_simultaneous_refreshes_of_one_token_exactly_one_wins(olivia):
     for attempt in range(10):
         raw = api_login(olivia)["refresh"]
         barrier = threading.Barrier(2)
         statuses: list[int] = []
-
-        def go():
-            client = api_client()
-            barrier.wait(timeout=10)
-            try:
-                statuses.append(
-                    client.post(
-                        "/api/token/refresh", {"refresh": raw}, format="json"
-                    ).status_code
-                )
-            finally:
-                connection.close()
-
-        threads = [threading.Thread(target=go) for _ in range(2)]
+        threads = [
+            threading.Thread(target=_refresh_at_once, args=(raw, barrier, statuses))
+            for _ in range(2)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
