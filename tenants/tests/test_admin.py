@@ -334,3 +334,18 @@ def test_user_page_lists_memberships_read_only(admin_client, alice, carol):
     alice.refresh_from_db()
     assert alice.role == "owner"
     assert not Membership.objects.filter(user=user, tenant=carol.tenant).exists()
+
+
+def test_staff_log_in_on_the_product_login_page(client, staff):
+    """/admin/login/ has neither the login throttle's page nor the second factor:
+    it hands over to /login/ and comes back."""
+    response = client.get("/admin/login/?next=/admin/tenants/")
+    assert response.status_code == 302
+    assert response.url == "/login/?next=/admin/tenants/"
+    assert client.post("/admin/login/", {"username": staff.email}).status_code == 302
+    logged = client.post(
+        "/login/?next=/admin/tenants/",
+        {"username": staff.email, "password": PASSWORD, "next": "/admin/tenants/"},
+    )
+    assert logged.url == "/admin/tenants/"
+    assert client.get("/admin/tenants/").status_code == 200

@@ -36,8 +36,8 @@ def code_from(secret: str, step: int) -> str:
     return f"{totp.token():06d}"
 
 
-def log_in(page, live_url, email):
-    page.goto(f"{live_url}/login/")
+def log_in(page, base, email):
+    page.goto(f"{base}/login/")
     page.fill("#id_username", email)
     page.fill("#id_password", PASSWORD)
     page.click("button[type=submit]")
@@ -48,7 +48,9 @@ def fits(page) -> bool:
 
 
 def test_enrol_log_in_with_the_code_and_log_out_the_other_browser(
-    live_url, browser, olivia
+    live_url,  # noqa: F811 - the fixture imported above
+    browser,  # noqa: F811
+    olivia,
 ):
     from django.contrib.auth.hashers import PBKDF2PasswordHasher
     from playwright.sync_api import expect

@@ -166,6 +166,17 @@ def _csrf_posts(world) -> dict[str, str]:
     posts = {name: urls[name] for name in state_changing}
     posts["tenant_switch"] = reverse("tenant_switch")
     posts["logout"] = reverse("logout")
+    posts["tenant_two_factor"] = reverse("tenant_two_factor")
+    # The account's own forms.
+    for name in (
+        "password_change",
+        "sessions_end_others",
+        "two_factor_setup",
+        "two_factor_recovery_renew",
+        "two_factor_disable",
+    ):
+        posts[name] = reverse(name)
+    posts["session_end"] = reverse("session_end", args=[uuid.uuid4().hex])
     return posts
 
 
@@ -192,6 +203,7 @@ def test_anonymous_forms_need_the_csrf_token(world):
     )
     for url in (
         reverse("login"),
+        reverse("login_two_factor"),
         reverse("password_reset"),
         reverse("invitation_accept", args=[token]),
     ):
