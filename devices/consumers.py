@@ -116,6 +116,28 @@ def _login_still_valid(consumer) -> None:
     consumer.user = user
 
 
+def _second_factor_check(consumer, membership) -> None:
+    """PermissionDenied when the tenant requires a second factor of this member's
+    role and the socket's login did not pass one (the pages and the API refuse the
+    same logins)."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+
+    from tenants.selectors import two_factor_required_for
+
+    if not two_factor_required_for(membership=membership):
+        return
+    if consumer.from_jwt:
+        passed = bool(consumer.jwt.get("otp"))
+    else:
+        session = consumer.scope.get("session")
+        passed = session is not None and bool(session.get(DEVICE_ID_SESSION_KEY))
+    if not passed:
+        raise PermissionDenied(
+            f"{membership.tenant.name} requires two-factor authentication: log in "
+            "again with your code."
+        )
+
+
 def _membership_for(user, tenant_code, *, from_jwt: bool):
     """The membership a socket acts as.
 
@@ -276,6 +298,7 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         """Resolve the membership and the object, then accept, join and snapshot."""
         try:
             self.membership, snapshot = await self._resolve()
+            await database_sync_to_async(_second_factor_check)(self, self.membership)
         except NotAuthenticated as exc:
             return await self._refuse(str(exc), CLOSE_UNAUTHENTICATED, accept_first)
         except Http404:
@@ -417,6 +440,7 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         if membership.tenant_id != self.membership.tenant_id:
             # The session now points at another tenant: this socket's tenant is gone.
             raise Http404
+        _second_factor_check(self, membership)
         self.check_object(membership)
         return membership
 

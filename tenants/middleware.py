@@ -52,15 +52,14 @@ _TWO_FACTOR_OPEN_URL_NAMES = {
 
 class SessionTrackingMiddleware:
     """After each request of a logged-in browser session, keep its UserSession row
-    (created on the first request, then its key and "last seen")."""
+    (made at login, tenants.apps) in step: its key and "last seen"."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        session = getattr(request, "session", None)
-        key_before = session.session_key if session is not None else None
         response = self.get_response(request)
+        session = getattr(request, "session", None)
         user = getattr(request, "user", None)
         # Only sessions that log someone in: an API call authenticated by a token
         # sets request.user too, but has no login session to list.
@@ -72,7 +71,7 @@ class SessionTrackingMiddleware:
         ):
             from tenants.services import user_session_touch
 
-            user_session_touch(request=request, key_before=key_before)
+            user_session_touch(request=request)
         return response
 
 

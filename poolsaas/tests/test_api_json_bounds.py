@@ -79,7 +79,7 @@ def test_depth_check_counts_brackets_outside_strings_only():
 @pytest.mark.django_db(transaction=True)
 async def test_deeply_nested_socket_message_is_an_error(olivia, pool_a):
     comm = socket(pool_path(pool_a), cookie=await session_cookie(olivia))
-    assert (await comm.connect())[0]
+    assert (await comm.connect(timeout=10))[0]
     await receive_type(comm, "snapshot")
     # Under the 16 KiB cap and under Python's recursion limit: it parses, so only
     # the depth bound keeps it from the handlers.

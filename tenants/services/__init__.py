@@ -16,6 +16,7 @@ from tenants.services.accounts import (
     auth_password_reset,
     auth_token_refresh,
     user_session_end,
+    user_session_start,
     user_session_touch,
     user_sessions_end_others,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "two_factor_setup",
     "two_factor_verify",
     "user_session_end",
+    "user_session_start",
     "user_session_touch",
     "user_sessions_end_others",
 ]

@@ -27,6 +27,8 @@ from tenants.models import Tenant, User, UserSession
 # changes on login, tenant switch and password change; this does not).
 SESSION_CODE_KEY = "poolsaas_session"
 _SEEN_KEY = "poolsaas_seen"
+# The session key the row was last given (it changes under the row's feet).
+_ROW_KEY = "poolsaas_key"
 # "Last seen" is written at most this often per session, not on every request.
 SEEN_EVERY_SECONDS = 300
 
@@ -159,29 +161,43 @@ def user_session_end(*, user: User, code) -> UserSession:
     return row
 
 
-def user_session_touch(*, request, key_before: str | None) -> None:
-    """Keep the UserSession row of a logged-in request in step with its session:
-    create it on the first request, follow the session key when it changed, and
-    write "last seen" every SEEN_EVERY_SECONDS."""
+def user_session_start(*, request, user: User) -> None:
+    """A browser session just logged this user in (django.contrib.auth.login): its
+    row on the "where you're logged in" list."""
     session = request.session
     if session.session_key is None:
         session.save()
-    now = timezone.now()
+    row = UserSession.objects.create(
+        user=user,
+        session_key=session.session_key,
+        ip=request.META.get("REMOTE_ADDR") or None,
+        user_agent=request.META.get("HTTP_USER_AGENT", "")[:400],
+    )
+    session[SESSION_CODE_KEY] = row.code.hex
+    session[_ROW_KEY] = session.session_key
+    session[_SEEN_KEY] = timezone.now().timestamp()
+
+
+def user_session_touch(*, request) -> None:
+    """Keep the UserSession row of a logged-in request in step with its session:
+    follow the session key when it changed (tenant switch, password change), write
+    "last seen" every SEEN_EVERY_SECONDS, and make the row of a session from before
+    the list existed."""
+    session = request.session
     code = session.get(SESSION_CODE_KEY)
-    ip = request.META.get("REMOTE_ADDR") or None
-    agent = request.headers.get("User-Agent", "")[:400]
     if code is None:
-        row = UserSession.objects.create(
-            user=request.user, session_key=session.session_key, ip=ip, user_agent=agent
-        )
-        session[SESSION_CODE_KEY] = row.code.hex
-        session[_SEEN_KEY] = now.timestamp()
+        user_session_start(request=request, user=request.user)
         return
+    now = timezone.now()
     stale = now.timestamp() - session.get(_SEEN_KEY, 0) >= SEEN_EVERY_SECONDS
-    if session.session_key != key_before or stale:
+    if session.session_key != session.get(_ROW_KEY) or stale:
         UserSession.objects.filter(code=code, user=request.user).update(
-            session_key=session.session_key, last_seen_at=now, ip=ip, user_agent=agent
+            session_key=session.session_key,
+            last_seen_at=now,
+            ip=request.META.get("REMOTE_ADDR") or None,
+            user_agent=request.headers.get("User-Agent", "")[:400],
         )
+        session[_ROW_KEY] = session.session_key
         session[_SEEN_KEY] = now.timestamp()
 
 

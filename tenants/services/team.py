@@ -402,6 +402,12 @@ def tenant_two_factor_set(*, membership: Membership, required: bool) -> Tenant:
             return tenant
         tenant.require_two_factor = required
         tenant.save(update_fields=["require_two_factor"])
+        if required:
+            # Their open sockets re-check: one from a login without the code ends.
+            for member in Membership.objects.filter(
+                tenant=tenant, role__in=[Role.OWNER, Role.ADMIN]
+            ).select_related("user"):
+                _access_changed(member.user)
         audit_record(
             action="tenant.two_factor_required"
             if required

@@ -103,7 +103,7 @@ def refresh(raw: str):
 async def open_socket(path, *, cookie=None, token=None):
     headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
     comm = socket(path, cookie=cookie, headers=headers)
-    connected, _ = await comm.connect()
+    connected, _ = await comm.connect(timeout=10)
     assert connected
     return comm
 
@@ -366,3 +366,8 @@ def test_two_simultaneous_refreshes_of_one_token_exactly_one_wins(olivia):
         for thread in threads:
             thread.join(timeout=30)
         assert sorted(statuses) == [200, 401], (attempt, statuses)
+
+
+def test_an_api_login_makes_no_browser_session(olivia):
+    api_login(olivia)
+    assert not UserSession.objects.exists()

@@ -41,13 +41,13 @@ def change_url(membership) -> str:
 async def open_both(membership, pool):
     """The member's pool page socket (session) and an integrator socket (token)."""
     page = socket(pool_path(pool), cookie=await session_cookie(membership))
-    assert (await page.connect())[0]
+    assert (await page.connect(timeout=10))[0]
     await receive_type(page, "snapshot")
     token = await access_token(membership)
     api = socket(
         pool_path(pool), headers=[(b"authorization", f"Bearer {token}".encode())]
     )
-    assert (await api.connect())[0]
+    assert (await api.connect(timeout=10))[0]
     await receive_type(api, "snapshot")
     return page, api
 

@@ -283,3 +283,51 @@ def test_new_recovery_codes_replace_the_old(login, olivia, settings):
     assert stale.post("/login/code/", {"code": old[0]}).status_code in (400, 429)
     fresh = password_step(olivia.user.email)
     assert fresh.post("/login/code/", {"code": new[0]}).status_code == 302
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_turning_the_requirement_on_closes_sockets_without_a_second_factor(
+    alice, adam, pool_a
+):
+    from channels.db import database_sync_to_async
+
+    from devices.tests.test_consumers import (
+        assert_closed,
+        pool_path,
+        receive_type,
+        session_cookie,
+        socket,
+    )
+    from tenants.services import tenant_two_factor_set
+
+    await database_sync_to_async(enrol)(alice)
+    await database_sync_to_async(enrol)(adam)
+
+    async def opened(headers=(), cookie=None):
+        comm = socket(pool_path(pool_a), cookie=cookie, headers=headers)
+        assert (await comm.connect(timeout=10))[0]
+        await receive_type(comm, "snapshot")
+        return comm
+
+    def bearer(token):
+        return [(b"authorization", f"Bearer {token}".encode())]
+
+    plain = await database_sync_to_async(lambda: str(tokens_for(adam).access_token))()
+    with_code = await database_sync_to_async(
+        lambda: str(tokens_for(adam, second_factor=True).access_token)
+    )()
+    page = await opened(cookie=await session_cookie(adam))  # force_login: no code
+    without = await opened(headers=bearer(plain))
+    kept = await opened(headers=bearer(with_code))
+
+    await database_sync_to_async(tenant_two_factor_set)(membership=alice, required=True)
+    for comm in (page, without):
+        await receive_type(comm, "error")
+        await assert_closed(comm, 4403)
+    access = await receive_type(kept, "access")
+    assert access["role"] == "admin"
+    # And a new socket from a login without the code is refused at the door.
+    refused = socket(pool_path(pool_a), headers=bearer(plain))
+    connected, code = await refused.connect(timeout=10)
+    assert not connected and code == 4403
+    await kept.disconnect()
