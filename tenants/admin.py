@@ -22,6 +22,7 @@ from tenants.services import (
     membership_remove_by_staff,
     membership_role_change_by_staff,
     tenant_set_status,
+    user_logins_end,
 )
 
 
@@ -110,6 +111,13 @@ class UserAdmin(AuditedModelAdmin, BaseUserAdmin):
     search_fields = ("email", "full_name", "code")
     ordering = ("email",)
     inlines = [MembershipInline]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "is_active" in form.changed_data and not obj.is_active:
+            # A disabled account's open sockets and tokens end now, not at expiry.
+            with bind_request_context(admin_context()):
+                user_logins_end(user=obj, actor=request.user, reason="deactivated")
 
     def user_change_password(self, request, id, form_url=""):
         response = super().user_change_password(request, id, form_url)

@@ -142,6 +142,20 @@ def user_sessions_end_others(*, user: User, keep_session: str | None) -> dict:
     return ended
 
 
+def user_logins_end(*, user: User, actor: User, reason: str) -> dict:
+    """End every login of a user (staff deactivated the account, say): sessions,
+    API tokens and sockets, none kept."""
+    with transaction.atomic():
+        ended = _end_access(user, keep=None)
+        audit_record(
+            action="user.logins_ended",
+            actor=actor,
+            target=user,
+            data={"reason": reason, **ended},
+        )
+    return ended
+
+
 def user_session_end(*, user: User, code) -> UserSession:
     """Log out one other session of the user (Http404 when not theirs)."""
     from tenants.selectors import user_session_get_for_user

@@ -188,3 +188,30 @@ def test_one_of_two_owners_is_offered_leave(login, alice, make_member):
     page = login(alice).get("/team/").content.decode()
     assert reverse("member_remove", args=[alice.code]) in page
     assert "Only owner" not in page
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_account_disabled_by_staff_loses_its_sockets(staff, olivia, pool_a):
+    page, api = await open_both(olivia, pool_a)
+    client = await database_sync_to_async(staff_client)(staff)
+    user = olivia.user
+    response = await database_sync_to_async(client.post)(
+        reverse("admin:tenants_user_change", args=[user.pk]),
+        {
+            "email": user.email,
+            "full_name": user.full_name,
+            # is_active unticked; the (read-only) memberships inline as the page has it
+            "memberships-TOTAL_FORMS": "1",
+            "memberships-INITIAL_FORMS": "1",
+            "memberships-0-id": olivia.pk,
+            "memberships-0-user": user.pk,
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[-1500:]
+    for comm in (page, api):
+        await receive_type(comm, "error")
+        await assert_closed(comm, 4403)
+    event = await database_sync_to_async(AuditEvent.objects.get)(
+        action="user.logins_ended"
+    )
+    assert event.data["reason"] == "deactivated" and event.source == "admin"
