@@ -38,7 +38,12 @@ from poolsaas.middleware import _client_ip
 from poolsaas.request_context import RequestContext, bind_request_context
 from tenants.middleware import SESSION_KEY
 from tenants.roles import Action, role_allows, role_at_least
-from tenants.selectors import membership_for_user, membership_require, parse_code
+from tenants.selectors import (
+    membership_for_user,
+    membership_require,
+    parse_code,
+    two_factor_required_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -121,8 +126,6 @@ def _second_factor_check(consumer, membership) -> None:
     role and the socket's login did not pass one (the pages and the API refuse the
     same logins)."""
     from django_otp import DEVICE_ID_SESSION_KEY
-
-    from tenants.selectors import two_factor_required_for
 
     if not two_factor_required_for(membership=membership):
         return
@@ -298,7 +301,11 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         """Resolve the membership and the object, then accept, join and snapshot."""
         try:
             self.membership, snapshot = await self._resolve()
-            await database_sync_to_async(_second_factor_check)(self, self.membership)
+            if two_factor_required_for(membership=self.membership):
+                # Only then a hop to a worker thread (the session may be read).
+                await database_sync_to_async(_second_factor_check)(
+                    self, self.membership
+                )
         except NotAuthenticated as exc:
             return await self._refuse(str(exc), CLOSE_UNAUTHENTICATED, accept_first)
         except Http404:
