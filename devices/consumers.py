@@ -37,12 +37,11 @@ from poolsaas.api.parsers import json_loads_bounded
 from poolsaas.middleware import _client_ip
 from poolsaas.request_context import RequestContext, bind_request_context
 from tenants.middleware import SESSION_KEY
-from tenants.roles import Action, role_allows, role_at_least
+from tenants.roles import Action, role_allows, role_at_least, two_factor_required_for
 from tenants.selectors import (
     membership_for_user,
     membership_require,
     parse_code,
-    two_factor_required_for,
 )
 
 logger = logging.getLogger(__name__)

@@ -9,10 +9,10 @@ from django.shortcuts import redirect, render
 from django.urls import resolve
 from django.urls.exceptions import Resolver404
 
+from tenants.roles import two_factor_required_for
 from tenants.selectors import (
     memberships_for_user,
     two_factor_enabled,
-    two_factor_required_for,
 )
 
 SESSION_KEY = "tenant_code"

@@ -39,3 +39,12 @@ def role_allows(role: str, action: str) -> bool:
 
 def role_at_least(role: str, minimum: str) -> bool:
     return RANK[Role(role)] >= RANK[Role(minimum)]
+
+
+def two_factor_required_for(*, membership) -> bool:
+    """Whether the tenant requires a second factor of this member (owners and
+    admins of a tenant that turned the requirement on). Pure: no query."""
+    return membership.tenant.require_two_factor and membership.role in (
+        Role.OWNER,
+        Role.ADMIN,
+    )

@@ -173,13 +173,6 @@ def two_factor_required_by(*, user: User) -> list[Tenant]:
     )
 
 
-def two_factor_required_for(*, membership: Membership) -> bool:
-    return membership.tenant.require_two_factor and membership.role in (
-        Role.OWNER,
-        Role.ADMIN,
-    )
-
-
 def two_factor_device(*, user: User):
     """The user's confirmed authenticator device, or None."""
     from tenants.models import TotpDevice

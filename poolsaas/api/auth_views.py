@@ -34,10 +34,10 @@ from poolsaas.api.throttling import AnonThrottle
 from poolsaas.api.viewsets import ApiView
 from tenants import services
 from tenants.models import User
+from tenants.roles import two_factor_required_for
 from tenants.selectors import (
     membership_for_user,
     two_factor_enabled,
-    two_factor_required_for,
 )
 
 

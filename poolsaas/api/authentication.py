@@ -19,7 +19,8 @@ from rest_framework_simplejwt.tokens import RefreshToken, Token
 
 from poolsaas.api.errors import Suspended
 from tenants.models import Membership, User
-from tenants.selectors import membership_for_user, two_factor_required_for
+from tenants.roles import two_factor_required_for
+from tenants.selectors import membership_for_user
 
 TENANT_CLAIM = "tenant"
 EPOCH_CLAIM = "ep"
