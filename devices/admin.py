@@ -43,8 +43,10 @@ UNREADABLE = "⚠ cannot be decrypted"
 
 
 def _secret_status(token: str | None) -> str:
-    """Set / not set from the raw stored token, decrypted only to test emptiness."""
-    if token is None:
+    """Set / not set from the raw stored token; an empty secret is no token, a
+    token is decrypted only to tell an unreadable one (rows stored before empty
+    secrets were kept as no token hold encrypted empty strings)."""
+    if not token:
         return NOT_SET
     try:
         return SET if decrypt_secret(token) else NOT_SET

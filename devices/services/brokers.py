@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import audit_record
+from devices.fields import secret_is_set
 from devices.models import Broker
 from tenants.models import Membership
 from tenants.roles import Action
@@ -351,10 +352,12 @@ def broker_delete(*, membership: Membership, broker: Broker) -> None:
 def broker_secrets_status(*, broker: Broker) -> dict[str, bool]:
     """Whether username and password are set, for pages that must not show them.
 
-    Encrypted empty strings are tokens too, so this has to decrypt; only the
-    booleans leave this function.
+    Decrypts nothing: an empty secret is stored as no token at all.
     """
-    return {"username": bool(broker.username), "password": bool(broker.password)}
+    return {
+        "username": secret_is_set(broker, "username"),
+        "password": secret_is_set(broker, "password"),
+    }
 
 
 def broker_ensure_platform() -> Broker:

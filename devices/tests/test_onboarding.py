@@ -33,7 +33,8 @@ CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
 
 
 def can_connect(username: str, password: str) -> bool:
-    probe = MqttProbe(f"ps-onboarding-{username}")
+    # Device credentials connect only under client id = device id.
+    probe = MqttProbe(username)
     try:
         return probe.connect(username, password)
     finally:
