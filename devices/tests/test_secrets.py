@@ -65,7 +65,7 @@ def test_a_value_no_key_decrypts_raises_instead_of_returning_ciphertext(
     write_raw_column(Broker, "password", broker_a.pk, stranger)
     broker = Broker.objects.get(pk=broker_a.pk)  # loads; decrypts only on use
     with pytest.raises(SecretDecryptionError) as caught:
-        broker.password
+        _ = broker.password
     message = str(caught.value)
     assert "Broker.password" in message
     assert "FIELD_ENCRYPTION_KEYS" in message
@@ -81,14 +81,14 @@ def test_a_value_no_key_decrypts_raises_instead_of_returning_ciphertext(
     assert Broker.objects.get(pk=broker_a.pk).password == BROKER_PASSWORD
     settings.FIELD_ENCRYPTION_KEY = [Fernet.generate_key().decode()]
     with pytest.raises(SecretDecryptionError):
-        Broker.objects.get(pk=broker_a.pk).password
+        _ = Broker.objects.get(pk=broker_a.pk).password
 
 
 def test_plain_text_in_the_column_is_not_passed_off_as_a_secret(old_key, broker_a):
     # The library this wraps would have returned "hunter2" as if it were the value.
     write_raw_column(Broker, "password", broker_a.pk, "hunter2")
     with pytest.raises(SecretDecryptionError):
-        Broker.objects.get(pk=broker_a.pk).password
+        _ = Broker.objects.get(pk=broker_a.pk).password
 
 
 def test_rotation_re_encrypts_every_secret_under_the_new_key(

@@ -104,7 +104,7 @@ def test_a_state_read_with_a_stale_key_answers(victor, login, secret_device, set
     assert client.get(f"/api/v1/pools/{pool}/state/").status_code == 200
     assert login(victor).get(reverse("devices")).status_code == 200
     with pytest.raises(fields.SecretDecryptionError):
-        Device.objects.get(pk=secret_device.pk).mqtt_password
+        _ = Device.objects.get(pk=secret_device.pk).mqtt_password
 
 
 def test_saving_an_unread_secret_keeps_its_token(secret_device, decryptions):
