@@ -30,6 +30,7 @@ from devices.models import (
 )
 from devices.services.brokers import (
     BROKER_FIELDS,
+    secrets_required_for_address_change,
     validate_broker_address,
     validate_broker_host,
     validate_ca_certificate,
@@ -160,6 +161,19 @@ class BrokerAdminForm(WriteOnlySecretsForm):
             self._check_public("host", cleaned.get("host"))
             url = cleaned.get("websocket_url")
             self._check_public("websocket_url", urlparse(url).hostname if url else "")
+        if self.instance.pk:
+            # Staff edits follow the tenant page's rule: a stored secret goes only
+            # to the address it was typed for.
+            supplied = {
+                name
+                for name in ("username", "password")
+                if cleaned.get(f"new_{name}") or cleaned.get(f"clear_{name}")
+            }
+            errors = secrets_required_for_address_change(
+                broker=self.instance, changed=self.changed_data, supplied=supplied
+            )
+            for name, message in errors.items():
+                self.add_error(f"new_{name}", message)
         return cleaned
 
     def _check_public(self, field: str, host: str | None) -> None:
