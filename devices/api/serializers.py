@@ -163,6 +163,14 @@ class DeviceCreateSerializer(serializers.Serializer):
     protocol = serializers.ChoiceField(
         choices=Device.Protocol.choices, default=Device.Protocol.POOLSAAS
     )
+    claim_code = serializers.CharField(
+        max_length=40,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Required on the platform broker: the code on the device's label "
+        "and its set-up page (XXXX-XXXX-XXXX), proof that you hold the device.",
+    )
 
 
 class BundleMqttSerializer(serializers.Serializer):

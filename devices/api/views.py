@@ -834,6 +834,7 @@ class DeviceViewSet(
             device_id=values["device_id"],
             broker=broker,
             protocol=values["protocol"],
+            claim_code=values["claim_code"],
         )
         return Response(
             s.DeviceCreatedSerializer(device, context={"bundle": bundle}).data,

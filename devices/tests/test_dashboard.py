@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from devices.models import Device, Pool, Program
+from devices.services.claims import claim_code_for
 
 
 def snapshot_of(response) -> dict:
@@ -279,6 +280,7 @@ def test_device_add_shows_the_bundle_once(login, adam, pool_a, platform_broker):
             "pool": pool_a.code.hex,
             "broker": platform_broker.code.hex,
             "protocol": "ps1",
+            "claim_code": claim_code_for("ESP-C0FFEE"),
         },
     )
     assert response.status_code == 200, response.content.decode()[:3000]
@@ -338,7 +340,9 @@ def test_device_replace(login, adam, victor, carol, device_a, pool_a):
     assert bad.status_code == 400
     pool_a.refresh_from_db()
     assert pool_a.device.device_id == "ESP-A1A1A1"
-    response = login(adam).post(url, {"device_id": "ESP-0DD0DD"})
+    response = login(adam).post(
+        url, {"device_id": "ESP-0DD0DD", "claim_code": claim_code_for("ESP-0DD0DD")}
+    )
     assert response.status_code in (200, 302), response.content.decode()[:3000]
     pool_a.refresh_from_db()
     assert pool_a.device.device_id == "ESP-0DD0DD"

@@ -13,8 +13,10 @@ from django.http import Http404
 
 from audit.models import AuditEvent
 from devices.models import Broker, Device, DeviceEvent
+from devices.services import onboarding
+from devices.services.claims import claim_code_for
 from devices.services.dynsec import dynsec_device_exists
-from devices.services.onboarding import device_add, device_remove, device_replace
+from devices.services.onboarding import device_remove
 from devices.services.provisioning import (
     bundle_filename,
     bundle_json,
@@ -28,6 +30,25 @@ dynsec_broker = test_dynsec.dynsec_broker
 dynsec_settings = test_dynsec.dynsec_settings
 MqttProbe = test_dynsec.MqttProbe
 random_device_id = test_dynsec.random_device_id
+
+
+def claim_for(device_id):
+    """The claim code the device's label shows (ids as device_id_clean stores them)."""
+    if isinstance(device_id, str) and device_id.upper().startswith("ESP-"):
+        device_id = device_id.strip().upper()
+    return claim_code_for(device_id) if isinstance(device_id, str) else ""
+
+
+def device_add(**kwargs):
+    # With the label's claim code unless a test gives one (tests of claims do).
+    kwargs.setdefault("claim_code", claim_for(kwargs.get("device_id")))
+    return onboarding.device_add(**kwargs)
+
+
+def device_replace(**kwargs):
+    kwargs.setdefault("claim_code", claim_for(kwargs.get("device_id")))
+    return onboarding.device_replace(**kwargs)
+
 
 CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
 
@@ -183,10 +204,13 @@ def test_bad_ids_change_nothing(
 def test_an_id_registered_elsewhere_is_refused_without_saying_where(
     alice, pool_a, device_b
 ):
+    """Even with the device's claim code: device_b was claimed by its tenant."""
+    device_b.claimed_at = device_b.created_at
+    device_b.save(update_fields=["claimed_at"])
     with pytest.raises(ValidationError) as info:
         device_add(membership=alice, pool=pool_a, device_id="ESP-B2B2B2")
     message = info.value.message_dict["device_id"][0]
-    assert "already registered on this broker" in message
+    assert "registered to another account" in message
     assert "Globex" not in message and device_b.pool.name not in message
     assert nothing_added(pool_a)
 

@@ -409,6 +409,7 @@ def device_add(request):
         "pool": request.GET.get("pool", ""),
         "broker": "",
         "protocol": "ps1",
+        "claim_code": "",
     }
     errors: dict[str, list[str]] = {}
     status = 200
@@ -438,6 +439,7 @@ def device_add(request):
                     device_id=values["device_id"],
                     broker=broker,
                     protocol=values["protocol"],
+                    claim_code=values["claim_code"],
                 )
             except ValidationError as exc:
                 errors = _errors(exc)
@@ -513,7 +515,10 @@ def device_replace(request, code):
         device_id = request.POST.get("device_id", "").strip()
         try:
             result = replace_service(
-                membership=request.membership, pool=pool, device_id=device_id
+                membership=request.membership,
+                pool=pool,
+                device_id=device_id,
+                claim_code=request.POST.get("claim_code", ""),
             )
         except ValidationError as exc:
             errors = _errors(exc)

@@ -1,8 +1,8 @@
-"""Empty secrets are stored as an empty string from now on (devices/fields.py), so that
+"""Device.claimed_at (claim codes, devices/services/claims.py); and empty secrets are stored as an empty string from now on (devices/fields.py), so that
 whether one is set can be told without decrypting it. Rewrites the encrypted empty
 strings already stored; a token no configured key decrypts is left as it is."""
 
-from django.db import migrations
+from django.db import migrations, models
 from django.db.models import TextField
 from django.db.models.functions import Cast
 
@@ -34,5 +34,10 @@ class Migration(migrations.Migration):
     dependencies = [("devices", "0005_bridge_device_fillfactor")]
 
     operations = [
-        migrations.RunPython(empty_tokens_to_empty, migrations.RunPython.noop)
+        migrations.AddField(
+            model_name="device",
+            name="claimed_at",
+            field=models.DateTimeField(blank=True, editable=False, null=True),
+        ),
+        migrations.RunPython(empty_tokens_to_empty, migrations.RunPython.noop),
     ]
