@@ -185,6 +185,11 @@ class BundleMqttSerializer(serializers.Serializer):
 class BundleSerializer(serializers.Serializer):
     v = serializers.IntegerField()
     device_id = serializers.CharField()
+    auth = serializers.ChoiceField(
+        choices=["device", "none"],
+        help_text='"device": the password is the device\'s own, shown this once; '
+        '"none": the broker issues no per-device credentials (password empty).',
+    )
     mqtt = BundleMqttSerializer()
     ca = serializers.CharField(required=False)
 

@@ -248,6 +248,7 @@ def test_ps1_device_on_the_tenants_own_broker_gets_a_bundle_with_its_ca(
     assert bundle == {
         "v": 1,
         "device_id": "ESP-0A0B0C",
+        "auth": "none",
         "mqtt": {
             "host": "mqtt.acme.test",
             "port": 8883,

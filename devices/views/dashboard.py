@@ -349,6 +349,7 @@ def _bundle_context(device, bundle: dict) -> dict:
         + urllib.parse.quote(text),
         "bundle_filename": bundle_filename(bundle),
         "qr_svg": bundle_qr_svg(bundle),
+        "has_password": bool(bundle["mqtt"]["password"]),
     }
 
 
