@@ -441,3 +441,34 @@ def device_replace(
         )
         config_publish_request(pool=pool)
     return device, _bundle(device, broker, password)
+
+
+def device_credentials_reissue(
+    *, device: Device, config: dynsec.DynsecConfig | None = None
+) -> str:
+    """Give a platform-broker device a new password (its dynamic-security client and
+    role recreated, client id bound) and store it encrypted; returns the password.
+
+    For the platform itself, not a tenant: `make run` gives its simulated devices
+    real credentials on the dynamic-security Mosquitto it starts. Audited without
+    an actor. Any earlier password stops working at once.
+    """
+    if not device.broker.is_platform:
+        raise ValidationError("Only devices on the platform broker get credentials.")
+    try:
+        password = dynsec.dynsec_device_create(
+            device_id=device.device_id, prefix=device.topic_prefix, config=config
+        )
+    except dynsec.DynsecError as exc:
+        raise _credentials_failed(exc) from None
+    with transaction.atomic():
+        device.mqtt_password = password
+        device.save(update_fields=["mqtt_password"])
+        audit_record(
+            action="device.credentials_issued",
+            tenant=device.tenant,
+            actor=None,
+            target=device,
+            data={"device_id": device.device_id, "reason": "platform"},
+        )
+    return password
