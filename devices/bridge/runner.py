@@ -188,7 +188,7 @@ class Bridge:
         self.inbox.put(item)
 
     def _on_doorbell(self, message: dict) -> None:
-        if message.get("type") == "device.publish":
+        if message.get("type") in ("device.publish", "device.retained_clear"):
             self._publish_requests.append(message)
         self._wake.set()
 
@@ -530,6 +530,9 @@ class Bridge:
         """Retained configuration a service asked to publish (device_config_publish)."""
         while self._publish_requests:
             message = self._publish_requests.popleft()
+            if message.get("type") == "device.retained_clear":
+                self._retained_clear(message)
+                continue
             try:
                 device = Device.objects.get(code=message["device"])
                 payload = protocol.encode_config(message["config"])
@@ -542,6 +545,24 @@ class Bridge:
                 logger.warning("config for %s not published: broker down", device)
                 continue
             self.published += 1
+
+    def _retained_clear(self, message: dict) -> None:
+        """Empty retained publishes on every topic of a removed device
+        (onboarding.retained_clear_request); the device row is already gone."""
+        root, broker_id = message.get("root"), message.get("broker")
+        prefix, _, device_id = root.rpartition("/") if isinstance(root, str) else "//"
+        if not (protocol.is_valid_prefix(prefix) and protocol.is_valid_id(device_id)):
+            logger.warning("ignored a retained-clear request for %r", root)
+            return
+        conn = self.connections.get(broker_id)
+        suffixes = protocol.DEVICE_TO_CLOUD + protocol.DEVICE_SUBSCRIPTIONS
+        if conn is None or not all(
+            conn.publish(f"{root}/{suffix}", b"", qos=1, retain=True)
+            for suffix in suffixes
+        ):
+            logger.warning("retained messages of %s not cleared: broker down", root)
+            return
+        self.published += 1
 
     def _device_reachable(self, device: Device) -> bool:
         """Right after the bridge (re)connects to a broker, hold a device's commands

@@ -14,8 +14,11 @@ device. On a tenant's own broker the namespace is the tenant's alone: no code.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.http import Http404
@@ -39,6 +42,36 @@ from tenants.roles import Action
 from tenants.selectors import membership_require
 
 PROTOCOLS = (Device.Protocol.POOLSAAS, Device.Protocol.LEGACY)
+RETAINED_CLEAR = "device.retained_clear"
+
+logger = logging.getLogger(__name__)
+
+
+def retained_clear_request(*, device: Device) -> None:
+    """After commit, have a bridge clear the removed device's retained messages
+    (status, state, config/set with the tenant's programs and time zone), so the
+    next device with this id, whoever owns it, starts from nothing.
+
+    Best effort, as the doorbell is: with no bridge running nothing is cleared, and
+    the next owner's configuration replaces config/set anyway."""
+    from devices.services.commands import DOORBELL
+
+    message = {
+        "type": RETAINED_CLEAR,
+        "broker": device.broker_id,
+        "root": device.topic_root,
+    }
+
+    def ring():
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        try:
+            async_to_sync(layer.send)(DOORBELL, message)
+        except Exception:  # noqa: BLE001 - a full or absent layer must not fail
+            logger.warning("retained messages of %s not cleared", message["root"])
+
+    transaction.on_commit(ring)
 
 
 def _check_pool(membership: Membership, pool: Pool) -> None:
@@ -185,6 +218,7 @@ def _release(*, holder: Device) -> None:
             data={"device_id": holder.device_id},
         )
     holder.delete()
+    retained_clear_request(device=holder)
     _revoke(holder)
 
 
@@ -362,6 +396,7 @@ def device_remove(*, membership: Membership, device: Device) -> None:
                 actor=membership.user,
             )
         device.delete()
+        retained_clear_request(device=device)
         # Last, so that a failure rolls everything back.
         _revoke(device)
 
@@ -409,6 +444,7 @@ def device_replace(
         old = Device.objects.select_for_update().get(pk=old.pk)
         old_id = old.device_id
         old.delete()
+        retained_clear_request(device=old)
         device, password = _create(
             membership=membership,
             pool=pool,
