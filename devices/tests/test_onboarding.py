@@ -126,7 +126,13 @@ def test_admin_adds_a_device_with_its_own_credentials(
     assert device.topic_prefix == platform_broker.topic_prefix
     password = bundle["mqtt"]["password"]
     assert len(password) >= 32
-    assert protocol.parse_bundle(bundle_json(bundle).encode()) == {**bundle, "ca": None}
+    assert bundle["auth"] == "device"
+    # "auth" is for people; the device ignores it.
+    expected = {key: value for key, value in bundle.items() if key != "auth"}
+    assert protocol.parse_bundle(bundle_json(bundle).encode()) == {
+        **expected,
+        "ca": None,
+    }
     assert bundle["mqtt"] == {
         "host": dynsec_settings.MQTT_PUBLIC_HOST,
         "port": dynsec_settings.MQTT_PUBLIC_PORT,

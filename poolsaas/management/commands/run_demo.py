@@ -30,11 +30,7 @@ from devices.models import Device
 WEB_HOST = "127.0.0.1"
 EMBEDDED_REDIS_PORT = 16379
 DYNSEC_SCRIPT = Path(settings.BASE_DIR) / "deploy" / "mosquitto" / "start-dynsec.sh"
-DYNSEC_PLUGIN = Path(
-    os.environ.get(
-        "DYNSEC_PLUGIN", "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
-    )
-)
+DYNSEC_PLUGIN = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
 DYNSEC_ADMIN = "poolsaas-admin"
 
 
