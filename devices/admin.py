@@ -329,6 +329,7 @@ class DeviceAdmin(SecretsAdminMixin, AuditedModelAdmin):
         "state",
         "firmware_version",
         "config_version_applied",
+        "claimed_at",
         "created_at",
     )
 
