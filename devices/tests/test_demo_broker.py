@@ -55,8 +55,6 @@ def demo(settings):
         time.sleep(0.1)
     assert not port_open(port), "the demo's Mosquitto outlived the demo"
     shutil.rmtree(var, ignore_errors=True)
-    if getattr(command, "sim_credentials", None):
-        shutil.rmtree(command.sim_credentials.parent, ignore_errors=True)
 
 
 def listen(port: int, username: str, password: str, topic: str) -> tuple:

@@ -250,7 +250,8 @@ class Command(BaseCommand):
                 "username": device.device_id,
                 "password": password,
             }
-        path = Path(tempfile.mkdtemp(prefix="poolsaas-sim-")) / "credentials.json"
+        path = Path(settings.VAR_DIR) / "sim-credentials.json"
+        path.unlink(missing_ok=True)
         path.touch(mode=0o600)
         path.write_text(json.dumps(credentials))
         return path
