@@ -171,13 +171,13 @@ async def _test_wifi(networks, timeout_s=20):
     return None
 
 
-async def _dns_server(ip):
+async def _dns_server(ip, port=53):
     import asyncio
     import socket
 
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setblocking(False)
-    s.bind(("0.0.0.0", 53))  # noqa: S104 - the AP's own network only
+    s.bind(("0.0.0.0", port))  # noqa: S104 - the AP's own network only
     while True:
         try:
             data, addr = s.recvfrom(512)
@@ -188,7 +188,7 @@ async def _dns_server(ip):
             await asyncio.sleep_ms(50)
 
 
-async def run(device_id, suffix, provision_path, ca_path):
+async def run(device_id, suffix, provision_path, ca_path, http_port=80, dns_port=53):
     """Serve the portal until a working configuration is saved, then reboot."""
     import asyncio
 
@@ -249,8 +249,9 @@ async def run(device_id, suffix, provision_path, ca_path):
         finally:
             writer.close()
 
-    asyncio.create_task(_dns_server(ip))
-    await asyncio.start_server(handle, "0.0.0.0", 80)  # noqa: S104 - AP only
+    asyncio.create_task(_dns_server(ip, dns_port))
+    await asyncio.start_server(handle, "0.0.0.0", http_port)  # noqa: S104 - AP only
+    print("portal: serving", ap.config("essid"))
     await done.wait()
     await asyncio.sleep(3)
     machine.reset()
