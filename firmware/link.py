@@ -128,12 +128,21 @@ class Link:
         sta.active(True)
         if sta.isconnected():
             return
+        import network
+
+        failed = [
+            getattr(network, n)
+            for n in ("STAT_WRONG_PASSWORD", "STAT_NO_AP_FOUND", "STAT_CONNECT_FAIL")
+            if hasattr(network, n)
+        ]
         for ssid, pw in pick_networks(self.settings["wifi"], self._scan(sta)):
             sta.connect(ssid, pw)
             for _ in range(20):
                 if sta.isconnected():
                     self.ssid = ssid
                     return
+                if sta.status() in failed:
+                    break
                 await asyncio.sleep_ms(500)
             sta.disconnect()
         raise OSError("no Wi-Fi network joined")
@@ -182,7 +191,8 @@ class Link:
         # still has the session (session present is fine either way); the commands'
         # expiry time drops stale ones. We subscribe every time: cheap, and it covers a
         # broker that lost the session.
-        await c.connect(clean=False)
+        present = await c.connect(clean=False)
+        print("link: connected,", "session present" if present else "new session")
         for s in SUBSCRIBE:
             await c.subscribe(self.root + s, 1)
         retain, qos = P.PUBLISH_OPTS[P.STATUS]

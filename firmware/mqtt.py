@@ -327,8 +327,10 @@ class MQTTClient:
                 t.cancel()
         self._tasks = []
         if self.stream:
+            # MicroPython's Stream.close() leaves the socket open (wait_closed() closes
+            # it); close the socket itself, now, so the broker sees the link end.
             try:
-                self.stream.close()
+                self.stream.s.close()
             except Exception:  # noqa: BLE001, S110 - closing a broken socket
                 pass
-            self.stream = None
+            self.reader = self.stream = None

@@ -161,14 +161,23 @@ async def _test_wifi(networks, timeout_s=20):
 
     sta = network.WLAN(network.STA_IF)
     sta.active(True)
+    failed = failed_statuses(network)
     for ssid, pw in networks:
         sta.disconnect()
         sta.connect(ssid, pw)
         for _ in range(timeout_s * 2):
             if sta.isconnected():
                 return ssid
+            if sta.status() in failed:
+                break  # wrong password, no such network: no point in waiting
             await asyncio.sleep_ms(500)
     return None
+
+
+def failed_statuses(network):
+    """The station statuses that mean the attempt is over (ESP32 names)."""
+    names = ("STAT_WRONG_PASSWORD", "STAT_NO_AP_FOUND", "STAT_CONNECT_FAIL")
+    return [getattr(network, n) for n in names if hasattr(network, n)]
 
 
 async def _dns_server(ip, port=53):
@@ -177,7 +186,8 @@ async def _dns_server(ip, port=53):
 
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setblocking(False)
-    s.bind(("0.0.0.0", port))  # noqa: S104 - the AP's own network only
+    # An address from getaddrinfo, not a tuple: what every port's socket accepts.
+    s.bind(socket.getaddrinfo("0.0.0.0", port)[0][-1])  # noqa: S104 - AP only
     while True:
         try:
             data, addr = s.recvfrom(512)

@@ -67,7 +67,19 @@ def free_port():
         return s.getsockname()[1]
 
 
-def port_open(port, host="127.0.0.1"):
+def in_netns(netns, cmd):
+    return ["ip", "netns", "exec", netns, *cmd] if netns else cmd
+
+
+def port_open(port, host="127.0.0.1", netns=None):
+    if netns:
+        probe = f"exec 3<>/dev/tcp/{host}/{port}"
+        return (
+            subprocess.run(
+                in_netns(netns, ["bash", "-c", probe]), capture_output=True
+            ).returncode
+            == 0
+        )
     try:
         with socket.create_connection((host, port), 0.5):
             return True
@@ -90,42 +102,49 @@ class Broker:
     """A Mosquitto of our own on a free loopback port (persistent sessions, optionally
     TLS with the given certificate files)."""
 
-    def __init__(self, root, port=None, tls=None, persistence=True):
+    def __init__(self, root, port=None, tls=None, persistence=True, netns=None):
+        self.netns = netns
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
-        self.tls = tls  # {"cafile", "certfile", "keyfile"} or None
+        # With tls ({"cafile", "certfile", "keyfile"}) a second listener on tls_port.
+        self.tls = tls
+        self.tls_port = free_port()
         self.persistence = persistence
         self.proc = None
         self.frozen = False
 
     @property
     def url(self):
-        return "mqtt://127.0.0.1:%d" % self.port
+        return f"mqtt://127.0.0.1:{self.port}"
 
     def _conf(self):
         lines = [
-            "listener %d 127.0.0.1" % self.port,
+            # As root, Mosquitto would switch to its own user, who cannot read tmp_path.
+            "user root",
+            f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
             "log_dest stderr",
             "log_type error",
         ]
         if self.persistence:
-            lines += ["persistence true", "persistence_location %s/" % self.root]
+            lines += ["persistence true", f"persistence_location {self.root}/"]
         if self.tls:
-            lines += ["%s %s" % kv for kv in sorted(self.tls.items())]
+            lines.append(f"listener {self.tls_port} 127.0.0.1")
+            lines += ["{} {}".format(*kv) for kv in sorted(self.tls.items())]
         conf = self.root / "mosquitto.conf"
         conf.write_text("\n".join(lines) + "\n")
         return conf
 
     def start(self):
         self.proc = subprocess.Popen(
-            ["mosquitto", "-c", str(self._conf())],
+            in_netns(self.netns, ["mosquitto", "-c", str(self._conf())]),
             stdout=subprocess.DEVNULL,
             stderr=open(self.root / "mosquitto.log", "ab"),  # noqa: SIM115
         )
         self.frozen = False
-        wait(lambda: port_open(self.port), 10, "mosquitto on %d" % self.port)
+        for port in (self.port, self.tls_port) if self.tls else (self.port,):
+            wait(lambda p=port: port_open(p, netns=self.netns), 10, f"mosquitto {port}")
         return self
 
     def _signal(self, sig):
@@ -232,24 +251,21 @@ class Board:
             shutil.copy(f, self.fs / f.name)
         self.set_air({WIFI[0]: [WIFI[1], -61]})
         cfg = [
-            "DEVICE_ID = %r" % self.device_id,
+            f"DEVICE_ID = {self.device_id!r}",
             "KEEPALIVE_S = 4",
             "WDT_TIMEOUT_MS = 10000",
             "NTP_HOST = None",
         ]
         if provisioned:
-            cfg += [
-                "WIFI = [%r]" % (WIFI,),
-                "MQTT = %r"
-                % {
-                    "host": "127.0.0.1",
-                    "port": broker_port,
-                    "tls": tls,
-                    "username": "",
-                    "password": "",
-                    "prefix": prefix,
-                },
-            ]
+            mqtt = {
+                "host": "127.0.0.1",
+                "port": broker_port,
+                "tls": tls,
+                "username": "",
+                "password": "",
+                "prefix": prefix,
+            }
+            cfg += [f"WIFI = [{WIFI!r}]", f"MQTT = {mqtt!r}"]
         if ca_pem:
             (self.fs / "ca.pem").write_text(ca_pem)
         (self.fs / "local_config.py").write_text("\n".join(cfg) + "\n" + config + "\n")
@@ -280,9 +296,7 @@ class Board:
             text = (self.sim / "pins").read_text()
         except OSError:
             return {}
-        return {
-            int(k): int(v) for k, v in (ln.split("=") for ln in text.split() if ln)
-        }
+        return {int(k): int(v) for k, v in (ln.split("=") for ln in text.split() if ln)}
 
     def pump_on(self, pin=26, active_low=True):
         level = self.pins().get(pin)
@@ -302,10 +316,9 @@ class Board:
         self.boots.append(cause)
         cmd = [micropython()]
         if self.heap_kb:
-            cmd += ["-X", "heapsize=%dk" % self.heap_kb]
+            cmd += ["-X", f"heapsize={self.heap_kb}k"]
         cmd += ["-c", "import boot\nimport main\n"]
-        if self.netns:
-            cmd = ["ip", "netns", "exec", self.netns, *cmd]
+        cmd = in_netns(self.netns, cmd)
         env = dict(os.environ)
         env["MICROPYPATH"] = ".frozen:" + str(STANDINS)
         env["BOARD_SIM"] = str(self.sim)
@@ -364,11 +377,11 @@ class Board:
                     # REPL until the watchdog resets it.
                     self.watchdog_resets += 1
                     self.crashes.append(rc)
-                    self.lines.append("### crash %s, then watchdog reset" % rc)
+                    self.lines.append(f"### crash {rc}, then watchdog reset")
                     self._spawn(WDT_RESET)
                 elif not (self.sim / "wdt").exists():
                     self.crashes.append(rc)
-                    self.lines.append("### exited %s (no watchdog armed)" % rc)
+                    self.lines.append(f"### exited {rc} (no watchdog armed)")
                     self.proc = None
 
     def power_cut(self):

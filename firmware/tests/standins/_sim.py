@@ -1,4 +1,4 @@
-"""Shared by the stand-ins: the board emulator's control files (firmware/tests/board.py).
+"""Shared by the stand-ins: the control files of the board emulator (../board.py).
 
 BOARD_SIM names a folder the test harness and the stand-ins share: the harness writes
 what the world is like (Wi-Fi on the air, water temperature, reset cause), the stand-ins

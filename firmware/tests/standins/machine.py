@@ -21,7 +21,7 @@ _pins = {}
 
 
 def _save_pins():
-    _sim.write("pins", "".join("%d=%d\n" % (k, v) for k, v in sorted(_pins.items())))
+    _sim.write("pins", "".join(f"{k}={v}\n" for k, v in sorted(_pins.items())))
 
 
 class Pin:
@@ -59,7 +59,7 @@ class WDT:
 
     def feed(self):
         WDT._n += 1
-        _sim.write("wdt", "%d %d" % (self.timeout, WDT._n))
+        _sim.write("wdt", f"{self.timeout} {WDT._n}")
 
 
 def reset_cause():

@@ -14,9 +14,11 @@ STA_IF = 0
 AP_IF = 1
 AUTH_OPEN = 0
 AUTH_WPA2_PSK = 3
-STAT_IDLE = 0
-STAT_CONNECTING = 1
+STAT_IDLE = 1000
+STAT_CONNECTING = 1001
 STAT_GOT_IP = 1010
+STAT_NO_AP_FOUND = 201
+STAT_WRONG_PASSWORD = 202
 
 
 def _air():
@@ -33,6 +35,7 @@ class _WLAN:
         self.iface = iface
         self._active = False
         self._ssid = None
+        self._status = STAT_IDLE
         self._config = {"essid": "", "authmode": AUTH_OPEN}
 
     def active(self, on=None):
@@ -50,9 +53,16 @@ class _WLAN:
     def connect(self, ssid=None, key=None):
         net = _air().get(ssid)
         self._ssid = ssid if net is not None and net[0] == (key or "") else None
+        if net is None:
+            self._status = STAT_NO_AP_FOUND
+        elif self._ssid is None:
+            self._status = STAT_WRONG_PASSWORD
+        else:
+            self._status = STAT_GOT_IP
 
     def disconnect(self):
         self._ssid = None
+        self._status = STAT_IDLE
 
     def isconnected(self):
         if self.iface == AP_IF:
@@ -65,7 +75,10 @@ class _WLAN:
             if net is None:
                 raise OSError("not connected")
             return net[1]
-        return STAT_GOT_IP if self.isconnected() else STAT_IDLE
+        if self.isconnected():
+            return STAT_GOT_IP
+        # Associated once but the network is gone: the ESP32 keeps trying.
+        return STAT_CONNECTING if self._ssid else self._status
 
     def ifconfig(self, cfg=None):
         if self.iface == AP_IF:
