@@ -68,7 +68,7 @@ def free_port():
 
 
 def in_netns(netns, cmd):
-    return ["ip", "netns", "exec", netns, *cmd] if netns else cmd
+    return ["ip", "netns", "exec", netns] + list(cmd) if netns else cmd
 
 
 def port_open(port, host="127.0.0.1", netns=None):
@@ -193,7 +193,7 @@ def make_ca(root, name):
     ext.write_text("subjectAltName=IP:127.0.0.1\n")
 
     def run(*args):
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
+        subprocess.run(["openssl"] + list(args), check=True, capture_output=True)
 
     run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(ca_key))
     run(

@@ -105,7 +105,7 @@ def netns():
             # The access point's address, where the DNS answer sends the phone.
             ["ip", "addr", "add", "192.168.4.1/32", "dev", "lo"],
         ):
-            subprocess.run(["ip", "netns", "exec", name, *c], check=True)
+            subprocess.run(["ip", "netns", "exec", name] + c, check=True)
         yield name
     finally:
         subprocess.run([ip, "netns", "del", name])
@@ -113,7 +113,7 @@ def netns():
 
 def client(netns, *args):
     out = subprocess.run(
-        ["ip", "netns", "exec", netns, sys.executable, "-c", CLIENT, *args],
+        ["ip", "netns", "exec", netns, sys.executable, "-c", CLIENT] + list(args),
         capture_output=True,
         text=True,
         timeout=60,
