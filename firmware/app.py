@@ -2,13 +2,28 @@
 1 s controller loop, and the watchdog that is fed only while that loop is healthy."""
 
 import asyncio
+import gc
 import time
 
-import config
-import controller
-import hardware
-import health
-from link import Link
+# One module at a time with a collection in between: loading code leaves temporary
+# allocations behind, and a small heap must not be fragmented before the start.
+import protocol  # noqa: F401 - the largest, first
+
+gc.collect()
+import controller  # noqa: E402
+
+gc.collect()
+import config  # noqa: E402
+import hardware  # noqa: E402
+import health  # noqa: E402
+
+gc.collect()
+import mqtt  # noqa: E402, F401
+
+gc.collect()
+from link import Link  # noqa: E402
+
+gc.collect()
 
 
 def pem_to_der(pem):
@@ -83,6 +98,10 @@ async def run(settings, counter, safe_mode):
     import machine
 
     wdt = machine.WDT(timeout=config.WDT_TIMEOUT_MS)
+    gc.collect()
+    # Also collect once a quarter of what is free now has been allocated since the
+    # last collection, before an allocation has to fail for it.
+    gc.threshold(gc.mem_free() // 4)
     started = time.ticks_ms()
     failures = 0
     while True:
@@ -119,6 +138,8 @@ async def run(settings, counter, safe_mode):
         # Fed only after a good turn: a wedged or failing loop ends in a reset.
         if failures < 5:
             wdt.feed()
+        # A collection every second (a few ms) keeps the small heap unfragmented.
+        gc.collect()
         await asyncio.sleep_ms(
             max(10, 1000 - time.ticks_diff(time.ticks_ms(), turn_start))
         )

@@ -15,6 +15,13 @@ try:
 except ImportError:
     import protocol as P
 
+try:
+    # At import, with the heap still in one piece: loaded later, inside the connect
+    # task, this module's code could not find contiguous memory in a small heap.
+    from mqtt import MQTTClient
+except ImportError:  # CPython: the pure helpers only
+    MQTTClient = None
+
 # Seconds between connection attempts; each wait is randomised down to half of it so a
 # fleet does not reconnect in step after a broker restart. Capped low enough that a
 # device is back within ~10 s of the broker or the Wi-Fi coming back.
@@ -148,8 +155,6 @@ class Link:
         raise OSError("no Wi-Fi network joined")
 
     def _client(self):
-        from mqtt import MQTTClient
-
         m = self.settings["mqtt"]
         return MQTTClient(
             self.device_id,

@@ -8,6 +8,7 @@ temperature, reset cause) and what it does (relay pins, watchdog feeds) are file
 second folder, BOARD_SIM, shared with the stand-ins (standins/_sim.py).
 """
 
+import atexit
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ from pathlib import Path
 FW = Path(__file__).resolve().parent.parent
 STANDINS = Path(__file__).resolve().parent / "standins"
 # Kept as source on the board (flash.sh): MicroPython runs boot.py/main.py as files.
-SOURCE_FILES = ("boot.py", "main.py", "config.py")
+SOURCE_FILES = ("boot.py", "main.py")
 RESET_EXIT = 86  # standins/machine.py: machine.reset()
 PWRON_RESET, HARD_RESET, WDT_RESET, SOFT_RESET = 1, 2, 3, 5
 WIFI = ("PoolNet", "pool-password")
@@ -47,6 +48,7 @@ def build_firmware():
     if "dir" in _build:
         return _build["dir"]
     out = Path(tempfile.mkdtemp(prefix="fwbuild"))
+    atexit.register(shutil.rmtree, out, True)
     mpy_cross = _bin("mpy-cross")
     for f in sorted(FW.glob("*.py")):
         if f.name == "__init__.py":
@@ -56,6 +58,13 @@ def build_firmware():
             continue
         subprocess.run(
             [mpy_cross, "-o", str(out / (f.stem + ".mpy")), str(f)], check=True
+        )
+    # The stand-ins too: on a board these modules are C in ROM, so compiling them at
+    # run time would charge the firmware's heap for what the chip does not do.
+    (out / "rom").mkdir()
+    for f in sorted(STANDINS.glob("*.py")):
+        subprocess.run(
+            [mpy_cross, "-o", str(out / "rom" / (f.stem + ".mpy")), str(f)], check=True
         )
     _build["dir"] = out
     return out
@@ -247,8 +256,10 @@ class Board:
         self._stop = threading.Event()
         self._monitor = None
         self._expect_exit = False
-        for f in build_firmware().iterdir():
-            shutil.copy(f, self.fs / f.name)
+        self.build = build_firmware()
+        for f in self.build.iterdir():
+            if f.is_file():
+                shutil.copy(f, self.fs / f.name)
         self.set_air({WIFI[0]: [WIFI[1], -61]})
         cfg = [
             f"DEVICE_ID = {self.device_id!r}",
@@ -320,7 +331,7 @@ class Board:
         cmd += ["-c", "import boot\nimport main\n"]
         cmd = in_netns(self.netns, cmd)
         env = dict(os.environ)
-        env["MICROPYPATH"] = ".frozen:" + str(STANDINS)
+        env["MICROPYPATH"] = ".frozen:" + str(self.build / "rom")
         env["BOARD_SIM"] = str(self.sim)
         self.proc = subprocess.Popen(
             cmd,

@@ -56,7 +56,7 @@ def test_reconnects_after_wifi_loss_reboot_power_cut_and_broker_restart_with_a_k
     b.wifi(True)
     obs.expect(online(), n=2, what="online after Wi-Fi is back", timeout=20)
     ack = obs.expect(is_("ack", id="while-away"), what="queued command acked")[2]
-    assert ack["ok"]
+    assert ack["ok"], ack
 
     # Reboot on command: clean offline, back with the session still on the broker.
     cmd(obs, b.device_id, "boot-1", "reboot")
@@ -73,8 +73,10 @@ def test_reconnects_after_wifi_loss_reboot_power_cut_and_broker_restart_with_a_k
     # Broker restart (sessions saved to disk and loaded again): back on its own.
     own_broker.restart()
     obs.expect(online(), n=5, what="online after broker restart", timeout=25)
-    cmd(obs, b.device_id, "after-restart", "pump", "OFF")
-    assert obs.expect(is_("ack", id="after-restart"), what="ack", timeout=15)[2]["ok"]
+    # (Not a relay switch: just after a boot the relay protection may answer busy.)
+    cmd(obs, b.device_id, "after-restart", "override_clear")
+    ack = obs.expect(is_("ack", id="after-restart"), what="ack", timeout=15)[2]
+    assert ack["ok"], ack
     boots = [
         m[2]["data"] for m in obs.seen if m[1] == "event" and m[2]["type"] == "boot"
     ]

@@ -7,7 +7,7 @@ write what the board does (relay pins, watchdog feeds, the access point).
 
 import os
 
-DIR = os.getenv("BOARD_SIM") or "sim"
+DIR = (getattr(os, "getenv", lambda k: None)("BOARD_SIM")) or "sim"
 
 
 def path(name):
