@@ -50,7 +50,7 @@ class Soak:
         )
         self.board.set_temp(24.0)
         self.t0 = None
-        self.outage = None  # name of the outage in progress
+        self.current = None  # the outage in progress
         self.next_outage_at = float("inf")
         self.recoveries = []  # (kind, seconds to online or None if it survived)
         self.sent = {}
@@ -89,10 +89,11 @@ class Soak:
             time.sleep(self.a.command_every)
             with self.lock:
                 clear = (
-                    self.outage is None
+                    self.current is None
                     and self.next_outage_at - self.now() > QUIET_BEFORE_OUTAGE_S
                     and self.last_status() is True
                     and self.board.proc is not None
+                    and self.obs.c.is_connected()
                 )
                 if not clear:
                     continue
@@ -144,13 +145,13 @@ class Soak:
             time.sleep(0.05)
         before = self.online_count()
         with self.lock:
-            self.outage = kind
+            self.current = kind
         self._begin(kind)
         time.sleep(dur)
         self._end(kind)
         recovered = time.monotonic()
         with self.lock:
-            self.outage = None
+            self.current = None
             self.next_outage_at = float("inf")
         # Reconnected: a new live "online" after this outage began. A freeze or a
         # restart the connection survived shows none (None below).
@@ -257,7 +258,7 @@ def main(argv=None):
     p.add_argument("--minutes", type=int, default=10)
     p.add_argument("--heap-kb", type=int, default=128, help="micropython -X heapsize")
     p.add_argument("--keepalive", type=int, default=10, help="the board's, seconds")
-    p.add_argument("--command-every", type=float, default=3.0, help="seconds")
+    p.add_argument("--command-every", type=float, default=2.0, help="seconds")
     p.add_argument("--seed", type=int, default=None)
     a = p.parse_args(argv)
     if a.seed is None:
