@@ -1,7 +1,7 @@
 """Soak: the firmware (precompiled, MicroPython unix port) through a storm of outages.
 
-Rounds of four outages, in a random order, a few random seconds apart (about one round
-a minute): the broker is killed (SIGKILL, sessions lost), frozen (SIGSTOP, sockets
+Rounds of four outages, in a random order, 4 to 10 random seconds apart (about one
+round a minute): the broker is killed (SIGKILL, sessions lost), frozen (SIGSTOP, sockets
 open, nothing answered), restarted (SIGTERM, sessions saved), and the Wi-Fi is dropped;
 each lasts a random few seconds.
 Meanwhile a cloud-side client sends a command every few seconds while the board is
@@ -138,7 +138,7 @@ class Soak:
             "freeze": self.rng.uniform(3, 2 * self.a.keepalive),
             "wifi": self.rng.uniform(2, 8),
         }[kind]
-        at = self.now() + self.rng.uniform(2, 6)
+        at = self.now() + self.rng.uniform(4, 10)
         with self.lock:
             self.next_outage_at = at
         while self.now() < at:
