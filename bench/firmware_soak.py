@@ -5,7 +5,8 @@ round a minute): the broker is killed (SIGKILL, sessions lost), frozen (SIGSTOP,
 open, nothing answered), restarted (SIGTERM, sessions saved), and the Wi-Fi is dropped;
 each lasts a random few seconds.
 Meanwhile a cloud-side client sends a command every few seconds while the board is
-online and well clear of the next outage. Printed: the reconnect time after each
+online and well clear of the next outage, and sends it again (same id) when no ack came
+within 8 s, as the server does. Printed: the reconnect time after each
 recovery (recovery -> the board's next live "online", or its connection survived),
 gc.mem_free() from the telemetry every minute, watchdog resets, and sent/acked
 commands. Exit status 1 when a command went unacked, the watchdog fired, or a
@@ -31,6 +32,7 @@ from firmware.tests.test_sim_mqtt import Observer  # noqa: E402
 
 LIMIT_S = 10.0
 QUIET_BEFORE_OUTAGE_S = 4.0  # no command this close to an outage (it may be lost)
+RESEND_AFTER_S = 8.0
 
 
 class Soak:
@@ -54,6 +56,8 @@ class Soak:
         self.next_outage_at = float("inf")
         self.recoveries = []  # (kind, seconds to online or None if it survived)
         self.sent = {}
+        self.cmds = {}  # id -> (last sent, payload)
+        self.resent = {}
         self.lock = threading.Lock()
         self.stop = threading.Event()
 
@@ -97,6 +101,18 @@ class Soak:
                 )
                 if not clear:
                     continue
+                # As the server does: a command without an ack after a while is sent
+                # again with the same id (the board answers a duplicate from its cache
+                # and does not execute it twice).
+                done = self.acked()
+                for old, (at, payload) in list(self.cmds.items()):
+                    if old not in done and self.now() - at > RESEND_AFTER_S:
+                        self.obs.publish(self.board.device_id, P.CMD, payload)
+                        self.cmds[old] = (self.now(), payload)
+                        self.resent[old] = self.resent.get(old, 0) + 1
+                        print(
+                            f"  [{self.now():6.1f} s] no ack for {old} yet: sent again"
+                        )
                 n += 1
                 cid = f"soak-{n}"
                 value = "ON" if n % 2 else "OFF"
@@ -105,6 +121,7 @@ class Soak:
                     cmd = P.encode_command(cid, exp, "pump", value)
                     self.obs.publish(self.board.device_id, P.CMD, cmd)
                     self.sent[cid] = self.now()
+                    self.cmds[cid] = (self.now(), cmd)
                 except (OSError, RuntimeError, ValueError) as e:
                     print(f"  (command {cid} not sent: {e})")
 
@@ -235,6 +252,80 @@ class Soak:
         print(f"watchdog resets: {b.watchdog_resets}; boots: {b.boots}")
         print(f"commands sent while online: {len(self.sent)}, acked: "
               f"{len(self.sent) - len(missing)}, unacked: {missing}")  # fmt: skip
+        again = sorted(self.resent)
+        when = [round(self.sent[c], 1) for c in again]
+        print(f"commands sent again for want of an ack: {len(again)} {again} {when}")
+        tel = self.live("telemetry")
+        return tel[-1][2]["mem_free"] if tel else None
+
+    def reporter(self, mem):
+        minute = 0
+        while not self.stop.wait(max(0.0, (minute + 1) * 60 - self.now())):
+            minute += 1
+            m = self.mem_free()
+            mem.append(m)
+            print(
+                f"minute {minute}: gc.mem_free() {m} bytes, watchdog resets"
+                f" {self.board.watchdog_resets}, commands sent {len(self.sent)},"
+                f" acked {len(set(self.sent) & self.acked())}",
+                flush=True,
+            )
+
+    def run(self):
+        a = self.a
+        self.board.start()
+        self.obs.expect(lambda i, k, v, r: k == "status" and v, timeout=30)
+        self.t0 = time.monotonic()
+        mem = []
+        print(f"soak: {a.minutes} min, heap {a.heap_kb} KB, keepalive {a.keepalive} s")
+        threading.Thread(target=self.sender, daemon=True).start()
+        rep = threading.Thread(target=self.reporter, args=(mem,), daemon=True)
+        rep.start()
+        try:
+            while self.now() < a.minutes * 60 - 40:
+                kinds = ["kill", "freeze", "restart", "wifi"]
+                self.rng.shuffle(kinds)
+                for kind in kinds:
+                    if self.now() >= a.minutes * 60 - 40:
+                        break
+                    self.outage(kind)
+            while self.now() < a.minutes * 60 + 0.5:
+                time.sleep(0.1)
+        finally:
+            self.stop.set()
+            rep.join(2)
+        # The last commands: give them time to be acked.
+        deadline = time.monotonic() + 30
+        while set(self.sent) - self.acked() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return self.report(mem)
+
+    def report(self, mem):
+        b = self.board
+        missing = sorted(set(self.sent) - self.acked())
+        took = [t for _, _, t in self.recoveries if t is not None]
+        survived = sum(1 for _, _, t in self.recoveries if t is None)
+        print("--- soak result")
+        print(
+            f"outages {len(self.recoveries)}: reconnects {len(took)}, connection"
+            f" survived {survived}"
+        )
+        if took:
+            took.sort()
+            print(
+                f"reconnect time after recovery: min {took[0]:.2f} s, median"
+                f" {took[len(took) // 2]:.2f} s, max {took[-1]:.2f} s"
+            )
+        print("gc.mem_free() each minute:", mem)
+        print(f"watchdog resets: {b.watchdog_resets}; boots: {b.boots}")
+        print(f"commands sent while online: {len(self.sent)}, acked: "
+              f"{len(self.sent) - len(missing)}, unacked: {missing}")  # fmt: skip
+        print(
+            f"commands sent again for want of an ack: {len(self.resent)}"
+            f" {sorted(self.resent)}; sent at {[round(self.sent[c], 1) for c in sorted(self.resent)]} s"
+        )
+        tel = self.live("telemetry")
+        print("outbox messages dropped:", tel[-1][2].get("dropped") if tel else None)
         print(f"MemoryError in the log: {b.saw('MemoryError')}")
         bad = (
             missing
