@@ -16,6 +16,7 @@ reconnect took longer than 10 s.
 """
 
 import argparse
+import json
 import os
 import random
 import sys
@@ -43,6 +44,23 @@ class Soak:
         self.broker = B.Broker(root + "/broker").start()
         self.prefix = "soak-" + uuid.uuid4().hex[:6]
         self.obs = Observer(self.broker.url, self.prefix).start()
+        self.raw_telemetry = None  # the parser drops "dropped": keep the raw one
+        parsed = self.obs.c.on_message
+
+        def on_message(client, userdata, msg):
+            if msg.topic.endswith("/" + P.TELEMETRY):
+                self.raw_telemetry = msg.payload
+            parsed(client, userdata, msg)
+
+        self.obs.c.on_message = on_message
+        self.obs_since = time.monotonic()
+        subscribe = self.obs.c.on_connect
+
+        def on_connect(*args):
+            subscribe(*args)
+            self.obs_since = time.monotonic()
+
+        self.obs.c.on_connect = on_connect
         self.board = B.Board(
             root + "/board",
             self.broker.port,
@@ -98,6 +116,8 @@ class Soak:
                     and self.last_status() is True
                     and self.board.proc is not None
                     and self.obs.c.is_connected()
+                    # (its subscriptions must be in place to see the ack)
+                    and time.monotonic() - self.obs_since > 1.0
                 )
                 if not clear:
                     continue
@@ -255,77 +275,8 @@ class Soak:
         again = sorted(self.resent)
         when = [round(self.sent[c], 1) for c in again]
         print(f"commands sent again for want of an ack: {len(again)} {again} {when}")
-        tel = self.live("telemetry")
-        return tel[-1][2]["mem_free"] if tel else None
-
-    def reporter(self, mem):
-        minute = 0
-        while not self.stop.wait(max(0.0, (minute + 1) * 60 - self.now())):
-            minute += 1
-            m = self.mem_free()
-            mem.append(m)
-            print(
-                f"minute {minute}: gc.mem_free() {m} bytes, watchdog resets"
-                f" {self.board.watchdog_resets}, commands sent {len(self.sent)},"
-                f" acked {len(set(self.sent) & self.acked())}",
-                flush=True,
-            )
-
-    def run(self):
-        a = self.a
-        self.board.start()
-        self.obs.expect(lambda i, k, v, r: k == "status" and v, timeout=30)
-        self.t0 = time.monotonic()
-        mem = []
-        print(f"soak: {a.minutes} min, heap {a.heap_kb} KB, keepalive {a.keepalive} s")
-        threading.Thread(target=self.sender, daemon=True).start()
-        rep = threading.Thread(target=self.reporter, args=(mem,), daemon=True)
-        rep.start()
-        try:
-            while self.now() < a.minutes * 60 - 40:
-                kinds = ["kill", "freeze", "restart", "wifi"]
-                self.rng.shuffle(kinds)
-                for kind in kinds:
-                    if self.now() >= a.minutes * 60 - 40:
-                        break
-                    self.outage(kind)
-            while self.now() < a.minutes * 60 + 0.5:
-                time.sleep(0.1)
-        finally:
-            self.stop.set()
-            rep.join(2)
-        # The last commands: give them time to be acked.
-        deadline = time.monotonic() + 30
-        while set(self.sent) - self.acked() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return self.report(mem)
-
-    def report(self, mem):
-        b = self.board
-        missing = sorted(set(self.sent) - self.acked())
-        took = [t for _, _, t in self.recoveries if t is not None]
-        survived = sum(1 for _, _, t in self.recoveries if t is None)
-        print("--- soak result")
-        print(
-            f"outages {len(self.recoveries)}: reconnects {len(took)}, connection"
-            f" survived {survived}"
-        )
-        if took:
-            took.sort()
-            print(
-                f"reconnect time after recovery: min {took[0]:.2f} s, median"
-                f" {took[len(took) // 2]:.2f} s, max {took[-1]:.2f} s"
-            )
-        print("gc.mem_free() each minute:", mem)
-        print(f"watchdog resets: {b.watchdog_resets}; boots: {b.boots}")
-        print(f"commands sent while online: {len(self.sent)}, acked: "
-              f"{len(self.sent) - len(missing)}, unacked: {missing}")  # fmt: skip
-        print(
-            f"commands sent again for want of an ack: {len(self.resent)}"
-            f" {sorted(self.resent)}; sent at {[round(self.sent[c], 1) for c in sorted(self.resent)]} s"
-        )
-        tel = self.live("telemetry")
-        print("outbox messages dropped:", tel[-1][2].get("dropped") if tel else None)
+        raw = json.loads(self.raw_telemetry) if self.raw_telemetry else {}
+        print("outbox messages dropped (telemetry):", raw.get("dropped"))
         print(f"MemoryError in the log: {b.saw('MemoryError')}")
         bad = (
             missing
