@@ -6,8 +6,8 @@ when the device is offline), writes the audit event and, after commit, rings the
 bridge. A bridge claims it (pending -> sent, a conditional UPDATE so two bridges never
 publish the same command) and publishes it. It completes on the device's `ack` (ps1)
 or when the v3.1 state topic shows `Command.expected`; otherwise `commands_expire`
-turns it into a visible timeout. Every transition writes a DeviceEvent and is
-broadcast to the pool's group.
+turns it into a visible timeout. Every transition is broadcast to the pool's group
+and rewrites the command's one DeviceEvent, so the log shows one entry per command.
 """
 
 import datetime as dt
@@ -27,6 +27,7 @@ from audit.services import audit_record
 from devices.broadcast import broadcast, pool_group
 from devices.models import Command, Device, DeviceEvent, Pool
 from devices.scheduling import next_local_midnight
+from devices.services.events import pool_event_broadcast
 from firmware import protocol
 from tenants.models import Membership
 from tenants.roles import Action
@@ -140,12 +141,45 @@ def expectation_met(expected: dict | None, kind: str, value: Any) -> bool:
     return False
 
 
-def command_describe(command: Command) -> str:
+def command_v31_done(
+    *,
+    expected: dict | None,
+    kind: str,
+    value: Any,
+    reported_at: float | None,
+    sent_at: float,
+) -> bool:
+    """Pure: THE rule for when a v3.1 command is done (docs/protocol.md 4), used by the
+    bridge on each state message, by the sweep over stored state and at publish time.
+
+    Done when a report of the expected state topic, received at or after the command
+    was sent (both epoch seconds), shows the expected value. `reported_at` None means
+    the state known when the command was published: a v3.1 device does not report a
+    state it already has, so a command for a definite value it already shows is done.
+    """
+    if reported_at is None:
+        if not expected or expected.get("value") is None:
+            return False
+    elif reported_at < sent_at:
+        return False
+    return expectation_met(expected, kind, value)
+
+
+def command_describe(command: Command, *, mode_names: tuple[str, str]) -> str:
+    """The command in words, with the pool's own names for its valve modes."""
     label = OP_LABELS.get(command.op, command.op)
     value = command.value
+
+    def mode(number) -> str:
+        return mode_names[1] if number == 2 else mode_names[0]
+
+    if command.op == Command.Op.PUMP:
+        return f"{label} {'on' if value == 'ON' else 'off'}"
+    if command.op == Command.Op.VALVE:
+        return f"{label} to {mode(value)}"
     if command.op == Command.Op.TIMER and isinstance(value, dict):
         if value.get("duration"):
-            return f"{label} {value['duration'] // 60} min, mode {value['mode']}"
+            return f"{label} {value['duration'] // 60} min in {mode(value.get('mode'))}"
         return f"{label} stop"
     return f"{label} {value}" if value is not None else label
 
@@ -163,66 +197,69 @@ def command_payload(command: Command) -> dict:
     }
 
 
-def _event(*, command: Command, kind: str, message: str, data: dict | None = None):
-    event = DeviceEvent.objects.create(
-        tenant_id=command.tenant_id,
-        device_id=command.device_id,
-        pool_id=command.pool_id,
-        ts=timezone.now(),
-        kind=kind,
-        message=message[:300],
-        data={"command": command.code.hex, **(data or {})},
-        actor_id=command.actor_id,
+def _event(
+    *, command: Command, data: dict | None = None, new: bool = False
+) -> DeviceEvent:
+    """The command's one line on the pool's log, written when it is created and
+    rewritten in place (same row, same code) at each later status, so the log shows
+    one entry per command whose status changes rather than one per transition."""
+    pool = (
+        Pool.objects.filter(pk=command.pool_id)
+        .values("code", "mode1_name", "mode2_name")
+        .first()
     )
-    if command.pool_id:
-        pool_hex = Pool.objects.values_list("code", flat=True).get(pk=command.pool_id)
-        group = pool_group(pool_hex)
+    names = (pool["mode1_name"], pool["mode2_name"]) if pool else ("mode 1", "mode 2")
+    who = ""
+    if command.actor_id:
+        who = f" by {command.actor.email}"
+    elif command.source:
+        who = f" ({command.source})"
+    status = command.status
+    kind = "command.sent" if status == Command.Status.PENDING else f"command.{status}"
+    message = f"{command_describe(command, mode_names=names)}{who}"
+    if command.error:
+        message += f": {command.error}"
+    event = None
+    if not new and command.created_at is not None:
+        event = (
+            DeviceEvent.objects.select_related("actor")
+            .filter(
+                tenant_id=command.tenant_id,
+                pool_id=command.pool_id,
+                ts__gte=command.created_at - dt.timedelta(seconds=1),
+                data__command=command.code.hex,
+            )
+            .order_by("ts")
+            .first()
+        )
+    if event is None:
+        event = DeviceEvent.objects.create(
+            tenant_id=command.tenant_id,
+            device_id=command.device_id,
+            pool_id=command.pool_id,
+            ts=timezone.now(),
+            kind=kind,
+            message=message[:300],
+            data={"command": command.code.hex, **(data or {})},
+            actor=command.actor if command.actor_id else None,
+        )
+    else:
+        event.kind = kind
+        event.message = message[:300]
+        event.data = {**event.data, **(data or {}), "status": status}
+        event.save(update_fields=["kind", "message", "data"])
+    if pool is not None:
+        group = pool_group(pool["code"])
         broadcast(
             group,
             {
                 "type": "pool.command",
-                "pool": pool_hex.hex,
+                "pool": pool["code"].hex,
                 "command": command_payload(command),
             },
         )
-        broadcast(
-            group,
-            {
-                "type": "pool.event",
-                "pool": pool_hex.hex,
-                "event": {
-                    "kind": event.kind,
-                    "message": event.message,
-                    "ts": event.ts.isoformat(),
-                    "actor": command.actor.email if command.actor_id else None,
-                },
-            },
-        )
+        pool_event_broadcast(pool_code=pool["code"], event=event)
     return event
-
-
-def device_config_publish(*, device: Device, config: dict) -> None:
-    """After commit, have a bridge publish `config` as the device's retained
-    config/set (ps1). Validated here with the device's own parser, so a bad config
-    raises ValidationError instead of being rejected by the device."""
-    try:
-        protocol.encode_config(config)
-    except protocol.ProtocolError as exc:
-        raise ValidationError(f"Invalid device configuration: {exc}.") from None
-    message = {"type": "device.publish", "device": device.code.hex, "config": config}
-
-    def ring():
-        layer = get_channel_layer()
-        if layer is None:
-            return
-        try:
-            async_to_sync(layer.send)(DOORBELL, message)
-        except Exception:  # noqa: BLE001
-            logger.warning(
-                "config for %s not handed to a bridge", device, exc_info=True
-            )
-
-    transaction.on_commit(ring)
 
 
 def doorbell_ring(command: Command) -> None:
@@ -298,21 +335,9 @@ def _command_create(
                 "error": command.error,
             },
         )
-        who = f" by {actor.email}" if actor is not None else f" ({source})"
+        _event(command=command, new=True)
         if command.status == Command.Status.PENDING:
-            _event(
-                command=command,
-                kind="command.sent",
-                message=f"{command_describe(command)}{who}",
-            )
             transaction.on_commit(lambda: doorbell_ring(command))
-        else:
-            _event(
-                command=command,
-                kind=f"command.{command.status}",
-                message=f"{command_describe(command)}{who}"
-                + (f": {command.error}" if command.error else ""),
-            )
     return command
 
 
@@ -381,12 +406,7 @@ def _finish(
         if not done:
             return False
         command.status, command.error, command.completed_at = status, error[:300], now
-        _event(
-            command=command,
-            kind=f"command.{status}",
-            message=command_describe(command) + (f": {error}" if error else ""),
-            data=data,
-        )
+        _event(command=command, data=data)
     return True
 
 
@@ -448,25 +468,6 @@ def protocol_code(command_id: str) -> uuid.UUID:
     return uuid.UUID(hex=command_id)
 
 
-def commands_match_state(
-    *, device_pk: int, kind: str, value: Any, observed_at: dt.datetime
-) -> list[Command]:
-    """A v3.1 device reported a state: complete its sent commands that expected it."""
-    done = []
-    candidates = Command.objects.select_related("actor").filter(
-        device_id=device_pk,
-        status=Command.Status.SENT,
-        expected__isnull=False,
-        sent_at__lte=observed_at,
-    )
-    for command in candidates:
-        if expectation_met(command.expected, kind, value) and command_complete(
-            command=command
-        ):
-            done.append(command)
-    return done
-
-
 def commands_expire(*, now: dt.datetime | None = None, limit: int = 500) -> int:
     """Turn every open command past its expiry into a visible timeout."""
     now = now or timezone.now()
@@ -509,9 +510,13 @@ def commands_match_device_state(*, awaiting: list[dict]) -> list[Command]:
             reported_at = dt.datetime.fromisoformat(updated)
         except (TypeError, ValueError):
             continue
-        if reported_at < row["sent_at"]:
-            continue
-        if expectation_met(row["expected"], kind, state[kind]):
+        if command_v31_done(
+            expected=row["expected"],
+            kind=kind,
+            value=state[kind],
+            reported_at=reported_at.timestamp(),
+            sent_at=row["sent_at"].timestamp(),
+        ):
             command = Command.objects.select_related("actor").get(pk=row["pk"])
             if command_complete(command=command):
                 done.append(command)
