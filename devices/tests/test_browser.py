@@ -360,7 +360,9 @@ def test_operator_switches_pump_runs_timer_and_saves_a_program(
     page.click("nav.pool-nav >> text=History")
     expect(page.locator("#temperature-chart")).to_be_visible()
     expect(page.locator("#run-h")).to_contain_text("minutes per hour")
-    page.wait_for_function("() => Chart.getChart('temperature-chart') !== undefined")
+    page.wait_for_function(
+        "() => window.Chart && Chart.getChart('temperature-chart') !== undefined"
+    )
     shot(page, "history-desktop.png")
     assert not errors, errors
     program = Program.objects.get(pool=pool, slot=1)
