@@ -34,7 +34,7 @@ CONTEXT = b"poolsaas-claim-v1:"
 
 
 def _key() -> bytes:
-    key = getattr(settings, "DEVICE_CLAIM_KEY", "") or ""
+    key = settings.DEVICE_CLAIM_KEY
     if key:
         return key.encode("utf-8")
     # Development and tests: a key of this installation's own. Production sets the
