@@ -30,6 +30,7 @@ from devices.models import (
 )
 from devices.services.brokers import (
     BROKER_FIELDS,
+    secrets_required_for_address_change,
     validate_broker_address,
     validate_broker_host,
     validate_ca_certificate,
@@ -43,8 +44,10 @@ UNREADABLE = "⚠ cannot be decrypted"
 
 
 def _secret_status(token: str | None) -> str:
-    """Set / not set from the raw stored token, decrypted only to test emptiness."""
-    if token is None:
+    """Set / not set from the raw stored token; an empty secret is no token, a
+    token is decrypted only to tell an unreadable one (rows stored before empty
+    secrets were kept as no token hold encrypted empty strings)."""
+    if not token:
         return NOT_SET
     try:
         return SET if decrypt_secret(token) else NOT_SET
@@ -158,6 +161,19 @@ class BrokerAdminForm(WriteOnlySecretsForm):
             self._check_public("host", cleaned.get("host"))
             url = cleaned.get("websocket_url")
             self._check_public("websocket_url", urlparse(url).hostname if url else "")
+        if self.instance.pk:
+            # Staff edits follow the tenant page's rule: a stored secret goes only
+            # to the address it was typed for.
+            supplied = {
+                name
+                for name in ("username", "password")
+                if cleaned.get(f"new_{name}") or cleaned.get(f"clear_{name}")
+            }
+            errors = secrets_required_for_address_change(
+                broker=self.instance, changed=self.changed_data, supplied=supplied
+            )
+            for name, message in errors.items():
+                self.add_error(f"new_{name}", message)
         return cleaned
 
     def _check_public(self, field: str, host: str | None) -> None:
@@ -313,6 +329,7 @@ class DeviceAdmin(SecretsAdminMixin, AuditedModelAdmin):
         "state",
         "firmware_version",
         "config_version_applied",
+        "claimed_at",
         "created_at",
     )
 

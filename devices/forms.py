@@ -89,8 +89,11 @@ class BrokerForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.editing = editing
         if editing:
-            self.fields["username"].help_text = "Leave empty to keep the stored one."
-            self.fields["password"].help_text = "Leave empty to keep the stored one."
+            for name in ("username", "password"):
+                self.fields[name].help_text = (
+                    "Leave empty to keep the stored one; type it again when you "
+                    "change the host, port, TLS or CA certificate."
+                )
         else:
             del self.fields["clear_username"]
             del self.fields["clear_password"]

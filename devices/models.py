@@ -162,6 +162,10 @@ class Device(models.Model):
     )
     # Per-device credentials on the platform broker (dynamic security).
     mqtt_password = StrictEncryptedCharField(max_length=200, blank=True)
+    # When the tenant proved it holds the device with its claim code (platform broker
+    # only; devices/services/claims.py). Rows from before claims have none: a valid
+    # claim by another tenant releases them.
+    claimed_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Last known state, kept by the bridge.
     online = models.BooleanField(default=False)
     last_seen_at = models.DateTimeField(null=True, blank=True)

@@ -2,13 +2,28 @@
 1 s controller loop, and the watchdog that is fed only while that loop is healthy."""
 
 import asyncio
+import gc
 import time
 
-import config
-import controller
-import hardware
-import health
-from link import Link, sync_ntp
+# One module at a time with a collection in between: loading code leaves temporary
+# allocations behind, and a small heap must not be fragmented before the start.
+import protocol  # noqa: F401 - the largest, first
+
+gc.collect()
+import controller  # noqa: E402
+
+gc.collect()
+import config  # noqa: E402
+import hardware  # noqa: E402
+import health  # noqa: E402
+
+gc.collect()
+import mqtt  # noqa: E402, F401
+
+gc.collect()
+from link import Link  # noqa: E402
+
+gc.collect()
 
 
 def pem_to_der(pem):
@@ -68,7 +83,7 @@ async def run(settings, counter, safe_mode):
     settings["keepalive"] = config.KEEPALIVE_S
     settings["ntp_host"] = config.NTP_HOST
     link = Link(settings, ctl, hardware, safe_mode, counter.count)
-    asyncio.create_task(link.connect())
+    asyncio.create_task(link.run())
 
     reading = {"temp": None, "fresh": False}
 
@@ -83,8 +98,11 @@ async def run(settings, counter, safe_mode):
     import machine
 
     wdt = machine.WDT(timeout=config.WDT_TIMEOUT_MS)
+    gc.collect()
+    # Also collect once a quarter of what is free now has been allocated since the
+    # last collection, before an allocation has to fail for it.
+    gc.threshold(gc.mem_free() // 4)
     started = time.ticks_ms()
-    last_ntp = time.ticks_ms()
     failures = 0
     while True:
         turn_start = time.ticks_ms()
@@ -92,9 +110,11 @@ async def run(settings, counter, safe_mode):
             if not safe_mode:
                 ctl.tick(reading["temp"], reading["fresh"])
             reading["fresh"] = False
-            await link.handle_inbox()
+            # Neither call waits for the network: the controller keeps its 1 s beat
+            # whatever the link does (link.py, Outbox).
+            link.handle_inbox()
+            link.flush()
             if link.up:
-                await link.flush()
                 led.pattern = 100 if safe_mode else 0
             else:
                 led.pattern = 500
@@ -104,13 +124,10 @@ async def run(settings, counter, safe_mode):
                     forget_wifi()
                 await asyncio.sleep(1)
                 machine.reset()
-            if time.ticks_diff(time.ticks_ms(), last_ntp) > 6 * 3600 * 1000:
-                last_ntp = time.ticks_ms()
-                sync_ntp(config.NTP_HOST)
-            if (
-                counter.count
-                and link.up
-                and time.ticks_diff(time.ticks_ms(), started)
+            # Healthy means the loop ran for a while, with or without a network: power
+            # cuts during an Internet outage are not a crash loop.
+            if counter.count and (
+                time.ticks_diff(time.ticks_ms(), started)
                 > config.HEALTHY_AFTER_S * 1000
             ):
                 counter.healthy()
@@ -121,25 +138,34 @@ async def run(settings, counter, safe_mode):
         # Fed only after a good turn: a wedged or failing loop ends in a reset.
         if failures < 5:
             wdt.feed()
+        # A collection every second (a few ms) keeps the small heap unfragmented.
+        gc.collect()
         await asyncio.sleep_ms(
             max(10, 1000 - time.ticks_diff(time.ticks_ms(), turn_start))
         )
 
 
 def main():
-    counter = health.BootCounter(config.BOOT_FILE, config.SAFE_MODE_AFTER)
-    safe_mode = counter.boot()
     settings = config.settings()
     suffix = hardware.unique_suffix()
     if not settings["device_id"]:
         settings["device_id"] = "ESP-" + suffix
     if not settings["wifi"] or not settings["mqtt"]["host"]:
+        # Not counted as a boot: unplugging an unprovisioned board is not a crash, and
+        # must not put its first provisioned boot into safe mode.
         import portal
 
         asyncio.run(
             portal.run(
-                settings["device_id"], suffix, config.PROVISION_FILE, config.CA_FILE
+                settings["device_id"],
+                suffix,
+                config.PROVISION_FILE,
+                config.CA_FILE,
+                config.PORTAL_HTTP_PORT,
+                config.PORTAL_DNS_PORT,
             )
         )
         return
+    counter = health.BootCounter(config.BOOT_FILE, config.SAFE_MODE_AFTER)
+    safe_mode = counter.boot()
     asyncio.run(run(settings, counter, safe_mode))

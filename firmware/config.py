@@ -31,6 +31,8 @@ STATE_FILE = "state.json"
 PROVISION_FILE = "provision.json"
 BOOT_FILE = "boot.json"
 CA_FILE = "ca.pem"
+PORTAL_HTTP_PORT = 80
+PORTAL_DNS_PORT = 53
 
 WDT_TIMEOUT_MS = 30000
 # Crashes in a row (boots that never became healthy) before safe mode.

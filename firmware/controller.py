@@ -76,7 +76,8 @@ class FileStore:
 
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
-            f.write(json.dumps(data))
+            # Streamed: no second copy of the whole state as one string in a small heap.
+            json.dump(data, f)
             # On a PC (the simulator) the data must be on disk before the rename, or
             # a crash can leave an empty file in place; MicroPython has no fsync and
             # closing the file writes it through.

@@ -1,10 +1,10 @@
-"""Wi-Fi (up to 3 networks, with backoff), NTP and MQTT (mqtt_as) for the controller.
+"""Wi-Fi (up to 3 networks), NTP and MQTT (our own client, mqtt.py) for the controller.
 
-mqtt_as is installed on the board with `mpremote mip install
-github:peterhinch/micropython-mqtt`, never copied into this repository. It reconnects by
-itself once a first connection has been made; this module picks the network, builds the
-last will, subscribes on every (re)connect, republishes the retained state and turns
-incoming messages into controller calls and acknowledgements (docs/protocol.md).
+The controller loop never waits for the network: it hands what it has to say to a
+bounded Outbox and takes what arrived from the inbox. One task, `Link.run()`, owns the
+connection: join Wi-Fi, connect, subscribe, publish the retained state, drain the
+outbox; when anything fails (Wi-Fi gone, broker silent, TLS refused, any exception) it
+closes the connection, waits a backoff and starts again. It never returns.
 """
 
 import asyncio
@@ -15,7 +15,20 @@ try:
 except ImportError:
     import protocol as P
 
-BACKOFF_S = (2, 5, 10, 30, 60)
+try:
+    # At import, with the heap still in one piece: loaded later, inside the connect
+    # task, this module's code could not find contiguous memory in a small heap.
+    from mqtt import MQTTClient
+except ImportError:  # CPython: the pure helpers only
+    MQTTClient = None
+
+# Seconds between connection attempts; each wait is randomised down to half of it so a
+# fleet does not reconnect in step after a broker restart. Capped low enough that a
+# device is back within ~10 s of the broker or the Wi-Fi coming back.
+BACKOFF_S = (1, 2, 4, 8)
+OUTBOX_SIZE = 16
+SUBSCRIBE = ("cmd", "config/set", "pump/set", "valve/set", "timer/set", "wifi/clear")
+NTP_EVERY_MS = 6 * 3600 * 1000
 
 
 def pick_networks(configured, visible):
@@ -24,6 +37,58 @@ def pick_networks(configured, visible):
     seen = set(visible)
     found = [n for n in configured if n[0] in seen]
     return found or list(configured)
+
+
+def backoff_ms(attempt, rand):
+    """The wait before connection attempt `attempt` (0-based); rand() gives 0..1."""
+    full = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)] * 1000
+    return full // 2 + int(full // 2 * rand())
+
+
+class Outbox:
+    """What the device still has to publish, bounded whatever the network does.
+
+    Retained state and telemetry are coalesced (the newest value per topic is all the
+    cloud needs); acknowledgements and events queue in order, QoS 1, up to `size`, and
+    when full the oldest is dropped and counted in `dropped`.
+    """
+
+    def __init__(self, size=OUTBOX_SIZE):
+        self.size = size
+        self.latest = {}
+        self.queue = []
+        self.dropped = 0
+        self.event = asyncio.Event()
+
+    def put(self, suffix, payload):
+        retain, qos = P.PUBLISH_OPTS.get(suffix, (False, 0))
+        if retain or suffix == P.TELEMETRY:
+            self.latest[suffix] = payload
+        else:
+            if len(self.queue) >= self.size:
+                self.queue.pop(0)
+                self.dropped += 1
+            self.queue.append((suffix, payload))
+        self.event.set()
+
+    def peek(self):
+        """The next (suffix, payload): queued acks and events first, then state."""
+        if self.queue:
+            return self.queue[0]
+        for suffix in self.latest:
+            return suffix, self.latest[suffix]
+        return None
+
+    def done(self, item):
+        """item was published: forget it, unless a newer value replaced it meanwhile."""
+        suffix, payload = item
+        if self.queue and self.queue[0] is item:
+            self.queue.pop(0)
+        elif self.latest.get(suffix) is payload:
+            del self.latest[suffix]
+
+    def __len__(self):
+        return len(self.queue) + len(self.latest)
 
 
 class Link:
@@ -40,182 +105,213 @@ class Link:
         self.up = False
         self.boot_reported = False
         self.inbox = []
+        self.outbox = Outbox()
         self.ssid = None
+        self.connects = 0
         self.last_tel = 0
         self.last_temp = 0
         self.last_timer = 0
         self.last_wifi = 0
+        self.last_ntp = None
         self.restart = None  # "reboot" or "wifi_clear" once acknowledged
         self.boot_ticks = time.ticks_ms()
 
     # --- connection -------------------------------------------------------------------
 
-    def _mqtt_config(self, ssid, pw):
-        from mqtt_as import config
-
-        m = self.settings["mqtt"]
-        cfg = dict(config)
-        cfg["client_id"] = self.device_id
-        cfg["server"] = m["host"]
-        cfg["port"] = m["port"]
-        cfg["user"] = m["username"]
-        cfg["password"] = m["password"]
-        cfg["keepalive"] = self.settings.get("keepalive", 30)
-        cfg["ssid"] = ssid
-        cfg["wifi_pw"] = pw
-        # Persistent session: commands sent during a short outage still arrive; their
-        # expiry time drops the stale ones.
-        cfg["clean_init"] = False
-        cfg["clean"] = False
-        cfg["will"] = (self.root + P.STATUS, "offline", True, 1)
-        cfg["subs_cb"] = self._on_message
-        cfg["connect_coro"] = self._on_connect
-        cfg["wifi_coro"] = self._on_wifi
-        cfg["queue_len"] = 0
-        if m["tls"]:
-            cfg["ssl"] = True
-            params = {"server_hostname": m["host"]}
-            ca = self.settings.get("ca_der")
-            if ca:
-                import ssl
-
-                params["cadata"] = ca
-                params["cert_reqs"] = ssl.CERT_REQUIRED
-            cfg["ssl_params"] = params
-        return cfg
-
-    def _scan(self):
+    def _sta(self):
         import network
 
-        sta = network.WLAN(network.STA_IF)
-        sta.active(True)
+        return network.WLAN(network.STA_IF)
+
+    def _scan(self, sta):
         try:
             return [r[0].decode() for r in sta.scan()]
         except OSError:
             return []
 
-    async def connect(self):
-        """Try the configured networks in order, backing off between rounds, until the
-        first MQTT connection; mqtt_as keeps it alive after that."""
-        from mqtt_as import MQTTClient
+    async def _join_wifi(self):
+        """Join the first configured network that works; OSError when none does."""
+        sta = self._sta()
+        sta.active(True)
+        if sta.isconnected():
+            return
+        import network
+
+        failed = [
+            getattr(network, n)
+            for n in ("STAT_WRONG_PASSWORD", "STAT_NO_AP_FOUND", "STAT_CONNECT_FAIL")
+            if hasattr(network, n)
+        ]
+        for ssid, pw in pick_networks(self.settings["wifi"], self._scan(sta)):
+            sta.connect(ssid, pw)
+            for _ in range(20):
+                if sta.isconnected():
+                    self.ssid = ssid
+                    return
+                if sta.status() in failed:
+                    break
+                await asyncio.sleep_ms(500)
+            sta.disconnect()
+        raise OSError("no Wi-Fi network joined")
+
+    def _client(self):
+        m = self.settings["mqtt"]
+        return MQTTClient(
+            self.device_id,
+            m["host"],
+            m["port"],
+            m["username"] or None,
+            m["password"],
+            self.settings.get("keepalive", 30),
+            (self.root + P.STATUS, "offline", True, 1),
+            m["tls"],
+            self.settings.get("ca_der"),
+            self._on_message,
+        )
+
+    async def run(self):
+        """The connection task: connect, serve, and after any failure back off and
+        connect again, forever."""
+        import random
 
         attempt = 0
         while True:
-            nets = pick_networks(self.settings["wifi"], self._scan())
-            for ssid, pw in nets:
-                self.client = MQTTClient(self._mqtt_config(ssid, pw))
-                try:
-                    await self.client.connect()
-                    self.ssid = ssid
-                    return
-                except OSError as e:
-                    print("link: cannot connect via", ssid, e)
-                    try:
-                        self.client.close()
-                    except OSError:
-                        pass
-            delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
-            attempt += 1
-            await asyncio.sleep(delay)
+            served = False
+            try:
+                served = await self._session()
+            except Exception as e:  # noqa: BLE001 - TLS ValueError, OSError, anything
+                print("link:", repr(e))
+            self.up = False
+            if self.client:
+                self.client.close()
+            attempt = 0 if served else attempt + 1
+            await asyncio.sleep_ms(backoff_ms(attempt, random.random))
 
-    async def _on_wifi(self, state):
-        self.up = state and self.up
-        if state:
-            sync_ntp(self.settings.get("ntp_host"))
-
-    async def _on_connect(self, client):
-        subs = ("cmd", "config/set", "pump/set", "valve/set", "timer/set", "wifi/clear")
-        for s in subs:
-            await client.subscribe(self.root + s, 1)
+    async def _session(self):
+        await self._join_wifi()
+        self._ntp()
+        self.client = c = self._client()
+        # Persistent session (clean=False): commands published while the device is away
+        # are kept by the broker and delivered on reconnect, whether or not the broker
+        # still has the session (session present is fine either way); the commands'
+        # expiry time drops stale ones. We subscribe every time: cheap, and it covers a
+        # broker that lost the session.
+        present = await c.connect(clean=False)
+        print("link: connected,", "session present" if present else "new session")
+        for s in SUBSCRIBE:
+            await c.subscribe(self.root + s, 1)
+        retain, qos = P.PUBLISH_OPTS[P.STATUS]
+        await c.publish(self.root + P.STATUS, b"online", retain, qos)
         self.up = True
-        await self.pub(P.STATUS, b"online")
-        await self.publish_state()
-        await self.publish_telemetry()
+        self.connects += 1
+        self.publish_state()
+        self.publish_telemetry()
         if not self.boot_reported:
             self.boot_reported = True
-            await self.pub(
-                P.EVENT,
-                P.encode_event(
-                    self.ctl_ts(),
-                    "boot",
-                    {
-                        "reason": reset_reason(),
-                        "boot_count": self.boot_count,
-                        "safe_mode": self.safe_mode,
-                    },
-                ),
+            self.event(
+                "boot",
+                {
+                    "reason": reset_reason(),
+                    "boot_count": self.boot_count,
+                    "safe_mode": self.safe_mode,
+                },
             )
+        await self._serve(c)
+        return True
 
-    def _on_message(self, topic, msg, *rest):
-        # mqtt_as calls this from its reader task: queue it, the main loop handles it.
+    async def _serve(self, c):
+        sta = self._sta()
+        ob = self.outbox
+        while True:
+            if not sta.isconnected():
+                raise OSError("Wi-Fi lost")
+            if c.error is not None:
+                raise c.error
+            self._ntp()
+            item = ob.peek()
+            if item is None:
+                ob.event.clear()
+                try:
+                    await asyncio.wait_for_ms(ob.event.wait(), 1000)
+                except asyncio.TimeoutError:  # noqa: UP041 - MicroPython has no builtin
+                    pass
+                continue
+            suffix, payload = item
+            retain, qos = P.PUBLISH_OPTS.get(suffix, (False, 0))
+            await c.publish(self.root + suffix, payload, retain, qos)
+            ob.done(item)
+
+    def _ntp(self):
+        if self.last_ntp is None or (
+            time.ticks_diff(time.ticks_ms(), self.last_ntp) > NTP_EVERY_MS
+        ):
+            self.last_ntp = time.ticks_ms()
+            sync_ntp(self.settings.get("ntp_host"))
+
+    def _on_message(self, topic, msg):
+        # Called from the client's reader task: queue it, the main loop handles it.
         if len(self.inbox) < 16:
-            self.inbox.append((bytes(topic).decode(), bytes(msg)))
+            self.inbox.append((topic.decode(), msg))
 
-    # --- publishing -------------------------------------------------------------------
+    # --- publishing (never waits: everything goes through the outbox) ----------------
 
     def ctl_ts(self):
         now = self.ctl.clock()
         return now if now >= 1577836800 else 0
 
-    async def pub(self, suffix, payload):
-        if self.client is None or not self.up:
-            return False
-        retain, qos = P.PUBLISH_OPTS.get(suffix, (False, 0))
-        try:
-            await self.client.publish(self.root + suffix, payload, retain, qos)
-            return True
-        except OSError:
-            return False
+    def pub(self, suffix, payload):
+        self.outbox.put(suffix, payload)
 
-    async def publish_state(self):
+    def event(self, etype, data=None):
+        self.pub(P.EVENT, P.encode_event(self.ctl_ts(), etype, data))
+
+    def publish_state(self):
         c = self.ctl
-        await self.pub(P.PUMP_STATE, P.encode_pump_state(c.pump))
-        await self.pub(P.VALVE_STATE, P.encode_valve_state(c.valve))
-        await self.pub(P.TIMER_STATE, P.encode_timer_state(c.timer_state()))
+        self.pub(P.PUMP_STATE, P.encode_pump_state(c.pump))
+        self.pub(P.VALVE_STATE, P.encode_valve_state(c.valve))
+        self.pub(P.TIMER_STATE, P.encode_timer_state(c.timer_state()))
         if c.temp is not None:
-            await self.pub(P.TEMPERATURE_STATE, P.encode_temperature(c.temp))
-        await self.publish_wifi()
+            self.pub(P.TEMPERATURE_STATE, P.encode_temperature(c.temp))
+        self.publish_wifi()
 
-    async def publish_wifi(self):
-        import network
-
-        sta = network.WLAN(network.STA_IF)
+    def publish_wifi(self):
+        sta = self._sta()
         if sta.isconnected():
             payload = P.encode_wifi_state(
                 self.ssid, sta.ifconfig()[0], sta.status("rssi")
             )
         else:
             payload = P.WIFI_DISCONNECTED
-        await self.pub(P.WIFI_STATE, payload)
+        self.pub(P.WIFI_STATE, payload)
 
     def rssi(self):
-        import network
-
-        sta = network.WLAN(network.STA_IF)
+        sta = self._sta()
         try:
             return sta.status("rssi") if sta.isconnected() else None
         except (OSError, ValueError):
             return None
 
-    async def publish_telemetry(self):
+    def publish_telemetry(self):
         uptime = time.ticks_diff(time.ticks_ms(), self.boot_ticks) // 1000
         tel = self.ctl.telemetry(self.rssi(), max(0, uptime), self.hw.free_memory())
-        await self.pub(P.TELEMETRY, P.encode_telemetry(tel))
+        # Not in the parsed schema (the bridge ignores it): for soak tests and support.
+        tel["dropped"] = self.outbox.dropped
+        self.pub(P.TELEMETRY, P.encode_telemetry(tel))
         self.last_tel = time.time()
 
-    # --- the work of one loop turn ----------------------------------------------------
+    # --- the work of one loop turn (both return at once) -----------------------------
 
-    async def handle_inbox(self):
+    def handle_inbox(self):
         while self.inbox:
             topic, msg = self.inbox.pop(0)
             if not topic.startswith(self.root) or (not msg and topic.endswith("/set")):
                 continue  # a retained message being deleted
             suffix = topic[len(self.root) :]
             if suffix == P.CMD:
-                await self._command(msg)
+                self._command(msg)
             elif suffix == P.CONFIG_SET:
                 applied = self.ctl.handle_config(msg)
-                await self.pub(P.CONFIG_APPLIED, P.dumps(applied))
+                self.pub(P.CONFIG_APPLIED, P.dumps(applied))
             elif suffix in P.V31_CLOUD_TO_DEVICE:
                 if self.safe_mode and suffix != P.WIFI_CLEAR:
                     continue
@@ -226,56 +322,66 @@ class Link:
             if action:
                 self.restart = action
 
-    async def _command(self, msg):
+    def _command(self, msg):
         if self.safe_mode:
             try:
                 cmd = P.parse_command(msg)
             except P.ProtocolError as e:
                 if e.cmd_id:
-                    await self.pub(P.ACK, P.encode_ack(e.cmd_id, False, e.code, e.msg))
+                    self.pub(P.ACK, P.encode_ack(e.cmd_id, False, e.code, e.msg))
                 return
             if cmd["op"] not in ("reboot", "wifi_clear"):
-                await self.pub(
-                    P.ACK, P.encode_ack(cmd["id"], False, "busy", "safe mode")
-                )
+                self.pub(P.ACK, P.encode_ack(cmd["id"], False, "busy", "safe mode"))
                 return
         ack = self.ctl.handle_command(msg)
         if ack is None:
             print("link: command without id dropped")
             return
-        await self.pub(P.ACK, P.dumps(ack))
+        self.pub(P.ACK, P.dumps(ack))
 
-    async def flush(self):
-        """Publish changes, events and the periodic messages."""
+    def flush(self):
+        """Hand changes, events and the periodic messages to the outbox."""
         c = self.ctl
         if c.pop_changed():
-            await self.publish_state()
-            await self.publish_telemetry()
+            self.publish_state()
+            self.publish_telemetry()
         for ts, etype, data in c.pop_events():
-            await self.pub(P.EVENT, P.encode_event(ts, etype, data))
+            self.pub(P.EVENT, P.encode_event(ts, etype, data))
         now = time.time()
         if now - self.last_tel >= c.config["telemetry_interval"]:
-            await self.publish_telemetry()
+            self.publish_telemetry()
         if c.temp is not None and now - self.last_temp >= 60:
             self.last_temp = now
-            await self.pub(P.TEMPERATURE_STATE, P.encode_temperature(c.temp))
+            self.pub(P.TEMPERATURE_STATE, P.encode_temperature(c.temp))
         if c.timer_active:
             every = 1 if c.timer_remaining <= 10 else 10
             if now - self.last_timer >= every:
                 self.last_timer = now
-                await self.pub(P.TIMER_STATE, P.encode_timer_state(c.timer_state()))
+                self.pub(P.TIMER_STATE, P.encode_timer_state(c.timer_state()))
         if now - self.last_wifi >= 300:
             self.last_wifi = now
-            await self.publish_wifi()
+            self.publish_wifi()
 
-    async def goodbye(self):
-        """Clean offline before a restart (the will covers the unclean cases)."""
-        await self.pub(P.WIFI_STATE, P.WIFI_DISCONNECTED)
-        await self.pub(P.STATUS, b"offline")
+    async def goodbye(self, timeout_ms=3000):
+        """Before a restart: let the outbox drain (the ack of the reboot command), then
+        a clean offline. Bounded: with the link down the will covers it."""
+        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+        while self.up and len(self.outbox):
+            if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+                break
+            await asyncio.sleep_ms(50)
+        c = self.client
+        if not self.up or c is None:
+            return
         try:
-            await self.client.disconnect()
-        except OSError:
-            pass
+            await asyncio.wait_for_ms(self._offline(c), timeout_ms)
+        except Exception as e:  # noqa: BLE001 - we restart anyway
+            print("link: goodbye:", repr(e))
+
+    async def _offline(self, c):
+        await c.publish(self.root + P.WIFI_STATE, P.WIFI_DISCONNECTED, True, 0)
+        await c.publish(self.root + P.STATUS, b"offline", True, 1)
+        await c.disconnect()
 
 
 def sync_ntp(host=None):

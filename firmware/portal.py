@@ -161,23 +161,33 @@ async def _test_wifi(networks, timeout_s=20):
 
     sta = network.WLAN(network.STA_IF)
     sta.active(True)
+    failed = failed_statuses(network)
     for ssid, pw in networks:
         sta.disconnect()
         sta.connect(ssid, pw)
         for _ in range(timeout_s * 2):
             if sta.isconnected():
                 return ssid
+            if sta.status() in failed:
+                break  # wrong password, no such network: no point in waiting
             await asyncio.sleep_ms(500)
     return None
 
 
-async def _dns_server(ip):
+def failed_statuses(network):
+    """The station statuses that mean the attempt is over (ESP32 names)."""
+    names = ("STAT_WRONG_PASSWORD", "STAT_NO_AP_FOUND", "STAT_CONNECT_FAIL")
+    return [getattr(network, n) for n in names if hasattr(network, n)]
+
+
+async def _dns_server(ip, port=53):
     import asyncio
     import socket
 
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setblocking(False)
-    s.bind(("0.0.0.0", 53))  # noqa: S104 - the AP's own network only
+    # An address from getaddrinfo, not a tuple: what every port's socket accepts.
+    s.bind(socket.getaddrinfo("0.0.0.0", port)[0][-1])  # noqa: S104 - AP only
     while True:
         try:
             data, addr = s.recvfrom(512)
@@ -188,7 +198,7 @@ async def _dns_server(ip):
             await asyncio.sleep_ms(50)
 
 
-async def run(device_id, suffix, provision_path, ca_path):
+async def run(device_id, suffix, provision_path, ca_path, http_port=80, dns_port=53):
     """Serve the portal until a working configuration is saved, then reboot."""
     import asyncio
 
@@ -249,8 +259,9 @@ async def run(device_id, suffix, provision_path, ca_path):
         finally:
             writer.close()
 
-    asyncio.create_task(_dns_server(ip))
-    await asyncio.start_server(handle, "0.0.0.0", 80)  # noqa: S104 - AP only
+    asyncio.create_task(_dns_server(ip, dns_port))
+    await asyncio.start_server(handle, "0.0.0.0", http_port)  # noqa: S104 - AP only
+    print("portal: serving", ap.config("essid"))
     await done.wait()
     await asyncio.sleep(3)
     machine.reset()

@@ -259,6 +259,9 @@ MQTT_SHARED_SUBSCRIPTIONS = env_bool("MQTT_SHARED_SUBSCRIPTIONS", True)
 MQTT_PUBLIC_HOST = env_str("MQTT_PUBLIC_HOST", "127.0.0.1")
 MQTT_PUBLIC_PORT = env_int("MQTT_PUBLIC_PORT", 1883)
 MQTT_PUBLIC_TLS = env_bool("MQTT_PUBLIC_TLS", False)
+# The factory key that claim codes on device labels are derived from
+# (devices/services/claims.py). Empty: a key derived from SECRET_KEY, for development.
+DEVICE_CLAIM_KEY = env_str("DEVICE_CLAIM_KEY", "")
 # Tenants' own brokers may point at loopback/private addresses only in development;
 # in production that would let a tenant reach our internal network (SSRF).
 BROKER_ALLOW_PRIVATE_HOSTS = env_bool("BROKER_ALLOW_PRIVATE_HOSTS", DEBUG)

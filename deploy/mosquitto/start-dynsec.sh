@@ -5,6 +5,8 @@
 #
 #   deploy/mosquitto/start-dynsec.sh            # start (or leave running)
 #   deploy/mosquitto/start-dynsec.sh stop       # stop the one this script started
+#   deploy/mosquitto/start-dynsec.sh foreground # run it as this process's child until
+#                                               # TERM/INT (`make run` supervises it)
 #
 # Environment (defaults in brackets):
 #   DYNSEC_PORT [18883]  DYNSEC_DIR [/tmp/poolsaas-dynsec-<port>]
@@ -37,7 +39,14 @@ for tool in mosquitto mosquitto_ctrl; do
 done
 [[ -f "$plugin" ]] || { echo "no dynamic-security plugin at $plugin" >&2; exit 1; }
 
+foreground=0
+[[ "${1:-start}" == foreground ]] && foreground=1
+
 if port_open "$port"; then
+  if ((foreground)); then
+    echo "127.0.0.1:$port is already in use" >&2
+    exit 1
+  fi
   exit 0
 fi
 
@@ -49,11 +58,26 @@ if port_open "$port"; then
   exit 0
 fi
 
-fresh=0
 if [[ ! -s "$state" ]]; then
   rm -f "$state"
   mosquitto_ctrl dynsec init "$state" "$admin" "$password" >/dev/null
-  fresh=1
+  # `dynsec init` lets the admin only manage the plugin and read every topic; the
+  # bridge logs in as this admin and must also publish commands and configuration.
+  # Written into the file before the first start: changing the admin's role on a
+  # running broker kicks the admin off, and mosquitto_ctrl's reconnect can hang.
+  python3 - "$state" <<'PY'
+import json, sys
+path = sys.argv[1]
+with open(path) as f:
+    state = json.load(f)
+for role in state["roles"]:
+    if role["rolename"] == "admin":
+        role.setdefault("acls", []).insert(0, {
+            "acltype": "publishClientSend", "topic": "#", "priority": 10, "allow": True
+        })
+with open(path, "w") as f:
+    json.dump(state, f, indent=2)
+PY
 fi
 sed -e "s|@PORT@|$port|g" -e "s|@DIR@|$dir|g" -e "s|@PLUGIN@|$plugin|g" \
   "$here/dynsec.conf" >"$dir/mosquitto.conf"
@@ -66,7 +90,15 @@ if [[ "$(id -u)" == 0 ]] && id mosquitto >/dev/null 2>&1; then
 fi
 
 # Not inheriting the lock: the daemon would hold it for as long as it runs.
-mosquitto -d -c "$dir/mosquitto.conf" 9>&-
+if ((foreground)); then
+  mosquitto -c "$dir/mosquitto.conf" 9>&- &
+  child=$!
+  # Whichever way this script ends (a signal, a failed start-up), Mosquitto goes too.
+  trap 'kill "$child" 2>/dev/null; wait "$child" 2>/dev/null' EXIT
+  trap 'exit 0' TERM INT
+else
+  mosquitto -d -c "$dir/mosquitto.conf" 9>&-
+fi
 for _ in $(seq 1 50); do
   port_open "$port" && break
   sleep 0.1
@@ -76,13 +108,9 @@ if ! port_open "$port"; then
   exit 1
 fi
 
-if ((fresh)); then
-  # `dynsec init` lets the admin only manage the plugin and read every topic; the
-  # bridge logs in as this admin and must also publish commands and configuration.
-  if ! out="$(mosquitto_ctrl -h 127.0.0.1 -p "$port" -u "$admin" -P "$password" \
-    dynsec addRoleACL admin publishClientSend '#' allow 10 2>&1)"; then
-    echo "could not extend the admin role: $out" >&2
-    exit 1
-  fi
-fi
 echo "dynamic-security mosquitto on 127.0.0.1:$port (state in $dir)"
+if ((foreground)); then
+  exec 9>&-
+  # `wait` returns early when a trapped signal arrives; the trap then stops Mosquitto.
+  wait "$child"
+fi

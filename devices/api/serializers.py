@@ -168,6 +168,14 @@ class DeviceCreateSerializer(serializers.Serializer):
     protocol = serializers.ChoiceField(
         choices=Device.Protocol.choices, default=Device.Protocol.POOLSAAS
     )
+    claim_code = serializers.CharField(
+        max_length=40,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Required on the platform broker: the code on the device's label "
+        "and its set-up page (XXXX-XXXX-XXXX), proof that you hold the device.",
+    )
 
 
 class BundleMqttSerializer(serializers.Serializer):
@@ -182,6 +190,11 @@ class BundleMqttSerializer(serializers.Serializer):
 class BundleSerializer(serializers.Serializer):
     v = serializers.IntegerField()
     device_id = serializers.CharField()
+    auth = serializers.ChoiceField(
+        choices=["device", "none"],
+        help_text='"device": the password is the device\'s own, shown this once; '
+        '"none": the broker issues no per-device credentials (password empty).',
+    )
     mqtt = BundleMqttSerializer()
     ca = serializers.CharField(required=False)
 

@@ -825,6 +825,7 @@ class DeviceViewSet(
             device_id=values["device_id"],
             broker=broker,
             protocol=values["protocol"],
+            claim_code=values["claim_code"],
         )
         return Response(
             s.DeviceCreatedSerializer(device, context={"bundle": bundle}).data,

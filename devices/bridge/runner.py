@@ -216,6 +216,9 @@ class Bridge:
             message.get("pool"), str
         ):
             self._config_pools.append(message["pool"])
+        elif message.get("type") == "device.retained_clear":
+            # onboarding.retained_clear_request: a removed device's topics.
+            self._publish_requests.append(message)
         self._wake.set()
 
     # --- worker ----------------------------------------------------------------------
@@ -562,6 +565,8 @@ class Bridge:
         self._refreshed.set()
 
     def sweep_commands(self) -> None:
+        while self._publish_requests:
+            self._retained_clear(self._publish_requests.popleft())
         try:
             self.sweep_config()
         except Exception:  # noqa: BLE001 - commands must not wait for configuration
@@ -625,6 +630,24 @@ class Bridge:
             if len(devices) < 500:
                 break
             after = devices[-1].pk
+
+    def _retained_clear(self, message: dict) -> None:
+        """Empty retained publishes on every topic of a removed device
+        (onboarding.retained_clear_request); the device row is already gone."""
+        root, broker_id = message.get("root"), message.get("broker")
+        prefix, _, device_id = root.rpartition("/") if isinstance(root, str) else "//"
+        if not (protocol.is_valid_prefix(prefix) and protocol.is_valid_id(device_id)):
+            logger.warning("ignored a retained-clear request for %r", root)
+            return
+        conn = self.connections.get(broker_id)
+        suffixes = protocol.DEVICE_TO_CLOUD + protocol.DEVICE_SUBSCRIPTIONS
+        if conn is None or not all(
+            conn.publish(f"{root}/{suffix}", b"", qos=1, retain=True)
+            for suffix in suffixes
+        ):
+            logger.warning("retained messages of %s not cleared: broker down", root)
+            return
+        self.published += 1
 
     def _publish_config(self, device: Device, conn: BrokerConnection) -> None:
         info = self.core.directory.by_pk.get(device.pk)

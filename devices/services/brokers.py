@@ -19,6 +19,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from audit.services import audit_record
+from devices.fields import secret_is_set
 from devices.models import Broker
 from tenants.models import Membership
 from tenants.roles import Action
@@ -327,6 +328,33 @@ def broker_create(
     return broker
 
 
+# Where the bridge and the connection test send the stored username and password.
+ADDRESS_FIELDS = ("host", "port", "use_tls", "ca_certificate")
+
+
+def secrets_required_for_address_change(
+    *, broker: Broker, changed: list[str], supplied: set[str]
+) -> dict[str, str]:
+    """Field errors when the broker's address changes but a stored secret was not
+    typed again (or cleared) with it.
+
+    The secrets were given for one address: sent as they are to a new host (by the
+    bridge or the connection test), they would reach whoever runs it, and a tenant
+    admin could read them by pointing the broker at a server of their own. Decrypts
+    nothing. `supplied` names the secrets given in the same change ("" clears).
+    """
+    moved = [name for name in changed if name in ADDRESS_FIELDS]
+    if not moved:
+        return {}
+    return {
+        name: f"You changed the broker's {', '.join(moved).replace('_', ' ')}: "
+        f"type the {name} again (or clear it), so that it is only ever sent to "
+        "the address it was given for."
+        for name in ("username", "password")
+        if name not in supplied and secret_is_set(broker, name)
+    }
+
+
 def broker_update(
     *,
     membership: Membership,
@@ -337,8 +365,10 @@ def broker_update(
 ) -> Broker:
     """Change a broker's settings.
 
-    username/password None means 'keep as it is', "" clears it. Only the names of
-    changed secrets reach the audit trail, never their values.
+    username/password None means 'keep as it is', "" clears it. Changing the host,
+    port, TLS or CA while keeping a stored secret is refused: it must be given
+    again (secrets_required_for_address_change). Only the names of changed secrets
+    reach the audit trail, never their values.
     """
     membership_require(membership=membership, action=Action.MANAGE)
     _require_own_broker(membership, broker)
@@ -348,6 +378,17 @@ def broker_update(
         changed = [
             name for name, value in fields.items() if getattr(broker, name) != value
         ]
+        errors = secrets_required_for_address_change(
+            broker=broker,
+            changed=changed,
+            supplied={
+                name
+                for name, value in (("username", username), ("password", password))
+                if value is not None
+            },
+        )
+        if errors:
+            raise ValidationError(errors)
         for name, value in fields.items():
             setattr(broker, name, value)
         secrets_changed = []
@@ -411,10 +452,12 @@ def broker_delete(*, membership: Membership, broker: Broker) -> None:
 def broker_secrets_status(*, broker: Broker) -> dict[str, bool]:
     """Whether username and password are set, for pages that must not show them.
 
-    Encrypted empty strings are tokens too, so this has to decrypt; only the
-    booleans leave this function.
+    Decrypts nothing: an empty secret is stored as no token at all.
     """
-    return {"username": bool(broker.username), "password": bool(broker.password)}
+    return {
+        "username": secret_is_set(broker, "username"),
+        "password": secret_is_set(broker, "password"),
+    }
 
 
 def broker_ensure_platform() -> Broker:

@@ -2,10 +2,13 @@
 plugin.
 
 Every device on the platform broker gets its own MQTT client (username = device id, a
-random password) and a role whose ACL lets it publish only its own device-to-cloud
-topics and subscribe only to its own cloud-to-device topics, all under
-`<prefix>/<device id>/`. So a device, even with its credentials extracted, can neither
-read nor write another device's topics, whichever tenant it belongs to.
+random password, bound to client id = device id) and a role whose ACL lets it publish
+only its own device-to-cloud topics and subscribe only to its own cloud-to-device
+topics, all under `<prefix>/<device id>/`. So a device, even with its credentials
+extracted, can neither read nor write another device's topics, whichever tenant it
+belongs to, nor connect under another device's client id: MQTT gives a client id to
+one connection at a time, so without the binding a second login with that id would
+kick the owner off and inherit its persistent session (its queued commands).
 
 The plugin is managed over MQTT: JSON commands published to
 `$CONTROL/dynamic-security/v1` with a `correlationData`, answers on
@@ -34,6 +37,7 @@ from firmware import protocol
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = "$CONTROL/dynamic-security/v1/response"
 ROLE_PREFIX = "poolsaas-device-"
+TEXTNAME_PREFIX = "poolsaas device "
 # Answers the plugin gives for things already gone; deleting is idempotent for us.
 _GONE = ("Client not found", "Role not found")
 
@@ -224,10 +228,43 @@ class DynsecClient:
         return responses
 
 
+class ReservedName(DynsecError):
+    """The name belongs to one of the platform's own accounts, not to a device."""
+
+
+def reserved_usernames() -> frozenset[str]:
+    """Accounts of the platform itself: the admin the bridge and this module log in
+    as, and whatever the operator lists in MQTT_RESERVED_USERNAMES."""
+    names = {settings.MQTT_USERNAME, *getattr(settings, "MQTT_RESERVED_USERNAMES", ())}
+    return frozenset(name for name in names if name)
+
+
 def _guard_username(device_id: str) -> None:
-    # A device must never take over (or delete) the admin account the platform uses.
-    if device_id == settings.MQTT_USERNAME:
-        raise DynsecError(f"{device_id!r} is reserved on the platform broker.")
+    # A device must never take over (or delete) an account the platform uses.
+    if device_id in reserved_usernames():
+        raise ReservedName(f"{device_id!r} is reserved on the platform broker.")
+
+
+def _is_device_client(client: dict[str, Any], device_id: str) -> bool:
+    """True for a client this module made for `device_id` (and nothing else)."""
+    roles = [r.get("rolename") for r in client.get("roles") or ()]
+    return client.get("textname") == f"{TEXTNAME_PREFIX}{device_id}" and roles == [
+        role_name(device_id)
+    ]
+
+
+def _guard_existing(admin: DynsecClient, device_id: str) -> None:
+    """ReservedName when a client of that name exists that is not one of our device
+    clients: an account the operator made by hand (a monitoring user, a second
+    bridge) must not be deleted and recreated by a tenant typing its name."""
+    (response,) = admin.execute([{"command": "getClient", "username": device_id}])
+    if response.get("error") == "Client not found":
+        return
+    if response.get("error"):
+        raise DynsecError(f"getClient: {response['error']}")
+    client = (response.get("data") or {}).get("client") or {}
+    if not _is_device_client(client, device_id):
+        raise ReservedName(f"{device_id!r} is reserved on the platform broker.")
 
 
 def dynsec_device_create(
@@ -235,14 +272,18 @@ def dynsec_device_create(
 ) -> str:
     """Create (or recreate) the device's client and role; returns the new password.
 
-    Any client or role of that name left over (from a device removed while the broker
-    was down, or a failed add) is replaced: the caller has checked in the database
-    that no current device owns this id on the platform broker.
+    Any device client or role of that name left over (from a device removed while the
+    broker was down, or a failed add) is replaced: the caller has checked in the
+    database that no current device owns this id on the platform broker. Any other
+    client of that name is one of the platform's accounts: ReservedName, untouched.
+    The client id is bound to the username, so these credentials connect only as
+    this device and no other device's credentials can connect as it.
     """
     _guard_username(device_id)
     password = new_password()
     role = role_name(device_id)
     with DynsecClient(config) as admin:
+        _guard_existing(admin, device_id)
         admin.run(
             [
                 {"command": "deleteClient", "username": device_id},
@@ -255,14 +296,15 @@ def dynsec_device_create(
                 {
                     "command": "createRole",
                     "rolename": role,
-                    "textname": f"poolsaas device {device_id}",
+                    "textname": f"{TEXTNAME_PREFIX}{device_id}",
                     "acls": device_acls(prefix=prefix, device_id=device_id),
                 },
                 {
                     "command": "createClient",
                     "username": device_id,
                     "password": password,
-                    "textname": f"poolsaas device {device_id}",
+                    "clientid": device_id,
+                    "textname": f"{TEXTNAME_PREFIX}{device_id}",
                     "roles": [{"rolename": role}],
                 },
             ]
@@ -271,9 +313,13 @@ def dynsec_device_create(
 
 
 def dynsec_device_delete(*, device_id: str, config: DynsecConfig | None = None) -> None:
-    """Delete the device's client (which disconnects it) and its role; idempotent."""
+    """Delete the device's client (which disconnects it) and its role; idempotent.
+
+    ReservedName, and nothing deleted, when the client of that name is not a device
+    client of ours."""
     _guard_username(device_id)
     with DynsecClient(config) as admin:
+        _guard_existing(admin, device_id)
         admin.run(
             [
                 {"command": "deleteClient", "username": device_id},
@@ -291,3 +337,35 @@ def dynsec_device_exists(*, device_id: str, config: DynsecConfig | None = None) 
     if response.get("error"):
         raise DynsecError(f"getClient: {response['error']}")
     return True
+
+
+def dynsec_devices_bind_client_ids(
+    *, device_ids: Iterable[str], config: DynsecConfig | None = None
+) -> list[str]:
+    """Bind each existing device client to client id = its username (the upgrade
+    step for clients created before the binding); returns the ids bound.
+
+    Ids with no client, or whose client is not a device client of ours, are left
+    alone."""
+    bound = []
+    with DynsecClient(config) as admin:
+        for device_id in device_ids:
+            if device_id in reserved_usernames():
+                continue
+            (response,) = admin.execute(
+                [{"command": "getClient", "username": device_id}]
+            )
+            client = (response.get("data") or {}).get("client") or {}
+            if response.get("error") or not _is_device_client(client, device_id):
+                continue
+            admin.run(
+                [
+                    {
+                        "command": "setClientId",
+                        "username": device_id,
+                        "clientid": device_id,
+                    }
+                ]
+            )
+            bound.append(device_id)
+    return bound

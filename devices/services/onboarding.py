@@ -4,17 +4,26 @@ On the platform broker with dynamic security enabled, adding a device creates it
 MQTT client (username = device id, random password, ACL limited to its topics) and
 removing it deletes that client, which also disconnects it. The password is returned
 once, inside the provisioning bundle, and stored only encrypted.
+
+Ids on the platform broker are shared by every tenant, so adding one there needs the
+device's claim code (devices/services/claims.py): the answer for a wrong code is the
+same whether the id is free or another tenant's, and a row registered before claims
+by somebody who could not prove anything is released to whoever proves they hold the
+device. On a tenant's own broker the namespace is the tenant's alone: no code.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
-from django.conf import settings
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.http import Http404
+from django.utils import timezone
 
 from audit.services import audit_record
 from devices.models import (
@@ -25,6 +34,7 @@ from devices.models import (
     Pool,
 )
 from devices.services import dynsec
+from devices.services.claims import claim_code_matches
 from devices.services.events import pool_event_record
 from devices.services.programs import config_publish_request
 from devices.services.provisioning import bundle_build
@@ -33,6 +43,36 @@ from tenants.roles import Action
 from tenants.selectors import membership_require
 
 PROTOCOLS = (Device.Protocol.POOLSAAS, Device.Protocol.LEGACY)
+RETAINED_CLEAR = "device.retained_clear"
+
+logger = logging.getLogger(__name__)
+
+
+def retained_clear_request(*, device: Device) -> None:
+    """After commit, have a bridge clear the removed device's retained messages
+    (status, state, config/set with the tenant's programs and time zone), so the
+    next device with this id, whoever owns it, starts from nothing.
+
+    Best effort, as the doorbell is: with no bridge running nothing is cleared, and
+    the next owner's configuration replaces config/set anyway."""
+    from devices.services.commands import DOORBELL
+
+    message = {
+        "type": RETAINED_CLEAR,
+        "broker": device.broker_id,
+        "root": device.topic_root,
+    }
+
+    def ring():
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        try:
+            async_to_sync(layer.send)(DOORBELL, message)
+        except Exception:  # noqa: BLE001 - a full or absent layer must not fail
+            logger.warning("retained messages of %s not cleared", message["root"])
+
+    transaction.on_commit(ring)
 
 
 def _check_pool(membership: Membership, pool: Pool) -> None:
@@ -117,10 +157,37 @@ def _uses_dynsec(broker: Broker) -> bool:
     return broker.is_platform and dynsec.dynsec_enabled()
 
 
-def _check_free(*, broker: Broker, device_id: str, exclude_pk: int | None = None):
-    """ValidationError unless `device_id` can be given to a new device on `broker`."""
-    if _uses_dynsec(broker) and device_id == settings.MQTT_USERNAME:
+CLAIM_MISMATCH = (
+    "This claim code does not match the device id. Both are printed on the "
+    "device's label and shown on its set-up page (for a v3.1 device, ask support "
+    "for its code)."
+)
+
+
+def _check_claim(*, broker: Broker, device_id: str, claim_code: Any) -> bool:
+    """On the platform broker, ValidationError unless the claim code matches.
+
+    Checked before anything is looked up, so the answer is the same for a free id
+    and for one another tenant uses. Returns whether a claim was proved."""
+    if _uses_dynsec(broker) and device_id in dynsec.reserved_usernames():
         raise ValidationError({"device_id": f"{device_id} is a reserved name."})
+    if not broker.is_platform:
+        return False
+    if not claim_code_matches(device_id=device_id, code=claim_code):
+        raise ValidationError({"claim_code": CLAIM_MISMATCH})
+    return True
+
+
+def _check_free(
+    *,
+    membership: Membership,
+    broker: Broker,
+    device_id: str,
+    claimed: bool = False,
+    exclude_pk: int | None = None,
+) -> Device | None:
+    """ValidationError unless `device_id` can be given to a new device on `broker`;
+    returns another tenant's unclaimed row that the proved claim releases."""
     taken = Device.objects.filter(broker=broker, device_id=device_id)
     if not broker.is_platform:
         # On a tenant's broker the identity is (broker, prefix, id); on the platform
@@ -128,14 +195,60 @@ def _check_free(*, broker: Broker, device_id: str, exclude_pk: int | None = None
         taken = taken.filter(topic_prefix=broker.topic_prefix)
     if exclude_pk is not None:
         taken = taken.exclude(pk=exclude_pk)
-    if taken.exists():
-        # Says nothing about where it is registered (it may be another tenant's).
+    holder = taken.only("pk", "tenant_id", "claimed_at").first()
+    if holder is None:
+        return None
+    if holder.tenant_id == membership.tenant_id:
+        # A tenant's own broker, or the tenant's own device: nothing foreign shown.
         raise ValidationError(
             {
-                "device_id": f"{device_id} is already registered on this broker. "
+                "device_id": f"{device_id} is already one of your devices. "
                 "Remove it from its pool first, or check the id."
             }
         )
+    if claimed and holder.claimed_at is None:
+        return holder
+    # Only somebody holding the claim code gets here: the device's holder may know
+    # that somebody else registered it.
+    raise ValidationError(
+        {
+            "device_id": f"{device_id} is registered to another account, which "
+            "proved it held the device. Its owner there must remove it first; if "
+            "the device was passed on to you, ask support."
+        }
+    )
+
+
+def _release(*, holder: Device) -> None:
+    """Remove another tenant's unclaimed row of an id the caller proved it holds;
+    audited in that tenant. Its credentials go with it (inside the transaction)."""
+    holder = (
+        Device.objects.select_for_update(of=("self",))
+        .select_related("broker", "pool", "tenant")
+        .get(pk=holder.pk)
+    )
+    audit_record(
+        action="device.released",
+        tenant=holder.tenant,
+        actor=None,
+        target=holder,
+        data={
+            "device_id": holder.device_id,
+            "pool": holder.pool.code.hex if holder.pool else None,
+            "reason": "claimed by the holder of its claim code",
+        },
+    )
+    if holder.pool is not None:
+        pool_event_record(
+            pool=holder.pool,
+            kind="device.released",
+            message=f"Device {holder.device_id} was claimed by its holder and "
+            "removed from this pool",
+            data={"device_id": holder.device_id},
+        )
+    holder.delete()
+    retained_clear_request(device=holder)
+    _revoke(holder)
 
 
 def _credentials_failed(exc: dynsec.DynsecError) -> ValidationError:
@@ -146,7 +259,13 @@ def _credentials_failed(exc: dynsec.DynsecError) -> ValidationError:
 
 
 def _create(
-    *, membership: Membership, pool: Pool, broker: Broker, device_id: str, protocol: str
+    *,
+    membership: Membership,
+    pool: Pool,
+    broker: Broker,
+    device_id: str,
+    protocol: str,
+    claimed: bool = False,
 ) -> tuple[Device, str | None]:
     """Insert the device and issue its credentials (inside the caller's transaction).
 
@@ -160,13 +279,15 @@ def _create(
         device_id=device_id,
         topic_prefix=broker.topic_prefix,
         protocol=protocol,
+        claimed_at=timezone.now() if claimed else None,
     )
     try:
         with transaction.atomic():
             device.save()
     except IntegrityError:
+        # A concurrent add of the same id won the race.
         raise ValidationError(
-            {"device_id": f"{device_id} is already registered on this broker."}
+            {"device_id": f"{device_id} was registered a moment ago; try again."}
         ) from None
     password = None
     if _uses_dynsec(broker):
@@ -174,6 +295,10 @@ def _create(
             password = dynsec.dynsec_device_create(
                 device_id=device_id, prefix=device.topic_prefix
             )
+        except dynsec.ReservedName:
+            raise ValidationError(
+                {"device_id": f"{device_id} is a reserved name."}
+            ) from None
         except dynsec.DynsecError as exc:
             raise _credentials_failed(exc) from None
         device.mqtt_password = password
@@ -196,10 +321,12 @@ def device_add(
     device_id: str,
     broker: Broker | None = None,
     protocol: str = Device.Protocol.POOLSAAS,
+    claim_code: str | None = None,
 ) -> tuple[Device, dict | None]:
     """Add a device to a pool that has none; returns (device, provisioning bundle).
 
-    `broker` is the platform broker (default) or one of the tenant's own. The bundle
+    `broker` is the platform broker (default) or one of the tenant's own; the
+    platform broker needs the device's `claim_code` (module docstring). The bundle
     holds the new password in clear: show it once, never store it. It is None for a
     v3.1 device that got no credentials of ours (its own broker's are set on it).
     """
@@ -210,15 +337,21 @@ def device_add(
         raise ValidationError(
             {"pool": "This pool already has a device; replace it instead."}
         )
-    _check_free(broker=broker, device_id=device_id)
+    claimed = _check_claim(broker=broker, device_id=device_id, claim_code=claim_code)
+    holder = _check_free(
+        membership=membership, broker=broker, device_id=device_id, claimed=claimed
+    )
 
     with transaction.atomic():
+        if holder is not None:
+            _release(holder=holder)
         device, password = _create(
             membership=membership,
             pool=pool,
             broker=broker,
             device_id=device_id,
             protocol=protocol,
+            claimed=claimed,
         )
         audit_record(
             action="device.added",
@@ -231,6 +364,8 @@ def device_add(
                 "protocol": protocol,
                 "broker": broker.code.hex,
                 "credentials": "issued" if password else "none",
+                "claimed": claimed,
+                "released_from_another_tenant": holder is not None,
             },
         )
         pool_event_record(
@@ -290,6 +425,7 @@ def device_remove(*, membership: Membership, device: Device) -> None:
                 actor=membership.user,
             )
         device.delete()
+        retained_clear_request(device=device)
         # Last, so that a failure rolls everything back.
         _revoke(device)
 
@@ -300,6 +436,7 @@ def device_replace(
     pool: Pool,
     device_id: str,
     protocol: str | None = None,
+    claim_code: str | None = None,
 ) -> tuple[Device, dict | None]:
     """Put a new device on a pool in place of the current one (a broken controller, or
     an upgrade from v3.1 to our firmware with protocol="ps1").
@@ -316,6 +453,7 @@ def device_replace(
             pool=pool,
             device_id=device_id,
             protocol=protocol or Device.Protocol.POOLSAAS,
+            claim_code=claim_code,
         )
     protocol = protocol or old.protocol
     device_id = device_id_clean(device_id=device_id, protocol=protocol)
@@ -324,18 +462,25 @@ def device_replace(
             {"device_id": f"{device_id} is already this pool's device."}
         )
     broker = old.broker
-    _check_free(broker=broker, device_id=device_id)
+    claimed = _check_claim(broker=broker, device_id=device_id, claim_code=claim_code)
+    holder = _check_free(
+        membership=membership, broker=broker, device_id=device_id, claimed=claimed
+    )
 
     with transaction.atomic():
+        if holder is not None:
+            _release(holder=holder)
         old = Device.objects.select_for_update().get(pk=old.pk)
         old_id = old.device_id
         old.delete()
+        retained_clear_request(device=old)
         device, password = _create(
             membership=membership,
             pool=pool,
             broker=broker,
             device_id=device_id,
             protocol=protocol,
+            claimed=claimed,
         )
         _revoke(old)
         audit_record(
@@ -361,3 +506,34 @@ def device_replace(
         )
         config_publish_request(pool=pool)
     return device, _bundle(device, broker, password)
+
+
+def device_credentials_reissue(
+    *, device: Device, config: dynsec.DynsecConfig | None = None
+) -> str:
+    """Give a platform-broker device a new password (its dynamic-security client and
+    role recreated, client id bound) and store it encrypted; returns the password.
+
+    For the platform itself, not a tenant: `make run` gives its simulated devices
+    real credentials on the dynamic-security Mosquitto it starts. Audited without
+    an actor. Any earlier password stops working at once.
+    """
+    if not device.broker.is_platform:
+        raise ValidationError("Only devices on the platform broker get credentials.")
+    try:
+        password = dynsec.dynsec_device_create(
+            device_id=device.device_id, prefix=device.topic_prefix, config=config
+        )
+    except dynsec.DynsecError as exc:
+        raise _credentials_failed(exc) from None
+    with transaction.atomic():
+        device.mqtt_password = password
+        device.save(update_fields=["mqtt_password"])
+        audit_record(
+            action="device.credentials_issued",
+            tenant=device.tenant,
+            actor=None,
+            target=device,
+            data={"device_id": device.device_id, "reason": "platform"},
+        )
+    return password

@@ -20,7 +20,11 @@ BUNDLE_VERSION = 1
 
 
 def bundle_build(*, device: Device, broker: Broker, password: str) -> dict[str, Any]:
-    """The bundle of a device: {"v": 1, "device_id", "mqtt": {...}, "ca"?}.
+    """The bundle of a device: {"v": 1, "device_id", "auth", "mqtt": {...}, "ca"?}.
+
+    "auth" says what the password is: "device" (its own, issued now and shown this
+    once) or "none" (the broker issues no per-device credentials; the password is
+    empty, not withheld). Devices ignore it; people reading the file need it.
 
     Devices reach the platform broker at its public address (MQTT_PUBLIC_*), which
     differs from the address the bridge uses; a tenant's broker is reached where the
@@ -37,6 +41,7 @@ def bundle_build(*, device: Device, broker: Broker, password: str) -> dict[str, 
     bundle: dict[str, Any] = {
         "v": BUNDLE_VERSION,
         "device_id": device.device_id,
+        "auth": "device" if password else "none",
         "mqtt": {
             "host": host,
             "port": port,

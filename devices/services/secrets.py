@@ -58,7 +58,7 @@ def secrets_rotate(*, actor=None) -> dict[str, int]:
                 updates = {}
                 for name in names:
                     token = row[f"raw_{name}"]
-                    if token is None:
+                    if not token:  # None or "" (an empty secret is no token)
                         continue
                     try:
                         new = fernet.rotate(token.encode("ascii")).decode("ascii")

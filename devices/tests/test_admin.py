@@ -63,10 +63,10 @@ def test_broker_blank_keeps_typed_sets_clear_clears_and_is_audited(
     staff_client, staff, broker_a
 ):
     url = reverse("admin:devices_broker_change", args=[broker_a.pk])
-    response = staff_client.post(url, broker_post(broker_a, host="mqtt2.acme.test"))
+    response = staff_client.post(url, broker_post(broker_a, name="Acme broker 2"))
     assert response.status_code == 302, response.context["adminform"].form.errors
     broker = Broker.objects.get(pk=broker_a.pk)
-    assert broker.host == "mqtt2.acme.test"
+    assert broker.name == "Acme broker 2"
     assert (broker.username, broker.password) == (BROKER_USER, BROKER_PASSWORD)
 
     response = staff_client.post(
@@ -83,7 +83,7 @@ def test_broker_blank_keeps_typed_sets_clear_clears_and_is_audited(
         ).order_by("seq")
     )
     assert [e.data["fields"] for e in events] == [
-        ["host"],
+        ["name"],
         ["clear_username", "new_password"],
     ]
     assert all(e.actor_id == staff.pk and e.source == "admin" for e in events)

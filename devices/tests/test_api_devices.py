@@ -4,6 +4,7 @@ import uuid
 
 from audit.models import AuditEvent
 from devices.models import Device
+from devices.services.claims import claim_code_for
 from poolsaas.api.testing import api_client, assert_error
 
 DEVICES = "/api/v1/devices/"
@@ -57,7 +58,13 @@ def test_foreign_and_made_up_devices_are_404(carol, device_a):
 
 def test_add_returns_the_bundle_once(adam, pool_a, platform_broker):
     response = api_client(adam).post(
-        DEVICES, {"pool": str(pool_a.code), "device_id": "esp-c3c3c3"}, format="json"
+        DEVICES,
+        {
+            "pool": str(pool_a.code),
+            "device_id": "esp-c3c3c3",
+            "claim_code": claim_code_for("ESP-C3C3C3").lower(),  # read off a label
+        },
+        format="json",
     )
     assert response.status_code == 201, response.content
     assert response["Cache-Control"] == "no-store"

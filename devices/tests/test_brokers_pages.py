@@ -293,14 +293,14 @@ def test_edit_page_says_not_set(login, alice):
 def test_edit_blank_secrets_keep_them(login, alice, broker_a):
     response = login(alice).post(
         reverse("broker_edit", args=[broker_a.code]),
-        form_data(name="Acme broker 2", host="mqtt2.acme.test", port="8884"),
+        form_data(name="Acme broker 2", host=broker_a.host, topic_prefix="acme2"),
     )
     assert response.status_code == 302
     broker = Broker.objects.get(pk=broker_a.pk)
-    assert (broker.name, broker.host, broker.port) == (
+    assert (broker.name, broker.host, broker.topic_prefix) == (
         "Acme broker 2",
-        "mqtt2.acme.test",
-        8884,
+        "mqtt.acme.test",
+        "acme2",
     )
     assert (broker.username, broker.password) == (BROKER_USER, BROKER_PASSWORD)
     assert AuditEvent.objects.filter(action="broker.updated").exists()
@@ -325,7 +325,7 @@ def test_edit_new_password_and_clear_username(login, alice, broker_a):
 def test_edit_clear_password(login, alice, broker_a):
     login(alice).post(
         reverse("broker_edit", args=[broker_a.code]),
-        form_data(name="Acme broker", clear_password="on"),
+        form_data(name="Acme broker", host=broker_a.host, clear_password="on"),
     )
     broker = Broker.objects.get(pk=broker_a.pk)
     assert (broker.username, broker.password) == (BROKER_USER, "")

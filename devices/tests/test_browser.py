@@ -23,6 +23,7 @@ from django.db import connection, connections
 
 from conftest import PASSWORD
 from devices.models import Device, Program
+from devices.services.claims import claim_code_for
 
 pytestmark = [
     pytest.mark.browser,
@@ -359,7 +360,9 @@ def test_operator_switches_pump_runs_timer_and_saves_a_program(
     page.click("nav.pool-nav >> text=History")
     expect(page.locator("#temperature-chart")).to_be_visible()
     expect(page.locator("#run-h")).to_contain_text("minutes per hour")
-    page.wait_for_function("() => Chart.getChart('temperature-chart') !== undefined")
+    page.wait_for_function(
+        "() => window.Chart && Chart.getChart('temperature-chart') !== undefined"
+    )
     shot(page, "history-desktop.png")
     assert not errors, errors
     program = Program.objects.get(pool=pool, slot=1)
@@ -399,6 +402,7 @@ def test_admin_adds_a_device_and_gets_its_bundle_once(
     page.click("text=Devices")
     page.click("text=Add device")
     page.fill("#device_id", "ESP-ABC123")
+    page.fill("#claim_code", claim_code_for("ESP-ABC123"))
     page.select_option("#pool", pool_a.code.hex)
     page.click("button:has-text('Add device')")
     expect(page.locator("h1")).to_contain_text("ESP-ABC123 is ready to connect")

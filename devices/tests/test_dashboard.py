@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from devices.models import Device, Pool, Program
+from devices.services.claims import claim_code_for
 
 
 def snapshot_of(response) -> dict:
@@ -279,12 +280,16 @@ def test_device_add_shows_the_bundle_once(login, adam, pool_a, platform_broker):
             "pool": pool_a.code.hex,
             "broker": platform_broker.code.hex,
             "protocol": "ps1",
+            "claim_code": claim_code_for("ESP-C0FFEE"),
         },
     )
     assert response.status_code == 200, response.content.decode()[:3000]
     assert "no-store" in response["Cache-Control"]
     html = response.content.decode()
-    assert "only time" in html and "<svg" in html and "ESP-C0FFEE.json" in html
+    assert "<svg" in html and "ESP-C0FFEE.json" in html
+    # No dynamic security here: the page says the bundle holds no password
+    # (test_bundle_page.py has the other case).
+    assert "holds no password" in html and "only time" not in html
     device = Device.objects.get(device_id="ESP-C0FFEE")
     assert device.pool == pool_a and device.tenant == pool_a.tenant
     # Never shown again: the list has no password.
@@ -338,7 +343,9 @@ def test_device_replace(login, adam, victor, carol, device_a, pool_a):
     assert bad.status_code == 400
     pool_a.refresh_from_db()
     assert pool_a.device.device_id == "ESP-A1A1A1"
-    response = login(adam).post(url, {"device_id": "ESP-0DD0DD"})
+    response = login(adam).post(
+        url, {"device_id": "ESP-0DD0DD", "claim_code": claim_code_for("ESP-0DD0DD")}
+    )
     assert response.status_code in (200, 302), response.content.decode()[:3000]
     pool_a.refresh_from_db()
     assert pool_a.device.device_id == "ESP-0DD0DD"

@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from devices.models import Device, DeviceEvent
+from devices.services.claims import claim_code_for
 
 XSS = "<img src=x onerror=alert(1)>"
 XSS_SCRIPT = "</script><script>alert(2)</script>"
@@ -100,7 +101,12 @@ def test_device_secret_never_on_a_page(login, adam, pool_a, platform_broker):
     client = login(adam)
     response = client.post(
         reverse("device_add"),
-        {"device_id": "ESP-C0FFEE", "pool": pool_a.code.hex, "protocol": "ps1"},
+        {
+            "device_id": "ESP-C0FFEE",
+            "pool": pool_a.code.hex,
+            "protocol": "ps1",
+            "claim_code": claim_code_for("ESP-C0FFEE"),
+        },
     )
     assert response.status_code == 200, response.content[:500]
     assert "no-store" in response["Cache-Control"]
@@ -136,7 +142,12 @@ def test_device_secret_never_on_a_page(login, adam, pool_a, platform_broker):
     # Posting the same form again (a reload) shows no bundle a second time.
     again = client.post(
         reverse("device_add"),
-        {"device_id": "ESP-C0FFEE", "pool": pool_a.code.hex, "protocol": "ps1"},
+        {
+            "device_id": "ESP-C0FFEE",
+            "pool": pool_a.code.hex,
+            "protocol": "ps1",
+            "claim_code": claim_code_for("ESP-C0FFEE"),
+        },
     )
     assert again.status_code == 400
     assert password not in again.content.decode()

@@ -21,11 +21,13 @@ from devices.services.dynsec import (
     DynsecClient,
     DynsecConfig,
     DynsecError,
+    ReservedName,
     device_acls,
     dynsec_config,
     dynsec_device_create,
     dynsec_device_delete,
     dynsec_device_exists,
+    dynsec_devices_bind_client_ids,
 )
 
 DYNSEC_PORT = int(os.environ.get("POOLSAAS_TEST_DYNSEC_PORT", "18883"))
@@ -266,8 +268,9 @@ def test_another_devices_topics_are_denied(clients, watcher, created):
 @pytest.mark.mqtt
 def test_wrong_password_and_unknown_user_are_refused(clients, watcher, created):
     device_id, password = created(watcher.prefix)
-    assert not clients().connect(device_id, password + "x")
-    assert not clients().connect(random_device_id(), password)
+    assert not clients(device_id).connect(device_id, password + "x")
+    other = random_device_id()
+    assert not clients(other).connect(other, password)
 
 
 @pytest.mark.mqtt
@@ -283,7 +286,7 @@ def test_removed_client_is_disconnected_and_cannot_connect_again(
 
     assert device.disconnected.wait(WAIT), "the broker kept the removed client"
     assert not dynsec_device_exists(device_id=device_id, config=dynsec_broker)
-    assert not clients().connect(device_id, password)
+    assert not clients(device_id).connect(device_id, password)
     # Deleting again is not an error.
     dynsec_device_delete(device_id=device_id, config=dynsec_broker)
 
@@ -293,8 +296,8 @@ def test_recreating_a_device_replaces_its_password(clients, watcher, created):
     device_id, first = created(watcher.prefix)
     _, second = created(watcher.prefix, device_id)
     assert first != second
-    assert not clients().connect(device_id, first)
-    assert clients().connect(device_id, second)
+    assert not clients(device_id).connect(device_id, first)
+    assert clients(device_id).connect(device_id, second)
 
 
 @pytest.mark.mqtt
@@ -338,3 +341,76 @@ def test_last_will_only_on_the_devices_own_topics(clients, watcher, created):
     )
     with pytest.raises(queue.Empty):
         watcher.messages.get(timeout=0.3)
+
+
+@pytest.mark.mqtt
+def test_another_tenants_credentials_cannot_take_over_a_device_connection(
+    clients, watcher, created
+):
+    """Issue 10.2: Globex's device credentials with Acme's device id as the client id
+    must be refused, and Acme's device must stay connected and get its commands."""
+    acme_id, acme_password = created(watcher.prefix)
+    globex_id, globex_password = created(watcher.prefix)
+    root = f"{watcher.prefix}/{acme_id}"
+    victim = clients(acme_id)
+    assert victim.connect(acme_id, acme_password)
+    assert victim.subscribe(f"{root}/cmd")
+
+    attacker = clients(acme_id)
+    assert not attacker.connect(globex_id, globex_password), "takeover accepted"
+    assert attacker.connect_code.is_failure
+
+    watcher.publish(f"{root}/cmd", b'{"id":"c-victim"}')
+    assert victim.messages.get(timeout=WAIT) == (f"{root}/cmd", b'{"id":"c-victim"}')
+    assert not victim.disconnected.is_set()
+    assert attacker.messages.empty()
+    # Its own credentials under its own id still work.
+    assert clients(globex_id).connect(globex_id, globex_password)
+
+
+@pytest.mark.mqtt
+def test_device_credentials_connect_only_under_their_own_client_id(clients, created):
+    device_id, password = created(random_prefix())
+    assert not clients(f"{device_id}-2").connect(device_id, password)
+    assert not clients().connect(device_id, password)
+    assert clients(device_id).connect(device_id, password)
+
+
+@pytest.mark.mqtt
+def test_existing_clients_get_their_client_id_bound(clients, created, dynsec_broker):
+    """Clients created before the binding get it from dynsec_devices_bind_client_ids
+    (the upgrade step), after which another id is refused."""
+    device_id, password = created(random_prefix())
+    with DynsecClient(dynsec_broker) as admin:
+        admin.run([{"command": "setClientId", "username": device_id, "clientid": ""}])
+    assert clients("anything-else").connect(device_id, password)
+    assert dynsec_devices_bind_client_ids(
+        device_ids=[device_id, random_device_id()], config=dynsec_broker
+    ) == [device_id]
+    assert not clients("anything-else-2").connect(device_id, password)
+    assert clients(device_id).connect(device_id, password)
+
+
+@pytest.mark.mqtt
+def test_platform_accounts_are_not_replaced_by_a_device(
+    dynsec_settings, dynsec_broker, clients
+):
+    """A client of that name that is not one of our device clients (an account the
+    operator made, a second bridge) is never deleted or recreated."""
+    name = f"ops-monitor-{secrets.token_hex(3)}"
+    with DynsecClient(dynsec_broker) as admin:
+        admin.run(
+            [{"command": "createClient", "username": name, "password": "ops-Pw-1"}]
+        )
+    try:
+        with pytest.raises(ReservedName):
+            dynsec_device_create(device_id=name, prefix="devices")
+        with pytest.raises(ReservedName):
+            dynsec_device_delete(device_id=name)
+        dynsec_settings.MQTT_RESERVED_USERNAMES = ["poolsaas-bridge"]
+        with pytest.raises(ReservedName):
+            dynsec_device_create(device_id="poolsaas-bridge", prefix="devices")
+        assert clients().connect(name, "ops-Pw-1")
+    finally:
+        with DynsecClient(dynsec_broker) as admin:
+            admin.run([{"command": "deleteClient", "username": name}])

@@ -13,8 +13,10 @@ from django.http import Http404
 
 from audit.models import AuditEvent
 from devices.models import Broker, Device, DeviceEvent
+from devices.services import onboarding
+from devices.services.claims import claim_code_for
 from devices.services.dynsec import dynsec_device_exists
-from devices.services.onboarding import device_add, device_remove, device_replace
+from devices.services.onboarding import device_remove
 from devices.services.provisioning import (
     bundle_filename,
     bundle_json,
@@ -29,11 +31,31 @@ dynsec_settings = test_dynsec.dynsec_settings
 MqttProbe = test_dynsec.MqttProbe
 random_device_id = test_dynsec.random_device_id
 
+
+def claim_for(device_id):
+    """The claim code the device's label shows (ids as device_id_clean stores them)."""
+    if isinstance(device_id, str) and device_id.upper().startswith("ESP-"):
+        device_id = device_id.strip().upper()
+    return claim_code_for(device_id) if isinstance(device_id, str) else ""
+
+
+def device_add(**kwargs):
+    # With the label's claim code unless a test gives one (tests of claims do).
+    kwargs.setdefault("claim_code", claim_for(kwargs.get("device_id")))
+    return onboarding.device_add(**kwargs)
+
+
+def device_replace(**kwargs):
+    kwargs.setdefault("claim_code", claim_for(kwargs.get("device_id")))
+    return onboarding.device_replace(**kwargs)
+
+
 CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
 
 
 def can_connect(username: str, password: str) -> bool:
-    probe = MqttProbe(f"ps-onboarding-{username}")
+    # Device credentials connect only under client id = device id.
+    probe = MqttProbe(username)
     try:
         return probe.connect(username, password)
     finally:
@@ -104,7 +126,13 @@ def test_admin_adds_a_device_with_its_own_credentials(
     assert device.topic_prefix == platform_broker.topic_prefix
     password = bundle["mqtt"]["password"]
     assert len(password) >= 32
-    assert protocol.parse_bundle(bundle_json(bundle).encode()) == {**bundle, "ca": None}
+    assert bundle["auth"] == "device"
+    # "auth" is for people; the device ignores it.
+    expected = {key: value for key, value in bundle.items() if key != "auth"}
+    assert protocol.parse_bundle(bundle_json(bundle).encode()) == {
+        **expected,
+        "ca": None,
+    }
     assert bundle["mqtt"] == {
         "host": dynsec_settings.MQTT_PUBLIC_HOST,
         "port": dynsec_settings.MQTT_PUBLIC_PORT,
@@ -182,10 +210,13 @@ def test_bad_ids_change_nothing(
 def test_an_id_registered_elsewhere_is_refused_without_saying_where(
     alice, pool_a, device_b
 ):
+    """Even with the device's claim code: device_b was claimed by its tenant."""
+    device_b.claimed_at = device_b.created_at
+    device_b.save(update_fields=["claimed_at"])
     with pytest.raises(ValidationError) as info:
         device_add(membership=alice, pool=pool_a, device_id="ESP-B2B2B2")
     message = info.value.message_dict["device_id"][0]
-    assert "already registered on this broker" in message
+    assert "registered to another account" in message
     assert "Globex" not in message and device_b.pool.name not in message
     assert nothing_added(pool_a)
 
@@ -223,6 +254,7 @@ def test_ps1_device_on_the_tenants_own_broker_gets_a_bundle_with_its_ca(
     assert bundle == {
         "v": 1,
         "device_id": "ESP-0A0B0C",
+        "auth": "none",
         "mqtt": {
             "host": "mqtt.acme.test",
             "port": 8883,

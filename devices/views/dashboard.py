@@ -393,6 +393,7 @@ def _bundle_context(device, bundle: dict) -> dict:
         + urllib.parse.quote(text),
         "bundle_filename": bundle_filename(bundle),
         "qr_svg": bundle_qr_svg(bundle),
+        "has_password": bool(bundle["mqtt"]["password"]),
     }
 
 
@@ -471,6 +472,7 @@ def device_add(request):
         "pool": request.GET.get("pool", ""),
         "broker": "",
         "protocol": "ps1",
+        "claim_code": "",
     }
     errors: dict[str, list[str]] = {}
     status = 200
@@ -498,6 +500,7 @@ def device_add(request):
                     device_id=values["device_id"],
                     broker=broker,
                     protocol=values["protocol"],
+                    claim_code=values["claim_code"],
                 )
             except ValidationError as exc:
                 errors = _errors(exc)
@@ -564,7 +567,10 @@ def device_replace(request, code):
         device_id = request.POST.get("device_id", "").strip()
         try:
             result = replace_service(
-                membership=request.membership, pool=pool, device_id=device_id
+                membership=request.membership,
+                pool=pool,
+                device_id=device_id,
+                claim_code=request.POST.get("claim_code", ""),
             )
         except ValidationError as exc:
             errors = _errors(exc)

@@ -1,13 +1,16 @@
 """`make run`: the whole product on one machine, with nothing but Python required.
 
 Starts, and supervises until Ctrl-C: an MQTT broker (the one at MQTT_URL if it already
-answers, else Mosquitto when installed, else the embedded Python broker), an embedded
+answers, else Mosquitto when installed, with dynamic security and per-device
+credentials when its plugin is there, else the embedded Python broker), an embedded
 Redis-compatible server when REDIS_URL is unset (the web server and the bridge are
 separate processes, so they need a shared channel layer), the bridge, a Celery worker
 with beat, simulated devices for the demo pools, and the web server.
 """
 
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -26,6 +29,9 @@ from devices.models import Device
 
 WEB_HOST = "127.0.0.1"
 EMBEDDED_REDIS_PORT = 16379
+DYNSEC_SCRIPT = Path(settings.BASE_DIR) / "deploy" / "mosquitto" / "start-dynsec.sh"
+DYNSEC_PLUGIN = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
+DYNSEC_ADMIN = "poolsaas-admin"
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -148,6 +154,10 @@ class Command(BaseCommand):
             mosquitto = shutil.which("mosquitto") or (
                 "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
             )
+        self.sim_credentials = None
+        if mosquitto and self._dynsec_available():
+            self._start_dynsec_mosquitto(host, port, env)
+            return
         if mosquitto:
             conf = Path(tempfile.mkdtemp(prefix="poolsaas-mqtt-")) / "mosquitto.conf"
             conf.write_text(
@@ -166,7 +176,85 @@ class Command(BaseCommand):
             label = "the embedded Python broker"
         if not _wait_port(host, port):
             raise CommandError(f"{label} did not start on {host}:{port}.")
-        self.stdout.write(f"Started {label} on {host}:{port}.")
+        self.stdout.write(
+            f"Started {label} on {host}:{port} (no per-device credentials: "
+            "bundles carry no password)."
+        )
+
+    @staticmethod
+    def _dynsec_available() -> bool:
+        return (
+            DYNSEC_PLUGIN.exists()
+            and shutil.which("mosquitto_ctrl") is not None
+            and shutil.which("bash") is not None
+        )
+
+    def _start_dynsec_mosquitto(self, host: str, port: int, env: dict) -> None:
+        """Mosquitto with the dynamic-security plugin, as production runs it: every
+        device gets its own password, bound to its client id."""
+        from devices.services.dynsec import DynsecConfig
+
+        state_dir = Path(settings.VAR_DIR) / "mosquitto-dynsec"
+        secret_file = Path(settings.VAR_DIR) / "mosquitto-dynsec.admin"
+        if not secret_file.exists():
+            # A state file made with a password we no longer know cannot be logged
+            # into: start it afresh (the devices get new passwords below anyway).
+            shutil.rmtree(state_dir, ignore_errors=True)
+            secret_file.parent.mkdir(parents=True, exist_ok=True)
+            secret_file.touch(mode=0o600)
+            secret_file.write_text(secrets.token_urlsafe(24))
+        password = secret_file.read_text().strip()
+        self._spawn(
+            "mosquitto",
+            ["bash", str(DYNSEC_SCRIPT), "foreground"],
+            {
+                **env,
+                "DYNSEC_PORT": str(port),
+                "DYNSEC_DIR": str(state_dir),
+                "DYNSEC_ADMIN_USER": DYNSEC_ADMIN,
+                "DYNSEC_ADMIN_PASSWORD": password,
+                "DYNSEC_PLUGIN": str(DYNSEC_PLUGIN),
+            },
+        )
+        if not _wait_port(host, port):
+            raise CommandError(
+                f"Mosquitto with dynamic security did not start on {host}:{port}; "
+                f"see {state_dir / 'mosquitto.log'}."
+            )
+        env.update(
+            MQTT_USERNAME=DYNSEC_ADMIN,
+            MQTT_PASSWORD=password,
+            MQTT_DYNSEC_ENABLED="true",
+            MQTT_DYNSEC_URL=f"mqtt://{host}:{port}",
+        )
+        config = DynsecConfig(host, port, False, DYNSEC_ADMIN, password)
+        self.sim_credentials = self._issue_device_credentials(config)
+        self.stdout.write(
+            f"Started Mosquitto with dynamic security on {host}:{port}: every device "
+            "has its own password."
+        )
+
+    def _issue_device_credentials(self, config) -> Path:
+        """New passwords for the platform devices, which here are all simulated (the
+        broker listens on loopback only); the simulator reads them from a file only
+        this user can read."""
+        from devices.services.onboarding import device_credentials_reissue
+
+        credentials = {}
+        devices = Device.objects.filter(broker__is_platform=True).select_related(
+            "broker", "tenant"
+        )
+        for device in devices:
+            password = device_credentials_reissue(device=device, config=config)
+            credentials[device.device_id] = {
+                "username": device.device_id,
+                "password": password,
+            }
+        path = Path(settings.VAR_DIR) / "sim-credentials.json"
+        path.unlink(missing_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(credentials))
+        return path
 
     def _start_devices(self, host: str, port: int, env: dict) -> None:
         broker = f"mqtt://{host}:{port}"
@@ -195,6 +283,8 @@ class Command(BaseCommand):
             ]
             if protocol == "v3.1":
                 argv.append("--legacy")
+            if getattr(self, "sim_credentials", None):
+                argv += ["--creds", str(self.sim_credentials)]
             self._spawn(f"devices-{protocol}", argv, env)
 
     def _supervise(self) -> None:
