@@ -306,7 +306,13 @@ def main(argv=None):
     if a.seed is None:
         a.seed = random.randrange(1 << 30)
     print(f"seed {a.seed}")
-    return Soak(a).run()
+    soak = Soak(a)
+    try:
+        return soak.run()
+    finally:
+        # Never leave a board or a broker running behind (report() stops them too).
+        soak.board.stop()
+        soak.broker.kill()
 
 
 if __name__ == "__main__":
