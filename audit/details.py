@@ -158,7 +158,7 @@ def _sentences(*parts: str) -> str:
     return " ".join(part.rstrip(".") + "." for part in parts if part)
 
 
-# --- one renderer per action -----------------------------------------------------------
+# --- one renderer per action ---------------------------------------------------------
 
 
 def _login_failed(data, event, names) -> str:
@@ -299,7 +299,7 @@ def _window(day: Mapping[str, Any], pool: PoolNames) -> str:
 
 
 def _program_summary(program: Mapping[str, Any], pool: PoolNames) -> str:
-    """ "Mon–Fri 08:00–10:00 Cascada, Sat 09:00–12:00 Eyectores" (runs of days alike)."""
+    """Runs of alike days: "Mon–Fri 08:00–10:00 Cascada, Sat 09:00–12:00 Jets"."""
     if not program.get("enabled"):
         return "off"
     days = list(program["days"])
