@@ -25,6 +25,7 @@ from django.core.management.base import BaseCommand, CommandError
 from devices.models import Device
 
 WEB_HOST = "127.0.0.1"
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 EMBEDDED_REDIS_PORT = 16379
 
 
@@ -43,6 +44,10 @@ def _wait_port(host: str, port: int, seconds: float = 15) -> bool:
     return False
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 class Command(BaseCommand):
     help = "Run poolsaas: broker, bridge, worker, simulated devices and web server."
 
@@ -57,6 +62,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         self.children: list[tuple[str, subprocess.Popen]] = []
+        # SIGTERM stops as cleanly as Ctrl-C, also while starting.
+        signal.signal(signal.SIGTERM, _interrupt)
         call_command("migrate", verbosity=0)
         call_command("seed_demo")
         url = urlparse(settings.MQTT_URL)
@@ -112,8 +119,12 @@ class Command(BaseCommand):
                 )
             )
             self._supervise()
+        except KeyboardInterrupt:
+            # Ctrl-C while still starting: as clean a stop as one later on.
+            self.stdout.write("\nStopping…")
         finally:
             self._stop_all()
+        self.stdout.write(self.style.SUCCESS("poolsaas stopped."))
 
     def _spawn(self, name: str, argv: list[str], env: dict) -> subprocess.Popen:
         process = subprocess.Popen(argv, env=env, cwd=settings.BASE_DIR)  # noqa: S603
@@ -198,31 +209,48 @@ class Command(BaseCommand):
             self._spawn(f"devices-{protocol}", argv, env)
 
     def _supervise(self) -> None:
-        stop = {"now": False}
+        """Return on Ctrl-C or SIGTERM; raise CommandError when a child dies by itself.
 
-        def on_signal(signum, frame):
-            stop["now"] = True
-
-        signal.signal(signal.SIGTERM, on_signal)
-        try:
-            while not stop["now"]:
-                for name, process in self.children:
-                    if process.poll() is not None:
-                        raise CommandError(
-                            f"{name} stopped (exit {process.returncode}); "
-                            "stopping the rest."
-                        )
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            self.stdout.write("\nStopping…")
+        Ctrl-C reaches the whole process group, so the children stop too, each in its
+        own time. The stop signals are blocked and waited for rather than handled: a
+        child seen dead while a stop signal is pending here died of that signal (the
+        kernel queues it for the whole group before any member can exit), so there is
+        no race between "stopped by Ctrl-C" and "crashed".
+        """
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        while True:
+            # Deaths first, then the signals: a death seen here with a stop signal
+            # pending is part of that stop.
+            dead = [(n, p) for n, p in self.children if p.poll() is not None]
+            received = signal.sigtimedwait(STOP_SIGNALS, 0 if dead else 0.5)
+            if received is not None:
+                self.stdout.write(
+                    f"\n{signal.Signals(received.si_signo).name} received: stopping…"
+                )
+                return
+            if dead:
+                name, process = dead[0]
+                raise CommandError(
+                    f"{name} stopped by itself (exit {process.returncode}); "
+                    "stopping the rest."
+                )
 
     def _stop_all(self) -> None:
+        # Nothing interrupts the stop itself (it is bounded by the kill below).
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         for _, process in reversed(self.children):
             if process.poll() is None:
                 process.terminate()
         deadline = time.monotonic() + 10
-        for _, process in reversed(self.children):
+        for name, process in reversed(self.children):
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                self.stdout.write(f"{name} did not stop in time: killed.")
                 process.kill()
+                process.wait()
+        # A second Ctrl-C during the stop changes nothing: drop it, then let signals
+        # through again.
+        while signal.sigtimedwait(STOP_SIGNALS, 0) is not None:
+            pass
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
