@@ -142,7 +142,10 @@ def _plain(value: Any) -> str:
 
 
 def _pairs(data: Mapping[str, Any]) -> str:
-    return "; ".join(f"{_words(key)}: {_plain(value)}" for key, value in data.items())
+    # Sorted: PostgreSQL's jsonb does not keep the order the keys were written in.
+    return "; ".join(
+        f"{_words(key)}: {_plain(value)}" for key, value in sorted(data.items())
+    )
 
 
 def _fallback(data: Mapping[str, Any]) -> str:

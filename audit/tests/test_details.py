@@ -174,7 +174,7 @@ def test_unknown_action_falls_back_to_readable_pairs(login, alice):
     assert _cells(page) == [
         (
             "Otp device confirmed",
-            "device name: Phone; backup codes: 10; methods: totp, sms",
+            "backup codes: 10; device name: Phone; methods: totp, sms",
         )
     ]
 
@@ -186,7 +186,7 @@ def test_unexpected_data_shape_falls_back_instead_of_failing(alice):
         actor=alice.user,
         data={"before": "garbage", "after": 3},
     )
-    assert event_details(event) == "before: garbage; after: 3"
+    assert event_details(event) == "after: 3; before: garbage"
 
 
 def test_typed_text_stays_text(login, alice):

@@ -15,18 +15,16 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from devices.models import TelemetrySample
-from devices.tests.test_browser import (  # noqa: F401 (fixtures)
-    DESKTOP,
-    PHONE,
-    _generous_expect,
-    _orm_beside_playwright,
-    browser,
-    live_pool,
-    live_url,
-    log_in,
-    prefix,
-    shot,
-)
+from devices.tests import test_browser as shared
+from devices.tests.test_browser import DESKTOP, PHONE, log_in, shot
+
+# The browser, the live server and the live pool of the dashboard's browser tests.
+browser = shared.browser
+live_url = shared.live_url
+live_pool = shared.live_pool
+prefix = shared.prefix
+_orm_beside_playwright = shared._orm_beside_playwright
+_generous_expect = shared._generous_expect
 
 pytestmark = [
     pytest.mark.browser,
@@ -52,7 +50,19 @@ def watched(page):
     page.on("pageerror", lambda error: problems.append(f"error: {error}"))
     page.on(
         "console",
-        lambda msg: msg.type == "error" and problems.append(f"console: {msg.text}"),
+        lambda msg: (
+            msg.type == "error"
+            and "Failed to load resource" not in msg.text
+            and problems.append(f"console: {msg.text}")
+        ),
+    )
+    # Failed loads are reported with their address (the console line has none).
+    page.on(
+        "response",
+        lambda response: (
+            response.status >= 400
+            and problems.append(f"HTTP {response.status}: {response.url}")
+        ),
     )
     return problems
 
@@ -112,7 +122,7 @@ def test_audit_team_and_switcher_work_under_the_policy(
 ):
     from playwright.sync_api import expect
 
-    for n in range(40):
+    for _ in range(40):
         audit_record(
             action="membership.role_changed",
             tenant=alice.tenant,
