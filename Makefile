@@ -9,7 +9,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/poolsaas
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/14
 TEST_MQTT_URL ?= mqtt://127.0.0.1:1883
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint deps-audit format bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,11 +25,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# pip-audit on the pinned requirements; says SKIPPED when no vulnerability data is reachable.
+deps-audit: $(STAMP)
+	$(PY) .ci/deps_audit.py
+
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint
+test: lint deps-audit
 	bash firmware/tools/check.sh
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) MQTT_URL=$(TEST_MQTT_URL) \
 		$(VENV)/bin/pytest

@@ -122,6 +122,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL;",
         "transaction_mode": "IMMEDIATE",
     }
+    # Tests get a file database too: Django's default, a shared-cache in-memory
+    # database, answers SQLITE_LOCKED to a second writing thread (the bridge's writer,
+    # a live server), which no busy timeout waits for. WAL and the timeout above do.
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(Path(DATABASES["default"]["NAME"]).with_name("test.sqlite3"))
+    }
 # PostgreSQL connection pool per process (psycopg-pool); 0 opens a connection per
 # request. ASGI runs sync views on many threads, where persistent connections pile up.
 DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 0)

@@ -363,18 +363,25 @@ def broker_ensure_platform() -> Broker:
     host = url.hostname or "127.0.0.1"
     use_tls = url.scheme in ("mqtts", "ssl")
     port = url.port or (8883 if use_tls else 1883)
-    broker, _ = Broker.objects.update_or_create(
-        is_platform=True,
-        defaults={
-            "tenant": None,
-            "name": "poolsaas platform broker",
-            "host": host,
-            "port": port,
-            "use_tls": use_tls,
-            "username": settings.MQTT_USERNAME,
-            "password": settings.MQTT_PASSWORD,
-        },
-    )
+    wanted = {
+        "tenant": None,
+        "name": "poolsaas platform broker",
+        "host": host,
+        "port": port,
+        "use_tls": use_tls,
+        "username": settings.MQTT_USERNAME,
+        "password": settings.MQTT_PASSWORD,
+    }
+    broker = Broker.objects.filter(is_platform=True).first()
+    if broker is None:
+        return Broker.objects.create(is_platform=True, **wanted)
+    # Saved only when something differs: every save moves `updated_at`, which running
+    # bridges read as "reconnect", so a bridge starting must not disturb the others.
+    changed = [name for name, value in wanted.items() if getattr(broker, name) != value]
+    if changed:
+        for name in changed:
+            setattr(broker, name, wanted[name])
+        broker.save()
     return broker
 
 

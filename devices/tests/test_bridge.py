@@ -26,7 +26,6 @@ from firmware.sim import VirtualDevice
 
 pytestmark = [
     pytest.mark.mqtt,
-    pytest.mark.postgres_only,
     pytest.mark.django_db(transaction=True),
 ]
 
@@ -284,6 +283,7 @@ def test_ps1_device_completes_on_ack(
         assert device.firmware_version
 
 
+@pytest.mark.redis  # the bridge and the test share a channel layer
 def test_doorbell_wakes_the_bridge(make_bridge, prefix, alice, pool_a, platform_broker):
     """With a slow sweep, only the channel-layer doorbell can publish this fast."""
     device_id = esp_id()
@@ -567,6 +567,7 @@ def test_two_bridges_share_the_platform_broker(
     assert TelemetrySample.objects.filter(device=device).count() == count
 
 
+@pytest.mark.redis  # the bridge and the test share a channel layer
 def test_retained_config_reaches_a_ps1_device(
     make_bridge, prefix, pool_a, platform_broker
 ):
@@ -609,6 +610,7 @@ def test_bad_config_is_refused_before_any_publish(pool_a, platform_broker, prefi
         device_config_publish(device=device, config={"version": 1})
 
 
+@pytest.mark.redis  # the bridge and the test share a channel layer
 def test_state_is_broadcast_to_the_pool_group(
     make_bridge, prefix, pool_a, pool_b, platform_broker
 ):
