@@ -170,6 +170,128 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
+MAKEFILE = """run:
+\tDEBUG=true {python} manage.py run_demo --no-devices --port {port}
+"""
+
+
+class _Terminal:
+    """A pseudo-terminal with `make run` in the foreground, as in a shell."""
+
+    def __init__(self, command: list[str], env: dict, cwd):
+        import fcntl
+        import termios
+
+        self.master, slave = os.openpty()
+        self.chunks: list[bytes] = []
+
+        def controlling_terminal():
+            # In the new session (start_new_session), the pty becomes its terminal.
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.process = subprocess.Popen(
+            command,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            preexec_fn=controlling_terminal,  # noqa: PLW1509
+        )
+        os.close(slave)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        # Drained all along: a full pty would block the processes writing to it.
+        while True:
+            try:
+                chunk = os.read(self.master, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.chunks.append(chunk)
+
+    @property
+    def output(self) -> str:
+        return b"".join(self.chunks).decode(errors="replace").replace("\r\n", "\n")
+
+    def ctrl_c(self):
+        os.write(self.master, b"\x03")
+
+    def close(self):
+        # run_demo leads a process group of its own inside make's session: kill every
+        # group of that session (all started by this test), not just make's.
+        for group in _groups_of_session(self.process.pid):
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait()
+        os.close(self.master)
+
+
+def _groups_of_session(session: int) -> set[int]:
+    groups = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session:
+            groups.add(int(fields[2]))
+    return groups
+
+
+def test_ctrl_c_in_a_terminal_ends_make_run_with_0(var_dir, tmp_path):
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    port = _free_port()
+    makefile = tmp_path / "Makefile"
+    makefile.write_text(MAKEFILE.format(python=sys.executable, port=port))
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "DJANGO_ALLOW_ASYNC_UNSAFE")
+    }
+    env.update(
+        POOLSAAS_VAR_DIR=str(var_dir),
+        MQTT_URL=f"mqtt://127.0.0.1:{_free_port()}",
+        LOG_LEVEL="WARNING",
+        TERM="dumb",
+    )
+    terminal = _Terminal(
+        ["make", "--no-print-directory", "-f", str(makefile), "run"],
+        env=env,
+        cwd=settings.BASE_DIR,
+    )
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while "Ctrl-C stops everything" not in terminal.output:
+            assert terminal.process.poll() is None, terminal.output
+            assert time.monotonic() < deadline, terminal.output
+            time.sleep(0.2)
+        url = f"http://127.0.0.1:{port}/login/"
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310
+            assert response.status == 200
+        terminal.ctrl_c()
+        assert terminal.process.wait(60) == 0, terminal.output
+        terminal.reader.join(10)
+        out = terminal.output
+        assert "SIGINT received: stopping…" in out
+        assert "poolsaas stopped." in out
+        assert "make: ***" not in out
+        assert "CommandError" not in out
+    finally:
+        terminal.close()
+
+
 # --- the supervisor alone, in this process, with real child processes ---------------
 
 

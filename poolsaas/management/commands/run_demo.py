@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -48,6 +49,41 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _take_the_terminal() -> Callable[[], None]:
+    """Make our process group (and so our children's) the terminal's foreground group.
+
+    Ctrl-C then reaches run_demo and its children but not a `make run` above it, which
+    would otherwise report "make: *** [run] Interrupt" and exit 130 however cleanly
+    everything stopped. Returns what gives the terminal back. Without a terminal, or
+    in the background, nothing changes.
+    """
+    try:
+        fd = sys.stdin.fileno()
+        if not os.isatty(fd) or os.tcgetpgrp(fd) != os.getpgrp():
+            return lambda: None
+        previous = os.getpgrp()
+        os.setpgid(0, 0)
+    except (OSError, ValueError):
+        return lambda: None
+    if not _set_foreground(fd, os.getpgrp()):
+        # Never left in a background group, where Ctrl-C would not reach us at all.
+        os.setpgid(0, previous)
+        return lambda: None
+    return lambda: _set_foreground(fd, previous)
+
+
+def _set_foreground(fd: int, group: int) -> bool:
+    # From a background group tcsetpgrp raises SIGTTOU, which would stop us.
+    before = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(fd, group)
+        return True
+    except OSError:
+        return False
+    finally:
+        signal.signal(signal.SIGTTOU, before)
+
+
 class Command(BaseCommand):
     help = "Run poolsaas: broker, bridge, worker, simulated devices and web server."
 
@@ -59,6 +95,17 @@ class Command(BaseCommand):
             action="store_true",
             help="Use the embedded Python broker even when Mosquitto is installed.",
         )
+
+    def execute(self, *args, **options):
+        give_back = _take_the_terminal()
+        try:
+            super().execute(*args, **options)
+        except KeyboardInterrupt:
+            # Ctrl-C while still starting: as clean a stop as one later on.
+            self.stdout.write("\nInterrupted while starting.")
+        finally:
+            give_back()
+        self.stdout.write(self.style.SUCCESS("poolsaas stopped."))
 
     def handle(self, *args, **options):
         self.children: list[tuple[str, subprocess.Popen]] = []
@@ -119,12 +166,8 @@ class Command(BaseCommand):
                 )
             )
             self._supervise()
-        except KeyboardInterrupt:
-            # Ctrl-C while still starting: as clean a stop as one later on.
-            self.stdout.write("\nStopping…")
         finally:
             self._stop_all()
-        self.stdout.write(self.style.SUCCESS("poolsaas stopped."))
 
     def _spawn(self, name: str, argv: list[str], env: dict) -> subprocess.Popen:
         process = subprocess.Popen(argv, env=env, cwd=settings.BASE_DIR)  # noqa: S603
