@@ -82,10 +82,17 @@ def _validate_day(day: Any, where: str) -> list[FieldError]:
         errors.append(FieldError(f"{where}.mode", "The valve mode must be 1 or 2."))
     start = parse_hhmm(day.get("start"))
     stop = parse_hhmm(day.get("stop"))
-    if start is None:
-        errors.append(FieldError(f"{where}.start", "Enter the start as HH:MM (24 h)."))
-    if stop is None:
-        errors.append(FieldError(f"{where}.stop", "Enter the stop as HH:MM (24 h)."))
+    for part, minutes in (("start", start), ("stop", stop)):
+        if minutes is None:
+            missing = day.get(part) in (None, "")
+            errors.append(
+                FieldError(
+                    f"{where}.{part}",
+                    f"{part.capitalize()} time missing."
+                    if missing
+                    else f"Enter the {part} as HH:MM (24 h), for example 09:30.",
+                )
+            )
     if start is not None and stop is not None and stop <= start:
         errors.append(
             FieldError(

@@ -126,15 +126,6 @@ def command_as_dict(command) -> dict:
     }
 
 
-def event_as_dict(event) -> dict:
-    return {
-        "kind": event.kind,
-        "message": event.message,
-        "ts": _iso(event.ts),
-        "actor": event.actor.email if event.actor_id else None,
-    }
-
-
 def device_as_dict(device: Device | None) -> dict | None:
     if device is None:
         return None
@@ -163,6 +154,7 @@ def pool_snapshot(*, membership: Membership, pool: Pool, limit: int = 30) -> dic
     from django.utils import timezone
 
     from devices.models import Command, DeviceEvent, Program
+    from devices.services.events import event_as_dict
     from tenants.roles import role_allows
 
     commands = (
@@ -269,6 +261,42 @@ def telemetry_buckets(
         .order_by("bucket")
     )
     return [{**row, "start": int(row["bucket"]) * size - offset} for row in rows]
+
+
+def telemetry_history(*, pool: Pool, start, end, size: int) -> list[dict]:
+    """The one bucketing of a pool's history, for its page, its CSV and the API:
+    buckets of `size` seconds over [start, end) whose edges follow the pool's local
+    clock (a daily bucket starts at local midnight; the offset is the one in force
+    at `end`). Each bucket: its `start` (UTC), `samples`, temperature avg/min/max,
+    the shares (0..1) of samples with the pump on and with the pump on in mode 1 and
+    in mode 2, and `seconds`, the part of the bucket inside [start, end) (the running
+    bucket counts only its elapsed part), from which running time is estimated."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    offset = int(end.astimezone(ZoneInfo(pool.timezone)).utcoffset().total_seconds())
+    rows = telemetry_buckets(pool=pool, start=start, end=end, size=size, offset=offset)
+    first, last = start.timestamp(), end.timestamp()
+
+    def rounded(value):
+        return None if value is None else round(value, 3)
+
+    return [
+        {
+            "start": dt.datetime.fromtimestamp(row["start"], tz=dt.UTC),
+            "samples": row["n"],
+            "temperature_avg": rounded(row["t_avg"]),
+            "temperature_min": row["t_min"],
+            "temperature_max": row["t_max"],
+            "pump_on": rounded(row["pump_share"]),
+            "mode1": rounded(row["mode1_share"]),
+            "mode2": rounded(row["mode2_share"]),
+            "seconds": max(
+                0, min(last, row["start"] + size) - max(first, row["start"])
+            ),
+        }
+        for row in rows
+    ]
 
 
 def telemetry_for_export(*, pool: Pool, start, end):

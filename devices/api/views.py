@@ -7,7 +7,6 @@ one service and answers.
 import csv
 import datetime as dt
 import io
-from zoneinfo import ZoneInfo
 
 import django_filters
 from django.http import Http404
@@ -434,29 +433,17 @@ class PoolViewSet(
             ) from None
         resolution = query.validated_data.get("resolution")
         window = telemetry_window(start=start, end=end, resolution=resolution)
-        offset = int(ZoneInfo(pool.timezone).utcoffset(end).total_seconds())
-        rows = selectors.telemetry_buckets(
-            pool=pool, start=start, end=end, size=window, offset=offset
+        buckets = selectors.telemetry_history(
+            pool=pool, start=start, end=end, size=window
         )
+        fields = list(s.TelemetryBucketSerializer().fields)
         return Response(
             {
                 "pool": pool.code.hex,
                 "start": start,
                 "end": end,
                 "resolution": window,
-                "buckets": [
-                    {
-                        "start": dt.datetime.fromtimestamp(row["start"], tz=dt.UTC),
-                        "samples": row["n"],
-                        "temperature_avg": _round(row["t_avg"]),
-                        "temperature_min": row["t_min"],
-                        "temperature_max": row["t_max"],
-                        "pump_on": _round(row["pump_share"]),
-                        "mode1": _round(row["mode1_share"]),
-                        "mode2": _round(row["mode2_share"]),
-                    }
-                    for row in rows
-                ],
+                "buckets": [{key: row[key] for key in fields} for row in buckets],
             }
         )
 
@@ -488,10 +475,6 @@ def telemetry_window(*, start, end, resolution: int | None) -> int:
             }
         )
     return resolution
-
-
-def _round(value):
-    return None if value is None else round(value, 3)
 
 
 # --- Pool children: commands, programs, events ---------------------------------------

@@ -6,8 +6,8 @@ when the device is offline), writes the audit event and, after commit, rings the
 bridge. A bridge claims it (pending -> sent, a conditional UPDATE so two bridges never
 publish the same command) and publishes it. It completes on the device's `ack` (ps1)
 or when the v3.1 state topic shows `Command.expected`; otherwise `commands_expire`
-turns it into a visible timeout. Every transition writes a DeviceEvent and is
-broadcast to the pool's group.
+turns it into a visible timeout. Every transition is broadcast to the pool's group
+and rewrites the command's one DeviceEvent, so the log shows one entry per command.
 """
 
 import datetime as dt
@@ -27,6 +27,7 @@ from audit.services import audit_record
 from devices.broadcast import broadcast, pool_group
 from devices.models import Command, Device, DeviceEvent, Pool
 from devices.scheduling import next_local_midnight
+from devices.services.events import pool_event_broadcast
 from firmware import protocol
 from tenants.models import Membership
 from tenants.roles import Action
@@ -140,12 +141,21 @@ def expectation_met(expected: dict | None, kind: str, value: Any) -> bool:
     return False
 
 
-def command_describe(command: Command) -> str:
+def command_describe(command: Command, *, mode_names: tuple[str, str]) -> str:
+    """The command in words, with the pool's own names for its valve modes."""
     label = OP_LABELS.get(command.op, command.op)
     value = command.value
+
+    def mode(number) -> str:
+        return mode_names[1] if number == 2 else mode_names[0]
+
+    if command.op == Command.Op.PUMP:
+        return f"{label} {'on' if value == 'ON' else 'off'}"
+    if command.op == Command.Op.VALVE:
+        return f"{label} to {mode(value)}"
     if command.op == Command.Op.TIMER and isinstance(value, dict):
         if value.get("duration"):
-            return f"{label} {value['duration'] // 60} min, mode {value['mode']}"
+            return f"{label} {value['duration'] // 60} min in {mode(value.get('mode'))}"
         return f"{label} stop"
     return f"{label} {value}" if value is not None else label
 
@@ -163,41 +173,68 @@ def command_payload(command: Command) -> dict:
     }
 
 
-def _event(*, command: Command, kind: str, message: str, data: dict | None = None):
-    event = DeviceEvent.objects.create(
-        tenant_id=command.tenant_id,
-        device_id=command.device_id,
-        pool_id=command.pool_id,
-        ts=timezone.now(),
-        kind=kind,
-        message=message[:300],
-        data={"command": command.code.hex, **(data or {})},
-        actor_id=command.actor_id,
+def _event(
+    *, command: Command, data: dict | None = None, new: bool = False
+) -> DeviceEvent:
+    """The command's one line on the pool's log, written when it is created and
+    rewritten in place (same row, same code) at each later status, so the log shows
+    one entry per command whose status changes rather than one per transition."""
+    pool = (
+        Pool.objects.filter(pk=command.pool_id)
+        .values("code", "mode1_name", "mode2_name")
+        .first()
     )
-    if command.pool_id:
-        pool_hex = Pool.objects.values_list("code", flat=True).get(pk=command.pool_id)
-        group = pool_group(pool_hex)
+    names = (pool["mode1_name"], pool["mode2_name"]) if pool else ("mode 1", "mode 2")
+    who = ""
+    if command.actor_id:
+        who = f" by {command.actor.email}"
+    elif command.source:
+        who = f" ({command.source})"
+    status = command.status
+    kind = "command.sent" if status == Command.Status.PENDING else f"command.{status}"
+    message = f"{command_describe(command, mode_names=names)}{who}"
+    if command.error:
+        message += f": {command.error}"
+    event = None
+    if not new and command.created_at is not None:
+        event = (
+            DeviceEvent.objects.select_related("actor")
+            .filter(
+                tenant_id=command.tenant_id,
+                pool_id=command.pool_id,
+                ts__gte=command.created_at - dt.timedelta(seconds=1),
+                data__command=command.code.hex,
+            )
+            .order_by("ts")
+            .first()
+        )
+    if event is None:
+        event = DeviceEvent.objects.create(
+            tenant_id=command.tenant_id,
+            device_id=command.device_id,
+            pool_id=command.pool_id,
+            ts=timezone.now(),
+            kind=kind,
+            message=message[:300],
+            data={"command": command.code.hex, **(data or {})},
+            actor=command.actor if command.actor_id else None,
+        )
+    else:
+        event.kind = kind
+        event.message = message[:300]
+        event.data = {**event.data, **(data or {}), "status": status}
+        event.save(update_fields=["kind", "message", "data"])
+    if pool is not None:
+        group = pool_group(pool["code"])
         broadcast(
             group,
             {
                 "type": "pool.command",
-                "pool": pool_hex.hex,
+                "pool": pool["code"].hex,
                 "command": command_payload(command),
             },
         )
-        broadcast(
-            group,
-            {
-                "type": "pool.event",
-                "pool": pool_hex.hex,
-                "event": {
-                    "kind": event.kind,
-                    "message": event.message,
-                    "ts": event.ts.isoformat(),
-                    "actor": command.actor.email if command.actor_id else None,
-                },
-            },
-        )
+        pool_event_broadcast(pool_code=pool["code"], event=event)
     return event
 
 
@@ -298,21 +335,9 @@ def _command_create(
                 "error": command.error,
             },
         )
-        who = f" by {actor.email}" if actor is not None else f" ({source})"
+        _event(command=command, new=True)
         if command.status == Command.Status.PENDING:
-            _event(
-                command=command,
-                kind="command.sent",
-                message=f"{command_describe(command)}{who}",
-            )
             transaction.on_commit(lambda: doorbell_ring(command))
-        else:
-            _event(
-                command=command,
-                kind=f"command.{command.status}",
-                message=f"{command_describe(command)}{who}"
-                + (f": {command.error}" if command.error else ""),
-            )
     return command
 
 
@@ -381,12 +406,7 @@ def _finish(
         if not done:
             return False
         command.status, command.error, command.completed_at = status, error[:300], now
-        _event(
-            command=command,
-            kind=f"command.{status}",
-            message=command_describe(command) + (f": {error}" if error else ""),
-            data=data,
-        )
+        _event(command=command, data=data)
     return True
 
 

@@ -1,4 +1,5 @@
-"""A pool's event log (DeviceEvent): the one way services add a line to it."""
+"""A pool's event log (DeviceEvent): the one way services add a line to it, and the
+words the log shows for each kind of event."""
 
 from __future__ import annotations
 
@@ -9,6 +10,81 @@ from django.utils import timezone
 from devices.broadcast import broadcast, pool_group
 from devices.models import Device, DeviceEvent, Pool
 from tenants.models import User
+
+# The badge the pool page shows before each event's message (the message says the
+# rest: "Program 1 started (Cascada, until 13:00)"). A kind missing here still reads
+# as words (see event_label), never as a dotted identifier.
+EVENT_LABELS = {
+    "command.pending": "Waiting",
+    "command.sent": "Sent",
+    "command.done": "Done",
+    "command.failed": "Failed",
+    "command.timed_out": "No answer",
+    "online": "Online",
+    "offline": "Offline",
+    "programs.updated": "Programs",
+    "program_start": "Program",
+    "program_stop": "Program",
+    "config.applied": "Settings",
+    "config.rejected": "Settings",
+    "config.published": "Settings",
+    "device.added": "Device",
+    "device.removed": "Device",
+    "device.replaced": "Device",
+    "device.boot": "Device",
+    "device.program_start": "Program",
+    "device.program_stop": "Program",
+    "device.timer_start": "Timer",
+    "device.timer_end": "Timer",
+    "device.override": "Paused",
+    "device.freeze_protect": "Frost",
+    "device.max_runtime": "Limit",
+    "device.error": "Error",
+}
+# The tone of the label's badge on the page.
+EVENT_TONES = {
+    "command.done": "ok",
+    "command.failed": "bad",
+    "command.timed_out": "bad",
+    "command.sent": "pending",
+    "command.pending": "pending",
+    "online": "ok",
+    "offline": "bad",
+    "config.applied": "ok",
+    "config.rejected": "bad",
+    "device.error": "bad",
+}
+
+
+def event_label(kind: str) -> str:
+    """The words for an event kind: "programs.updated" -> "Programs saved"."""
+    if kind in EVENT_LABELS:
+        return EVENT_LABELS[kind]
+    words = kind.split(".", 1)[-1].replace("_", " ").strip()
+    return words[:1].upper() + words[1:] if words else "Event"
+
+
+def event_as_dict(event: DeviceEvent) -> dict:
+    """An event as the pool page, its snapshot and its live updates show it. `code`
+    is stable: a command's one entry is sent again, same code, when its status
+    changes, and the page updates it in place."""
+    return {
+        "code": event.code.hex,
+        "kind": event.kind,
+        "label": event_label(event.kind),
+        "tone": EVENT_TONES.get(event.kind, ""),
+        "message": event.message,
+        "ts": event.ts.isoformat() if event.ts else None,
+        "actor": event.actor.email if event.actor_id and event.actor else None,
+    }
+
+
+def pool_event_broadcast(*, pool_code, event: DeviceEvent) -> None:
+    """Show a new or changed event live on the pool's page (after commit)."""
+    broadcast(
+        pool_group(pool_code),
+        {"type": "pool.event", "pool": pool_code.hex, "event": event_as_dict(event)},
+    )
 
 
 def pool_event_record(
@@ -33,17 +109,5 @@ def pool_event_record(
         data=data,
         actor=actor,
     )
-    broadcast(
-        pool_group(pool.code),
-        {
-            "type": "pool.event",
-            "pool": pool.code.hex,
-            "event": {
-                "kind": event.kind,
-                "message": event.message,
-                "ts": event.ts.isoformat(),
-                "actor": actor.email if actor is not None else None,
-            },
-        },
-    )
+    pool_event_broadcast(pool_code=pool.code, event=event)
     return event

@@ -15,8 +15,18 @@ from tenants.selectors import membership_require
 
 @lru_cache(maxsize=1)
 def timezone_names() -> tuple[str, ...]:
-    """Every IANA time zone this machine knows, sorted (scanned once per process)."""
-    return tuple(sorted(available_timezones()))
+    """The canonical IANA zones, sorted: those of tzdata's zone.tab (one per region of
+    each country) and UTC. Not the aliases and oddities that available_timezones()
+    also lists ("Factory", "localtime", "posixrules", "US/Eastern", "Etc/GMT+3")."""
+    from importlib.resources import files
+
+    table = files("tzdata.zoneinfo").joinpath("zone.tab").read_text("utf-8")
+    names = {
+        line.split("\t")[2]
+        for line in table.splitlines()
+        if line and not line.startswith("#")
+    }
+    return tuple(sorted((names | {"UTC"}) & available_timezones()))
 
 
 def validate_timezone(name: str) -> None:

@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
@@ -178,11 +179,21 @@ def test_history_csv_export(login, victor, device_a, device_b, pool_a):
     assert response["Content-Type"].startswith("text/csv")
     assert "attachment" in response["Content-Disposition"]
     rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
-    assert rows[0] == ["time_utc", "temperature_c", "pump", "valve", "rssi_dbm"]
-    assert [r[1:] for r in rows[1:]] == [
-        ["25.0", "on", "2", "-61"],
+    assert rows[0] == [
+        "time_utc",
+        "time_local (Europe/Madrid)",
+        "temperature_c",
+        "pump",
+        "valve",
+        "rssi_dbm",
+    ]
+    # The valve in the pool's own mode names, not "2".
+    assert [r[2:] for r in rows[1:]] == [
+        ["25.0", "on", "Eyectores", "-61"],
         ["", "off", "", ""],
     ]
+    local = (now - timedelta(minutes=2)).astimezone(ZoneInfo("Europe/Madrid"))
+    assert rows[1][1] == local.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def test_history_without_device_is_empty(login, olivia, pool_a):

@@ -32,8 +32,8 @@ from devices.selectors import (
     pool_get_for_member,
     pool_snapshot,
     pools_for_member,
-    telemetry_buckets,
     telemetry_for_export,
+    telemetry_history,
 )
 from devices.selectors import (
     pool_programs as pool_programs_list,
@@ -92,6 +92,19 @@ def pool_detail(request, code):
 # --- programs ---------------------------------------------------------------------
 
 
+_LOOSE_TIME = re.compile(r"([0-9]{1,2})[:.hH]?([0-9]{2})")
+
+
+def _time_from_post(value: str) -> str:
+    """A typed time in the editor's one format, HH:MM (24 h): "930", "9:30" and
+    "09.30" become "09:30"; anything else goes to the validator as typed."""
+    value = value.strip()
+    match = _LOOSE_TIME.fullmatch(value)
+    if match is None:
+        return value
+    return f"{int(match[1]):02d}:{match[2]}"
+
+
 def _programs_from_post(post) -> list[dict]:
     """The 3 slots × 7 days of the editor form, as programs_save takes them. A day with
     neither start nor stop is off; anything else goes to the service to validate."""
@@ -100,8 +113,8 @@ def _programs_from_post(post) -> list[dict]:
         days = []
         for day in range(7):
             prefix = f"s{slot}_d{day}_"
-            start = post.get(prefix + "start", "").strip()
-            stop = post.get(prefix + "stop", "").strip()
+            start = _time_from_post(post.get(prefix + "start", ""))
+            stop = _time_from_post(post.get(prefix + "stop", ""))
             mode = post.get(prefix + "mode", "1").strip()
             if not start and not stop:
                 days.append(None)
@@ -124,32 +137,50 @@ def _programs_from_post(post) -> list[dict]:
 
 
 def _programs_rows(programs: list[dict], errors: dict[str, list[str]]) -> list[dict]:
-    """The editor's table: one entry per slot with its 7 days and the errors that
-    belong to each field, for the template."""
+    """The editor's programs: one entry per slot with its 7 days and the errors that
+    belong to each field, for the template. A program is shown open when it is on,
+    has days or has errors; the others fold to one line."""
     by_slot = {p.get("slot"): p for p in programs if isinstance(p, dict)}
     rows = []
     for slot in SLOTS:
         program = by_slot.get(slot) or {"enabled": False, "days": [None] * 7}
         days = list(program.get("days") or []) + [None] * 7
+        entries = []
+        for i in range(7):
+            fields = {
+                part: errors.get(f"s{slot}_d{i}_{part}", [])
+                for part in ("mode", "start", "stop")
+            }
+            day_errors = errors.get(f"s{slot}_d{i}", [])
+            every = day_errors + fields["start"] + fields["stop"] + fields["mode"]
+            entries.append(
+                {
+                    "index": i,
+                    "name": DAYS[i],
+                    "value": days[i] if isinstance(days[i], dict) else {},
+                    "errors": day_errors,
+                    "mode_errors": fields["mode"],
+                    "start_errors": fields["start"],
+                    "stop_errors": fields["stop"],
+                    "all_errors": every,
+                    "has_error": bool(every),
+                }
+            )
+        slot_errors = errors.get(f"s{slot}", [])
+        day_count = sum(1 for d in days[:7] if isinstance(d, dict))
+        has_error = bool(slot_errors) or any(e["has_error"] for e in entries)
         rows.append(
             {
                 "slot": slot,
                 "enabled": program.get("enabled", False),
-                "errors": errors.get(f"s{slot}", []),
-                "days": [
-                    {
-                        "index": i,
-                        "name": DAYS[i],
-                        "value": days[i] if isinstance(days[i], dict) else {},
-                        "errors": errors.get(f"s{slot}_d{i}", []),
-                        "mode_errors": errors.get(f"s{slot}_d{i}_mode", []),
-                        "start_errors": errors.get(f"s{slot}_d{i}_start", []),
-                        "stop_errors": errors.get(f"s{slot}_d{i}_stop", []),
-                    }
-                    for i in range(7)
-                ],
+                "errors": slot_errors,
+                "days": entries,
+                "day_count": day_count,
+                "open": bool(program.get("enabled")) or day_count > 0 or has_error,
             }
         )
+    if not any(row["open"] for row in rows):
+        rows[0]["open"] = True  # a pool without programs: start with the first
     return rows
 
 
@@ -181,13 +212,20 @@ def pool_programs(request, code):
         from devices.services.programs import programs_save
 
         programs = _programs_from_post(request.POST)
-        version = request.POST.get("config_version", "")
+        version = request.POST.get("config_version", "").strip()
         try:
+            # ASCII digits only: "²".isdigit() is true, and int() of 5,000 digits
+            # raises; both are a damaged form, not a server error.
+            if version and not re.fullmatch(r"[0-9]{1,9}", version):
+                raise ValidationError(
+                    "This form is damaged or out of date (its version is not a "
+                    "number): reload the page and enter your changes again."
+                )
             programs_save(
                 membership=request.membership,
                 pool=pool,
                 programs=programs,
-                expected_version=int(version) if version.isdigit() else None,
+                expected_version=int(version) if version else None,
             )
         except ValidationError as exc:
             errors = _error_lookup(_errors(exc))
@@ -210,6 +248,7 @@ def pool_programs(request, code):
             "pool": pool,
             "device": pool_device(pool),
             "rows": _programs_rows(programs, errors),
+            "config_version": pool.config_version,
             "errors": errors,
             "general_errors": errors.get("__all__", []),
             "overlaps": overlaps,
@@ -242,41 +281,34 @@ def pool_history(request, code):
     start = end - span
     if request.GET.get("format") == "csv":
         return _history_csv(pool, start, end, range_name)
-    tz = ZoneInfo(pool.timezone)
-    offset = int(end.astimezone(tz).utcoffset().total_seconds())
-    temperature = telemetry_buckets(pool=pool, start=start, end=end, size=size)
-    runtime = telemetry_buckets(
-        pool=pool, start=start, end=end, size=runtime_size, offset=offset
-    )
+    temperature = telemetry_history(pool=pool, start=start, end=end, size=size)
+    runtime = telemetry_history(pool=pool, start=start, end=end, size=runtime_size)
     now_ts = end.timestamp()
     chart = {
         "range": range_name,
         "timezone": pool.timezone,
-        "offset": offset,
+        "offset": int(
+            end.astimezone(ZoneInfo(pool.timezone)).utcoffset().total_seconds()
+        ),
         # Each point sits mid-bucket; the running bucket's at most at "now".
         "temperature": [
             [
-                min(row["start"] + size / 2, now_ts),
-                row["t_avg"],
-                row["t_min"],
-                row["t_max"],
+                min(row["start"].timestamp() + size / 2, now_ts),
+                row["temperature_avg"],
+                row["temperature_min"],
+                row["temperature_max"],
             ]
             for row in temperature
-            if row["t_avg"] is not None
+            if row["temperature_avg"] is not None
         ],
         # Hours of pump (and of each valve mode while pumping) per bucket, estimated
-        # from the share of samples; the running bucket counts only its elapsed part.
+        # from the share of samples over the part of the bucket already lived.
         "runtime": [
             [
-                row["start"],
+                row["start"].timestamp(),
                 *(
-                    round(
-                        (row[key] or 0)
-                        * max(0, min(runtime_size, now_ts - row["start"]))
-                        / 3600,
-                        2,
-                    )
-                    for key in ("pump_share", "mode1_share", "mode2_share")
+                    round((row[key] or 0) * row["seconds"] / 3600, 2)
+                    for key in ("pump_on", "mode1", "mode2")
                 ),
             ]
             for row in runtime
@@ -306,11 +338,22 @@ class _Echo:
 
 
 def _history_csv(pool, start, end, range_name):
+    """Every sample of the range, in the pool's words: its local time and its valve
+    mode names."""
     writer = csv.writer(_Echo())
+    tz = ZoneInfo(pool.timezone)
+    names = {1: pool.mode1_name, 2: pool.mode2_name}
 
     def rows():
         yield writer.writerow(
-            ["time_utc", "temperature_c", "pump", "valve", "rssi_dbm"]
+            [
+                "time_utc",
+                f"time_local ({pool.timezone})",
+                "temperature_c",
+                "pump",
+                "valve",
+                "rssi_dbm",
+            ]
         )
         for ts, temperature, pump, valve, rssi in telemetry_for_export(
             pool=pool, start=start, end=end
@@ -318,9 +361,10 @@ def _history_csv(pool, start, end, range_name):
             yield writer.writerow(
                 [
                     ts.isoformat(),
+                    ts.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"),
                     "" if temperature is None else temperature,
                     "" if pump is None else ("on" if pump else "off"),
-                    "" if valve is None else valve,
+                    "" if valve is None else names.get(valve, valve),
                     "" if rssi is None else rssi,
                 ]
             )
@@ -361,6 +405,20 @@ def _bundle_response(request, device, bundle):
     return response
 
 
+def wifi_quality(rssi) -> str:
+    """The v3.1 words for a signal (as static/js/pool.js): excellent >= -50 dBm,
+    good >= -60, fair >= -70, else weak; "" when there is no reading."""
+    if rssi is None:
+        return ""
+    if rssi >= -50:
+        return "excellent"
+    if rssi >= -60:
+        return "good"
+    if rssi >= -70:
+        return "fair"
+    return "weak"
+
+
 def uptime_text(seconds) -> str:
     if not isinstance(seconds, int) or seconds < 0:
         return "—"
@@ -384,6 +442,10 @@ def devices(request):
     )
     for device in rows:
         device.uptime_text = uptime_text((device.state or {}).get("uptime"))
+        rssi = ((device.state or {}).get("wifi") or {}).get("rssi")
+        number = isinstance(rssi, int | float) and not isinstance(rssi, bool)
+        device.rssi = rssi if number else None
+        device.signal = wifi_quality(device.rssi)
     return render(
         request,
         "devices/devices_list.html",

@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST
 
 from devices.forms import PoolForm, apply_service_errors
 from devices.selectors import pool_get_for_member, pools_for_member
-from devices.services.pools import pool_create, pool_update
+from devices.services.pools import pool_create, pool_update, timezone_names
 from tenants.roles import Action, role_allows
 from tenants.selectors import membership_require
 
@@ -86,6 +86,14 @@ def pool_settings(request, code):
             }
         )
         status = 200
+    if pool.timezone not in timezone_names():
+        # A zone no longer offered (an alias such as US/Eastern): shown as it is, so
+        # that saving the page never changes it silently; the service asks for
+        # a listed one.
+        field = form.fields["timezone_name"]
+        field.choices = [
+            (pool.timezone, f"{pool.timezone} (no longer offered: pick another)")
+        ] + list(field.choices)
     return render(
         request,
         "devices/pool_settings.html",

@@ -8,16 +8,34 @@
   var tz = data.timezone;
   var fmt = new Intl.DateTimeFormat(undefined, data.range === "day"
     ? { timeZone: tz, hour: "2-digit", minute: "2-digit", hourCycle: "h23" }
-    : { timeZone: tz, month: "short", day: "numeric" });
+    : (data.range === "week" ? { timeZone: tz, weekday: "short", day: "numeric" }
+      : { timeZone: tz, month: "short", day: "numeric" }));
   var full = new Intl.DateTimeFormat(undefined, {
     timeZone: tz, weekday: "short", month: "short", day: "numeric", hour: "2-digit",
     minute: "2-digit", hourCycle: "h23"
   });
-  function label(seconds) { return fmt.format(new Date(seconds * 1000)); }
+  // A week on a phone-wide chart: the weekday alone, so eight labels fit.
+  var narrow = new Intl.DateTimeFormat(undefined, { timeZone: tz, weekday: "short" });
+  function label(seconds, scale) {
+    var f = data.range === "week" && scale && scale.width < 480 ? narrow : fmt;
+    return f.format(new Date(seconds * 1000));
+  }
+  // Ticks on round local times: every 3 h over a day, each midnight over a week,
+  // every 5th midnight over a month (the pool's offset at the range's end); half as
+  // many on a phone-wide chart, except a week's days.
+  var step = data.range === "day" ? 3 * 3600 : (data.range === "week" ? 86400 : 5 * 86400);
+  function roundTicks(scale) {
+    var ticks = [];
+    var step2 = scale.width < 480 && data.range !== "week" ? step * 2 : step;
+    var first = Math.ceil((scale.min + data.offset) / step2) * step2 - data.offset;
+    for (var v = first; v <= scale.max; v += step2) { ticks.push({ value: v }); }
+    scale.ticks = ticks;
+  }
   function axis(pad) {
     return {
       type: "linear", min: data.start - (pad || 0), max: data.end + (pad || 0),
-      ticks: { callback: function (v) { return label(v); }, maxTicksLimit: 7,
+      afterBuildTicks: roundTicks,
+      ticks: { callback: function (v) { return label(v, this); }, autoSkip: false,
         maxRotation: 0 }
     };
   }

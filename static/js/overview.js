@@ -23,14 +23,7 @@
     void cell.offsetWidth; // restart the highlight
     cell.classList.add("flash");
   }
-  function ago(iso) {
-    if (!iso) { return "never"; }
-    var s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
-    if (s < 60) { return "just now"; }
-    if (s < 3600) { return Math.floor(s / 60) + " minutes ago"; }
-    if (s < 86400) { return Math.floor(s / 3600) + " hours ago"; }
-    return Math.floor(s / 86400) + " days ago";
-  }
+  var ago = window.poolsaasAgo;
 
   function update(msg, quiet) {
     var row = table.querySelector('tr[data-pool="' + msg.pool + '"]');

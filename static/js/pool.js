@@ -54,14 +54,7 @@
     return "weak";
   }
 
-  function ago(iso) {
-    if (!iso) { return "never"; }
-    var s = Math.max(0, (Date.now() + skew - Date.parse(iso)) / 1000);
-    if (s < 60) { return "just now"; }
-    if (s < 3600) { return Math.floor(s / 60) + " min ago"; }
-    if (s < 86400) { return Math.floor(s / 3600) + " h ago"; }
-    return Math.floor(s / 86400) + " d ago";
-  }
+  function ago(iso) { return window.poolsaasAgo(iso, skew); }
 
   // --- rendering ------------------------------------------------------------------
   function reason() {
@@ -94,6 +87,8 @@
       d.textContent = "no device"; d.className = "badge";
     } else if (device.online) {
       d.textContent = "device online"; d.className = "badge ok";
+    } else if (!device.last_seen) {
+      d.textContent = "never connected"; d.className = "badge";
     } else {
       d.textContent = "device offline"; d.className = "badge bad";
     }
@@ -172,22 +167,22 @@
     }
   }
 
-  var KIND_CLASS = { "command.failed": "bad", "command.timed_out": "bad",
-    "command.done": "ok", "offline": "bad", "online": "ok", "error": "bad" };
-
+  // The server names and colours each kind (devices/services/events.py); a
+  // command is one entry, sent again with the same code when its status changes.
   function logItem(ev) {
     var li = document.createElement("li");
+    if (ev.code) { li.setAttribute("data-event", ev.code); }
+    li.setAttribute("data-kind", ev.kind || "");
     var t = document.createElement("time");
     t.dateTime = ev.ts || "";
     var d = ev.ts ? new Date(ev.ts) : null;
     t.textContent = d ? (Date.now() - d.getTime() > 86400000 ? dayFmt.format(d) : timeFmt.format(d)) : "";
     var body = document.createElement("span");
     var kind = document.createElement("span");
-    kind.className = "kind " + (KIND_CLASS[ev.kind] || (/fail|error/.test(ev.kind || "") ? "bad" : ""));
-    kind.textContent = (ev.kind || "event").replace(/^(command|device)\./, "")
-      .replace(/_/g, " ");
+    kind.className = "kind" + (ev.tone ? " " + ev.tone : "");
+    kind.textContent = ev.label || "Event";
     body.appendChild(kind);
-    body.appendChild(document.createTextNode(ev.message || ev.kind || ""));
+    body.appendChild(document.createTextNode(ev.message || ""));
     if (ev.actor && (ev.message || "").indexOf(ev.actor) < 0) {
       body.appendChild(document.createTextNode(" — " + ev.actor));
     }
@@ -196,26 +191,35 @@
     return li;
   }
 
-  // An event can reach the page twice (in a snapshot and as a delta): show it once.
+  // An event can reach the page twice (in a snapshot and as a delta): show it once,
+  // and a known code replaces its entry where it stands.
   var logged = {};
-  function logKey(ev) { return [ev.ts, ev.kind, ev.message].join("|"); }
+  function logKey(ev) { return ev.code || [ev.ts, ev.kind, ev.message].join("|"); }
 
   function renderLog(events) {
     var log = $("log");
     log.textContent = "";
     logged = {};
     for (var i = 0; i < events.length; i++) {
-      logged[logKey(events[i])] = true;
-      log.appendChild(logItem(events[i]));
+      if (logged[logKey(events[i])]) { continue; }
+      var li = logItem(events[i]);
+      logged[logKey(events[i])] = li;
+      log.appendChild(li);
     }
     $("log-empty").hidden = events.length > 0;
   }
 
   function addLog(ev) {
-    if (logged[logKey(ev)]) { return; }
-    logged[logKey(ev)] = true;
     var log = $("log");
-    log.insertBefore(logItem(ev), log.firstChild);
+    var key = logKey(ev);
+    var li = logItem(ev);
+    var old = logged[key];
+    if (old && old.parentNode === log) {
+      log.replaceChild(li, old);
+    } else {
+      log.insertBefore(li, log.firstChild);
+    }
+    logged[key] = li;
     while (log.children.length > 100) { log.removeChild(log.lastChild); }
     $("log-empty").hidden = true;
   }
