@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from devices.models import TelemetrySample
+from devices.services.brokers import broker_create
 from devices.tests import test_browser as shared
 from devices.tests.test_browser import DESKTOP, PHONE, log_in, shot
 
@@ -162,6 +163,22 @@ def test_audit_team_and_switcher_work_under_the_policy(
     page.click("tr:has-text('olivia@acme.test') button:has-text('Remove')")
     assert asked == ["Remove olivia@acme.test from the team?"]
     expect(page.locator("table")).to_contain_text("olivia@acme.test")
+
+    # A form-level question (the brokers page) is asked once, by the same script.
+    broker_create(
+        membership=alice,
+        name="Acme own",
+        host="mqtt.acme.test",
+        port=8883,
+        use_tls=True,
+        topic_prefix="acme",
+    )
+    page.goto(f"{live_url}/brokers/")
+    asked.clear()
+    page.on("dialog", lambda d: (asked.append(d.message), d.dismiss()))
+    page.click("tr:has-text('Acme own') button:has-text('Delete')")
+    expect(page.locator("table")).to_contain_text("Acme own")
+    assert asked == ["Delete broker Acme own?"]
 
     # The tenant switcher submits on change, without an inline handler.
     page.select_option("#tenant-switch", str(carol.tenant.code))
