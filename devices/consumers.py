@@ -19,7 +19,6 @@ with source "websocket" and the client's address and user agent.
 """
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any
@@ -34,11 +33,17 @@ from django.utils import timezone
 from devices import broadcast
 from devices.selectors import pool_get_for_member, pool_snapshot, pools_live_state
 from poolsaas.api.authentication import TENANT_CLAIM
+from poolsaas.api.parsers import json_loads_bounded
 from poolsaas.middleware import _client_ip
 from poolsaas.request_context import RequestContext, bind_request_context
 from tenants.middleware import SESSION_KEY
 from tenants.roles import Action, role_allows, role_at_least
-from tenants.selectors import membership_for_user, membership_require, parse_code
+from tenants.selectors import (
+    membership_for_user,
+    membership_require,
+    parse_code,
+    two_factor_required_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,23 +72,73 @@ class NotAuthenticated(Exception):
 
 
 def _user_from_jwt(token: str):
-    """The user and tenant claim of a valid simplejwt access token (sync: DB)."""
-    from rest_framework_simplejwt.authentication import JWTAuthentication
+    """The user, tenant claim, expiry and validated token of a valid access token
+    (sync: DB). The same user checks as the API (TenantJWTAuthentication)."""
+    from rest_framework.exceptions import AuthenticationFailed as ApiAuthFailed
     from rest_framework_simplejwt.exceptions import (
         AuthenticationFailed,
         InvalidToken,
         TokenError,
     )
 
-    auth = JWTAuthentication()
+    from poolsaas.api.authentication import TenantJWTAuthentication
+
+    auth = TenantJWTAuthentication()
     try:
         validated = auth.get_validated_token(token)
         user = auth.get_user(validated)
-    except (InvalidToken, TokenError, AuthenticationFailed) as exc:
+    except (InvalidToken, TokenError, AuthenticationFailed, ApiAuthFailed) as exc:
         raise NotAuthenticated("Invalid or expired token.") from exc
     if not user.is_active:
         raise NotAuthenticated("This account is disabled.")
-    return user, validated.get(TENANT_CLAIM), validated.get("exp")
+    return user, validated.get(TENANT_CLAIM), validated.get("exp"), validated
+
+
+def _login_still_valid(consumer) -> None:
+    """NotAuthenticated once the login behind a socket has ended: its session was
+    logged out or made with an old password, or its token's password or epoch is
+    no longer the user's (sync: DB). Refreshes consumer.user."""
+    from rest_framework.exceptions import AuthenticationFailed
+
+    from poolsaas.api.authentication import token_user_check
+    from tenants.models import User
+    from tenants.selectors import session_is_current
+
+    user = User.objects.filter(pk=consumer.user.pk, is_active=True).first()
+    if user is None:
+        raise NotAuthenticated("This account is disabled.")
+    if consumer.from_jwt:
+        try:
+            token_user_check(user=user, token=consumer.jwt)
+        except AuthenticationFailed as exc:
+            raise NotAuthenticated(str(exc.detail)) from None
+    else:
+        session = consumer.scope.get("session")
+        key = session.session_key if session is not None else None
+        if not session_is_current(session_key=key, user=user):
+            # Logged out, or the password changed: its sockets end with it.
+            raise NotAuthenticated("You are logged out.")
+    consumer.user = user
+
+
+def _second_factor_check(consumer, membership) -> None:
+    """PermissionDenied when the tenant requires a second factor of this member's
+    role and the socket's login did not pass one (the pages and the API refuse the
+    same logins)."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+
+    if not two_factor_required_for(membership=membership):
+        return
+    if consumer.from_jwt:
+        passed = bool(consumer.jwt.get("otp"))
+    else:
+        session = consumer.scope.get("session")
+        passed = session is not None and bool(session.get(DEVICE_ID_SESSION_KEY))
+    if not passed:
+        raise PermissionDenied(
+            f"{membership.tenant.name} requires two-factor authentication: log in "
+            "again with your code."
+        )
 
 
 def _membership_for(user, tenant_code, *, from_jwt: bool):
@@ -140,6 +195,7 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         self.membership = None
         self.tenant_code = None
         self.from_jwt = False
+        self.jwt = None
         self.groups_joined: list[str] = []
         self._auth_timer = None
         self._expiry_timer = None
@@ -213,9 +269,12 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def authenticate_token(self, token: str, *, accept_first: bool):
         try:
-            self.user, self.tenant_code, exp = await database_sync_to_async(
-                _user_from_jwt
-            )(token)
+            (
+                self.user,
+                self.tenant_code,
+                exp,
+                self.jwt,
+            ) = await database_sync_to_async(_user_from_jwt)(token)
         except NotAuthenticated as exc:
             if accept_first:
                 await self.close(code=CLOSE_UNAUTHENTICATED)
@@ -242,6 +301,11 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         """Resolve the membership and the object, then accept, join and snapshot."""
         try:
             self.membership, snapshot = await self._resolve()
+            if two_factor_required_for(membership=self.membership):
+                # Only then a hop to a worker thread (the session may be read).
+                await database_sync_to_async(_second_factor_check)(
+                    self, self.membership
+                )
         except NotAuthenticated as exc:
             return await self._refuse(str(exc), CLOSE_UNAUTHENTICATED, accept_first)
         except Http404:
@@ -332,9 +396,11 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def decode_json(self, text_data):
         try:
-            return json.loads(text_data)
-        except (ValueError, RecursionError):
-            # Not JSON, or nested too deep to parse: answered as "not an object".
+            # Depth-checked before parsing: what a handler walks next cannot recurse
+            # past the interpreter's limit.
+            return json_loads_bounded(text_data)
+        except ValueError:
+            # Not JSON, or nested too deep: answered as "not an object".
             return None
 
     async def handle(self, kind, content: dict):
@@ -374,21 +440,14 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _recheck(self):
-        session = self.scope.get("session")
-        if (
-            not self.from_jwt
-            and session is not None
-            and session.session_key
-            and not session.exists(session.session_key)
-        ):
-            # Logged out (or the session ended): its sockets end with it.
-            raise NotAuthenticated("You are logged out.")
+        _login_still_valid(self)
         membership = _membership_for(
             self.user, self.tenant_code, from_jwt=self.from_jwt
         )
         if membership.tenant_id != self.membership.tenant_id:
             # The session now points at another tenant: this socket's tenant is gone.
             raise Http404
+        _second_factor_check(self, membership)
         self.check_object(membership)
         return membership
 
@@ -485,6 +544,9 @@ class PoolConsumer(_LiveConsumer):
         except Http404:
             await self._fail("This pool is gone.", CLOSE_NOT_FOUND)
             return
+        except NotAuthenticated as exc:
+            await self._fail(str(exc), CLOSE_UNAUTHENTICATED)
+            return
         except Exception:
             # A value the service did not expect must not take the socket down.
             logger.exception("command over the socket failed")
@@ -514,7 +576,9 @@ class PoolConsumer(_LiveConsumer):
     def _send_command(self, op: str, value):
         from devices.services.commands import command_send
 
-        # Fresh membership and pool: a role changed a moment ago counts now.
+        # Fresh login, membership and pool: a password changed or a role lowered a
+        # moment ago counts now, even if its access.changed is still on its way.
+        _login_still_valid(self)
         membership = _membership_for(
             self.user, self.tenant_code, from_jwt=self.from_jwt
         )

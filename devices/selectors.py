@@ -21,12 +21,15 @@ def pools_for_member(*, membership: Membership, search: str = "") -> QuerySet[Po
 
 
 def pool_get_for_member(
-    *, membership: Membership, code, action: str = Action.VIEW
+    *, membership: Membership, code, action: str = Action.VIEW, lock: bool = False
 ) -> Pool:
+    """One pool of the member's tenant. `lock` (inside a transaction) holds its row
+    until commit, so a writer can compare a version under the lock."""
+    pools = Pool.objects.select_related("device", "tenant")
+    if lock:
+        pools = pools.select_for_update(of=("self",))
     try:
-        pool = Pool.objects.select_related("device", "tenant").get(
-            tenant_id=membership.tenant_id, code=parse_code(code)
-        )
+        pool = pools.get(tenant_id=membership.tenant_id, code=parse_code(code))
     except Pool.DoesNotExist:
         raise Http404("No such pool.") from None
     membership_require(membership=membership, action=action)
@@ -40,12 +43,13 @@ def brokers_for_member(*, membership: Membership) -> QuerySet[Broker]:
 
 
 def broker_get_for_member(
-    *, membership: Membership, code, action: str = Action.MANAGE
+    *, membership: Membership, code, action: str = Action.MANAGE, lock: bool = False
 ) -> Broker:
+    """One of the member's tenant's own brokers (never the platform's). `lock` as
+    in pool_get_for_member."""
+    brokers = Broker.objects.select_for_update() if lock else Broker.objects.all()
     try:
-        broker = Broker.objects.get(
-            tenant_id=membership.tenant_id, code=parse_code(code)
-        )
+        broker = brokers.get(tenant_id=membership.tenant_id, code=parse_code(code))
     except Broker.DoesNotExist:
         raise Http404("No such broker.") from None
     membership_require(membership=membership, action=action)
@@ -54,13 +58,10 @@ def broker_get_for_member(
 
 def brokers_usable_by_member(*, membership: Membership) -> QuerySet[Broker]:
     """Brokers a device of this tenant may use: its own plus the platform broker."""
+    membership_require(membership=membership, action=Action.VIEW)
     return Broker.objects.filter(
         Q(tenant_id=membership.tenant_id) | Q(is_platform=True)
     ).order_by("-is_platform", "name")
-
-
-def platform_broker() -> Broker | None:
-    return Broker.objects.filter(is_platform=True).first()
 
 
 def devices_for_member(*, membership: Membership) -> QuerySet[Device]:
@@ -83,22 +84,6 @@ def device_get_for_member(
         raise Http404("No such device.") from None
     membership_require(membership=membership, action=action)
     return device
-
-
-def device_for_topic(
-    *, broker_id: int, topic_prefix: str, device_id: str
-) -> Device | None:
-    """The bridge's lookup: the one device a message on this broker may speak for.
-
-    Scoped by broker, so a message on one tenant's broker never reaches another
-    tenant's device; on the shared platform broker the per-device ACLs keep devices
-    to their own topics.
-    """
-    return (
-        Device.objects.select_related("tenant", "pool")
-        .filter(broker_id=broker_id, topic_prefix=topic_prefix, device_id=device_id)
-        .first()
-    )
 
 
 # --- Live dashboard reads (pool page, WebSocket snapshot, history) -----------------
@@ -167,7 +152,10 @@ def pool_snapshot(*, membership: Membership, pool: Pool, limit: int = 30) -> dic
         .select_related("actor")
         .order_by("-ts")[:limit]
     )
+    from devices.services.programs import pool_config_status
+
     programs = Program.objects.filter(pool_id=pool.pk).order_by("slot")
+    device = pool_device(pool)
     return {
         "pool": {
             "code": pool.code.hex,
@@ -177,7 +165,8 @@ def pool_snapshot(*, membership: Membership, pool: Pool, limit: int = 30) -> dic
             "timezone": pool.timezone,
             "override_until": _iso(pool.override_until),
         },
-        "device": device_as_dict(pool_device(pool)),
+        "device": device_as_dict(device),
+        "config": pool_config_status(pool=pool, device=device),
         "commands": [command_as_dict(c) for c in commands],
         "events": [event_as_dict(e) for e in events],
         "programs": [
@@ -316,8 +305,9 @@ def telemetry_for_export(*, pool: Pool, start, end):
     )
 
 
-# --- the bridge's bulk reads (the same scoping as device_for_topic, for all devices
-# at once, so that the hot path needs no query per message) ------------------------
+# --- the bridge's bulk reads: a message on a broker may only speak for a device of
+# that broker (and prefix), for all devices at once, so that the hot path needs no
+# query per message ---------------------------------------------------------------
 
 
 def brokers_for_bridge() -> QuerySet[Broker]:
@@ -420,24 +410,36 @@ def pool_programs(*, pool: Pool) -> QuerySet[Program]:
     return Program.objects.filter(pool_id=pool.pk).order_by("slot")
 
 
-def devices_config_outdated(*, limit: int = 500) -> QuerySet[Device]:
-    """ps1 devices whose pool's configuration is newer than what they last applied.
+def devices_config_outdated(
+    *, broker_ids=None, pool_codes=None, after: int = 0, limit: int = 500
+) -> QuerySet[Device]:
+    """ps1 devices whose pool's configuration is newer than what they last applied,
+    by pk from `after` (pages of `limit`), optionally only on these brokers or of
+    these pools (hex codes).
 
-    The bridge's sweep republishes their retained config/set
-    (devices.services.programs.pool_config_message): the database is the queue of
+    The bridge's config sweep republishes their retained config/set
+    (devices.services.programs.device_config_message): the database is the queue of
     record, the "config.publish" doorbell only makes it prompt. A device that rejected
-    a version stays listed until a newer one is saved, so the bridge should publish
-    each (device, version) once per run.
+    a version stays listed until a newer one is saved, so the bridge publishes each
+    (device, version) once per connection (devices.bridge.runner.sweep_config).
     """
-    return (
-        Device.objects.filter(protocol=Device.Protocol.POOLSAAS, pool__isnull=False)
-        .filter(
-            Q(config_version_applied__isnull=True)
-            | Q(config_version_applied__lt=models.F("pool__config_version"))
-        )
-        .select_related("pool", "broker")
-        .order_by("pk")[:limit]
+    rows = Device.objects.filter(
+        protocol=Device.Protocol.POOLSAAS, pool__isnull=False, pk__gt=after
+    ).filter(
+        Q(config_version_applied__isnull=True)
+        | Q(config_version_applied__lt=models.F("pool__config_version"))
     )
+    if broker_ids is not None:
+        rows = rows.filter(broker_id__in=list(broker_ids))
+    if pool_codes is not None:
+        codes = []
+        for code in pool_codes:
+            try:
+                codes.append(parse_code(code))
+            except Http404:
+                continue
+        rows = rows.filter(pool__code__in=codes)
+    return rows.select_related("pool", "broker").order_by("pk")[:limit]
 
 
 def platform_broker_for_display() -> Broker | None:

@@ -719,7 +719,9 @@ def _hhmm(v, where):
     if not isinstance(v, str) or len(v) != 5 or v[2] != ":":
         raise ProtocolError(where + ": HH:MM expected")
     h, m = v[:2], v[3:]
-    if not (h.isdigit() and m.isdigit()) or int(h) > 23 or int(m) > 59:
+    # ASCII digits only: isdigit() also takes "\u0661" (int() reads it) and "\u00b2"
+    # (int() raises ValueError, which no parser may let out).
+    if not (_digits(h) and _digits(m)) or int(h) > 23 or int(m) > 59:
         raise ProtocolError(where + ": HH:MM expected")
     return int(h) * 60 + int(m)
 

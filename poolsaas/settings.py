@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_filters",
     "axes",
+    "django_otp",
     "encrypted_model_fields",
     "tenants",
     "devices",
@@ -77,6 +78,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): whether this session passed the second factor.
+    "django_otp.middleware.OTPMiddleware",
+    # Where each session is, for "where you're logged in"; then the 2FA requirement.
+    "tenants.middleware.SessionTrackingMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -268,7 +273,7 @@ REST_FRAMEWORK = {
         "poolsaas.api.authentication.TenantJWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["poolsaas.api.parsers.BoundedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "poolsaas.api.pagination.Pagination",
@@ -293,7 +298,14 @@ SIMPLE_JWT = {
     "BLACKLIST_AFTER_ROTATION": True,
     "USER_ID_FIELD": "code",
     "USER_ID_CLAIM": "sub",
+    # Tokens carry a digest of the password hash: a password change ends them all.
+    "CHECK_REVOKE_TOKEN": True,
+    "REVOKE_TOKEN_CLAIM": "pwd",
 }
+# Two-factor (tenants.TotpDevice on django-otp): each wrong code doubles the wait
+# before the next try (1, 2, 4 ... seconds, times this factor).
+OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "poolsaas")
+OTP_TOTP_THROTTLE_FACTOR = env_int("OTP_THROTTLE_FACTOR", 1)
 SPECTACULAR_SETTINGS = {
     "TITLE": "poolsaas API",
     "DESCRIPTION": "Pools, devices, telemetry and commands for integrators. Log in at "

@@ -1,10 +1,19 @@
-"""Resolves the current tenant of a logged-in user and fences off suspended tenants."""
+"""Resolves the current tenant of a logged-in user, fences off suspended tenants and
+sends owners and admins of a tenant that requires two-factor to set it up; keeps the
+"where you're logged in" list in step with each browser session."""
 
-from django.shortcuts import render
+from django.contrib import messages
+from django.contrib.auth import SESSION_KEY as AUTH_SESSION_KEY
+from django.contrib.auth import logout
+from django.shortcuts import redirect, render
 from django.urls import resolve
 from django.urls.exceptions import Resolver404
 
-from tenants.selectors import memberships_for_user
+from tenants.selectors import (
+    memberships_for_user,
+    two_factor_enabled,
+    two_factor_required_for,
+)
 
 SESSION_KEY = "tenant_code"
 # Pages a member of a suspended tenant still reaches.
@@ -17,7 +26,53 @@ _OPEN_URL_NAMES = {
     "password_reset_confirm",
     "password_reset_complete",
     "invitation_accept",
+    # The user's own account, not the tenant's.
+    "login_two_factor",
+    "account",
+    "password_change",
+    "sessions_end_others",
+    "session_end",
+    "account_two_factor",
+    "two_factor_setup",
+    "two_factor_confirm",
+    "two_factor_recovery_renew",
+    "two_factor_disable",
 }
+# Pages an owner or admin who still lacks a required second factor reaches.
+_TWO_FACTOR_OPEN_URL_NAMES = {
+    "login",
+    "login_two_factor",
+    "logout",
+    "tenant_switch",
+    "account_two_factor",
+    "two_factor_setup",
+    "two_factor_confirm",
+}
+
+
+class SessionTrackingMiddleware:
+    """After each request of a logged-in browser session, keep its UserSession row
+    (made at login, tenants.apps) in step: its key and "last seen"."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        session = getattr(request, "session", None)
+        user = getattr(request, "user", None)
+        # Only sessions that log someone in: an API call authenticated by a token
+        # sets request.user too, but has no login session to list.
+        if (
+            session is not None
+            and user is not None
+            and user.is_authenticated
+            and AUTH_SESSION_KEY in session
+        ):
+            from tenants.services import user_session_touch
+
+            user_session_touch(request=request)
+        return response
 
 
 class TenantMiddleware:
@@ -45,7 +100,44 @@ class TenantMiddleware:
                         {"tenant": chosen.tenant},
                         status=403,
                     )
+                refused = self._two_factor_missing(request, chosen)
+                if refused is not None:
+                    return refused
         return self.get_response(request)
+
+    @staticmethod
+    def _two_factor_missing(request, membership):
+        """Owners and admins of a tenant that requires two-factor work only in a
+        session that passed it; the others set it up (or log in again with it)."""
+        if not two_factor_required_for(membership=membership):
+            return None
+        is_verified = getattr(request.user, "is_verified", None)
+        if is_verified is not None and is_verified():
+            return None
+        path = request.path_info
+        if path.startswith(("/static/", "/api/", "/ws/")):
+            return None
+        try:
+            if resolve(path).url_name in _TWO_FACTOR_OPEN_URL_NAMES:
+                return None
+        except Resolver404:
+            pass
+        tenant = membership.tenant.name
+        if two_factor_enabled(user=request.user):
+            # A session from before the second factor: it logs in again, with it.
+            logout(request)
+            messages.info(
+                request,
+                f"{tenant} requires two-factor authentication: log in again with "
+                "your code.",
+            )
+            return redirect("login")
+        messages.info(
+            request,
+            f"{tenant} requires two-factor authentication of owners and admins: "
+            "set it up to continue.",
+        )
+        return redirect("account_two_factor")
 
     @staticmethod
     def _is_open(request) -> bool:

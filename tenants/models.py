@@ -7,6 +7,7 @@ from django.contrib.auth.models import (
 )
 from django.db import models
 from django.utils import timezone
+from django_otp.models import Device, ThrottlingMixin
 
 from tenants.roles import Role
 
@@ -47,6 +48,9 @@ class User(AbstractBaseUser, PermissionsMixin):
         default=False, help_text="Platform staff: may use the admin site."
     )
     date_joined = models.DateTimeField(default=timezone.now)
+    # Bumped when the user ends their other logins: API tokens carry the value they
+    # were issued under, so every older token stops working at once.
+    token_epoch = models.PositiveIntegerField(default=0, editable=False)
 
     objects = UserManager()
 
@@ -82,6 +86,10 @@ class Tenant(models.Model):
         "billing.Plan", null=True, blank=True, on_delete=models.PROTECT
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    require_two_factor = models.BooleanField(
+        default=False,
+        help_text="Owners and admins must use two-factor authentication.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -152,3 +160,135 @@ class Invitation(models.Model):
             and self.revoked_at is None
             and self.expires_at > timezone.now()
         )
+
+
+class UserSession(models.Model):
+    """One browser login: where and when, for the "where you're logged in" page.
+
+    The session itself stays in Django's session store; this row follows its key
+    (which changes on login, tenant switch and password change) through the code
+    kept in the session.
+    """
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="sessions")
+    session_key = models.CharField(max_length=40, db_index=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=400, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+
+    def __str__(self) -> str:
+        return f"Session of {self.user} from {self.ip or 'unknown address'}"
+
+
+class RecoveryCode(models.Model):
+    """A single-use two-factor recovery code. Only its hash is stored."""
+
+    user = models.ForeignKey(
+        User, on_delete=models.CASCADE, related_name="recovery_codes"
+    )
+    code_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "code_hash"], name="recovery_code_unique_per_user"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Recovery code of {self.user}"
+
+
+class TotpDevice(ThrottlingMixin, Device):
+    """A user's authenticator app (TOTP, RFC 6238: 6 digits, 30 s steps).
+
+    A django-otp device, so django-otp's middleware and login() know it; unlike
+    django-otp's own TOTP model the shared secret is encrypted at rest and decrypted
+    only to check a code or to show it once at enrolment. Each wrong code doubles
+    the wait before the next may be tried (ThrottlingMixin), and a code is accepted
+    once only (last_t).
+    """
+
+    key_encrypted = models.TextField(editable=False)
+    last_t = models.BigIntegerField(default=-1, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    STEP = 30
+    DIGITS = 6
+    # One step either way: clocks of phones drift.
+    TOLERANCE = 1
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "confirmed"], name="totp_device_one_per_state"
+            )
+        ]
+
+    def get_throttle_factor(self) -> int:
+        from django.conf import settings
+
+        return getattr(settings, "OTP_TOTP_THROTTLE_FACTOR", 1)
+
+    @property
+    def bin_key(self) -> bytes:
+        from devices.fields import decrypt_secret
+
+        return bytes.fromhex(
+            decrypt_secret(self.key_encrypted, label="two-factor secret")
+        )
+
+    def config_url(self) -> str:
+        """The otpauth:// URL an authenticator app reads from the QR code."""
+        from base64 import b32encode
+        from urllib.parse import quote, urlencode
+
+        from django.conf import settings
+
+        issuer = getattr(settings, "OTP_TOTP_ISSUER", "poolsaas").replace(":", "")
+        label = quote(f"{issuer}:{self.user.email}")
+        params = urlencode(
+            {
+                "secret": b32encode(self.bin_key).decode().rstrip("="),
+                "algorithm": "SHA1",
+                "digits": self.DIGITS,
+                "period": self.STEP,
+            }
+        )
+        return f"otpauth://totp/{label}?{params}&issuer={quote(issuer)}"
+
+    def verify_token(self, token) -> bool:
+        import time
+
+        from django_otp.oath import TOTP
+
+        allowed, _ = self.verify_is_allowed()
+        if not allowed:
+            return False
+        token = str(token).strip().replace(" ", "")
+        verified = False
+        if token.isascii() and token.isdigit() and len(token) == self.DIGITS:
+            totp = TOTP(self.bin_key, self.STEP, 0, self.DIGITS, 0)
+            totp.time = time.time()
+            verified = totp.verify(int(token), self.TOLERANCE, self.last_t + 1)
+            if verified:
+                self.last_t = totp.t()
+                self.throttle_reset(commit=False)
+                self.save(
+                    update_fields=[
+                        "last_t",
+                        "throttling_failure_count",
+                        "throttling_failure_timestamp",
+                    ]
+                )
+        if not verified:
+            self.throttle_increment(commit=True)
+        return verified

@@ -12,7 +12,7 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from tenants.models import Invitation, Membership, Tenant, User
-from tenants.roles import MINIMUM_ROLE, Action, role_allows
+from tenants.roles import MINIMUM_ROLE, Action, Role, role_allows
 
 
 class TenantSuspended(PermissionDenied):
@@ -115,3 +115,73 @@ def tenant_owner_count(*, tenant: Tenant) -> int:
 def user_exists(*, email: str) -> bool:
     """Whether an account uses this e-mail (case-insensitive, as login does)."""
     return User.objects.filter(email__iexact=email.strip()).exists()
+
+
+def session_is_current(*, session_key: str | None, user: User) -> bool:
+    """Whether a browser session still logs this user in: it exists, names the user,
+    and was made with the user's current password (Django checks the same on every
+    request; sockets, which outlive requests, ask here)."""
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import HASH_SESSION_KEY
+    from django.contrib.auth import SESSION_KEY as USER_KEY
+    from django.utils.crypto import constant_time_compare
+
+    if not session_key or not user.is_active:
+        return False
+    data = import_module(settings.SESSION_ENGINE).SessionStore(session_key).load()
+    if str(data.get(USER_KEY)) != str(user.pk):
+        return False
+    return constant_time_compare(
+        data.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()
+    )
+
+
+def user_sessions(*, user: User) -> QuerySet:
+    """The user's browser sessions still open, most recently seen first."""
+    from tenants.models import UserSession
+
+    return UserSession.objects.filter(user=user, ended_at__isnull=True).order_by(
+        "-last_seen_at"
+    )
+
+
+def user_session_get_for_user(*, user: User, code):
+    """One of the user's own open sessions; anyone else's is "not found"."""
+    row = user_sessions(user=user).filter(code=parse_code(code)).first()
+    if row is None:
+        raise Http404("Not found.")
+    return row
+
+
+def two_factor_enabled(*, user: User) -> bool:
+    from tenants.models import TotpDevice
+
+    return TotpDevice.objects.filter(user=user, confirmed=True).exists()
+
+
+def two_factor_required_by(*, user: User) -> list[Tenant]:
+    """The tenants that require this user's second factor (owners and admins of a
+    tenant that turned the requirement on)."""
+    return list(
+        Tenant.objects.filter(
+            require_two_factor=True,
+            members__user=user,
+            members__role__in=[Role.OWNER, Role.ADMIN],
+        ).distinct()
+    )
+
+
+def two_factor_required_for(*, membership: Membership) -> bool:
+    return membership.tenant.require_two_factor and membership.role in (
+        Role.OWNER,
+        Role.ADMIN,
+    )
+
+
+def two_factor_device(*, user: User):
+    """The user's confirmed authenticator device, or None."""
+    from tenants.models import TotpDevice
+
+    return TotpDevice.objects.filter(user=user, confirmed=True).first()

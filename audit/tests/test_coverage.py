@@ -142,7 +142,7 @@ def test_every_listed_action_is_recorded_and_the_chain_verifies(
     assert "name" in renamed.data["fields"] and renamed.source == "admin"
     assert renamed.ip == "198.51.100.9"
     one("tenant.suspended", tenant=carol.tenant, actor=staff)
-    one("admin.deleted", tenant=tenant, actor=staff)
+    one("membership.removed", tenant=tenant, actor=staff)
     assert Tenant.objects.get(pk=carol.tenant.pk).status == "suspended"
 
     # No secret value, typed password or token anywhere in the trail.

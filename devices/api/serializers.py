@@ -155,10 +155,15 @@ class DeviceSerializer(serializers.ModelSerializer):
 class DeviceCreateSerializer(serializers.Serializer):
     pool = serializers.UUIDField(help_text="Code of the pool the device controls.")
     device_id = serializers.CharField(max_length=64)
-    broker = serializers.UUIDField(
+    # Text, not a UUID field: which codes are accepted is the service's one rule
+    # (devices.services.onboarding.device_broker_choose), the same as the page's.
+    broker = serializers.CharField(
         required=False,
         allow_null=True,
-        help_text="Code of one of your brokers; empty for the platform broker.",
+        allow_blank=True,
+        max_length=64,
+        help_text="Code of the platform broker or of one of your brokers; empty or "
+        "absent for the platform broker (the default).",
     )
     protocol = serializers.ChoiceField(
         choices=Device.Protocol.choices, default=Device.Protocol.POOLSAAS

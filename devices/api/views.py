@@ -9,6 +9,7 @@ import datetime as dt
 import io
 
 import django_filters
+from django.db import transaction
 from django.http import Http404
 from django.urls import reverse
 from django.utils import timezone
@@ -253,13 +254,22 @@ class BrokerViewSet(
     def update(self, request, *args, **kwargs):
         from devices.services.brokers import broker_update
 
-        broker = self.get_object()
-        require_if_match(request, self.etag(broker))
-        data = s.BrokerWriteSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        broker = broker_update(
-            membership=self.membership, broker=broker, **data.validated_data
-        )
+        with transaction.atomic():
+            # Compared under the row lock: of two writers holding the same ETag,
+            # the second sees the first one's change and gets 412.
+            with self.not_found():
+                broker = selectors.broker_get_for_member(
+                    membership=self.membership,
+                    code=self.kwargs[self.lookup_url_kwarg],
+                    action=self.required_action(),
+                    lock=True,
+                )
+            require_if_match(request, self.etag(broker))
+            data = s.BrokerWriteSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            broker = broker_update(
+                membership=self.membership, broker=broker, **data.validated_data
+            )
         return Response(
             s.BrokerSerializer(broker).data, headers={"ETag": self.etag(broker)}
         )
@@ -487,12 +497,13 @@ class PoolChildViewSet(TenantScopedViewSet):
     lookup_url_kwarg = "pool_code"
     not_found_message = "No such pool."
 
-    def get_pool(self) -> Pool:
+    def get_pool(self, *, lock: bool = False) -> Pool:
         with self.not_found():
             return selectors.pool_get_for_member(
                 membership=self.membership,
                 code=self.kwargs["pool_code"],
                 action=self.required_action(),
+                lock=lock,
             )
 
 
@@ -670,27 +681,29 @@ class PoolProgramsViewSet(PoolChildViewSet):
     def programs_put(self, request, pool_code=None):
         from devices.services.programs import ProgramsConflict, programs_save
 
-        pool = self.get_pool()
-        header = request.headers.get("If-Match", "").strip()
-        require_if_match(request, self.etag(pool))
         programs = (
             request.data.get("programs") if isinstance(request.data, dict) else None
         )
-        if not isinstance(programs, list):
-            raise exceptions.ValidationError(
-                {"programs": ["Send the complete list of programs (up to 3)."]}
-            )
-        try:
-            # The service validates every slot and day and names the field
-            # (programs[0].days[2].stop); its version check is the atomic one.
-            pool = programs_save(
-                membership=self.membership,
-                pool=pool,
-                programs=programs,
-                expected_version=None if header == "*" else pool.config_version,
-            )
-        except ProgramsConflict as exc:
-            raise PreconditionFailed(" ".join(exc.messages)) from None
+        with transaction.atomic():
+            # Compared under the row lock, as for brokers; the service checks the
+            # version it is given again under the same lock.
+            pool = self.get_pool(lock=True)
+            require_if_match(request, self.etag(pool))
+            if not isinstance(programs, list):
+                raise exceptions.ValidationError(
+                    {"programs": ["Send the complete list of programs (up to 3)."]}
+                )
+            try:
+                # The service validates every slot and day and names the field
+                # (programs[0].days[2].stop).
+                pool = programs_save(
+                    membership=self.membership,
+                    pool=pool,
+                    programs=programs,
+                    expected_version=pool.config_version,
+                )
+            except ProgramsConflict as exc:
+                raise PreconditionFailed(" ".join(exc.messages)) from None
         return self._answer(pool)
 
 
@@ -795,7 +808,7 @@ class DeviceViewSet(
         )
 
     def create(self, request, *args, **kwargs):
-        from devices.services.onboarding import device_add
+        from devices.services.onboarding import device_add, device_broker_choose
 
         data = s.DeviceCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -803,14 +816,9 @@ class DeviceViewSet(
         pool = _referenced(
             "pool", selectors.pool_get_for_member, self.membership, values["pool"]
         )
-        broker = None
-        if values.get("broker"):
-            broker = _referenced(
-                "broker",
-                selectors.broker_get_for_member,
-                self.membership,
-                values["broker"],
-            )
+        broker = device_broker_choose(
+            membership=self.membership, code=values.get("broker")
+        )
         device, bundle = device_add(
             membership=self.membership,
             pool=pool,

@@ -5,6 +5,13 @@ its own thread and reconnects with exponential backoff plus jitter, so that a br
 restart does not bring every bridge back in the same instant. Subscriptions are made
 in on_connect, so every reconnect resubscribes. Credentials are decrypted when the
 connection is built and live only inside the paho client.
+
+A tenant's broker is not trusted: nothing it sends may end the network thread (every
+callback is guarded, and a failing loop drops the connection and reconnects), it
+cannot make us hold more than one bounded packet (bigger PUBLISHes are skipped as
+they stream in, QoS 2 deliveries we never asked for drop the connection, our own
+queue towards it is bounded), and every connect and reconnect goes to an address
+vetted in the same DNS resolution (devices.services.brokers.VettedClient).
 """
 
 import logging
@@ -12,10 +19,12 @@ import random
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
+from devices.services.brokers import BrokerAddressRefused, VettedClient
 from firmware import protocol
 
 logger = logging.getLogger(__name__)
@@ -25,18 +34,66 @@ RETAIN_REPLAY_WINDOW = 5.0
 
 SHARE_GROUP = "poolsaas"
 
+# The largest packet (MQTT remaining length) a broker may make us hold. Device
+# payloads are at most protocol.MAX_PAYLOAD (4 KiB); this leaves room for the topic.
+MAX_PACKET_BYTES = 16 * 1024
+# Packets of ours (acknowledgements, commands) waiting for a broker that stopped
+# reading; past this the connection is dropped rather than grown.
+MAX_OUT_PACKETS = 5000
+MAX_QUEUED_MESSAGES = 1000
 
-class BufferedClient(mqtt.Client):
+_PUBLISH = 0x30
+
+
+def _fresh_packet() -> dict:
+    # paho's own reset state of the packet being read.
+    return {
+        "command": 0,
+        "have_remaining": 0,
+        "remaining_count": [],
+        "remaining_mult": 1,
+        "remaining_length": 0,
+        "packet": bytearray(b""),
+        "to_process": 0,
+        "pos": 0,
+    }
+
+
+class BufferedClient(VettedClient):
     """paho reads each packet with three or more recv() calls, and every one releases
     and retakes the GIL; while the worker thread computes, each retake waits for a
     thread switch, and that (not parsing) caps the intake. This reads up to 64 KiB
     per system call and serves paho's small reads from memory. (paho-mqtt is pinned:
-    `_sock_recv` is its internal read hook.)"""
+    `_sock_recv` is its internal read hook and `_in_packet` the packet being read.)
+
+    The same hook bounds what a broker can make us hold: a PUBLISH longer than
+    `max_packet` is read through and discarded as it arrives (acknowledged, so that
+    the broker does not send it again), and is reported to `on_oversize`; a QoS 2
+    delivery (we subscribe with QoS 1, and paho would keep every one until its
+    PUBREL) or any other oversize packet ends the connection."""
 
     _rbuf = b""
     _roff = 0
+    max_packet = MAX_PACKET_BYTES
+    on_oversize: Callable[[int], None] | None = None
+    # An oversize PUBLISH being skipped: [bytes left, head (topic length, topic,
+    # packet id), QoS].
+    _skipping: list | None = None
 
     def _sock_recv(self, bufsize: int) -> bytes:
+        packet = self._in_packet
+        if packet["have_remaining"]:
+            # paho asks for the body: the fixed header is known.
+            if (
+                self._skipping is not None
+                or packet["remaining_length"] > self.max_packet
+            ):
+                self._skip_oversize(packet)
+            if packet["command"] & 0xF6 == _PUBLISH | 0x04:
+                raise ConnectionError("QoS 2 delivery on a QoS 1 subscription")
+        return self._read(bufsize)
+
+    def _read(self, bufsize: int) -> bytes:
         if self._roff >= len(self._rbuf):
             data = super()._sock_recv(65536)
             if not data:
@@ -46,11 +103,48 @@ class BufferedClient(mqtt.Client):
         self._roff += len(chunk)
         return chunk
 
+    def _skip_oversize(self, packet: dict) -> None:
+        """Discard the body of an oversize PUBLISH; always raises (BlockingIOError
+        tells paho to come back later, with a fresh packet once this one is gone)."""
+        if self._skipping is None:
+            if packet["command"] & 0xF0 != _PUBLISH:
+                raise ConnectionError("oversize packet")
+            qos = (packet["command"] >> 1) & 3
+            if qos > 1:
+                raise ConnectionError("QoS 2 delivery on a QoS 1 subscription")
+            self._skipping = [packet["remaining_length"], bytearray(), qos]
+            if self.on_oversize is not None:
+                self.on_oversize(packet["remaining_length"])
+        state = self._skipping
+        while state[0]:
+            data = self._read(min(state[0], 65536))  # BlockingIOError: later
+            if not data:
+                raise ConnectionError("closed while skipping an oversize packet")
+            state[0] -= len(data)
+            head = state[1]
+            at = 0
+            while state[2] and at < len(data):
+                want = 2 if len(head) < 2 else 4 + int.from_bytes(head[:2], "big")
+                if len(head) >= want:
+                    break
+                take = data[at : at + want - len(head)]
+                head += take
+                at += len(take)
+        _, head, qos = state
+        self._skipping = None
+        self._in_packet = _fresh_packet()
+        if qos == 1 and len(head) >= 4:
+            end = 4 + int.from_bytes(head[:2], "big")
+            if len(head) >= end:
+                self._send_puback(int.from_bytes(head[end - 2 : end], "big"))
+        raise BlockingIOError
+
     def buffered(self) -> int:
         return len(self._rbuf) - self._roff
 
     def reconnect(self):
         self._rbuf, self._roff = b"", 0  # bytes of the old socket
+        self._skipping = None
         return super().reconnect()
 
 
@@ -108,14 +202,19 @@ class BrokerConnection:
         self._stop = threading.Event()
         self._enqueue = enqueue
         self._lock = threading.Lock()
+        # What this broker sent that we dropped, and connections we ended for it.
+        self.counters: Counter = Counter()
         self.client = BufferedClient(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv311,
             clean_session=True,
         )
+        self.client.vet_addresses = not broker.is_platform
         self.client.connect_timeout = 5.0
         self.client.max_inflight_messages_set(200)
+        self.client.max_queued_messages_set(MAX_QUEUED_MESSAGES)
+        self.client.on_oversize = self._on_oversize
         # Raises SecretDecryptionError for an undecryptable secret: the caller logs it
         # and retries later rather than connecting with ciphertext.
         username, password = broker.username, broker.password
@@ -124,10 +223,10 @@ class BrokerConnection:
         if broker.use_tls:
             context = ssl.create_default_context(cadata=broker.ca_certificate or None)
             self.client.tls_set_context(context)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = self._on_message
+        self.client.on_connect = self._guarded(self._on_connect)
+        self.client.on_disconnect = self._guarded(self._on_disconnect)
+        self.client.on_subscribe = self._guarded(self._on_subscribe)
+        self.client.on_message = self._guarded(self._on_message)
         self._thread = threading.Thread(
             target=self._run, name=f"mqtt-{broker.pk}", daemon=True
         )
@@ -154,6 +253,35 @@ class BrokerConnection:
             self.client.subscribe([(f, 1) for f in self.filters(added)])
         if removed:
             self.client.unsubscribe(self.filters(removed))
+
+    # --- faults -----------------------------------------------------------------------
+
+    def _fault(self, kind: str, message: str, *args) -> None:
+        """Count something the broker did wrong; log the 1st, 2nd, 4th, 8th... of
+        each kind, so that a broker sending garbage cannot flood the log."""
+        self.counters[kind] += 1
+        count = self.counters[kind]
+        if count & (count - 1) == 0:
+            logger.warning(
+                "broker %s: " + message + " (%s so far)", self.name, *args, count
+            )
+
+    def _guarded(self, callback: Callable) -> Callable:
+        def run(*args) -> None:
+            try:
+                callback(*args)
+            except Exception as exc:  # noqa: BLE001 - must never end the network thread
+                self._fault("callback_errors", "%s failed: %r", callback.__name__, exc)
+
+        return run
+
+    def _on_oversize(self, size: int) -> None:
+        self._fault("oversize", "skipped a %d-byte packet", size)
+
+    def alive(self) -> bool:
+        """False once the network thread has ended (it should not, but if it ever
+        does the bridge must notice and rebuild the connection)."""
+        return self._thread.is_alive() or not self._thread.ident
 
     # --- paho callbacks (network thread: keep them short) ----------------------------
 
@@ -187,10 +315,16 @@ class BrokerConnection:
 
     def _on_message(self, client, userdata, message) -> None:
         now = time.time()
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            # MQTT requires UTF-8 topics; no device of ours can have sent this.
+            self._fault("bad_topic", "dropped a topic that is not UTF-8")
+            return
         retain = is_replay(
             message.retain, received_at=now, subscribed_at=self.subscribed_at
         )
-        self._enqueue((self.broker_id, message.topic, message.payload, now, retain))
+        self._enqueue((self.broker_id, topic, message.payload, now, retain))
 
     # --- the network loop ------------------------------------------------------------
 
@@ -220,38 +354,70 @@ class BrokerConnection:
     def _run(self) -> None:
         attempt = 0
         first = True
-        while not self._stop.is_set():
-            try:
-                if first:
-                    self.client.connect(self.host, self.port, self.keepalive)
-                    first = False
-                else:
-                    self.client.reconnect()
-            except (OSError, ssl.SSLError, mqtt.WebsocketConnectionError) as exc:
-                logger.warning(
-                    "cannot reach broker %s (%s:%s): %s",
-                    self.name,
-                    self.host,
-                    self.port,
-                    exc,
-                )
-                self._sleep_backoff(attempt)
-                attempt += 1
-                continue
+        try:
             while not self._stop.is_set():
-                rc = self.client.loop(timeout=0.2)
-                # Whole packets already in memory: handle them before the next
-                # select(), which cannot see them.
-                while rc == mqtt.MQTT_ERR_SUCCESS and self.client.buffered():
-                    before = self.client.buffered()
-                    rc = self.client.loop_read()
-                    if self.client.buffered() == before:
-                        break  # a partial packet: wait for the rest
-                if self.connected.is_set():
-                    attempt = 0
-                if rc != mqtt.MQTT_ERR_SUCCESS:
-                    break
+                try:
+                    if first:
+                        self.client.connect(self.host, self.port, self.keepalive)
+                        first = False
+                    else:
+                        self.client.reconnect()
+                except BrokerAddressRefused as exc:
+                    # Vetted on every attempt: the name may point inside by now.
+                    self.counters["address_refused"] += 1
+                    logger.warning("broker %s not connected: %s", self.name, exc)
+                    self._sleep_backoff(attempt)
+                    attempt += 1
+                    continue
+                except (OSError, ssl.SSLError, mqtt.WebsocketConnectionError) as exc:
+                    logger.warning(
+                        "cannot reach broker %s (%s:%s): %s",
+                        self.name,
+                        self.host,
+                        self.port,
+                        exc,
+                    )
+                    self._sleep_backoff(attempt)
+                    attempt += 1
+                    continue
+                except Exception as exc:  # noqa: BLE001 - e.g. paho refusing the host
+                    self._fault("loop_errors", "cannot connect: %r", exc)
+                    self._sleep_backoff(attempt)
+                    attempt += 1
+                    continue
+                try:
+                    attempt = self._serve(attempt)
+                except Exception as exc:  # noqa: BLE001 - a broker's bytes broke paho
+                    self._fault("loop_errors", "connection dropped after %r", exc)
+                # Closed now, not at the next attempt: the broker must not go on
+                # sending while we back off. (paho has already closed it when it
+                # ended the connection itself.)
+                self.client._sock_close()
+                self.connected.clear()
+                self.subscribed.clear()
+                if not self._stop.is_set():
+                    self._sleep_backoff(attempt)
+                    attempt += 1
+        finally:
             self.connected.clear()
-            if not self._stop.is_set():
-                self._sleep_backoff(attempt)
-                attempt += 1
+            self.subscribed.clear()
+
+    def _serve(self, attempt: int) -> int:
+        """Run one connection until it fails; returns the backoff attempt count."""
+        while not self._stop.is_set():
+            rc = self.client.loop(timeout=0.2)
+            # Whole packets already in memory: handle them before the next
+            # select(), which cannot see them.
+            while rc == mqtt.MQTT_ERR_SUCCESS and self.client.buffered():
+                before = self.client.buffered()
+                rc = self.client.loop_read()
+                if self.client.buffered() == before:
+                    break  # a partial packet: wait for the rest
+            if self.connected.is_set():
+                attempt = 0
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                break
+            if len(self.client._out_packet) > MAX_OUT_PACKETS:
+                self._fault("not_reading", "stopped reading what we send; dropped")
+                break
+        return attempt

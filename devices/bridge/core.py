@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from devices.services.commands import expectation_met
+from devices.services.commands import command_v31_done
 from firmware import protocol
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,10 @@ class DeviceInfo:
     silence_s: float
     online: bool = False
     last_seen: float = 0.0
+    # Last message that was not a retained replay: the device spoke on the connection.
+    last_live: float = 0.0
+    # When the bridge last saw it come online (the config sweep republishes then).
+    online_since: float = 0.0
     state: dict = field(default_factory=dict)
 
 
@@ -161,6 +165,7 @@ class Directory:
             known = old.get(info.pk)
             if known is not None:
                 info.state, info.last_seen = known.state, known.last_seen
+                info.last_live, info.online_since = known.last_live, known.online_since
                 # What this bridge saw recently beats the database; otherwise take
                 # the database's flag (another bridge or the silence sweep set it).
                 if now - known.last_seen < info.silence_s:
@@ -245,6 +250,8 @@ class IngestCore:
         if device.online != online:
             device.online = online
             write.online = online
+            if online:
+                device.online_since = at
             self._event(
                 device,
                 at,
@@ -282,8 +289,8 @@ class IngestCore:
 
     def _apply(self, device, kind: str, value: Any, at: float, retain: bool) -> None:
         legacy = device.protocol == LEGACY
-        # A retained message is old news: it carries state but proves nothing about
-        # the device being there now.
+        if not retain:
+            device.last_live = at
         if kind == "status":
             self._online(device, value, at, seen=value)
             return
@@ -293,7 +300,12 @@ class IngestCore:
                 self._online(device, False, at, seen=False)
             self._check_awaiting(device, kind, value, at)
             return
-        if not retain:
+        # A retained message is old news: it carries state but proves nothing about
+        # the device being there now. Except a v3.1 "connected" wifi/state: that topic
+        # holds the device's last will, which the broker puts in its place the moment
+        # the connection drops, so while it is retained as connected the device is
+        # connected (docs/protocol.md 2.3).
+        if not retain or (legacy and kind == "wifi"):
             self._online(device, True, at, seen=True)
 
         if kind == "telemetry":
@@ -324,23 +336,7 @@ class IngestCore:
                     },
                 )
         elif kind == "config_applied":
-            if value["ok"]:
-                self._write(device).config_version_applied = value["version"]
-                self._event(
-                    device,
-                    at,
-                    "config.applied",
-                    f"Configuration {value['version']} applied",
-                    value,
-                )
-            else:
-                self._event(
-                    device,
-                    at,
-                    "config.rejected",
-                    f"Configuration {value['version']} rejected: {value['error']}",
-                    value,
-                )
+            self._config_answer(device, value, at)
         elif kind == "event":
             text = EVENT_TEXT.get(value["type"], value["type"])
             data = value.get("data") or {}
@@ -355,6 +351,35 @@ class IngestCore:
             )
         if legacy and kind in V31_STATE_KINDS:
             self._check_awaiting(device, kind, value, at)
+
+    def _config_answer(self, device: DeviceInfo, value: dict, at: float) -> None:
+        """config/applied: the device's answer is kept in its state ("config"), so the
+        pool page shows it live; only a new answer is logged, since the device answers
+        again on every reconnect and the broker replays the retained one."""
+        answer = {"version": value["version"], "ok": value["ok"]}
+        if value["ok"]:
+            self._write(device).config_version_applied = value["version"]
+        else:
+            answer["error"] = value.get("error") or "rejected"
+        if device.state.get("config") == answer:
+            return
+        self._set(device, {"config": answer})
+        if value["ok"]:
+            self._event(
+                device,
+                at,
+                "config.applied",
+                f"Configuration {value['version']} applied",
+                value,
+            )
+        else:
+            self._event(
+                device,
+                at,
+                "config.rejected",
+                f"Configuration {value['version']} rejected: {answer['error']}",
+                value,
+            )
 
     def _telemetry(self, device: DeviceInfo, t: dict, at: float, retain: bool) -> None:
         wifi = dict(device.state.get("wifi") or {})
@@ -391,7 +416,13 @@ class IngestCore:
             return
         keep = []
         for command_pk, expected, sent_at in waiting:
-            if at >= sent_at and expectation_met(expected, kind, value):
+            if command_v31_done(
+                expected=expected,
+                kind=kind,
+                value=value,
+                reported_at=at,
+                sent_at=sent_at,
+            ):
                 self.effects.completions.append((command_pk, device.pk))
             else:
                 keep.append((command_pk, expected, sent_at))

@@ -9,7 +9,8 @@
   tenant groups have members (a SCAN of the layer's group keys, every second) and
   skips the others. A page that opens reads the state from the database and gets
   live updates from the next scan on.
-- Doorbell: receives on "mqtt-bridge.commands" and wakes the command sweep.
+- Doorbell: receives on "mqtt-bridge.commands" and wakes the command sweep (new
+  commands, and "config.publish" for a pool whose configuration changed).
 """
 
 import asyncio

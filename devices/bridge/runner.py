@@ -6,9 +6,12 @@ Threads and what they own:
   channel at once, and every `flush_interval` writes the collected state, samples
   and events in a few statements (devices.services.ingest) and settles command
   acknowledgements (devices.services.commands);
-- the control loop: every `sweep_interval` (or at once when the doorbell rings)
-  expires overdue commands, claims and publishes pending ones, completes v3.1
-  commands from stored state; every `refresh_interval` rebuilds the topic directory
+- the command thread: every `sweep_interval` (or at once when the doorbell rings)
+  publishes the retained config/set of outdated ps1 devices (the pools the doorbell
+  named at once, all of them every `refresh_interval`: `sweep_config`), expires
+  overdue commands, claims and publishes pending ones, completes v3.1 commands from
+  stored state;
+- the control loop: every `refresh_interval` rebuilds the topic directory
   and reconciles broker connections (so broker and device changes need no restart);
   every `silence_interval` marks silent devices offline;
 - the live channel (devices.bridge.live): the asyncio loop of the channel layer.
@@ -32,11 +35,12 @@ from devices.bridge.core import LEGACY, DeviceInfo, Directory, Effects, IngestCo
 from devices.bridge.live import LiveChannel
 from devices.broadcast import pool_group, tenant_group
 from devices.fields import SecretDecryptionError
-from devices.models import Command, Device
+from devices.models import Command, Device, Pool
 from devices.selectors import (
     brokers_for_bridge,
     commands_awaiting_state,
     commands_to_publish,
+    devices_config_outdated,
     devices_for_bridge,
 )
 from devices.services.brokers import broker_ensure_platform, validate_broker_address
@@ -45,12 +49,13 @@ from devices.services.commands import (
     command_ack,
     command_complete,
     command_fail,
+    command_v31_done,
     commands_claim,
     commands_expire,
     commands_match_device_state,
-    expectation_met,
 )
 from devices.services.ingest import devices_mark_silent, ingest_write
+from devices.services.programs import CONFIG_PUBLISH, device_config_message
 from firmware import protocol
 
 logger = logging.getLogger(__name__)
@@ -58,8 +63,13 @@ logger = logging.getLogger(__name__)
 MAX_BATCH = 5000
 MAX_INBOX = 10000
 MAX_PENDING_SAMPLES = 20000
-# Effects kept for a retry while the database is away; beyond this, samples drop.
+# Effects kept for a retry while the database is away; beyond this the oldest drop
+# (counted as retry_dropped and logged), so that an outage cannot exhaust memory.
 MAX_RETRY_SAMPLES = 200_000
+MAX_RETRY_EVENTS = 50_000
+MAX_RETRY_ACKS = 20_000
+# Seconds between two attempts to write a held batch: doubles up to the maximum.
+RETRY_MIN_DELAY, RETRY_MAX_DELAY = 0.25, 5.0
 
 
 class Bridge:
@@ -111,7 +121,17 @@ class Bridge:
         self.published = 0
         self.db_errors = 0
         self._retry: Effects | None = None
+        self.write_failures = 0
+        self._retry_at = 0.0
+        self._retry_delay = RETRY_MIN_DELAY
         self._publish_requests: collections.deque = collections.deque(maxlen=10000)
+        # Pools whose configuration the doorbell announced (hex), and per device pk
+        # the (version, connection, online since) its config/set was last published
+        # for: each is published once, again only after a reconnect of either side.
+        self._config_pools: collections.deque = collections.deque(maxlen=10000)
+        self._config_sent: dict[int, tuple[int, float, float]] = {}
+        self._next_config_sweep = 0.0
+        self.config_published = 0
         self._to_write: queue.SimpleQueue = queue.SimpleQueue()
         self._writer_idle = threading.Event()
         self._writer_idle.set()
@@ -168,11 +188,15 @@ class Bridge:
             inbox=self.inbox.qsize(),
             flushes=self.flushes,
             published=self.published,
+            config_published=self.config_published,
             db_errors=self.db_errors,
             busy={k: round(v, 2) for k, v in self.busy.items()},
             devices=len(self.core.directory.by_pk),
             connections={
                 pk: c.connected.is_set() for pk, c in self.connections.items()
+            },
+            broker_faults={
+                pk: dict(c.counters) for pk, c in self.connections.items() if c.counters
             },
         )
         if self.live is not None:
@@ -188,8 +212,10 @@ class Bridge:
         self.inbox.put(item)
 
     def _on_doorbell(self, message: dict) -> None:
-        if message.get("type") == "device.publish":
-            self._publish_requests.append(message)
+        if message.get("type") == CONFIG_PUBLISH and isinstance(
+            message.get("pool"), str
+        ):
+            self._config_pools.append(message["pool"])
         self._wake.set()
 
     # --- worker ----------------------------------------------------------------------
@@ -231,7 +257,8 @@ class Bridge:
                 last_flush = now
                 effects = core.drain()
                 effects.pools = {}
-                if effects:
+                # A held batch is retried even when nothing new arrived.
+                if effects or self._retry is not None:
                     self._writer_idle.clear()
                     self._to_write.put(effects)
         self._broadcast_batch()
@@ -245,7 +272,7 @@ class Bridge:
                 effects = self._to_write.get()
                 if effects is None:
                     if self._retry is not None:
-                        self._flush(Effects())
+                        self._flush(Effects(), now=True)  # a last try on the way out
                     break
                 started = time.perf_counter()
                 self._flush(effects)
@@ -340,32 +367,57 @@ class Bridge:
                     setattr(kept, name, getattr(write, name))
             if write.config_version_applied is not None:
                 kept.config_version_applied = write.config_version_applied
-        old.samples = (old.samples + effects.samples)[-MAX_RETRY_SAMPLES:]
-        old.events += effects.events
-        old.acks += effects.acks
-        old.completions += effects.completions
+        old.samples = self._bounded(old.samples + effects.samples, MAX_RETRY_SAMPLES)
+        old.events = self._bounded(old.events + effects.events, MAX_RETRY_EVENTS)
+        old.acks = self._bounded(old.acks + effects.acks, MAX_RETRY_ACKS)
+        old.completions = self._bounded(
+            old.completions + effects.completions, MAX_RETRY_ACKS
+        )
         return old
 
-    def _flush(self, effects: Effects) -> None:
+    def _bounded(self, items: list, limit: int) -> list:
+        excess = len(items) - limit
+        if excess <= 0:
+            return items
+        self.core.counters["retry_dropped"] += excess
+        logger.error("database away too long: dropped the %d oldest rows", excess)
+        return items[excess:]
+
+    def _flush(self, effects: Effects, *, now: bool = False) -> None:
         effects = self._merge_retry(effects)
         effects.pools = {}
         if not effects:
             return
+        if not now and time.monotonic() < self._retry_at:
+            self._retry = effects  # the database failed just now: give it time
+            return
         try:
             close_old_connections()
-            ingest_write(
+            dropped = ingest_write(
                 writes=effects.writes,
                 samples=effects.samples,
                 events=effects.events,
                 now=time.time(),
             )
-        except Exception:  # noqa: BLE001 - database away: keep and retry
+        except Exception as exc:  # noqa: BLE001 - database away: keep and retry
             self.db_errors += 1
-            logger.exception("bridge cannot write to the database; will retry")
+            self.write_failures += 1
+            if self._retry_delay == RETRY_MIN_DELAY:
+                logger.exception("bridge cannot write to the database; will retry")
+            else:
+                logger.warning("bridge still cannot write to the database: %s", exc)
             connection.close()
             self._retry = effects
+            self._retry_at = time.monotonic() + self._retry_delay
+            self._retry_delay = min(RETRY_MAX_DELAY, self._retry_delay * 2)
             return
+        self._retry_at, self._retry_delay = 0.0, RETRY_MIN_DELAY
         self.flushes += 1
+        if dropped:
+            # Refused rows (a device removed since the last refresh) are gone for
+            # good; the rest of the batch is written.
+            self.core.counters["rows_dropped"] += sum(dropped.values())
+            effects.events = [e for e in effects.events if e[0].pk not in dropped]
         self._broadcast_events(effects.events)
         self._settle_commands(effects)
 
@@ -460,6 +512,12 @@ class Bridge:
                 conn.stop()
                 del self.connections[broker.pk]
                 conn = None
+            if conn is not None and not conn.alive():
+                # Its network thread ended: it would look connected forever.
+                logger.error("connection to broker %s died; rebuilding", broker.name)
+                conn.stop()
+                del self.connections[broker.pk]
+                conn = None
             if conn is None:
                 if not broker.is_platform:
                     # A tenant's broker is checked again here, not only when it was
@@ -504,7 +562,11 @@ class Bridge:
         self._refreshed.set()
 
     def sweep_commands(self) -> None:
-        self._publish_requested()
+        try:
+            self.sweep_config()
+        except Exception:  # noqa: BLE001 - commands must not wait for configuration
+            self.db_errors += 1
+            logger.exception("bridge config sweep failed; retrying")
         commands_expire()
         # A snapshot: the control thread adds and removes connections meanwhile.
         connections = list(self.connections.items())
@@ -526,22 +588,64 @@ class Bridge:
         self.core.awaiting = table
         commands_match_device_state(awaiting=awaiting)
 
-    def _publish_requested(self) -> None:
-        """Retained configuration a service asked to publish (device_config_publish)."""
-        while self._publish_requests:
-            message = self._publish_requests.popleft()
-            try:
-                device = Device.objects.get(code=message["device"])
-                payload = protocol.encode_config(message["config"])
-            except (Device.DoesNotExist, KeyError, ValueError, TypeError) as exc:
-                logger.warning("ignored a config publish request: %s", exc)
-                continue
-            conn = self.connections.get(device.broker_id)
-            topic = f"{device.topic_root}/{protocol.CONFIG_SET}"
-            if conn is None or not conn.publish(topic, payload, qos=1, retain=True):
-                logger.warning("config for %s not published: broker down", device)
-                continue
-            self.published += 1
+    def sweep_config(self) -> None:
+        """Publish the retained config/set of ps1 devices whose pool's configuration
+        is newer than what they applied (the database is the record; the
+        "config.publish" doorbell only makes it prompt, for the pools it names).
+
+        Every `refresh_interval` all outdated devices are looked at: that covers a
+        bridge (re)start, a broker reconnect, a doorbell that rang while no bridge
+        listened, and a device that comes online (which also gets the retained
+        message from the broker). A device that rejected a version is not sent it
+        again until one of those changes, nor a newer version is saved."""
+        now = time.monotonic()
+        requested = set()
+        while self._config_pools:
+            requested.add(self._config_pools.popleft())
+        full = now >= self._next_config_sweep
+        if not full and not requested:
+            return
+        connections = dict(self.connections)
+        connected = [pk for pk, c in connections.items() if c.connected.is_set()]
+        if not connected:
+            return
+        if full:
+            self._next_config_sweep = now + self.refresh_interval
+        after = 0
+        while True:
+            devices = list(
+                devices_config_outdated(
+                    broker_ids=connected,
+                    pool_codes=None if full else requested,
+                    after=after,
+                )
+            )
+            for device in devices:
+                self._publish_config(device, connections[device.broker_id])
+            if len(devices) < 500:
+                break
+            after = devices[-1].pk
+
+    def _publish_config(self, device: Device, conn: BrokerConnection) -> None:
+        info = self.core.directory.by_pk.get(device.pk)
+        since = info.online_since if info is not None else 0.0
+        sent = self._config_sent.get(device.pk)
+        if sent == (device.pool.config_version, conn.connected_at, since):
+            return
+        try:
+            version, topic, payload = device_config_message(device=device)
+        except (protocol.ProtocolError, Pool.DoesNotExist) as exc:
+            logger.error("config of pool %s cannot be sent: %s", device.pool_id, exc)
+            self._config_sent[device.pk] = (
+                device.pool.config_version,
+                conn.connected_at,
+                since,
+            )
+            return
+        if not conn.publish(topic, payload, qos=1, retain=True):
+            return  # not on the wire: the next sweep tries again
+        self._config_sent[device.pk] = (version, conn.connected_at, since)
+        self.config_published += 1
 
     def _device_reachable(self, device: Device) -> bool:
         """Right after the bridge (re)connects to a broker, hold a device's commands
@@ -554,7 +658,7 @@ class Bridge:
         if time.time() - conn.connected_at >= self.reconnect_hold:
             return True
         info = self.core.directory.by_pk.get(device.pk)
-        return info is not None and info.last_seen >= conn.connected_at
+        return info is not None and info.last_live >= conn.connected_at
 
     def _publish(self, command: Command) -> None:
         device: Device = command.device
@@ -584,11 +688,12 @@ class Bridge:
         expected = command.expected
         if device.protocol == LEGACY and expected:
             known = (device.state or {}).get(expected["kind"])
-            # Already in the requested state: a v3.1 device may not report again.
-            if (
-                known is not None
-                and expected.get("value") is not None
-                and expectation_met(expected, expected["kind"], known)
+            if known is not None and command_v31_done(
+                expected=expected,
+                kind=expected["kind"],
+                value=known,
+                reported_at=None,
+                sent_at=command.sent_at.timestamp(),
             ):
                 command_complete(command=command, data={"already": True})
 

@@ -11,9 +11,11 @@ import threading
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
+import paho.mqtt.client as mqtt
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
+from django.http import Http404
 from django.utils import timezone
 
 from audit.services import audit_record
@@ -90,15 +92,28 @@ def validate_broker_address(host: str) -> None:
     Without this a tenant admin could make our servers (connection test, bridge)
     open connections inside our own network. Every address the name resolves to
     is checked, so a name with one public and one private record is refused too.
+    This is the check made when a broker is saved; connections are made through
+    `broker_socket`, which checks again the very addresses it connects to.
     """
     if settings.BROKER_ALLOW_PRIVATE_HOSTS:
         return
+    broker_resolve(host)
+
+
+def broker_resolve(host: str, port: int | None = None, *, vet: bool = True) -> list:
+    """Resolve a broker host once (getaddrinfo tuples for TCP), and unless `vet` is
+    off or BROKER_ALLOW_PRIVATE_HOSTS is on, refuse (ValidationError) when any of
+    the addresses is not a public one."""
     try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        infos = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )
     except (socket.gaierror, UnicodeError, OSError):
         raise ValidationError(
             f"The host name {host!r} does not resolve: check the spelling."
         ) from None
+    if not vet or settings.BROKER_ALLOW_PRIVATE_HOSTS:
+        return infos
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
         kind = _special_kind(address)
@@ -110,6 +125,52 @@ def validate_broker_address(host: str) -> None:
                 "internet: poolsaas connects only to brokers on the public "
                 "internet."
             )
+    return infos
+
+
+class BrokerAddressRefused(OSError):
+    """A broker's name resolved, at connection time, to an address we refuse."""
+
+
+def broker_socket(
+    host: str, port: int, *, timeout: float | None, vet: bool = True
+) -> socket.socket:
+    """A TCP connection to the broker, made to an address of the same resolution
+    that was vetted, so that a name answering a public address to the check and an
+    internal one to the connect (DNS rebinding) reaches nothing. Raises
+    BrokerAddressRefused (an OSError) for a refused or unresolvable name."""
+    try:
+        infos = broker_resolve(host, port, vet=vet)
+    except ValidationError as exc:
+        raise BrokerAddressRefused(exc.messages[0]) from None
+    error: OSError | None = None
+    for family, kind, proto, _, address in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error or BrokerAddressRefused(f"{host} has no address.")
+
+
+class VettedClient(mqtt.Client):
+    """A paho client that connects, on every connect and reconnect, only through
+    `broker_socket`. paho keeps the host name for TLS (SNI and the certificate's
+    host name check), so only the TCP connection goes to the vetted address. No
+    proxy is used: a proxy would resolve the name itself, out of our sight."""
+
+    vet_addresses = True
+
+    def _create_socket_connection(self) -> socket.socket:
+        return broker_socket(
+            self._host,
+            self._port,
+            timeout=self._connect_timeout,
+            vet=self.vet_addresses,
+        )
 
 
 def validate_ca_certificate(pem: str) -> None:
@@ -228,11 +289,10 @@ def _clean_fields(fields: dict) -> dict:
 
 def _require_own_broker(membership: Membership, broker: Broker) -> None:
     # The access layer already scopes by tenant; this guards direct callers (admin
-    # actions, scripts) from touching the platform broker or another tenant's.
+    # actions, scripts) from touching the platform broker or another tenant's, with
+    # the access layer's own answer: not found.
     if broker.is_platform or broker.tenant_id != membership.tenant_id:
-        raise ValidationError(
-            {NON_FIELD_ERRORS: "Only your own brokers can be changed here."}
-        )
+        raise Http404("No such broker.")
 
 
 def broker_create(
@@ -411,10 +471,9 @@ def broker_test_connection(
     manage role); the bridge and admin call it without one. Never raises for a
     network problem and never puts a secret in the message.
     """
-    import paho.mqtt.client as mqtt
-
     if membership is not None:
         membership_require(membership=membership, action=Action.MANAGE)
+        _require_own_broker(membership, broker)
     where = f"{broker.host}:{broker.port}"
     if not broker.is_platform:
         # Checked again here: the row may predate the rule, or its name may point
@@ -425,11 +484,12 @@ def broker_test_connection(
             return ConnectionResult(False, " ".join(exc.messages))
     outcome: dict = {}
     done = threading.Event()
-    client = mqtt.Client(
+    client = VettedClient(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=f"poolsaas-test-{broker.code.hex[:12]}",
         protocol=mqtt.MQTTv311,
     )
+    client.vet_addresses = not broker.is_platform
     client.connect_timeout = timeout
     if broker.username or broker.password:
         client.username_pw_set(broker.username, broker.password or None)
@@ -466,6 +526,8 @@ def broker_test_connection(
             True,
             f"Connected to {where}" + (" over TLS." if broker.use_tls else "."),
         )
+    except BrokerAddressRefused as exc:
+        return ConnectionResult(False, str(exc))
     except ssl.SSLCertVerificationError as exc:
         return ConnectionResult(
             False,

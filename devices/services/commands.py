@@ -141,6 +141,30 @@ def expectation_met(expected: dict | None, kind: str, value: Any) -> bool:
     return False
 
 
+def command_v31_done(
+    *,
+    expected: dict | None,
+    kind: str,
+    value: Any,
+    reported_at: float | None,
+    sent_at: float,
+) -> bool:
+    """Pure: THE rule for when a v3.1 command is done (docs/protocol.md 4), used by the
+    bridge on each state message, by the sweep over stored state and at publish time.
+
+    Done when a report of the expected state topic, received at or after the command
+    was sent (both epoch seconds), shows the expected value. `reported_at` None means
+    the state known when the command was published: a v3.1 device does not report a
+    state it already has, so a command for a definite value it already shows is done.
+    """
+    if reported_at is None:
+        if not expected or expected.get("value") is None:
+            return False
+    elif reported_at < sent_at:
+        return False
+    return expectation_met(expected, kind, value)
+
+
 def command_describe(command: Command, *, mode_names: tuple[str, str]) -> str:
     """The command in words, with the pool's own names for its valve modes."""
     label = OP_LABELS.get(command.op, command.op)
@@ -236,30 +260,6 @@ def _event(
         )
         pool_event_broadcast(pool_code=pool["code"], event=event)
     return event
-
-
-def device_config_publish(*, device: Device, config: dict) -> None:
-    """After commit, have a bridge publish `config` as the device's retained
-    config/set (ps1). Validated here with the device's own parser, so a bad config
-    raises ValidationError instead of being rejected by the device."""
-    try:
-        protocol.encode_config(config)
-    except protocol.ProtocolError as exc:
-        raise ValidationError(f"Invalid device configuration: {exc}.") from None
-    message = {"type": "device.publish", "device": device.code.hex, "config": config}
-
-    def ring():
-        layer = get_channel_layer()
-        if layer is None:
-            return
-        try:
-            async_to_sync(layer.send)(DOORBELL, message)
-        except Exception:  # noqa: BLE001
-            logger.warning(
-                "config for %s not handed to a bridge", device, exc_info=True
-            )
-
-    transaction.on_commit(ring)
 
 
 def doorbell_ring(command: Command) -> None:
@@ -468,25 +468,6 @@ def protocol_code(command_id: str) -> uuid.UUID:
     return uuid.UUID(hex=command_id)
 
 
-def commands_match_state(
-    *, device_pk: int, kind: str, value: Any, observed_at: dt.datetime
-) -> list[Command]:
-    """A v3.1 device reported a state: complete its sent commands that expected it."""
-    done = []
-    candidates = Command.objects.select_related("actor").filter(
-        device_id=device_pk,
-        status=Command.Status.SENT,
-        expected__isnull=False,
-        sent_at__lte=observed_at,
-    )
-    for command in candidates:
-        if expectation_met(command.expected, kind, value) and command_complete(
-            command=command
-        ):
-            done.append(command)
-    return done
-
-
 def commands_expire(*, now: dt.datetime | None = None, limit: int = 500) -> int:
     """Turn every open command past its expiry into a visible timeout."""
     now = now or timezone.now()
@@ -529,9 +510,13 @@ def commands_match_device_state(*, awaiting: list[dict]) -> list[Command]:
             reported_at = dt.datetime.fromisoformat(updated)
         except (TypeError, ValueError):
             continue
-        if reported_at < row["sent_at"]:
-            continue
-        if expectation_met(row["expected"], kind, state[kind]):
+        if command_v31_done(
+            expected=row["expected"],
+            kind=kind,
+            value=state[kind],
+            reported_at=reported_at.timestamp(),
+            sent_at=row["sent_at"].timestamp(),
+        ):
             command = Command.objects.select_related("actor").get(pk=row["pk"])
             if command_complete(command=command):
                 done.append(command)

@@ -6,13 +6,18 @@ multi-row UPDATE merging each device's state delta (so two bridges sharing a bro
 never overwrite each other's keys), one bulk INSERT of history samples, one of events.
 `devices_mark_silent` is the silence rule: online devices not heard from for their
 silence window go offline.
+
+A row the database refuses never holds back anybody else's: a device removed since
+the bridge's last directory refresh (its samples and events fail the foreign key) or
+a value the database will not store costs only that device's rows of that batch.
 """
 
 import datetime as dt
 import json
 import logging
+from collections import Counter, defaultdict
 
-from django.db import connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from devices.models import Device, DeviceEvent, TelemetrySample
@@ -20,6 +25,8 @@ from devices.models import Device, DeviceEvent, TelemetrySample
 logger = logging.getLogger(__name__)
 
 CHUNK = 2000
+# What the database says about the rows themselves, as opposed to being away.
+ROW_FAULTS = (IntegrityError, DataError)
 
 
 def _aware(ts: float) -> dt.datetime:
@@ -126,34 +133,31 @@ def _write_states_generic(rows: list[tuple]) -> None:
         Device.objects.filter(pk=pk).update(**fields)
 
 
-def ingest_write(
-    *,
-    writes: dict,
-    samples: list[tuple],
-    events: list[tuple],
-    now: float,
-) -> None:
-    """Persist one batch of the bridge core's effects (see devices.bridge.core).
+class _Rows:
+    """One device's part of a batch."""
 
-    writes: device pk -> DeviceWrite; samples: (DeviceInfo, ts, temperature, pump,
-    valve, rssi); events: (DeviceInfo, ts, kind, message, data).
-    """
-    stamp = _aware(now).isoformat()
-    rows = []
-    for pk, write in writes.items():
-        delta = dict(write.delta)
-        if delta:
-            delta["updated_at"] = stamp
-        rows.append(
-            (
-                pk,
-                delta,
-                write.online,
-                _aware(write.last_seen) if write.last_seen else None,
-                write.firmware_version,
-                write.config_version_applied,
-            )
-        )
+    __slots__ = ("states", "samples", "events")
+
+    def __init__(self) -> None:
+        self.states: list[tuple] = []
+        self.samples: list[tuple] = []
+        self.events: list[tuple] = []
+
+    def count(self) -> int:
+        return len(self.states) + len(self.samples) + len(self.events)
+
+
+def _write_rows(parts) -> None:
+    """One transaction for the rows of these devices (all or nothing)."""
+    rows, samples, events = [], [], []
+    for part in parts:
+        rows += part.states
+        samples += part.samples
+        events += part.events
+    if not (rows or samples or events):
+        return
+    # Built afresh for every attempt: a failed bulk_create leaves its objects marked
+    # as saved.
     event_rows = [
         DeviceEvent(
             tenant_id=device.tenant_id,
@@ -192,6 +196,76 @@ def ingest_write(
             )
         if event_rows:
             DeviceEvent.objects.bulk_create(event_rows, batch_size=500)
+
+
+def ingest_write(
+    *,
+    writes: dict,
+    samples: list[tuple],
+    events: list[tuple],
+    now: float,
+) -> dict[int, int]:
+    """Persist one batch of the bridge core's effects (see devices.bridge.core).
+
+    writes: device pk -> DeviceWrite; samples: (DeviceInfo, ts, temperature, pump,
+    valve, rssi); events: (DeviceInfo, ts, kind, message, data).
+
+    Returns the rows dropped, as device pk -> count (empty when all were written).
+    When the database refuses the batch for its content (IntegrityError, DataError),
+    it is written again without the devices that no longer exist, and if that still
+    fails, one device per transaction; the rows of a device that fails alone are
+    dropped and logged. Any other error (the database away) propagates with nothing
+    written, so that the caller can keep the batch and retry it.
+    """
+    stamp = _aware(now).isoformat()
+    per_device: dict[int, _Rows] = defaultdict(_Rows)
+    for pk, write in writes.items():
+        delta = dict(write.delta)
+        if delta:
+            delta["updated_at"] = stamp
+        per_device[pk].states.append(
+            (
+                pk,
+                delta,
+                write.online,
+                _aware(write.last_seen) if write.last_seen else None,
+                write.firmware_version,
+                write.config_version_applied,
+            )
+        )
+    for sample in samples:
+        per_device[sample[0].pk].samples.append(sample)
+    for event in events:
+        per_device[event[0].pk].events.append(event)
+    try:
+        _write_rows(per_device.values())
+        return {}
+    except ROW_FAULTS as exc:
+        logger.warning("ingest batch refused (%s); isolating the bad rows", exc)
+    dropped: Counter = Counter()
+    existing = set(
+        Device.objects.filter(pk__in=list(per_device)).values_list("pk", flat=True)
+    )
+    for pk in set(per_device) - existing:
+        dropped[pk] += per_device.pop(pk).count()
+        logger.warning(
+            "dropped %d rows of device %s: it no longer exists", dropped[pk], pk
+        )
+    if dropped:
+        try:
+            _write_rows(per_device.values())
+            return dict(dropped)
+        except ROW_FAULTS:
+            pass  # something else is wrong too: find it device by device
+    for pk in sorted(per_device):
+        try:
+            _write_rows([per_device[pk]])
+        except ROW_FAULTS as exc:
+            dropped[pk] += per_device[pk].count()
+            logger.warning(
+                "dropped %d rows of device %s: %s", per_device[pk].count(), pk, exc
+            )
+    return dict(dropped)
 
 
 def devices_mark_silent(

@@ -8,6 +8,7 @@ once, inside the provisioning bundle, and stored only encrypted.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.conf import settings
@@ -40,15 +41,43 @@ def _check_pool(membership: Membership, pool: Pool) -> None:
         raise Http404("No such pool.")
 
 
+BROKER_CHOICE_ERROR = "Pick the platform broker or one of your own brokers."
+
+
+def _platform_broker() -> Broker:
+    from devices.services.brokers import broker_ensure_platform
+
+    return Broker.objects.filter(is_platform=True).first() or broker_ensure_platform()
+
+
 def _resolve_broker(membership: Membership, broker: Broker | None) -> Broker:
     if broker is None:
-        from devices.services.brokers import broker_ensure_platform
-
-        return (
-            Broker.objects.filter(is_platform=True).first() or broker_ensure_platform()
-        )
+        return _platform_broker()
     if not broker.is_platform and broker.tenant_id != membership.tenant_id:
         raise Http404("No such broker.")
+    return broker
+
+
+def device_broker_choose(*, membership: Membership, code: Any = None) -> Broker:
+    """The broker a new device of this tenant uses, named by its code: the page and
+    the API both ask here, so they accept the same ones.
+
+    No code is the platform broker (the default for new devices); a code may name
+    the platform broker or one of the tenant's own. Any other (another tenant's,
+    made up, malformed) is the same field error, which says nothing of other tenants.
+    """
+    from devices.selectors import brokers_usable_by_member
+
+    membership_require(membership=membership, action=Action.MANAGE)
+    if code is None or not str(code).strip():
+        return _platform_broker()
+    try:
+        wanted = uuid.UUID(str(code).strip())
+    except ValueError:
+        raise ValidationError({"broker": BROKER_CHOICE_ERROR}) from None
+    broker = brokers_usable_by_member(membership=membership).filter(code=wanted).first()
+    if broker is None:
+        raise ValidationError({"broker": BROKER_CHOICE_ERROR})
     return broker
 
 

@@ -5,9 +5,11 @@ from zoneinfo import available_timezones
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.http import Http404
 
 from audit.services import audit_record
 from devices.models import Pool
+from devices.services.programs import config_publish_request
 from tenants.models import Membership
 from tenants.roles import Action
 from tenants.selectors import membership_require
@@ -116,7 +118,7 @@ def pool_update(
     if pool.tenant_id != membership.tenant_id:
         # The access layer never hands out a foreign pool; direct callers get the
         # same answer as a made-up code.
-        raise Pool.DoesNotExist("No such pool.")
+        raise Http404("No such pool.")
     given = {
         "name": name,
         "timezone_name": timezone_name,
@@ -124,7 +126,11 @@ def pool_update(
         "mode2_name": mode2_name,
     }
     with transaction.atomic():
-        pool = Pool.objects.select_for_update().get(pk=pool.pk)
+        try:
+            pool = Pool.objects.select_for_update().get(pk=pool.pk)
+        except Pool.DoesNotExist:
+            # Deleted while this writer waited for the lock.
+            raise Http404("No such pool.") from None
         changes: dict[str, dict[str, str]] = {}
         for arg, value in given.items():
             if value is None:
@@ -141,6 +147,8 @@ def pool_update(
             pool.config_version += 1
             update_fields.append("config_version")
         _validated(pool).save(update_fields=update_fields)
+        if "timezone" in changes:
+            config_publish_request(pool=pool)
         audit_record(
             action="pool.updated",
             tenant=pool.tenant,

@@ -5,10 +5,15 @@ retained `config/set` (docs/protocol.md 3.2) and runs them from its own clock; a
 device cannot hold programs, so `programs_run_due` (Celery beat, every minute) runs
 them here with the same rules (devices/scheduling.py).
 
-Pushing configuration: `programs_save` bumps `pool.config_version` (that bump is the
-record: a device whose `config_version_applied` lags is out of date) and rings the
-bridge's doorbell with {"type": "config.publish", "pool": <hex>} after commit. The
-bridge then publishes `pool_config_message(pool=...)`, retained, QoS 1.
+Pushing configuration: `programs_save` (and a time-zone change, and adding a device)
+bumps `pool.config_version` (that bump is the record: a device whose
+`config_version_applied` lags is out of date) and calls `config_publish_request`,
+which after commit rings the bridge's doorbell with {"type": "config.publish",
+"pool": <hex>} and tells open pool pages to reload. The bridge publishes
+`device_config_message(device=...)`, retained, QoS 1, and its sweep catches up with
+every outdated device (devices.bridge.runner.Bridge.sweep_config). The device's
+config/applied answer is kept in its state ("config"); `pool_config_status` turns
+it into what the pages say: applied, pending or rejected with the device's reason.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from devices import scheduling
+from devices.broadcast import broadcast, pool_group
 from devices.models import Command, Device, DeviceEvent, Pool, Program
 from devices.selectors import pool_programs
 from devices.services.events import pool_event_record
@@ -192,14 +198,54 @@ def pool_config_payload(pool: Pool) -> dict[str, Any]:
     return protocol.validate_config(config)
 
 
+def device_config_message(*, device: Device) -> tuple[int, str, bytes]:
+    """(version, topic, payload) of the retained config/set (QoS 1) for a ps1 device:
+    its pool's configuration, read under the pool's row lock so that the version and
+    the programs belong together. Raises ProtocolError for what the device would
+    refuse."""
+    with transaction.atomic():
+        pool = Pool.objects.select_for_update().get(pk=device.pool_id)
+        payload = protocol.encode_config(pool_config_payload(pool))
+    topic = protocol.topic(device.topic_prefix, device.device_id, protocol.CONFIG_SET)
+    return pool.config_version, topic, payload
+
+
 def pool_config_message(*, pool: Pool) -> tuple[str, bytes] | None:
-    """(topic, payload) the bridge publishes retained (QoS 1) for the pool's ps1
-    device; None when the pool has no ps1 device."""
+    """(topic, payload) of the config/set for the pool's ps1 device; None when the
+    pool has no ps1 device."""
     device = Device.objects.filter(pool=pool, protocol=Device.Protocol.POOLSAAS).first()
     if device is None:
         return None
-    topic = protocol.topic(device.topic_prefix, device.device_id, protocol.CONFIG_SET)
-    return topic, protocol.encode_config(pool_config_payload(pool))
+    _, topic, payload = device_config_message(device=device)
+    return topic, payload
+
+
+def pool_config_status(*, pool: Pool, device: Device | None) -> dict | None:
+    """What the pool's ps1 device did with the pool's configuration, for the pages:
+    {"status": "applied" | "pending" | "rejected", "text", "target", "applied",
+    "error"}; None without a ps1 device (v3.1 programs run on the server).
+    static/js/pool.js applies the same rule to the live config/applied answers."""
+    if device is None or device.protocol != Device.Protocol.POOLSAAS:
+        return None
+    target = pool.config_version
+    applied = device.config_version_applied
+    state = device.state if isinstance(device.state, dict) else {}
+    answer = state.get("config") if isinstance(state.get("config"), dict) else {}
+    error = None
+    if applied is not None and applied >= target:
+        status, text = "applied", f"applied (version {applied})"
+    elif answer.get("ok") is False and answer.get("version") == target:
+        error = str(answer.get("error") or "rejected")
+        status, text = "rejected", f"rejected by the device: {error}"
+    else:
+        status, text = "pending", f"pending (version {target} not confirmed yet)"
+    return {
+        "status": status,
+        "text": text,
+        "target": target,
+        "applied": applied,
+        "error": error,
+    }
 
 
 def _ring_config(pool_hex: str) -> None:
@@ -217,13 +263,15 @@ def config_publish_request(*, pool: Pool) -> bool:
 
     The record of the need is the pool's config_version (bumped by the caller) being
     ahead of the device's config_version_applied; the doorbell, rung after commit, only
-    makes it prompt. False when the pool has no ps1 device (v3.1 pools are run by the
-    server's scheduler instead).
+    makes it prompt, and open pool pages reload to show the new version as pending.
+    False when the pool has no ps1 device (v3.1 pools are run by the server's
+    scheduler instead).
     """
     if not Device.objects.filter(pool=pool, protocol=Device.Protocol.POOLSAAS).exists():
         return False
     pool_hex = pool.code.hex
     transaction.on_commit(lambda: _ring_config(pool_hex))
+    broadcast(pool_group(pool_hex), {"type": "pool.settings", "pool": pool_hex})
     return True
 
 

@@ -568,49 +568,6 @@ def test_two_bridges_share_the_platform_broker(
 
 
 @pytest.mark.redis  # the bridge and the test share a channel layer
-def test_retained_config_reaches_a_ps1_device(
-    make_bridge, prefix, pool_a, platform_broker
-):
-    from devices.services.commands import device_config_publish
-
-    device = make_device(pool_a, prefix, esp_id(), broker=platform_broker)
-    bridge = make_bridge()
-    assert bridge.wait_ready()
-    config = {
-        "version": 3,
-        "tz": "Europe/Madrid",
-        "tz_posix": "CET-1CEST,M3.5.0,M10.5.0/3",
-        "telemetry_interval": 60,
-        "thresholds": {
-            "freeze_on_c": 2.0,
-            "freeze_hysteresis_c": 1.0,
-            "pump_max_run_s_day": 0,
-            "min_switch_interval_s": 3,
-        },
-        "programs": [],
-    }
-    with VirtualDevice(device.device_id, prefix=prefix, clean_session=True) as sim:
-        sim.wait_connected()
-        wait_for(lambda: Device.objects.get(pk=device.pk).online)
-        device_config_publish(device=device, config=config)
-        wait_for(
-            lambda: Device.objects.get(pk=device.pk).config_version_applied == 3,
-            what="config applied",
-        )
-    assert DeviceEvent.objects.filter(device=device, kind="config.applied").exists()
-
-
-def test_bad_config_is_refused_before_any_publish(pool_a, platform_broker, prefix):
-    from django.core.exceptions import ValidationError
-
-    from devices.services.commands import device_config_publish
-
-    device = make_device(pool_a, prefix, esp_id(), broker=platform_broker)
-    with pytest.raises(ValidationError):
-        device_config_publish(device=device, config={"version": 1})
-
-
-@pytest.mark.redis  # the bridge and the test share a channel layer
 def test_state_is_broadcast_to_the_pool_group(
     make_bridge, prefix, pool_a, pool_b, platform_broker
 ):

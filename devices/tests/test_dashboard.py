@@ -298,7 +298,7 @@ def test_device_add_shows_the_bundle_once(login, adam, pool_a, platform_broker):
         ("device_id", "not a device!", "device id"),
         ("pool", "foreign", "Pick one of your pools"),
         ("pool", uuid.uuid4().hex, "Pick one of your pools"),
-        ("broker", uuid.uuid4().hex, "Pick one of the listed brokers"),
+        ("broker", uuid.uuid4().hex, "Pick the platform broker or one of your own"),
         ("protocol", "v9", "Pick poolsaas firmware or v3.1"),
     ],
 )

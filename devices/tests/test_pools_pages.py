@@ -221,8 +221,11 @@ def test_settings_bad_input_changes_nothing(login, adam, pool_a, overrides, fiel
 
 
 def test_pool_update_service_refuses_foreign_pool(alice, pool_b):
+    from django.http import Http404
+
     from devices.services.pools import pool_update
 
-    with pytest.raises(Pool.DoesNotExist):
+    # Http404, which every entry point answers as "not found" (DoesNotExist was 500).
+    with pytest.raises(Http404):
         pool_update(membership=alice, pool=pool_b, name="Hijacked")
     assert Pool.objects.get(pk=pool_b.pk).name == "Globex Pool"

@@ -476,6 +476,7 @@ def device_add(request):
     status = 200
     if request.method == "POST":
         from devices.services.onboarding import device_add as device_add_service
+        from devices.services.onboarding import device_broker_choose
 
         values = {key: request.POST.get(key, "").strip() for key in values}
         pool = broker = None
@@ -483,13 +484,10 @@ def device_add(request):
             pool = pool_get_for_member(membership=membership, code=values["pool"])
         except Http404:
             errors["pool"] = ["Pick one of your pools."]
-        if values["broker"]:
-            broker = next(
-                (b for b in brokers if b.code.hex == _hex_or_blank(values["broker"])),
-                None,
-            )
-            if broker is None:
-                errors["broker"] = ["Pick one of the listed brokers."]
+        try:
+            broker = device_broker_choose(membership=membership, code=values["broker"])
+        except ValidationError as exc:
+            errors.update(_errors(exc))
         if values["protocol"] not in Device.Protocol.values:
             errors["protocol"] = ["Pick poolsaas firmware or v3.1."]
         if not errors:
@@ -528,15 +526,6 @@ def device_add(request):
         },
         status=status,
     )
-
-
-def _hex_or_blank(value: str) -> str:
-    try:
-        from tenants.selectors import parse_code
-
-        return parse_code(value).hex
-    except Http404:
-        return ""
 
 
 @member_page

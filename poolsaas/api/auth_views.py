@@ -2,7 +2,11 @@
 
 Login goes through django.contrib.auth.authenticate(request=...), so django-axes counts
 failures and locks out exactly as on the login page; lockouts answer 429 with
-Retry-After in the API's error shape.
+Retry-After in the API's error shape. A user with two-factor authentication sends the
+code from their app (or a recovery code) as `otp` in the same request.
+
+A login lasts REFRESH_TOKEN_LIFETIME in all: refreshing rotates the token but keeps its
+expiry, and a password change, a reset or "log out other sessions" ends it at once.
 """
 
 import secrets
@@ -19,13 +23,22 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from poolsaas.api.authentication import TENANT_CLAIM, membership_for_token
+from poolsaas.api.authentication import (
+    TENANT_CLAIM,
+    membership_for_token,
+    refresh_token_for,
+    token_user_check,
+)
 from poolsaas.api.errors import Throttled
 from poolsaas.api.throttling import AnonThrottle
 from poolsaas.api.viewsets import ApiView
 from tenants import services
 from tenants.models import User
-from tenants.selectors import membership_for_user
+from tenants.selectors import (
+    membership_for_user,
+    two_factor_enabled,
+    two_factor_required_for,
+)
 
 
 class LoginRequest(serializers.Serializer):
@@ -37,6 +50,13 @@ class LoginRequest(serializers.Serializer):
         required=False,
         allow_null=True,
         help_text="Tenant code; without it, the first of your tenants by name.",
+    )
+    otp = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=64,
+        help_text="With two-factor authentication: the 6-digit code of your "
+        "authenticator app, or one of your recovery codes (used up).",
     )
 
 
@@ -165,13 +185,22 @@ class LoginView(AnonApiView):
             raise exceptions.AuthenticationFailed(
                 "You are not a member of this tenant.", code="not_a_member"
             ) from None
+        second_factor = self._second_factor(user, data.validated_data.get("otp", ""))
+        if not second_factor and two_factor_required_for(membership=membership):
+            services.auth_login_failed(email=email, reason="second factor not set up")
+            raise exceptions.PermissionDenied(
+                f"{membership.tenant.name} requires two-factor authentication of "
+                "owners and admins: set it up on the Account page first.",
+                code="two_factor_setup_required",
+            )
         # Resets axes' failure count, as a page login does.
         user_logged_in.send(sender=User, request=django_request, user=user)
-        services.auth_login_succeeded(user=user, tenant=membership.tenant)
-        refresh = RefreshToken.for_user(user)
-        refresh[TENANT_CLAIM] = membership.tenant.code.hex
-        # A hint for clients only; every request re-reads the membership.
-        refresh["role"] = membership.role
+        services.auth_login_succeeded(
+            user=user, tenant=membership.tenant, second_factor=second_factor
+        )
+        refresh = refresh_token_for(
+            membership=membership, second_factor=bool(second_factor)
+        )
         return Response(
             {
                 "token": str(refresh.access_token),
@@ -185,10 +214,38 @@ class LoginView(AnonApiView):
             }
         )
 
+    @staticmethod
+    def _second_factor(user: User, otp: str) -> str:
+        """ "" for a user without two-factor, else how the code was checked."""
+        if not two_factor_enabled(user=user):
+            return ""
+        if not otp:
+            raise exceptions.AuthenticationFailed(
+                "This account uses two-factor authentication: send the code of "
+                "your authenticator app (or a recovery code) as otp.",
+                code="otp_required",
+            )
+        try:
+            return services.two_factor_verify(user=user, code=otp)
+        except services.TwoFactorInvalid as exc:
+            if exc.wait:
+                raise Throttled(wait=exc.wait, limit="otp", message=str(exc)) from None
+            raise exceptions.AuthenticationFailed(
+                str(exc), code="otp_invalid"
+            ) from None
 
-def _refresh_token(raw: str) -> RefreshToken:
+
+class _RotatingRefreshToken(RefreshToken):
+    """Checked for use under a row lock by auth_token_refresh, not here: a check
+    before the lock would let two requests with one token both pass it."""
+
+    def check_blacklist(self) -> None:
+        pass
+
+
+def _refresh_token(raw: str, token_class=RefreshToken) -> RefreshToken:
     try:
-        return RefreshToken(raw)
+        return token_class(raw)
     except TokenError as exc:
         raise exceptions.AuthenticationFailed(
             str(exc), code="token_not_valid"
@@ -222,7 +279,9 @@ class RefreshView(AnonApiView):
     def post(self, request):
         data = RefreshRequest(data=request.data)
         data.is_valid(raise_exception=True)
-        refresh = _refresh_token(data.validated_data["refresh"])
+        refresh = _refresh_token(
+            data.validated_data["refresh"], token_class=_RotatingRefreshToken
+        )
         user = User.objects.filter(
             code=refresh.get(jwt_settings.USER_ID_CLAIM), is_active=True
         ).first()
@@ -230,20 +289,27 @@ class RefreshView(AnonApiView):
             raise exceptions.AuthenticationFailed(
                 "No active account for this token.", code="no_active_account"
             )
+        # A changed password or an ended login ends its refresh tokens too.
+        token_user_check(user=user, token=refresh)
         # A removed member cannot keep refreshing their way in.
         membership = membership_for_token(user=user, token=refresh)
         refresh["role"] = membership.role
-        # Rotation: the token sent is blacklisted, a new one issued with new jti.
-        refresh.blacklist()
-        refresh.set_jti()
-        refresh.set_exp()
-        refresh.set_iat()
-        refresh.outstand()
+        try:
+            refresh = services.auth_token_refresh(refresh=refresh, user=user)
+        except services.TokenRefused as exc:
+            raise exceptions.AuthenticationFailed(
+                str(exc), code="token_not_valid"
+            ) from None
+        access = refresh.access_token
+        # Never beyond the login's end: an access token outliving its refresh
+        # token would extend it.
+        if access["exp"] > refresh["exp"]:
+            access["exp"] = refresh["exp"]
         return Response(
             {
-                "token": str(refresh.access_token),
+                "token": str(access),
                 "refresh": str(refresh),
-                "expiresIn": _expires_in(),
+                "expiresIn": max(0, int(access["exp"] - access["iat"])),
             }
         )
 

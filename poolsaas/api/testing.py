@@ -5,15 +5,12 @@ import random
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from poolsaas.api.authentication import TENANT_CLAIM
+from poolsaas.api.authentication import refresh_token_for
 
 
-def tokens_for(membership) -> RefreshToken:
+def tokens_for(membership, *, second_factor: bool = False) -> RefreshToken:
     """The tokens /api/login would hand this membership."""
-    refresh = RefreshToken.for_user(membership.user)
-    refresh[TENANT_CLAIM] = membership.tenant.code.hex
-    refresh["role"] = membership.role
-    return refresh
+    return refresh_token_for(membership=membership, second_factor=second_factor)
 
 
 def loopback_address() -> str:

@@ -224,9 +224,36 @@
     $("log-empty").hidden = true;
   }
 
+  // --- programs and settings on a ps1 device (config/set -> config/applied) -------
+  // The rule of devices.services.programs.pool_config_status, applied to the
+  // device's live answer (state.config) against the snapshot's target version.
+  var config = snap.config; // {status, text, target, applied} or null
+
+  function renderConfig() {
+    var box = $("config-status");
+    if (!box || !config) { return; }
+    var answer = (device && device.state && device.state.config) || null;
+    var applied = config.applied;
+    if (answer && answer.ok === true && (applied == null || answer.version > applied)) {
+      applied = answer.version;
+    }
+    var status, text;
+    if (applied != null && applied >= config.target) {
+      status = "applied"; text = "applied (version " + applied + ")";
+    } else if (answer && answer.ok === false && answer.version === config.target) {
+      status = "rejected"; text = "rejected by the device: " + (answer.error || "rejected");
+    } else {
+      status = "pending"; text = "pending (version " + config.target + " not confirmed yet)";
+    }
+    box.setAttribute("data-status", status);
+    box.className = "muted small config-" + status;
+    $("config-text").textContent = text;
+  }
+
   function applySnapshot(s) {
     pool = s.pool;
     device = s.device;
+    config = s.config || null;
     canControl = s.can_control;
     if (s.now) { skew = Date.parse(s.now) - Date.now(); }
     renderLog(s.events || []);
@@ -238,6 +265,7 @@
     renderControls();
     renderState();
     renderOverride();
+    renderConfig();
   }
 
   // --- commands -------------------------------------------------------------------

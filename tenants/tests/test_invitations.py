@@ -2,7 +2,7 @@
 
 import re
 from datetime import timedelta
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 from django.contrib.auth import SESSION_KEY as AUTH_SESSION_KEY
@@ -162,13 +162,23 @@ def test_existing_user_must_log_in_first(client, login, alice, carol, send):
     path = send(carol, email="alice@acme.test", role="viewer")
     client.logout()
     page = client.get(path)
-    assert page.status_code == 200
-    assert b"already has a poolsaas account" in page.content
-    assert reverse("login").encode() in page.content
+    # Sent through login, and back to the invitation (issue 9).
+    assert page.status_code == 302
+    assert page.url == reverse("login") + "?next=" + quote(path)
+    assert page["Referrer-Policy"] == "same-origin"
     # Posting a sign-up for an existing e-mail creates nothing.
-    assert signup(client, path).status_code == 200
+    assert signup(client, path).status_code == 302
     assert not Membership.objects.filter(user=alice.user, tenant=carol.tenant).exists()
     assert User.objects.get(email="alice@acme.test").check_password(PASSWORD)
+    login_page = client.get(page.url)
+    assert b"already has a poolsaas account" in login_page.content
+    logged_in = client.post(
+        page.url, {"username": "alice@acme.test", "password": PASSWORD, "next": path}
+    )
+    assert logged_in.status_code == 302 and logged_in.url == path
+    joined = client.post(path)
+    assert joined.status_code == 302
+    assert Membership.objects.filter(user=alice.user, tenant=carol.tenant).exists()
 
 
 def test_existing_user_accepts_and_the_session_switches(login, alice, carol, send):

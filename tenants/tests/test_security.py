@@ -25,6 +25,17 @@ OPEN = {
     "password_reset_confirm",
     "password_reset_complete",
     "invitation_accept",
+    # The user's own account (tenants.middleware).
+    "login_two_factor",
+    "account",
+    "password_change",
+    "sessions_end_others",
+    "session_end",
+    "account_two_factor",
+    "two_factor_setup",
+    "two_factor_confirm",
+    "two_factor_recovery_renew",
+    "two_factor_disable",
 }
 # The redirect "/" -> "/pools/" has no page of its own.
 NOT_A_PAGE = {"home"}
@@ -71,6 +82,7 @@ def page_urls(world) -> dict[str, str]:
         "broker_add",
         "team",
         "team_invite",
+        "tenant_two_factor",
         "audit",
         "audit_export",
         "devices",
@@ -154,6 +166,17 @@ def _csrf_posts(world) -> dict[str, str]:
     posts = {name: urls[name] for name in state_changing}
     posts["tenant_switch"] = reverse("tenant_switch")
     posts["logout"] = reverse("logout")
+    posts["tenant_two_factor"] = reverse("tenant_two_factor")
+    # The account's own forms.
+    for name in (
+        "password_change",
+        "sessions_end_others",
+        "two_factor_setup",
+        "two_factor_recovery_renew",
+        "two_factor_disable",
+    ):
+        posts[name] = reverse(name)
+    posts["session_end"] = reverse("session_end", args=[uuid.uuid4().hex])
     return posts
 
 
@@ -180,6 +203,7 @@ def test_anonymous_forms_need_the_csrf_token(world):
     )
     for url in (
         reverse("login"),
+        reverse("login_two_factor"),
         reverse("password_reset"),
         reverse("invitation_accept", args=[token]),
     ):

@@ -1,14 +1,18 @@
+import time
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login as auth_login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
+from django_otp import login as otp_login
 
 from tenants import services
 from tenants.forms import (
@@ -16,9 +20,10 @@ from tenants.forms import (
     InvitationForm,
     InvitationSignupForm,
     RoleChangeForm,
+    TwoFactorCodeForm,
 )
 from tenants.middleware import SESSION_KEY
-from tenants.models import Membership
+from tenants.models import Membership, User
 from tenants.roles import Action, Role, role_allows
 from tenants.selectors import (
     invitation_get_for_user,
@@ -28,27 +33,52 @@ from tenants.selectors import (
     membership_require,
     parse_code,
     tenant_members,
+    two_factor_device,
+    two_factor_enabled,
     user_exists,
 )
 
+# The login half-done by a password, waiting for the second factor (anonymous
+# session). It lapses after TWO_FACTOR_PENDING_SECONDS.
+TWO_FACTOR_PENDING_KEY = "poolsaas_2fa_pending"
+TWO_FACTOR_PENDING_SECONDS = 300
+
+
+def _after_login(request, user, *, second_factor: str = "") -> None:
+    """Pick the session's tenant (the first by name) and record the login."""
+    membership = (
+        user.memberships.select_related("tenant").order_by("tenant__name").first()
+    )
+    if membership is not None:
+        request.session[SESSION_KEY] = membership.tenant.code.hex
+    services.auth_login_succeeded(
+        user=user,
+        tenant=membership.tenant if membership else None,
+        second_factor=second_factor,
+    )
+
 
 class LoginView(auth_views.LoginView):
+    """E-mail and password; then, for a user with two-factor, the code
+    (login_two_factor), before anything is logged in."""
+
     form_class = EmailAuthenticationForm
     redirect_authenticated_user = True
 
     def form_valid(self, form):
-        response = super().form_valid(form)
-        membership = (
-            self.request.user.memberships.select_related("tenant")
-            .order_by("tenant__name")
-            .first()
-        )
-        if membership is not None:
-            self.request.session[SESSION_KEY] = membership.tenant.code.hex
-        services.auth_login_succeeded(
-            user=self.request.user, tenant=membership.tenant if membership else None
-        )
-        return response
+        user = form.get_user()
+        next_url = self.get_success_url()
+        if two_factor_enabled(user=user):
+            self.request.session[TWO_FACTOR_PENDING_KEY] = {
+                "user": user.code.hex,
+                "backend": user.backend,
+                "next": next_url,
+                "at": time.time(),
+            }
+            return redirect("login_two_factor")
+        auth_login(self.request, user)
+        _after_login(self.request, user)
+        return HttpResponseRedirect(next_url)
 
     def form_invalid(self, form):
         # Once django-axes has locked the pair out, login_locked_out records the
@@ -56,6 +86,53 @@ class LoginView(auth_views.LoginView):
         if not getattr(self.request, "axes_locked_out", False):
             services.auth_login_failed(email=_typed_email(self.request))
         return super().form_invalid(form)
+
+
+def _pending_two_factor(request):
+    pending = request.session.get(TWO_FACTOR_PENDING_KEY)
+    if not isinstance(pending, dict):
+        return None, None
+    if time.time() - pending.get("at", 0) > TWO_FACTOR_PENDING_SECONDS:
+        request.session.pop(TWO_FACTOR_PENDING_KEY, None)
+        return None, None
+    user = User.objects.filter(code=parse_code(pending["user"]), is_active=True).first()
+    return user, pending
+
+
+def login_two_factor(request):
+    """The second step of a login: the code of the authenticator app, or a
+    recovery code. Wrong codes are throttled per user (TotpDevice)."""
+    user, pending = _pending_two_factor(request)
+    if user is None:
+        messages.info(request, "Log in again: the code step timed out.")
+        return redirect("login")
+    form = TwoFactorCodeForm(request.POST if request.method == "POST" else None)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        try:
+            method = services.two_factor_verify(
+                user=user, code=form.cleaned_data["code"]
+            )
+        except services.TwoFactorInvalid as error:
+            form.add_error("code", str(error))
+            status = 429 if error.wait else 400
+        else:
+            request.session.pop(TWO_FACTOR_PENDING_KEY, None)
+            auth_login(request, user, backend=pending["backend"])
+            otp_login(request, two_factor_device(user=user))
+            _after_login(request, user, second_factor=method)
+            if method == "recovery_code":
+                messages.warning(
+                    request,
+                    "You used a recovery code; it will not work again. Make new "
+                    "ones on your Account page if few are left.",
+                )
+            return HttpResponseRedirect(pending["next"])
+    elif request.method == "POST":
+        status = 400
+    return render(
+        request, "registration/login_two_factor.html", {"form": form}, status=status
+    )
 
 
 def _normalise_email(value):
@@ -164,6 +241,8 @@ def _render_team(
     can_manage = role_allows(membership.role, Action.MANAGE)
     is_owner = membership.role == Role.OWNER
     choices = services.role_choices_for(membership)
+    members = list(tenant_members(membership=membership))
+    owners = sum(1 for member in members if member.role == Role.OWNER)
     rows = [
         {
             "member": member,
@@ -171,10 +250,13 @@ def _render_team(
             # Only owners touch owners (the service says so too; the page just
             # does not offer what would be refused).
             "can_edit": can_manage and (is_owner or member.role != Role.OWNER),
+            # The last owner cannot leave or be removed (membership_remove).
+            "last_owner": member.role == Role.OWNER and owners == 1,
         }
-        for member in tenant_members(membership=membership)
+        for member in members
     ]
     context = {
+        "is_owner": is_owner,
         "rows": rows,
         "invitations": invitations_pending(membership=membership) if can_manage else [],
         "invite_form": invite_form or InvitationForm(role_choices=choices),
@@ -311,14 +393,19 @@ def invitation_accept(request, token):
                 f"{user.email}. Log out, then open the link again.",
                 kind="wrong_user",
             )
-        if user is None and user_exists(email=invitation.email):
-            raise services.InvitationInvalid(
-                f"{invitation.email} already has a poolsaas account: log in, then "
-                "open the link again.",
-                kind="login_required",
-            )
     except services.InvitationInvalid as error:
         return _invitation_problem(request, error)
+    if user is None and user_exists(email=invitation.email):
+        # An existing account logs in first and comes straight back here.
+        messages.info(
+            request,
+            f"{invitation.email} already has a poolsaas account: log in to join "
+            f"{invitation.tenant.name}.",
+        )
+        response = redirect_to_login(request.path, login_url=reverse("login"))
+        # The token travels in ?next=: never in a Referer to another site.
+        response["Referrer-Policy"] = "same-origin"
+        return response
 
     form = None
     if user is None:

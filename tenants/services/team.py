@@ -1,5 +1,6 @@
-"""Writes for tenancy and identity. Each state change lives here once and is called by
-pages, the API and admin alike; each writes its own audit event."""
+"""Team writes: invitations, memberships and tenant status. Each state change lives
+here once and is called by pages, the API and admin alike; each writes its own audit
+event."""
 
 import hashlib
 import secrets
@@ -15,48 +16,22 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.services import audit_record
-from devices.broadcast import broadcast, user_group
 from tenants.models import Invitation, Membership, Tenant, User
-from tenants.roles import RANK, Action, Role, role_at_least
+from tenants.roles import RANK, Action, Role, role_allows, role_at_least
 from tenants.selectors import membership_require
+from tenants.services.accounts import access_changed as _access_changed
 
 
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def auth_login_succeeded(*, user: User, tenant: Tenant | None) -> None:
-    audit_record(action="login.succeeded", tenant=tenant, actor=user)
-
-
-def auth_login_failed(*, email: str, reason: str = "bad credentials") -> None:
-    # Failed logins go to the platform chain: the e-mail may belong to nobody.
-    audit_record(
-        action="login.failed", actor_label=email[:254], data={"reason": reason}
-    )
-
-
-def auth_logged_out(*, user: User, tenant: Tenant | None) -> None:
-    """Record a logout (after the session ended) and let the user's live sockets
-    re-check theirs, so the ones of this session close."""
-    audit_record(action="logout", tenant=tenant, actor=user)
-    _access_changed(user)
-
-
-def auth_password_reset(*, user: User) -> None:
-    audit_record(action="password.reset", actor=user, target=user)
-
-
 def _check_same_tenant(membership: Membership, obj) -> None:
     # The access layer already scopes objects to the caller's tenant; this guards
     # callers that skipped it.
     if obj.tenant_id != membership.tenant_id:
-        raise PermissionDenied("This belongs to another tenant.")
-
-
-def _access_changed(user: User) -> None:
-    # Open WebSockets of this user re-check their access and close if it is gone.
-    broadcast(user_group(user.code), {"type": "access.changed"})
+        # What the access layer answers: not found (a 403 would confirm it exists).
+        raise Http404("Not found.")
 
 
 def _check_can_grant(actor: Membership, role: str) -> None:
@@ -263,38 +238,123 @@ def _check_may_change(actor: Membership, target: Membership, role: str) -> None:
     _check_can_grant(actor, role)
 
 
+def _revoke_invitations_beyond(
+    target: Membership, *, role: str | None, actor: User
+) -> None:
+    """Withdraw the pending invitations `target`'s user made in this tenant that their
+    new role (None: removed) could not make now.
+
+    An invitation carries its inviter's authority: once that authority is gone (an
+    admin removed or demoted, an owner demoted below owner) what they handed out
+    must not outlive it, or a member removed for cause keeps a way back in.
+    """
+    pending = Invitation.objects.filter(
+        tenant_id=target.tenant_id,
+        invited_by_id=target.user_id,
+        accepted_at__isnull=True,
+        revoked_at__isnull=True,
+    )
+    if role is not None and role_allows(role, Action.MANAGE):
+        pending = pending.filter(
+            role__in=[r for r in Role.values if RANK[Role(r)] > RANK[Role(role)]]
+        )
+    for invitation in pending:
+        invitation.revoked_at = timezone.now()
+        invitation.save(update_fields=["revoked_at"])
+        audit_record(
+            action="invitation.revoked",
+            tenant=target.tenant,
+            actor=actor,
+            target=invitation,
+            data={
+                "email": invitation.email,
+                "reason": "inviter removed" if role is None else "inviter demoted",
+            },
+        )
+
+
+def _apply_role_change(target: Membership, role: str, *, actor: User) -> Membership:
+    """Under the team lock: the last-owner rule, the change, its trail, the sockets."""
+    if target.role == role:
+        return target
+    if target.role == Role.OWNER and _owner_count(target.tenant_id) <= 1:
+        raise ValidationError(
+            "A tenant needs at least one owner: make someone else owner first."
+        )
+    previous = target.role
+    target.role = role
+    target.save(update_fields=["role"])
+    audit_record(
+        action="membership.role_changed",
+        tenant=target.tenant,
+        actor=actor,
+        target=target,
+        data={"user": target.user.email, "from": previous, "to": role},
+    )
+    if RANK[Role(role)] < RANK[Role(previous)]:
+        _revoke_invitations_beyond(target, role=role, actor=actor)
+    _access_changed(target.user)
+    return target
+
+
+def _apply_remove(target: Membership, *, actor: User) -> None:
+    if target.role == Role.OWNER and _owner_count(target.tenant_id) <= 1:
+        raise ValidationError(
+            "The last owner cannot be removed: make someone else owner first."
+        )
+    audit_record(
+        action="membership.removed",
+        tenant=target.tenant,
+        actor=actor,
+        target=target,
+        data={"user": target.user.email, "role": target.role},
+    )
+    _revoke_invitations_beyond(target, role=None, actor=actor)
+    target.delete()
+    _access_changed(target.user)
+
+
+def _check_role(role: str) -> None:
+    if role not in Role.values:
+        raise ValidationError({"role": "Choose owner, admin, operator or viewer."})
+
+
 def membership_role_change(
     *, membership: Membership, target: Membership, role: str
 ) -> Membership:
     """Change a member's role. Owners are changed only by owners; never below one
-    owner, even when two owners demote each other at the same moment."""
+    owner, even when two owners demote each other at the same moment. A demoted
+    member's pending invitations above what they may now grant are withdrawn."""
     _check_same_tenant(membership, target)
-    if role not in Role.values:
-        raise ValidationError({"role": "Choose owner, admin, operator or viewer."})
+    _check_role(role)
     # Checked before locking, so a plain refusal costs no lock...
     _check_may_change(membership, target, role)
     with transaction.atomic():
         actor, target = _lock_team(membership, target)
         # ...and again on fresh rows, which a concurrent change may have altered.
         _check_may_change(actor, target, role)
-        if target.role == role:
-            return target
-        if target.role == Role.OWNER and _owner_count(target.tenant_id) <= 1:
-            raise ValidationError(
-                "A tenant needs at least one owner: make someone else owner first."
-            )
-        previous = target.role
-        target.role = role
-        target.save(update_fields=["role"])
-        audit_record(
-            action="membership.role_changed",
-            tenant=target.tenant,
-            actor=actor.user,
-            target=target,
-            data={"user": target.user.email, "from": previous, "to": role},
-        )
-        _access_changed(target.user)
-    return target
+        return _apply_role_change(target, role, actor=actor.user)
+
+
+def _lock_for_staff(target: Membership) -> Membership:
+    # The same tenant-row lock as _lock_team, so staff and the team page queue up.
+    Tenant.objects.select_for_update().only("pk").get(pk=target.tenant_id)
+    row = (
+        Membership.objects.select_related("user", "tenant").filter(pk=target.pk).first()
+    )
+    if row is None:
+        raise Http404("Not found.")
+    return row
+
+
+def membership_role_change_by_staff(
+    *, staff: User, target: Membership, role: str
+) -> Membership:
+    """Platform staff change a role (admin site): the team page's rules except the
+    actor's own rank, the same trail, the same closing of sockets."""
+    _check_role(role)
+    with transaction.atomic():
+        return _apply_role_change(_lock_for_staff(target), role, actor=staff)
 
 
 def _check_may_remove(actor: Membership, target: Membership) -> None:
@@ -309,25 +369,56 @@ def _check_may_remove(actor: Membership, target: Membership) -> None:
 
 def membership_remove(*, membership: Membership, target: Membership) -> None:
     """Remove a member from the tenant. Anyone may leave; admins remove others;
-    the last owner stays, even when two owners remove each other at once."""
+    the last owner stays, even when two owners remove each other at once. The
+    removed member's pending invitations are withdrawn."""
     _check_same_tenant(membership, target)
     _check_may_remove(membership, target)
     with transaction.atomic():
         actor, target = _lock_team(membership, target)
         _check_may_remove(actor, target)
-        if target.role == Role.OWNER and _owner_count(target.tenant_id) <= 1:
-            raise ValidationError(
-                "The last owner cannot be removed: make someone else owner first."
-            )
-        audit_record(
-            action="membership.removed",
-            tenant=target.tenant,
-            actor=actor.user,
-            target=target,
-            data={"user": target.user.email, "role": target.role},
+        _apply_remove(target, actor=actor.user)
+
+
+def membership_remove_by_staff(*, staff: User, target: Membership) -> None:
+    """Platform staff remove a member (admin site): the last owner stays."""
+    with transaction.atomic():
+        _apply_remove(_lock_for_staff(target), actor=staff)
+
+
+def tenant_two_factor_set(*, membership: Membership, required: bool) -> Tenant:
+    """An owner requires (or stops requiring) two-factor authentication of the
+    tenant's owners and admins. Turning it on needs the owner's own second factor,
+    so that nobody locks themselves out of the setting they just changed."""
+    from tenants.selectors import two_factor_enabled
+
+    membership_require(membership=membership, action=Action.OWN)
+    if required and not two_factor_enabled(user=membership.user):
+        raise ValidationError(
+            "Set up two-factor authentication for yourself first (Account, "
+            "Two-factor authentication)."
         )
-        target.delete()
-        _access_changed(target.user)
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update().get(pk=membership.tenant_id)
+        if tenant.require_two_factor == required:
+            return tenant
+        tenant.require_two_factor = required
+        tenant.save(update_fields=["require_two_factor"])
+        if required:
+            # Their open sockets re-check: one from a login without the code ends.
+            for member in Membership.objects.filter(
+                tenant=tenant, role__in=[Role.OWNER, Role.ADMIN]
+            ).select_related("user"):
+                _access_changed(member.user)
+        audit_record(
+            action="tenant.two_factor_required"
+            if required
+            else "tenant.two_factor_optional",
+            tenant=tenant,
+            actor=membership.user,
+            target=tenant,
+            data={"required": required},
+        )
+    return tenant
 
 
 def tenant_set_status(*, tenant: Tenant, status: str, actor: User | None) -> Tenant:
