@@ -87,7 +87,7 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "poolsaas.middleware.PermissionsPolicyMiddleware",
     "tenants.middleware.TenantMiddleware",
-    # After the tenant is known, so the product's 404 page shows the user's menu.
+    # After the tenant is known: the 404 page renders with the user and tenant.
     "poolsaas.middleware.NotFoundPageMiddleware",
     # Last, so that it sees the outcome of every authentication attempt.
     "axes.middleware.AxesMiddleware",

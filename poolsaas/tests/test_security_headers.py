@@ -189,6 +189,10 @@ PAGES = [
     ("broker_add", "alice", "get", "/brokers/add/"),
     ("broker_edit", "alice", "get", lambda s: f"/brokers/{s.broker.code}/edit/"),
     ("team", "alice", "get", "/team/"),
+    ("account", "alice", "get", "/account/"),
+    ("account_two_factor", "alice", "get", "/account/two-factor/"),
+    ("two_factor_setup", "alice", "post_follow", "/account/two-factor/setup/"),
+    ("password_change", "alice", "get", "/account/password/"),
     ("audit", "alice", "get", "/audit/"),
     ("audit_bad_filter", "alice", "get", "/audit/?until=9999-12-31", None, 400),
     (
@@ -203,7 +207,6 @@ PAGES = [
     ("pool_forbidden", "victor", "get", "/devices/add/", None, 403),
     ("no_tenant", "lonely", "get", "/pools/", None, 200),
     ("suspended", "suspended", "get", "/pools/", None, 403),
-    ("admin_login", None, "get", "/admin/login/", None, 200),
     ("admin_index", "staff", "get", "/admin/"),
     ("admin_tenants", "staff", "get", "/admin/tenants/tenant/"),
     (
@@ -237,6 +240,8 @@ def _fetch(client, login, make_user, site, case):
         login(getattr(site, who))
     if method == "follow":
         response = client.get(path, follow=True)
+    elif method == "post_follow":
+        response = client.post(path, data or {}, follow=True)
     elif method == "post":
         response = client.post(path, data or {})
     else:
@@ -292,6 +297,10 @@ def test_every_page_template_is_checked(client, login, make_user, site, boom_url
             if folder.exists()
         }
     not_pages = {
+        # Shown only inside the 2FA flows (after a password, after enrolment), not
+        # reached by a plain GET here yet: covered by the auth helper's tests only.
+        "registration/login_two_factor.html",
+        "tenants/recovery_codes.html",
         # E-mails, not pages.
         "registration/password_reset_email.html",
         *{name for name in ours if "/email/" in name},
