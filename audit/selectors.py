@@ -1,10 +1,12 @@
 """Reading the audit trail: per-tenant listing and chain verification."""
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
+from audit.details import Names, PoolNames
 from audit.models import AuditChain, AuditEvent
 
 
@@ -31,6 +33,45 @@ def audit_actions_for_tenant(*, tenant) -> list[str]:
         .values_list("action", flat=True)
         .distinct()
     )
+
+
+def _codes(values: Iterable) -> set[uuid.UUID]:
+    codes = set()
+    for value in values:
+        try:
+            codes.add(uuid.UUID(str(value)))
+        except ValueError:
+            continue
+    return codes
+
+
+def audit_names_for_events(*, tenant, events: Iterable[AuditEvent]) -> Names:
+    """The names of the tenant's pools and brokers these events refer to (two
+    queries), for the details in words. Another tenant's codes find nothing."""
+    from devices.models import Broker, Pool
+
+    events = list(events)
+    pool_codes = _codes(
+        [e.data.get("pool") for e in events if isinstance(e.data, dict)]
+        + [e.target_code for e in events if e.target_type == "devices.Pool"]
+    )
+    broker_codes = _codes(
+        e.data.get("broker") for e in events if isinstance(e.data, dict)
+    )
+    pools = {}
+    if pool_codes:
+        rows = Pool.objects.filter(tenant=tenant, code__in=pool_codes).values_list(
+            "code", "name", "mode1_name", "mode2_name"
+        )
+        pools = {code.hex: PoolNames(name, m1, m2) for code, name, m1, m2 in rows}
+    brokers = {}
+    if broker_codes:
+        # values_list: the encrypted secrets of the row are not read.
+        rows = Broker.objects.filter(
+            Q(tenant=tenant) | Q(is_platform=True), code__in=broker_codes
+        ).values_list("code", "name")
+        brokers = {code.hex: name for code, name in rows}
+    return Names(pools=pools, brokers=brokers)
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,17 @@ from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
+from audit.details import action_label, event_details
 from audit.forms import AuditFilterForm
-from audit.selectors import audit_actions_for_tenant, audit_events_for_tenant
+from audit.selectors import (
+    audit_actions_for_tenant,
+    audit_events_for_tenant,
+    audit_names_for_events,
+)
 from tenants.roles import Action
 from tenants.selectors import membership_require
 
-PAGE_SIZE = 50
+PAGE_SIZE = 25
 CSV_COLUMNS = [
     "time",
     "action",
@@ -76,12 +81,21 @@ def audit(request):
             request, "audit/audit.html", {"form": form, "page": None}, status=400
         )
     page = Paginator(events, PAGE_SIZE).get_page(request.GET.get("page"))
+    names = audit_names_for_events(tenant=membership.tenant, events=page.object_list)
+    rows = [
+        {
+            "event": event,
+            "label": action_label(event.action),
+            "details": event_details(event, names=names),
+        }
+        for event in page.object_list
+    ]
     query = request.GET.copy()
     query.pop("page", None)
     return render(
         request,
         "audit/audit.html",
-        {"form": form, "page": page, "query": query.urlencode()},
+        {"form": form, "page": page, "rows": rows, "query": query.urlencode()},
     )
 
 

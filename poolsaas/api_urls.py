@@ -1,7 +1,7 @@
 """Everything under /api/: authentication, the v1 resources, the schema and its docs."""
 
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from poolsaas.api.auth_views import LoginView, LogoutView, RefreshView
 from poolsaas.api.errors import api_not_found
@@ -20,6 +20,8 @@ urlpatterns = [
     path("logout", LogoutView.as_view(), name="logout"),
     path("v1/", include(v1)),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path(
+        "docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"
+    ),
     re_path(r"^.*$", api_not_found),
 ]

@@ -1,8 +1,10 @@
-"""Request id and client address: one id per request, taken from a trusted proxy
-header or made here, and the address of the client rather than of our own proxy.
+"""Our middleware: request id and client address, the Permissions-Policy header, and
+the product's 404 page under DEBUG.
 
-Both are stored in a context variable so that services (the audit trail above all)
-can read them without every call passing the request down.
+The request id is taken from a trusted proxy header or made here, the address is the
+client's rather than our own proxy's. Both are stored in a context variable so that
+services (the audit trail above all) can read them without every call passing the
+request down.
 """
 
 import ipaddress
@@ -10,6 +12,9 @@ import re
 import uuid
 
 from django.conf import settings
+from django.http import Http404
+from django.urls import Resolver404, resolve
+from django.views.defaults import page_not_found
 
 from poolsaas.request_context import RequestContext, bind_request_context
 
@@ -57,3 +62,52 @@ def _client_ip(meta) -> str | None:
         return str(ipaddress.ip_address(candidate))
     except ValueError:
         return peer
+
+
+class PermissionsPolicyMiddleware:
+    """Sends PERMISSIONS_POLICY as the Permissions-Policy header: the browser features
+    named there (camera, geolocation…) are refused to our pages and to any frame."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.header = ", ".join(
+            f"{feature}=({' '.join(origins)})"
+            for feature, origins in settings.PERMISSIONS_POLICY.items()
+        )
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if self.header:
+            response.headers.setdefault("Permissions-Policy", self.header)
+        return response
+
+
+class NotFoundPageMiddleware:
+    """The product's own 404 page also under DEBUG, where Django would answer with its
+    technical page that lists every URL of the site (`make run` runs with DEBUG on).
+
+    With DEBUG off Django already renders templates/404.html (handler404). The API has
+    its own error shape: DRF answers its views' 404s, poolsaas.api.errors.api_not_found
+    the unknown paths, so /api/ is left alone.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if self._applies(request):
+            try:
+                resolve(request.path_info, getattr(request, "urlconf", None))
+            except Resolver404 as exc:
+                # Unknown paths never reach a view, so process_exception misses them.
+                return page_not_found(request, exc)
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, Http404) and self._applies(request):
+            return page_not_found(request, exception)
+        return None
+
+    @staticmethod
+    def _applies(request) -> bool:
+        return settings.DEBUG and not request.path_info.startswith("/api/")

@@ -1,7 +1,17 @@
 from django.contrib import admin
+from django.http import HttpResponsePermanentRedirect
+from django.templatetags.static import static
 from django.urls import include, path
 
+
+def favicon(request):
+    # Pages link the SVG icon; browsers still ask for /favicon.ico on the others
+    # (the admin, a downloaded file), which would otherwise be a 404 each time.
+    return HttpResponsePermanentRedirect(static("img/favicon.svg"))
+
+
 urlpatterns = [
+    path("favicon.ico", favicon),
     path("admin/", admin.site.urls),
     path("api/", include("poolsaas.api_urls")),
     path("", include("tenants.urls")),

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services import audit_record
+from audit.views import PAGE_SIZE
 
 pytestmark = pytest.mark.django_db
 
@@ -153,6 +154,18 @@ def test_filter_by_date_range(login, alice, trail):
         ({"since": "yesterday"}, b"Enter a valid date."),
         ({"since": "2026-05-02", "until": "2026-05-01"}, b"end date is before"),
         ({"action": "carol.only"}, b"Select a valid choice."),
+        # The day after 9999-12-31 does not exist: it used to answer 500.
+        ({"until": "9999-12-31"}, b"Enter a date between 2000-01-01 and 2999-12-31."),
+        ({"since": "9999-12-31"}, b"Enter a date between 2000-01-01 and 2999-12-31."),
+        ({"since": "0001-01-01"}, b"Enter a date between 2000-01-01 and 2999-12-31."),
+        ({"until": "1999-12-31"}, b"Enter a date between 2000-01-01 and 2999-12-31."),
+        ({"until": "10000-01-01"}, b"Enter a valid date."),
+        ({"since": "2026-02-30"}, b"Enter a valid date."),
+        ({"since": "\u00b2\u00b2\u00b2\u00b2-01-01"}, b"Enter a valid date."),
+        ({"since": "9" * 5000}, b"Enter a valid date."),
+        ({"actor": "a\x00b"}, b"Null characters are not allowed."),
+        ({"actor": "x" * 255}, b"at most 254 characters"),
+        ({"action": "' OR 1=1 --"}, b"Select a valid choice."),
     ],
 )
 @pytest.mark.parametrize("url", [AUDIT, EXPORT])
@@ -165,7 +178,8 @@ def test_bad_filters_are_refused(login, alice, trail, params, message, url):
 
 
 def test_pagination_keeps_filters(login, alice, django_assert_max_num_queries):
-    for n in range(60):
+    size = PAGE_SIZE
+    for n in range(size + 10):
         audit_record(
             action="pool.updated", tenant=alice.tenant, actor=alice.user, data={"n": n}
         )
@@ -173,15 +187,17 @@ def test_pagination_keeps_filters(login, alice, django_assert_max_num_queries):
     client = login(alice)
     with django_assert_max_num_queries(10):
         first = client.get(AUDIT, {"action": "pool.updated"})
-    assert len(first.context["page"].object_list) == 50
-    assert first.context["page"].paginator.count == 60
+    assert len(first.context["page"].object_list) == size
+    assert first.context["page"].paginator.count == size + 10
     html = first.content.decode()
     assert "action=pool.updated&amp;page=2" in html
+    assert f"{size + 10} events match these filters" in html
     second = client.get(AUDIT, {"action": "pool.updated", "page": 2})
     assert len(second.context["page"].object_list) == 10
     assert {e.action for e in second.context["page"].object_list} == {"pool.updated"}
-    # A page past the end shows the last page rather than an error.
+    # A page past the end, or not a number, shows a page rather than an error.
     assert client.get(AUDIT, {"page": 99}).status_code == 200
+    assert client.get(AUDIT, {"page": "x'--"}).status_code == 200
 
 
 def test_empty_trail_says_so(login, alice):

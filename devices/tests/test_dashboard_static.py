@@ -44,7 +44,7 @@ def test_pages_refer_to_collected_hashed_files(
         ):
             assert (collected / ref).is_file(), ref
             # A hashed name: a change of the file changes its URL (cache busting).
-            assert re.search(r"\.[0-9a-f]{12}\.(js|css)$", ref), ref
+            assert re.search(r"\.[0-9a-f]{12}\.(js|css|svg)$", ref), ref
             seen.add(re.sub(r"\.[0-9a-f]{12}\.", ".", ref))
     assert {
         "js/pool.js",

@@ -193,7 +193,10 @@ def tenant_switch(request):
     # tenant does not carry over to the next.
     request.session.cycle_key()
     request.session[SESSION_KEY] = membership.tenant.code.hex
-    messages.success(request, f"You are now working in {membership.tenant.name}.")
+    if membership.tenant.is_active:
+        # A suspended tenant's own notice says where the user is; a green "now
+        # working in" above it would contradict it.
+        messages.success(request, f"You are now working in {membership.tenant.name}.")
     target = request.POST.get("next") or reverse("pools")
     if not url_has_allowed_host_and_scheme(
         target, allowed_hosts={request.get_host()}, require_https=request.is_secure()

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -28,6 +29,7 @@ from django.core.management.base import BaseCommand, CommandError
 from devices.models import Device
 
 WEB_HOST = "127.0.0.1"
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 EMBEDDED_REDIS_PORT = 16379
 DYNSEC_SCRIPT = Path(settings.BASE_DIR) / "deploy" / "mosquitto" / "start-dynsec.sh"
 DYNSEC_PLUGIN = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
@@ -49,6 +51,45 @@ def _wait_port(host: str, port: int, seconds: float = 15) -> bool:
     return False
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _take_the_terminal() -> Callable[[], None]:
+    """Make our process group (and so our children's) the terminal's foreground group.
+
+    Ctrl-C then reaches run_demo and its children but not a `make run` above it, which
+    would otherwise report "make: *** [run] Interrupt" and exit 130 however cleanly
+    everything stopped. Returns what gives the terminal back. Without a terminal, or
+    in the background, nothing changes.
+    """
+    try:
+        fd = sys.stdin.fileno()
+        if not os.isatty(fd) or os.tcgetpgrp(fd) != os.getpgrp():
+            return lambda: None
+        previous = os.getpgrp()
+        os.setpgid(0, 0)
+    except (OSError, ValueError):
+        return lambda: None
+    if not _set_foreground(fd, os.getpgrp()):
+        # Never left in a background group, where Ctrl-C would not reach us at all.
+        os.setpgid(0, previous)
+        return lambda: None
+    return lambda: _set_foreground(fd, previous)
+
+
+def _set_foreground(fd: int, group: int) -> bool:
+    # From a background group tcsetpgrp raises SIGTTOU, which would stop us.
+    before = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(fd, group)
+        return True
+    except OSError:
+        return False
+    finally:
+        signal.signal(signal.SIGTTOU, before)
+
+
 class Command(BaseCommand):
     help = "Run poolsaas: broker, bridge, worker, simulated devices and web server."
 
@@ -61,8 +102,21 @@ class Command(BaseCommand):
             help="Use the embedded Python broker even when Mosquitto is installed.",
         )
 
+    def execute(self, *args, **options):
+        give_back = _take_the_terminal()
+        try:
+            super().execute(*args, **options)
+        except KeyboardInterrupt:
+            # Ctrl-C while still starting: as clean a stop as one later on.
+            self.stdout.write("\nInterrupted while starting.")
+        finally:
+            give_back()
+        self.stdout.write(self.style.SUCCESS("poolsaas stopped."))
+
     def handle(self, *args, **options):
         self.children: list[tuple[str, subprocess.Popen]] = []
+        # SIGTERM stops as cleanly as Ctrl-C, also while starting.
+        signal.signal(signal.SIGTERM, _interrupt)
         call_command("migrate", verbosity=0)
         call_command("seed_demo")
         url = urlparse(settings.MQTT_URL)
@@ -288,31 +342,48 @@ class Command(BaseCommand):
             self._spawn(f"devices-{protocol}", argv, env)
 
     def _supervise(self) -> None:
-        stop = {"now": False}
+        """Return on Ctrl-C or SIGTERM; raise CommandError when a child dies by itself.
 
-        def on_signal(signum, frame):
-            stop["now"] = True
-
-        signal.signal(signal.SIGTERM, on_signal)
-        try:
-            while not stop["now"]:
-                for name, process in self.children:
-                    if process.poll() is not None:
-                        raise CommandError(
-                            f"{name} stopped (exit {process.returncode}); "
-                            "stopping the rest."
-                        )
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            self.stdout.write("\nStopping…")
+        Ctrl-C reaches the whole process group, so the children stop too, each in its
+        own time. The stop signals are blocked and waited for rather than handled: a
+        child seen dead while a stop signal is pending here died of that signal (the
+        kernel queues it for the whole group before any member can exit), so there is
+        no race between "stopped by Ctrl-C" and "crashed".
+        """
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        while True:
+            # Deaths first, then the signals: a death seen here with a stop signal
+            # pending is part of that stop.
+            dead = [(n, p) for n, p in self.children if p.poll() is not None]
+            received = signal.sigtimedwait(STOP_SIGNALS, 0 if dead else 0.5)
+            if received is not None:
+                self.stdout.write(
+                    f"\n{signal.Signals(received.si_signo).name} received: stopping…"
+                )
+                return
+            if dead:
+                name, process = dead[0]
+                raise CommandError(
+                    f"{name} stopped by itself (exit {process.returncode}); "
+                    "stopping the rest."
+                )
 
     def _stop_all(self) -> None:
+        # Nothing interrupts the stop itself (it is bounded by the kill below).
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         for _, process in reversed(self.children):
             if process.poll() is None:
                 process.terminate()
         deadline = time.monotonic() + 10
-        for _, process in reversed(self.children):
+        for name, process in reversed(self.children):
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                self.stdout.write(f"{name} did not stop in time: killed.")
                 process.kill()
+                process.wait()
+        # A second Ctrl-C during the stop changes nothing: drop it, then let signals
+        # through again.
+        while signal.sigtimedwait(STOP_SIGNALS, 0) is not None:
+            pass
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
