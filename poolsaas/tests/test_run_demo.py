@@ -343,3 +343,28 @@ def test_sigterm_while_all_run_is_a_clean_stop(supervisor):
     _pending(signal.SIGTERM)
     supervisor._supervise()
     assert "SIGTERM received: stopping…" in supervisor.stdout.getvalue()
+
+
+def test_dynsec_state_goes_where_the_mosquitto_user_can_reach_it(tmp_path):
+    import shutil
+    import tempfile
+
+    from poolsaas.management.commands.run_demo import _dynsec_state_dir
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    if os.geteuid() != 0:
+        # Not root: Mosquitto keeps this user, which can reach its own folders.
+        assert (
+            _dynsec_state_dir(private / "var") == private / "var" / "mosquitto-dynsec"
+        )
+        return
+    moved = _dynsec_state_dir(private / "var")
+    assert not str(moved).startswith(str(private))
+    assert moved == _dynsec_state_dir(private / "var")  # stable across starts
+    public = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        public.chmod(0o755)  # noqa: S103 - the point: a folder others may walk into
+        assert _dynsec_state_dir(public / "var") == public / "var" / "mosquitto-dynsec"
+    finally:
+        shutil.rmtree(public)

@@ -8,6 +8,7 @@ separate processes, so they need a shared channel layer), the bridge, a Celery w
 with beat, simulated devices for the demo pools, and the web server.
 """
 
+import hashlib
 import json
 import os
 import secrets
@@ -88,6 +89,25 @@ def _set_foreground(fd: int, group: int) -> bool:
         return False
     finally:
         signal.signal(signal.SIGTTOU, before)
+
+
+def _reachable_by_others(folder: Path) -> bool:
+    """Can a user other than the owner walk down to `folder`?"""
+    folder = folder.resolve()
+    return all(os.stat(part).st_mode & 0o001 for part in (folder, *folder.parents))
+
+
+def _dynsec_state_dir(var_dir: Path) -> Path:
+    """Where the demo's Mosquitto keeps its dynamic-security state. Started as root,
+    Mosquitto drops to the `mosquitto` user, which must reach and rewrite this folder:
+    under a private parent (a root home folder, pytest's temporary folders) it cannot,
+    so the state goes to a folder of its own under the system's temporary folder."""
+    preferred = var_dir / "mosquitto-dynsec"
+    var_dir.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or _reachable_by_others(var_dir):
+        return preferred
+    tag = hashlib.sha256(str(var_dir.resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"poolsaas-demo-dynsec-{tag}"
 
 
 class Command(BaseCommand):
@@ -248,7 +268,7 @@ class Command(BaseCommand):
         device gets its own password, bound to its client id."""
         from devices.services.dynsec import DynsecConfig
 
-        state_dir = Path(settings.VAR_DIR) / "mosquitto-dynsec"
+        state_dir = _dynsec_state_dir(Path(settings.VAR_DIR))
         secret_file = Path(settings.VAR_DIR) / "mosquitto-dynsec.admin"
         if not secret_file.exists():
             # A state file made with a password we no longer know cannot be logged
