@@ -11,6 +11,7 @@ from audit.details import RENDERERS, action_label, event_details
 from audit.models import AuditEvent
 from audit.services import audit_record
 from devices.services.brokers import broker_create, broker_delete, broker_update
+from devices.services.claims import claim_code_for
 from devices.services.commands import command_send
 from devices.services.onboarding import device_add, device_remove
 from devices.services.pools import pool_create, pool_update
@@ -75,7 +76,12 @@ def acme_story(alice, olivia, platform_broker, settings):
             },
         ],
     )
-    device, _bundle = device_add(membership=alice, pool=pool, device_id="ESP-AB12CD")
+    device, _bundle = device_add(
+        membership=alice,
+        pool=pool,
+        device_id="ESP-AB12CD",
+        claim_code=claim_code_for("ESP-AB12CD"),
+    )
     command_send(membership=olivia, pool=pool, op="valve", value=2, source="web")
     command_send(
         membership=olivia,
@@ -94,7 +100,7 @@ def acme_story(alice, olivia, platform_broker, settings):
         username="u",
         password="p",
     )
-    broker_update(membership=alice, broker=broker, port=1885, password="")
+    broker_update(membership=alice, broker=broker, port=1885, username="u", password="")
     broker_delete(membership=alice, broker=broker)
     device_remove(membership=alice, device=device)
     invitation_create(membership=alice, email="newbie@acme.test", role="viewer")

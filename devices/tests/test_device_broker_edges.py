@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from devices.models import Device
 from devices.services.brokers import broker_create
+from devices.services.claims import claim_code_for
 from poolsaas.api.testing import api_client, assert_error
 
 pytestmark = pytest.mark.django_db
@@ -60,12 +61,19 @@ def _page_add(client, pool, broker_code, device_id):
             "device_id": device_id,
             "broker": broker_code,
             "protocol": "v3.1",
+            # Needed on the platform broker, ignored on a tenant's own.
+            "claim_code": claim_code_for(device_id),
         },
     )
 
 
 def _api_add(membership, pool, broker_code, device_id):
-    payload = {"pool": str(pool.code), "device_id": device_id, "protocol": "v3.1"}
+    payload = {
+        "pool": str(pool.code),
+        "device_id": device_id,
+        "protocol": "v3.1",
+        "claim_code": claim_code_for(device_id),
+    }
     if broker_code is not None:
         payload["broker"] = broker_code
     return api_client(membership).post(DEVICES, payload, format="json")

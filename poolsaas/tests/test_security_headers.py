@@ -22,6 +22,7 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
 from devices.models import Pool
+from devices.services.claims import claim_code_for
 from tenants.services import invitation_create
 
 pytestmark = pytest.mark.django_db
@@ -176,6 +177,7 @@ PAGES = [
             "pool": s.spare.code.hex,
             "device_id": "ESP-C3C3C3",
             "protocol": "ps1",
+            "claim_code": claim_code_for("ESP-C3C3C3"),
         },
         200,
     ),
