@@ -46,6 +46,9 @@ class Integrator:
 
     def __init__(self, base, membership):
         self.base = base
+        # The browser's login on the live server may have rehashed the password
+        # (another hasher there), and tokens carry a digest of the current one.
+        membership.user.refresh_from_db()
         self.token = str(tokens_for(membership).access_token)
 
     def call(self, method, path, body=None, headers=None):
