@@ -38,6 +38,7 @@ from devices.selectors import (
 from devices.selectors import (
     pool_programs as pool_programs_list,
 )
+from firmware.protocol import wifi_quality
 from tenants.roles import Action, role_allows
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -406,20 +407,6 @@ def _bundle_response(request, device, bundle):
     return response
 
 
-def wifi_quality(rssi) -> str:
-    """The v3.1 words for a signal (as static/js/pool.js): excellent >= -50 dBm,
-    good >= -60, fair >= -70, else weak; "" when there is no reading."""
-    if rssi is None:
-        return ""
-    if rssi >= -50:
-        return "excellent"
-    if rssi >= -60:
-        return "good"
-    if rssi >= -70:
-        return "fair"
-    return "weak"
-
-
 def uptime_text(seconds) -> str:
     if not isinstance(seconds, int) or seconds < 0:
         return "—"
@@ -446,7 +433,8 @@ def devices(request):
         rssi = ((device.state or {}).get("wifi") or {}).get("rssi")
         number = isinstance(rssi, int | float) and not isinstance(rssi, bool)
         device.rssi = rssi if number else None
-        device.signal = wifi_quality(device.rssi)
+        # The v3.1 words for the signal, as the device sends them; none unread.
+        device.signal = "" if device.rssi is None else wifi_quality(device.rssi)
     return render(
         request,
         "devices/devices_list.html",
