@@ -60,6 +60,16 @@ class Broker(models.Model):
         max_length=100, default="devices", validators=[validate_topic_prefix]
     )
     secrets_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Rotation without downtime (devices/services/brokers/credentials.py): staged
+    # credentials, tried first by the bridge and promoted when the broker takes them.
+    pending_username = StrictEncryptedCharField(max_length=200, blank=True)
+    pending_password = StrictEncryptedCharField(max_length=200, blank=True)
+    # Identifies the staged pair: the bridge promotes only the pair it tried.
+    credentials_pending_since = models.DateTimeField(
+        null=True, blank=True, editable=False
+    )
+    credentials_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    credentials_refused_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -162,6 +172,27 @@ class Device(models.Model):
     )
     # Per-device credentials on the platform broker (dynamic security).
     mqtt_password = StrictEncryptedCharField(max_length=200, blank=True)
+    # The dynamic-security username of `mqtt_password`; empty means the device id
+    # (every device until its first rotation, then `<device id>~<generation>`).
+    mqtt_username = models.CharField(max_length=80, blank=True, editable=False)
+    # Rotation of the platform credentials (devices/services/device_credentials.py).
+    credentials_generation = models.PositiveIntegerField(default=0, editable=False)
+    pending_mqtt_username = StrictEncryptedCharField(max_length=200, blank=True)
+    pending_mqtt_password = StrictEncryptedCharField(max_length=200, blank=True)
+    # The cmd id of the pending rotation, `k<generation>-<8 hex>`; empty when none.
+    credentials_rotation_id = models.CharField(
+        max_length=40, blank=True, editable=False
+    )
+    credentials_rotation_started_at = models.DateTimeField(
+        null=True, blank=True, editable=False
+    )
+    credentials_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    credentials_rotation_failed_at = models.DateTimeField(
+        null=True, blank=True, editable=False
+    )
+    credentials_rotation_failure = models.CharField(
+        max_length=200, blank=True, editable=False
+    )
     # When the tenant proved it holds the device with its claim code (platform broker
     # only; devices/services/claims.py). Rows from before claims have none: a valid
     # claim by another tenant releases them.
@@ -190,6 +221,11 @@ class Device(models.Model):
     @property
     def topic_root(self) -> str:
         return f"{self.topic_prefix}/{self.device_id}"
+
+    @property
+    def mqtt_login(self) -> str:
+        """The username the device logs in with on the platform broker."""
+        return self.mqtt_username or self.device_id
 
 
 class Command(models.Model):
