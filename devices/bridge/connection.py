@@ -6,6 +6,13 @@ restart does not bring every bridge back in the same instant. Subscriptions are 
 in on_connect, so every reconnect resubscribes. Credentials are decrypted when the
 connection is built and live only inside the paho client.
 
+Credentials staged for a rotation (devices/services/brokers/credentials.py) are tried
+first: accepted, they are promoted (a compare-and-swap on the staging time, so a pair
+staged again meanwhile is kept); refused by the broker (CONNACK "bad username or
+password" / "not authorised"), the connection goes back to the current pair at once,
+with no backoff, and the refusal is recorded. Any other failure is not a refusal: the
+staged pair is tried again on the next attempt.
+
 A tenant's broker is not trusted: nothing it sends may end the network thread (every
 callback is guarded, and a failing loop drops the connection and reconnects), it
 cannot make us hold more than one bounded packet (bigger PUBLISHes are skipped as
@@ -24,7 +31,12 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
-from devices.services.brokers import BrokerAddressRefused, VettedClient
+from devices.services.brokers import (
+    BrokerAddressRefused,
+    VettedClient,
+    broker_credentials_promote,
+    broker_credentials_refused,
+)
 from firmware import protocol
 
 logger = logging.getLogger(__name__)
@@ -43,6 +55,10 @@ MAX_OUT_PACKETS = 5000
 MAX_QUEUED_MESSAGES = 1000
 
 _PUBLISH = 0x30
+
+# CONNACK codes that refuse the credentials themselves (MQTT 3.1.1: 4 bad username
+# or password, 5 not authorised; MQTT 5: 134, 135).
+CREDENTIALS_REFUSED = frozenset({4, 5, 134, 135})
 
 
 def _fresh_packet() -> dict:
@@ -158,7 +174,10 @@ def is_replay(retain: bool, *, received_at: float, subscribed_at: float) -> bool
 
 
 def broker_fingerprint(broker) -> tuple:
-    """Anything that, when changed, needs a new connection."""
+    """Anything that, when changed, needs a new connection. The staging time of
+    rotated credentials is last: a pair staged (or staged again, or cancelled) makes
+    the bridge reconnect and try it; the connection that promotes a pair puts None
+    there itself, so a promotion needs no second connect."""
     return (
         broker.host,
         broker.port,
@@ -166,7 +185,19 @@ def broker_fingerprint(broker) -> tuple:
         broker.ca_certificate,
         broker.secrets_changed_at,
         broker.updated_at,
+        broker.credentials_pending_since,
     )
+
+
+def _in_own_connection(function: Callable, **kwargs):
+    """Run a service from the network thread, closing that thread's database
+    connection afterwards (it is rarely needed and must not linger)."""
+    from django.db import connection
+
+    try:
+        return function(**kwargs)
+    finally:
+        connection.close()
 
 
 class BrokerConnection:
@@ -217,9 +248,20 @@ class BrokerConnection:
         self.client.on_oversize = self._on_oversize
         # Raises SecretDecryptionError for an undecryptable secret: the caller logs it
         # and retries later rather than connecting with ciphertext.
-        username, password = broker.username, broker.password
-        if username or password:
-            self.client.username_pw_set(username or None, password or None)
+        self._current_auth = (broker.username, broker.password)
+        # The staging time of the pair being tried, None when using the current one.
+        # A pair the broker refused once is not tried again until staged again.
+        self.pending_since = None
+        auth = self._current_auth
+        if (
+            broker.credentials_pending_since is not None
+            and broker.credentials_refused_at is None
+        ):
+            self.pending_since = broker.credentials_pending_since
+            auth = (broker.pending_username, broker.pending_password)
+        self._set_auth(*auth)
+        # Reconnect at once (no backoff): set when falling back to the current pair.
+        self._retry_now = False
         if broker.use_tls:
             context = ssl.create_default_context(cadata=broker.ca_certificate or None)
             self.client.tls_set_context(context)
@@ -229,6 +271,45 @@ class BrokerConnection:
         self.client.on_message = self._guarded(self._on_message)
         self._thread = threading.Thread(
             target=self._run, name=f"mqtt-{broker.pk}", daemon=True
+        )
+
+    def _set_auth(self, username: str, password: str) -> None:
+        if username or password:
+            self.client.username_pw_set(username or None, password or None)
+        else:
+            self.client.username_pw_set(None, None)
+
+    # --- credential rotation ----------------------------------------------------------
+
+    def _pending_accepted(self) -> None:
+        # Left as it is if the database fails: the next connect promotes.
+        promoted = _in_own_connection(
+            broker_credentials_promote,
+            broker_id=self.broker_id,
+            staged_at=self.pending_since,
+        )
+        self.pending_since = None
+        if promoted:
+            self.fingerprint = (*self.fingerprint[:-1], None)
+            logger.info("broker %s: new credentials accepted, promoted", self.name)
+        # Not promoted: staged again or cancelled meanwhile; the fingerprint still
+        # names the pair tried, so the bridge rebuilds this connection.
+
+    def _pending_refused(self, reason_code) -> None:
+        staged_at, self.pending_since = self.pending_since, None
+        self._set_auth(*self._current_auth)
+        self._retry_now = True
+        self.counters["credentials_refused"] += 1
+        logger.warning(
+            "broker %s refused the new credentials (%s); using the current ones",
+            self.name,
+            reason_code,
+        )
+        _in_own_connection(
+            broker_credentials_refused,
+            broker_id=self.broker_id,
+            staged_at=staged_at,
+            reason=str(reason_code),
         )
 
     # --- subscriptions ---------------------------------------------------------------
@@ -287,6 +368,11 @@ class BrokerConnection:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
+            if self.pending_since is not None and (
+                reason_code.value in CREDENTIALS_REFUSED
+            ):
+                self._pending_refused(reason_code)
+                return
             logger.warning("broker %s refused the bridge: %s", self.name, reason_code)
             return
         with self._lock:
@@ -300,6 +386,8 @@ class BrokerConnection:
         self.connected_at = time.time()
         self.connected.set()
         logger.info("connected to broker %s (%s:%s)", self.name, self.host, self.port)
+        if self.pending_since is not None:
+            self._pending_accepted()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         if any(code.is_failure for code in reason_codes):
@@ -395,6 +483,9 @@ class BrokerConnection:
                 self.client._sock_close()
                 self.connected.clear()
                 self.subscribed.clear()
+                if self._retry_now:
+                    self._retry_now = False  # refused new credentials: old ones now
+                    continue
                 if not self._stop.is_set():
                     self._sleep_backoff(attempt)
                     attempt += 1

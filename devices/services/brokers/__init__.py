@@ -24,6 +24,13 @@ from devices.services.brokers.connection_test import (
     ConnectionResult,
     broker_test_connection,
 )
+from devices.services.brokers.credentials import (
+    broker_credentials_cancel,
+    broker_credentials_promote,
+    broker_credentials_refused,
+    broker_credentials_stage,
+    broker_credentials_state,
+)
 from devices.services.brokers.management import (
     ADDRESS_FIELDS,
     broker_create,
@@ -46,6 +53,11 @@ __all__ = [
     "ConnectionResult",
     "VettedClient",
     "broker_create",
+    "broker_credentials_cancel",
+    "broker_credentials_promote",
+    "broker_credentials_refused",
+    "broker_credentials_stage",
+    "broker_credentials_state",
     "broker_delete",
     "broker_ensure_platform",
     "broker_resolve",

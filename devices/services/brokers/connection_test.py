@@ -15,7 +15,7 @@ from devices.services.brokers.addresses import (
     VettedClient,
     validate_broker_address,
 )
-from devices.services.brokers.management import _require_own_broker
+from devices.services.brokers.validation import _require_own_broker
 from tenants.models import Membership
 from tenants.roles import Action
 from tenants.selectors import membership_require
@@ -40,12 +40,14 @@ def broker_test_connection(
     broker: Broker,
     timeout: float = 5.0,
     membership: Membership | None = None,
+    pending: bool = False,
 ) -> ConnectionResult:
     """Try to connect and authenticate to the broker; say plainly what happened.
 
     Pages pass the membership (the test uses the stored secrets, so it needs the
     manage role); the bridge and admin call it without one. Never raises for a
-    network problem and never puts a secret in the message.
+    network problem and never puts a secret in the message. `pending` tests the
+    staged credentials of a rotation instead of the current ones.
     """
     if membership is not None:
         membership_require(membership=membership, action=Action.MANAGE)
@@ -67,8 +69,15 @@ def broker_test_connection(
     )
     client.vet_addresses = not broker.is_platform
     client.connect_timeout = timeout
-    if broker.username or broker.password:
-        client.username_pw_set(broker.username, broker.password or None)
+    if pending and broker.credentials_pending_since is None:
+        return ConnectionResult(False, "No new credentials are staged.")
+    username, password = (
+        (broker.pending_username, broker.pending_password)
+        if pending
+        else (broker.username, broker.password)
+    )
+    if username or password:
+        client.username_pw_set(username, password or None)
 
     def on_connect(client, userdata, flags, reason_code, properties):
         outcome["code"] = reason_code
@@ -95,12 +104,17 @@ def broker_test_connection(
         if code.is_failure:
             if code.value in (4, 5, 134, 135):
                 return ConnectionResult(
-                    False, f"{where} refused the username or password."
+                    False,
+                    f"{where} refused the "
+                    + ("new " if pending else "")
+                    + "username or password.",
                 )
             return ConnectionResult(False, f"{where} refused the connection: {code}.")
         return ConnectionResult(
             True,
-            f"Connected to {where}" + (" over TLS." if broker.use_tls else "."),
+            f"Connected to {where}"
+            + (" over TLS" if broker.use_tls else "")
+            + (" with the new credentials." if pending else "."),
         )
     except BrokerAddressRefused as exc:
         return ConnectionResult(False, str(exc))

@@ -3,24 +3,22 @@ moves), delete, and whether the secrets are set."""
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
-from django.http import Http404
 from django.utils import timezone
 
 from audit.services import audit_record
 from devices.fields import secret_is_set
 from devices.models import Broker
-from devices.services.brokers.validation import _broker_validate, _clean_fields
+from devices.services.brokers.credentials import (
+    broker_credentials_clear_for_address_change,
+)
+from devices.services.brokers.validation import (
+    _broker_validate,
+    _clean_fields,
+    _require_own_broker,
+)
 from tenants.models import Membership
 from tenants.roles import Action
 from tenants.selectors import membership_require
-
-
-def _require_own_broker(membership: Membership, broker: Broker) -> None:
-    # The access layer already scopes by tenant; this guards direct callers (admin
-    # actions, scripts) from touching the platform broker or another tenant's, with
-    # the access layer's own answer: not found.
-    if broker.is_platform or broker.tenant_id != membership.tenant_id:
-        raise Http404("No such broker.")
 
 
 def broker_create(
@@ -118,6 +116,10 @@ def broker_update(
             raise ValidationError(errors)
         for name, value in fields.items():
             setattr(broker, name, value)
+        # A staged rotation was given for the old address too.
+        rotation_cleared = any(
+            name in ADDRESS_FIELDS for name in changed
+        ) and broker_credentials_clear_for_address_change(broker)
         secrets_changed = []
         if username is not None and username != broker.username:
             broker.username = username
@@ -134,7 +136,8 @@ def broker_update(
                 tenant=broker.tenant,
                 actor=membership.user,
                 target=broker,
-                data={"fields": changed},
+                data={"fields": changed}
+                | ({"staged_credentials_cleared": True} if rotation_cleared else {}),
             )
         if secrets_changed:
             audit_record(

@@ -5,12 +5,14 @@ import ssl
 from urllib.parse import urlparse
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.http import Http404
 
 from devices.models import Broker
 from devices.services.brokers.addresses import (
     validate_broker_address,
     validate_broker_host,
 )
+from tenants.models import Membership
 
 BROKER_FIELDS = [
     "name",
@@ -139,3 +141,11 @@ def _clean_fields(fields: dict) -> dict:
     if isinstance(cleaned.get("ca_certificate"), str):
         cleaned["ca_certificate"] = cleaned["ca_certificate"].strip()
     return cleaned
+
+
+def _require_own_broker(membership: Membership, broker: Broker) -> None:
+    # The access layer already scopes by tenant; this guards direct callers (admin
+    # actions, scripts) from touching the platform broker or another tenant's, with
+    # the access layer's own answer: not found.
+    if broker.is_platform or broker.tenant_id != membership.tenant_id:
+        raise Http404("No such broker.")
