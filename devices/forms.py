@@ -121,6 +121,27 @@ class BrokerForm(forms.Form):
         return kwargs
 
 
+class BrokerRotationForm(forms.Form):
+    """New credentials staged for the bridge to switch to; write-only."""
+
+    new_username = forms.CharField(
+        label="New username",
+        max_length=200,
+        required=False,
+        strip=False,
+        widget=WriteOnlyTextInput(attrs={"autocomplete": "off"}),
+        help_text="Leave empty to keep the current username.",
+    )
+    new_password = forms.CharField(
+        label="New password",
+        max_length=200,
+        strip=False,
+        widget=forms.PasswordInput(
+            render_value=False, attrs={"autocomplete": "new-password"}
+        ),
+    )
+
+
 def _timezone_choices():
     return [(name, name) for name in timezone_names()]
 

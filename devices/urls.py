@@ -17,6 +17,14 @@ urlpatterns = [
         "brokers/<str:code>/delete/", broker_views.broker_delete, name="broker_delete"
     ),
     path("brokers/<str:code>/test/", broker_views.broker_test, name="broker_test"),
+    path(
+        "brokers/<str:code>/rotate/", broker_views.broker_rotate, name="broker_rotate"
+    ),
+    path(
+        "brokers/<str:code>/rotate/cancel/",
+        broker_views.broker_rotate_cancel,
+        name="broker_rotate_cancel",
+    ),
     # The live dashboard (devices/views/dashboard.py); after "pools/add/" on purpose.
     path("pools/<str:code>/", dash_views.pool_detail, name="pool_detail"),
     path("pools/<str:code>/programs/", dash_views.pool_programs, name="pool_programs"),

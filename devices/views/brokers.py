@@ -14,7 +14,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from devices.forms import BrokerForm, apply_service_errors
+from devices.forms import BrokerForm, BrokerRotationForm, apply_service_errors
 from devices.selectors import (
     broker_get_for_member,
     brokers_for_member,
@@ -36,7 +36,7 @@ def brokers(request):
     # The list never loads the secrets: nothing to decrypt, nothing to leak.
     own = (
         brokers_for_member(membership=request.membership)
-        .defer("username", "password")
+        .defer("username", "password", "pending_username", "pending_password")
         .annotate(device_count=Count("devices"))
     )
     platform = platform_broker_for_display()
@@ -111,6 +111,15 @@ def broker_edit(request, code):
                 messages.success(request, f"Broker {broker.name} saved.")
                 return HttpResponseRedirect(reverse("brokers"))
         status = 400
+    return _edit_page(request, broker, form=form, status=status)
+
+
+def _edit_page(request, broker, *, form=None, rotation_form=None, status=200):
+    if form is None:
+        form = BrokerForm(
+            editing=True,
+            initial={name: getattr(broker, name) for name in services.BROKER_FIELDS},
+        )
     return render(
         request,
         "devices/broker_form.html",
@@ -118,9 +127,59 @@ def broker_edit(request, code):
             "form": form,
             "broker": broker,
             "secrets": services.broker_secrets_status(broker=broker),
+            "rotation": services.broker_credentials_state(broker=broker),
+            "rotation_form": rotation_form or BrokerRotationForm(),
         },
         status=status,
     )
+
+
+@login_required
+@require_POST
+def broker_rotate(request, code):
+    """Stage new credentials; the bridge switches to them when the broker takes
+    them (devices/services/brokers/credentials.py)."""
+    if request.membership is None:
+        return _no_tenant(request)
+    broker = broker_get_for_member(
+        membership=request.membership, code=code, action=Action.MANAGE
+    )
+    form = BrokerRotationForm(request.POST)
+    if form.is_valid():
+        try:
+            services.broker_credentials_stage(
+                membership=request.membership,
+                broker=broker,
+                username=form.cleaned_data["new_username"],
+                password=form.cleaned_data["new_password"],
+            )
+        except ValidationError as exc:
+            apply_service_errors(
+                form,
+                exc,
+                {"username": "new_username", "password": "new_password"},
+            )
+        else:
+            messages.success(
+                request,
+                f"New credentials staged for {broker.name}: the bridge switches to "
+                "them at its next connection. Keep the old ones valid until then.",
+            )
+            return HttpResponseRedirect(reverse("broker_edit", args=[broker.code]))
+    return _edit_page(request, broker, rotation_form=form, status=400)
+
+
+@login_required
+@require_POST
+def broker_rotate_cancel(request, code):
+    if request.membership is None:
+        return _no_tenant(request)
+    broker = broker_get_for_member(
+        membership=request.membership, code=code, action=Action.MANAGE
+    )
+    services.broker_credentials_cancel(membership=request.membership, broker=broker)
+    messages.success(request, f"Staged credentials of {broker.name} discarded.")
+    return HttpResponseRedirect(reverse("broker_edit", args=[broker.code]))
 
 
 @login_required
@@ -149,9 +208,12 @@ def broker_test(request, code):
     broker = broker_get_for_member(
         membership=request.membership, code=code, action=Action.MANAGE
     )
+    pending = request.POST.get("pending") == "1"
     result = services.broker_test_connection(
-        broker=broker, membership=request.membership
+        broker=broker, membership=request.membership, pending=pending
     )
     level = messages.SUCCESS if result.ok else messages.ERROR
     messages.add_message(request, level, f"{broker.name}: {result.message}")
+    if pending:
+        return HttpResponseRedirect(reverse("broker_edit", args=[broker.code]))
     return HttpResponseRedirect(reverse("brokers"))

@@ -15,11 +15,12 @@ from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
+from django.db.models import TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from audit.services import audit_record
-from devices.fields import secret_is_set
+from devices.fields import StoredToken, secret_is_set
 from devices.models import Broker
 from devices.services.brokers.validation import _require_own_broker
 from tenants.models import Membership
@@ -134,21 +135,31 @@ def broker_credentials_promote(*, broker_id: int, staged_at: datetime) -> bool:
     """The bridge logged in with the pair staged at `staged_at`: make it current.
 
     A compare-and-swap: nothing happens (False) when the pair was staged again,
-    cancelled or cleared since the bridge read it. The encrypted columns are copied
-    as they are. Audited `broker.credentials_rotated` (no actor: the bridge).
+    cancelled or cleared since the bridge read it (the row is locked, then
+    checked). The stored tokens are copied as they are, never decrypted.
+    Audited `broker.credentials_rotated` (no actor: the bridge).
     """
     now = timezone.now()
     with transaction.atomic():
-        done = Broker.objects.filter(
-            pk=broker_id, credentials_pending_since=staged_at
-        ).update(
-            username=F("pending_username"),
-            password=F("pending_password"),
+        # Cast to text reads the stored tokens without decrypting them.
+        staged = (
+            Broker.objects.select_for_update()
+            .filter(pk=broker_id, credentials_pending_since=staged_at)
+            .annotate(
+                raw_username=Cast("pending_username", TextField()),
+                raw_password=Cast("pending_password", TextField()),
+            )
+            .values("raw_username", "raw_password")
+            .first()
+        )
+        if staged is None:
+            return False
+        Broker.objects.filter(pk=broker_id).update(
+            username=_token(staged["raw_username"]),
+            password=_token(staged["raw_password"]),
             credentials_rotated_at=now,
             **_PENDING_CLEARED,
         )
-        if not done:
-            return False
         broker = Broker.objects.select_related("tenant").get(pk=broker_id)
         audit_record(
             action="broker.credentials_rotated",
@@ -158,6 +169,11 @@ def broker_credentials_promote(*, broker_id: int, staged_at: datetime) -> bool:
             data={"staged_at": staged_at.isoformat()},
         )
     return True
+
+
+def _token(raw: str | None):
+    # A bare string would be encrypted a second time; an empty secret is "".
+    return StoredToken(raw) if raw else ""
 
 
 def broker_credentials_refused(
