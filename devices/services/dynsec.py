@@ -253,18 +253,22 @@ def _is_device_client(client: dict[str, Any], device_id: str) -> bool:
     ]
 
 
-def _guard_existing(admin: DynsecClient, device_id: str) -> None:
-    """ReservedName when a client of that name exists that is not one of our device
-    clients: an account the operator made by hand (a monitoring user, a second
-    bridge) must not be deleted and recreated by a tenant typing its name."""
-    (response,) = admin.execute([{"command": "getClient", "username": device_id}])
+def _guard_existing(
+    admin: DynsecClient, device_id: str, username: str | None = None
+) -> None:
+    """ReservedName when a client of that name (`username`, by default the device
+    id) exists that is not one of our clients of `device_id`: an account the operator
+    made by hand (a monitoring user, a second bridge) must not be deleted and
+    recreated by a tenant typing its name."""
+    username = username or device_id
+    (response,) = admin.execute([{"command": "getClient", "username": username}])
     if response.get("error") == "Client not found":
         return
     if response.get("error"):
         raise DynsecError(f"getClient: {response['error']}")
     client = (response.get("data") or {}).get("client") or {}
     if not _is_device_client(client, device_id):
-        raise ReservedName(f"{device_id!r} is reserved on the platform broker.")
+        raise ReservedName(f"{username!r} is reserved on the platform broker.")
 
 
 def dynsec_device_create(
@@ -312,21 +316,91 @@ def dynsec_device_create(
     return password
 
 
-def dynsec_device_delete(*, device_id: str, config: DynsecConfig | None = None) -> None:
-    """Delete the device's client (which disconnects it) and its role; idempotent.
+def dynsec_device_delete(
+    *,
+    device_id: str,
+    usernames: Iterable[str] = (),
+    config: DynsecConfig | None = None,
+) -> None:
+    """Delete the device's clients (which disconnects it) and its role; idempotent.
 
-    ReservedName, and nothing deleted, when the client of that name is not a device
-    client of ours."""
-    _guard_username(device_id)
+    `usernames` are the device's other clients (rotation, `<device id>~<n>`), deleted
+    with the one named after the device. ReservedName, and nothing deleted, when a
+    client of one of those names is not a device client of ours."""
+    names = [device_id, *(name for name in usernames if name and name != device_id)]
+    for name in names:
+        _guard_username(name)
     with DynsecClient(config) as admin:
-        _guard_existing(admin, device_id)
+        for name in names:
+            _guard_existing(admin, device_id, name)
         admin.run(
-            [
-                {"command": "deleteClient", "username": device_id},
-                {"command": "deleteRole", "rolename": role_name(device_id)},
-            ],
+            [{"command": "deleteClient", "username": name} for name in names]
+            + [{"command": "deleteRole", "rolename": role_name(device_id)}],
             ignore=_GONE,
         )
+
+
+def rotation_username(device_id: str, generation: int) -> str:
+    """The username of a device's rotated credentials. '~' is never in a device id,
+    so no device can register an id that is another device's rotated username."""
+    return f"{device_id}~{generation}"
+
+
+def dynsec_device_client_add(
+    *,
+    device_id: str,
+    username: str,
+    prefix: str,
+    config: DynsecConfig | None = None,
+) -> str:
+    """A second client for the device (credential rotation): `username`, a fresh
+    password (returned), the device's role and the same bound client id, so both
+    pairs connect as this device and only as it. A leftover client of ours of that
+    name is replaced; anyone else's is ReservedName."""
+    if not username.startswith(f"{device_id}~"):
+        raise ValueError("A device's second client is named <device id>~<n>.")
+    _guard_username(username)
+    password = new_password()
+    role = role_name(device_id)
+    with DynsecClient(config) as admin:
+        _guard_existing(admin, device_id, username)
+        admin.run([{"command": "deleteClient", "username": username}], ignore=_GONE)
+        # The role normally exists (made with the device); made again if not.
+        admin.run(
+            [
+                {
+                    "command": "createRole",
+                    "rolename": role,
+                    "textname": f"{TEXTNAME_PREFIX}{device_id}",
+                    "acls": device_acls(prefix=prefix, device_id=device_id),
+                }
+            ],
+            ignore=("Role already exists",),
+        )
+        admin.run(
+            [
+                {
+                    "command": "createClient",
+                    "username": username,
+                    "password": password,
+                    "clientid": device_id,
+                    "textname": f"{TEXTNAME_PREFIX}{device_id}",
+                    "roles": [{"rolename": role}],
+                }
+            ]
+        )
+    return password
+
+
+def dynsec_device_client_delete(
+    *, device_id: str, username: str, config: DynsecConfig | None = None
+) -> None:
+    """Delete one client of the device (its role stays); idempotent. Deleting a
+    client disconnects whoever is logged in with it."""
+    _guard_username(username)
+    with DynsecClient(config) as admin:
+        _guard_existing(admin, device_id, username)
+        admin.run([{"command": "deleteClient", "username": username}], ignore=_GONE)
 
 
 def dynsec_device_exists(*, device_id: str, config: DynsecConfig | None = None) -> bool:

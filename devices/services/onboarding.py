@@ -35,6 +35,7 @@ from devices.models import (
 )
 from devices.services import dynsec
 from devices.services.claims import claim_code_matches
+from devices.services.device_credentials import device_credentials_usernames
 from devices.services.events import pool_event_record
 from devices.services.programs import config_publish_request
 from devices.services.provisioning import bundle_build
@@ -383,7 +384,11 @@ def device_add(
 def _revoke(device: Device) -> None:
     if _uses_dynsec(device.broker):
         try:
-            dynsec.dynsec_device_delete(device_id=device.device_id)
+            dynsec.dynsec_device_delete(
+                device_id=device.device_id,
+                # A rotated or half-rotated device has a second client.
+                usernames=device_credentials_usernames(device),
+            )
         except dynsec.DynsecError as exc:
             raise _credentials_failed(exc) from None
 
@@ -521,6 +526,16 @@ def device_credentials_reissue(
     if not device.broker.is_platform:
         raise ValidationError("Only devices on the platform broker get credentials.")
     try:
+        # Clients of an earlier rotation go first: they are bound to the same id.
+        others = [
+            name
+            for name in device_credentials_usernames(device)
+            if name != device.device_id
+        ]
+        if others:
+            dynsec.dynsec_device_delete(
+                device_id=device.device_id, usernames=others, config=config
+            )
         password = dynsec.dynsec_device_create(
             device_id=device.device_id, prefix=device.topic_prefix, config=config
         )
@@ -528,7 +543,21 @@ def device_credentials_reissue(
         raise _credentials_failed(exc) from None
     with transaction.atomic():
         device.mqtt_password = password
-        device.save(update_fields=["mqtt_password"])
+        device.mqtt_username = ""
+        device.pending_mqtt_username = ""
+        device.pending_mqtt_password = ""
+        device.credentials_rotation_id = ""
+        device.credentials_rotation_started_at = None
+        device.save(
+            update_fields=[
+                "mqtt_password",
+                "mqtt_username",
+                "pending_mqtt_username",
+                "pending_mqtt_password",
+                "credentials_rotation_id",
+                "credentials_rotation_started_at",
+            ]
+        )
         audit_record(
             action="device.credentials_issued",
             tenant=device.tenant,
