@@ -2,6 +2,7 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from devices.views import brokers as broker_views
+from devices.views import credentials as credential_views
 from devices.views import dashboard as dash_views
 from devices.views import pools as pool_views
 
@@ -37,4 +38,14 @@ urlpatterns = [
     path("devices/", dash_views.devices, name="devices"),
     path("devices/add/", dash_views.device_add, name="device_add"),
     path("devices/<str:code>/remove/", dash_views.device_remove, name="device_remove"),
+    path(
+        "devices/<str:code>/rotate-credentials/",
+        credential_views.device_rotate_credentials,
+        name="device_rotate_credentials",
+    ),
+    path(
+        "devices/<str:code>/rotate-credentials/cancel/",
+        credential_views.device_rotate_cancel,
+        name="device_rotate_cancel",
+    ),
 ]

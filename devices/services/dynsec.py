@@ -271,6 +271,25 @@ def _guard_existing(
         raise ReservedName(f"{username!r} is reserved on the platform broker.")
 
 
+def _rotated_clients(admin: DynsecClient, device_id: str) -> list[str]:
+    """The device's rotation clients (`<device id>~<n>`) the broker holds.
+
+    Mosquitto 2.0.11's plugin frees a deleted role that a client still holds (the
+    client keeps a dangling pointer; the next command touching it may crash the
+    broker), so every client of a device goes before its role."""
+    (response,) = admin.execute(
+        [{"command": "listClients", "verbose": False, "count": -1, "offset": 0}]
+    )
+    if response.get("error"):
+        raise DynsecError(f"listClients: {response['error']}")
+    names = (response.get("data") or {}).get("clients") or []
+    return [
+        name
+        for name in names
+        if isinstance(name, str) and name.startswith(f"{device_id}~")
+    ]
+
+
 def dynsec_device_create(
     *, device_id: str, prefix: str, config: DynsecConfig | None = None
 ) -> str:
@@ -288,11 +307,15 @@ def dynsec_device_create(
     role = role_name(device_id)
     with DynsecClient(config) as admin:
         _guard_existing(admin, device_id)
+        leftovers = _rotated_clients(admin, device_id)
+        for name in leftovers:
+            _guard_existing(admin, device_id, name)
         admin.run(
             [
-                {"command": "deleteClient", "username": device_id},
-                {"command": "deleteRole", "rolename": role},
-            ],
+                {"command": "deleteClient", "username": name}
+                for name in (device_id, *leftovers)
+            ]
+            + [{"command": "deleteRole", "rolename": role}],
             ignore=_GONE,
         )
         admin.run(
@@ -325,12 +348,15 @@ def dynsec_device_delete(
     """Delete the device's clients (which disconnects it) and its role; idempotent.
 
     `usernames` are the device's other clients (rotation, `<device id>~<n>`), deleted
-    with the one named after the device. ReservedName, and nothing deleted, when a
-    client of one of those names is not a device client of ours."""
+    with the one named after the device, as is any other `<device id>~<n>` client
+    the broker holds (all before the role: _rotated_clients). ReservedName, and
+    nothing deleted, when a client of one of those names is not a device client of
+    ours."""
     names = [device_id, *(name for name in usernames if name and name != device_id)]
     for name in names:
         _guard_username(name)
     with DynsecClient(config) as admin:
+        names += [n for n in _rotated_clients(admin, device_id) if n not in names]
         for name in names:
             _guard_existing(admin, device_id, name)
         admin.run(

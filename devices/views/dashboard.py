@@ -41,6 +41,12 @@ from devices.selectors import (
 from firmware.protocol import wifi_quality
 from tenants.roles import Action, role_allows
 
+UNSHOWN_SECRETS = (
+    *("mqtt_password", "pending_mqtt_username", "pending_mqtt_password"),
+    *("broker__username", "broker__password"),
+    *("broker__pending_username", "broker__pending_password"),
+)
+
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 SLOTS = (1, 2, 3)
 # range -> (span, temperature bucket, runtime bucket): at most ~360 points a chart.
@@ -423,11 +429,10 @@ def uptime_text(seconds) -> str:
 def devices(request):
     membership = request.membership
     # The page shows no secret: do not even load (and decrypt) them, per row.
-    rows = list(
-        devices_for_member(membership=membership).defer(
-            "mqtt_password", "broker__username", "broker__password"
-        )
-    )
+    rows = list(devices_for_member(membership=membership).defer(*UNSHOWN_SECRETS))
+    from devices.views.credentials import rotation_annotate
+
+    rotation_annotate(rows)
     for device in rows:
         device.uptime_text = uptime_text((device.state or {}).get("uptime"))
         rssi = ((device.state or {}).get("wifi") or {}).get("rssi")

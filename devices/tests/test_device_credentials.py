@@ -1,0 +1,266 @@
+"""Rotating a device's platform credentials (docs/protocol.md §7.3) against the real
+dynamic-security Mosquitto (started by the fixture in test_dynsec.py): both pairs
+work until the device confirms, only one after, and no other device's credentials
+can ever take the device's client id."""
+
+import json
+import time
+
+import pytest
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from devices.models import Device
+from devices.services.device_credentials import (
+    ROTATION_TTL,
+    device_credentials_ack,
+    device_credentials_cancel,
+    device_credentials_message,
+    device_credentials_rotate,
+    device_credentials_state,
+    is_rotation_id,
+)
+from devices.services.dynsec import dynsec_device_exists
+from devices.services.onboarding import device_remove
+from devices.tests import test_dynsec, test_onboarding
+
+dynsec_broker = test_dynsec.dynsec_broker
+dynsec_settings = test_dynsec.dynsec_settings
+cleanup = test_onboarding.cleanup
+MqttProbe = test_dynsec.MqttProbe
+random_device_id = test_dynsec.random_device_id
+
+pytestmark = [pytest.mark.mqtt, pytest.mark.django_db]
+
+
+def connects(device_id: str, username: str, password: str) -> bool:
+    """Whether the pair logs in under the device's client id."""
+    probe = MqttProbe(device_id)
+    try:
+        return probe.connect(username, password, background=False)
+    finally:
+        probe.close()
+
+
+@pytest.fixture
+def platform_device(adam, pool_a, platform_broker, dynsec_settings, cleanup):
+    """A ps1 device of pool A on the platform broker, with its first password."""
+    device_id = random_device_id()
+    cleanup.append(device_id)
+    device, bundle = test_onboarding.device_add(
+        membership=adam, pool=pool_a, device_id=device_id
+    )
+    device.first_password = bundle["mqtt"]["password"]
+    return device
+
+
+def _rotate(adam, device):
+    device = device_credentials_rotate(membership=adam, device=device)
+    return Device.objects.get(pk=device.pk)
+
+
+def test_after_rotate_both_passwords_connect_as_the_device(adam, platform_device):
+    device = _rotate(adam, platform_device)
+    old = platform_device.first_password
+    new = device.pending_mqtt_password
+    username = f"{device.device_id}~1"
+    assert device.pending_mqtt_username == username
+    assert device.credentials_generation == 1
+    assert is_rotation_id(device.credentials_rotation_id)
+    assert device.credentials_rotation_id.startswith("k1-")
+    assert new and new != old
+
+    assert connects(device.device_id, device.device_id, old)
+    assert connects(device.device_id, username, new)
+    # The new pair is bound to the device's client id too.
+    assert not connects(f"{device.device_id}-x", username, new)
+    event = AuditEvent.objects.get(action="device.credentials_rotation_started")
+    assert new not in json.dumps(event.data) and old not in json.dumps(event.data)
+    state = device_credentials_state(device=device)
+    assert state["pending"] and state["started_at"] is not None
+
+
+def test_the_message_is_the_credentials_command_with_a_fixed_id(adam, platform_device):
+    device = _rotate(adam, platform_device)
+    assert device_credentials_message(device) is None  # offline: nothing to send
+    device.online = True
+    topic, payload = device_credentials_message(device)
+    assert topic == f"{device.topic_prefix}/{device.device_id}/cmd"
+    body = json.loads(payload)
+    assert body == {
+        "id": device.credentials_rotation_id,
+        "exp": int((device.credentials_rotation_started_at + ROTATION_TTL).timestamp()),
+        "op": "credentials",
+        "value": {
+            "username": f"{device.device_id}~1",
+            "password": device.pending_mqtt_password,
+        },
+    }
+    assert abs(body["exp"] - (time.time() + 24 * 3600)) < 60
+    # Sent again (same id, same exp) while pending.
+    assert device_credentials_message(device) == (topic, payload)
+    device.credentials_rotation_started_at = timezone.now() - ROTATION_TTL
+    assert device_credentials_message(device) is None  # past its exp
+
+
+def test_after_confirm_only_the_new_password_connects(adam, platform_device):
+    device = _rotate(adam, platform_device)
+    rotation_id = device.credentials_rotation_id
+    new, username = device.pending_mqtt_password, device.pending_mqtt_username
+
+    assert device_credentials_ack(
+        device_id=device.pk, rotation_id=rotation_id, ok=True, reason=""
+    )
+    device = Device.objects.get(pk=device.pk)
+    assert (device.mqtt_username, device.mqtt_password) == (username, new)
+    assert device.mqtt_login == username
+    assert device.credentials_rotation_id == ""
+    assert device.pending_mqtt_password == ""
+    assert device.credentials_rotated_at is not None
+    assert connects(device.device_id, username, new)
+    assert not connects(
+        device.device_id, device.device_id, platform_device.first_password
+    )
+    assert AuditEvent.objects.filter(action="device.credentials_rotated").count() == 1
+    # A redelivered ack (the device re-acks a redelivered id) changes nothing.
+    assert not device_credentials_ack(
+        device_id=device.pk, rotation_id=rotation_id, ok=True, reason=""
+    )
+    assert connects(device.device_id, username, new)
+    assert device_credentials_message(device) is None
+
+    # A second rotation starts from the new pair and retires it in turn.
+    device = _rotate(adam, device)
+    assert device.pending_mqtt_username == f"{device.device_id}~2"
+    newer = device.pending_mqtt_password
+    assert device_credentials_ack(
+        device_id=device.pk,
+        rotation_id=device.credentials_rotation_id,
+        ok=True,
+        reason="",
+    )
+    assert connects(device.device_id, f"{device.device_id}~2", newer)
+    assert not connects(device.device_id, username, new)
+
+
+def test_after_a_failure_ack_only_the_old_password_connects(adam, platform_device):
+    device = _rotate(adam, platform_device)
+    new, username = device.pending_mqtt_password, device.pending_mqtt_username
+    assert device_credentials_ack(
+        device_id=device.pk,
+        rotation_id=device.credentials_rotation_id,
+        ok=False,
+        reason="new credentials refused",
+    )
+    device = Device.objects.get(pk=device.pk)
+    assert device.credentials_rotation_id == ""
+    assert device.mqtt_login == device.device_id
+    assert device.credentials_rotation_failure == "new credentials refused"
+    assert device.credentials_rotation_failed_at is not None
+    assert not connects(device.device_id, username, new)
+    assert connects(device.device_id, device.device_id, platform_device.first_password)
+    event = AuditEvent.objects.get(action="device.credentials_rotation_failed")
+    assert event.data["reason"] == "new credentials refused"
+    assert device_credentials_state(device=device)["failure"]
+
+
+def test_an_ack_for_another_rotation_changes_nothing(adam, platform_device):
+    device = _rotate(adam, platform_device)
+    for rotation_id in ("k1-00000000", "", "c-1234"):
+        assert not device_credentials_ack(
+            device_id=device.pk, rotation_id=rotation_id, ok=True, reason=""
+        )
+    assert not device_credentials_ack(
+        device_id=987654321, rotation_id=device.credentials_rotation_id, ok=True
+    )
+    device = Device.objects.get(pk=device.pk)
+    assert device.credentials_rotation_id
+    assert connects(device.device_id, device.device_id, platform_device.first_password)
+
+
+def test_cancel_deletes_the_pending_client(adam, platform_device):
+    device = _rotate(adam, platform_device)
+    new, username = device.pending_mqtt_password, device.pending_mqtt_username
+    rotation_id = device.credentials_rotation_id
+    device_credentials_cancel(membership=adam, device=device)
+    device = Device.objects.get(pk=device.pk)
+    assert device.credentials_rotation_id == ""
+    assert not connects(device.device_id, username, new)
+    assert connects(device.device_id, device.device_id, platform_device.first_password)
+    # The device's late ack finds nothing to promote.
+    assert not device_credentials_ack(
+        device_id=device.pk, rotation_id=rotation_id, ok=True
+    )
+    assert AuditEvent.objects.filter(
+        action="device.credentials_rotation_cancelled"
+    ).exists()
+
+
+def test_removing_a_device_revokes_both_clients(adam, platform_device):
+    device = _rotate(adam, platform_device)
+    username = device.pending_mqtt_username
+    device_remove(membership=adam, device=device)
+    assert not dynsec_device_exists(device_id=device.device_id)
+    assert not dynsec_device_exists(device_id=username)
+
+
+def test_removing_a_rotated_device_revokes_its_current_client(adam, platform_device):
+    device = _rotate(adam, platform_device)
+    device_credentials_ack(
+        device_id=device.pk, rotation_id=device.credentials_rotation_id, ok=True
+    )
+    device = Device.objects.get(pk=device.pk)
+    device_remove(membership=adam, device=device)
+    assert not dynsec_device_exists(device_id=f"{device.device_id}~1")
+
+
+def test_another_devices_credentials_still_cannot_take_over(
+    adam, carol, pool_b, platform_device, cleanup
+):
+    other_id = random_device_id()
+    cleanup.append(other_id)
+    other, bundle = test_onboarding.device_add(
+        membership=carol, pool=pool_b, device_id=other_id
+    )
+    other = _rotate(carol, other)
+    device = _rotate(adam, platform_device)
+    target = device.device_id
+    for username, password in (
+        (other_id, bundle["mqtt"]["password"]),
+        (other.pending_mqtt_username, other.pending_mqtt_password),
+    ):
+        assert not connects(target, username, password), "takeover accepted"
+    # Nor can the other device log in as the target's rotated username.
+    assert not connects(
+        target, device.pending_mqtt_username, other.pending_mqtt_password
+    )
+
+
+def test_roles_too_low_and_foreign_devices(victor, olivia, carol, platform_device):
+    for member in (victor, olivia):
+        with pytest.raises(PermissionDenied):
+            device_credentials_rotate(membership=member, device=platform_device)
+    with pytest.raises(Http404):
+        device_credentials_rotate(membership=carol, device=platform_device)
+    with pytest.raises(Http404):
+        device_credentials_cancel(membership=carol, device=platform_device)
+    assert not Device.objects.get(pk=platform_device.pk).credentials_rotation_id
+
+
+def test_a_second_rotation_waits_for_the_first(adam, platform_device):
+    device = _rotate(adam, platform_device)
+    with pytest.raises(ValidationError, match="already pending"):
+        device_credentials_rotate(membership=adam, device=device)
+
+
+def test_only_platform_ps1_devices_rotate(adam, pool_b, carol, settings, broker_a):
+    from devices.models import Pool
+
+    pool = Pool.objects.create(tenant=broker_a.tenant, name="Own broker pool")
+    device = Device.objects.create(
+        tenant=broker_a.tenant, pool=pool, broker=broker_a, device_id="ESP-0A0B0C"
+    )
+    with pytest.raises(ValidationError, match="platform broker"):
+        device_credentials_rotate(membership=adam, device=device)
