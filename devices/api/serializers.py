@@ -58,10 +58,55 @@ class PoolWriteSerializer(serializers.Serializer):
         return data
 
 
+class BrokerRotationSerializer(serializers.Serializer):
+    """A broker's credential rotation (never the credentials)."""
+
+    pending = serializers.BooleanField(help_text="New credentials are staged.")
+    pending_since = serializers.DateTimeField(allow_null=True)
+    refused_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When the broker refused the staged credentials (the old ones "
+        "are still used); null unless refused.",
+    )
+    rotated_at = serializers.DateTimeField(
+        allow_null=True, help_text="When staged credentials were last promoted."
+    )
+
+
+class BrokerRotateSerializer(serializers.Serializer):
+    username = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        default="",
+        write_only=True,
+        trim_whitespace=False,
+        help_text="Empty or absent keeps the current username.",
+    )
+    password = serializers.CharField(
+        max_length=200,
+        write_only=True,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+    )
+
+
+class DeviceRotationSerializer(serializers.Serializer):
+    """A device's credential rotation on the platform broker (never the secret)."""
+
+    pending = serializers.BooleanField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    expires_at = serializers.DateTimeField(allow_null=True)
+    confirmed_at = serializers.DateTimeField(allow_null=True)
+    failed_at = serializers.DateTimeField(allow_null=True)
+    failure = serializers.CharField(allow_blank=True)
+
+
 class BrokerSerializer(serializers.ModelSerializer):
     credentials_set = serializers.SerializerMethodField(
         help_text="Whether a username or password is stored (never shown)."
     )
+    credentials_rotation = serializers.SerializerMethodField()
 
     class Meta:
         model = Broker
@@ -75,11 +120,18 @@ class BrokerSerializer(serializers.ModelSerializer):
             "websocket_url",
             "topic_prefix",
             "credentials_set",
+            "credentials_rotation",
             "secrets_changed_at",
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(BrokerRotationSerializer)
+    def get_credentials_rotation(self, broker) -> dict:
+        from devices.services.brokers import broker_credentials_state
+
+        return BrokerRotationSerializer(broker_credentials_state(broker=broker)).data
 
     def get_credentials_set(self, broker) -> bool:
         # What is stored now, not whether it ever changed: cleared credentials
@@ -124,6 +176,7 @@ class BrokerWriteSerializer(serializers.Serializer):
 class DeviceSerializer(serializers.ModelSerializer):
     pool = serializers.SerializerMethodField()
     broker = serializers.SerializerMethodField()
+    credentials_rotation = serializers.SerializerMethodField()
 
     class Meta:
         model = Device
@@ -138,9 +191,16 @@ class DeviceSerializer(serializers.ModelSerializer):
             "last_seen_at",
             "firmware_version",
             "config_version_applied",
+            "credentials_rotation",
             "created_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(DeviceRotationSerializer)
+    def get_credentials_rotation(self, device) -> dict:
+        from devices.services.device_credentials import device_credentials_state
+
+        return DeviceRotationSerializer(device_credentials_state(device=device)).data
 
     def get_pool(self, device) -> str | None:
         return device.pool.code.hex if device.pool_id else None

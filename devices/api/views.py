@@ -227,7 +227,11 @@ class BrokerViewSet(
     filter_backends = [OrderingFilter]
     ordering_fields = ["name", "host", "created_at"]
     http_method_names = ["get", "post", "put", "delete", "head", "options"]
-    actions = {"list": Action.VIEW, "retrieve": Action.VIEW}
+    actions = {
+        "list": Action.VIEW,
+        "retrieve": Action.VIEW,
+        "rotate_credentials": Action.MANAGE,
+    }
 
     @staticmethod
     def etag(broker: Broker) -> str:
@@ -278,6 +282,36 @@ class BrokerViewSet(
         from devices.services.brokers import broker_delete
 
         broker_delete(membership=self.membership, broker=instance)
+
+    @extend_schema(
+        methods=["POST"],
+        summary="Stage new credentials; the bridge switches when the broker "
+        "accepts them (admins)",
+        request=s.BrokerRotateSerializer,
+        responses={200: s.BrokerSerializer},
+    )
+    @extend_schema(
+        methods=["DELETE"],
+        summary="Discard staged credentials (admins)",
+        request=None,
+        responses={200: s.BrokerSerializer},
+    )
+    @action(detail=True, methods=["post", "delete"], url_path="rotate-credentials")
+    def rotate_credentials(self, request, code=None):
+        from devices.services import brokers
+
+        broker = self.get_object()
+        if request.method == "DELETE":
+            broker = brokers.broker_credentials_cancel(
+                membership=self.membership, broker=broker
+            )
+        else:
+            data = s.BrokerRotateSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            broker = brokers.broker_credentials_stage(
+                membership=self.membership, broker=broker, **data.validated_data
+            )
+        return Response(s.BrokerSerializer(broker).data)
 
 
 # --- Pools -------------------------------------------------------------------------
@@ -797,14 +831,21 @@ class DeviceViewSet(
     ]
     filterset_class = DeviceFilter
     ordering_fields = ["device_id", "last_seen_at", "created_at"]
-    actions = {"state": Action.VIEW}
+    actions = {"state": Action.VIEW, "rotate_credentials": Action.MANAGE}
 
     def get_queryset(self):
         # Never shown here: skip loading (and decrypting) the secrets of each row.
         return (
             super()
             .get_queryset()
-            .defer("mqtt_password", "state", "broker__username", "broker__password")
+            .defer(
+                "mqtt_password",
+                "pending_mqtt_username",
+                "pending_mqtt_password",
+                "state",
+                "broker__username",
+                "broker__password",
+            )
         )
 
     def create(self, request, *args, **kwargs):
@@ -847,6 +888,34 @@ class DeviceViewSet(
     @action(detail=True, methods=["get"])
     def state(self, request, code=None):
         return Response(s.DeviceStateSerializer(self.get_object()).data)
+
+    @extend_schema(
+        methods=["POST"],
+        summary="Rotate the device's platform credentials (admins): the device "
+        "learns the new pair over MQTT and confirms",
+        request=None,
+        responses={200: s.DeviceSerializer},
+    )
+    @extend_schema(
+        methods=["DELETE"],
+        summary="Cancel a pending rotation (admins)",
+        request=None,
+        responses={200: s.DeviceSerializer},
+    )
+    @action(detail=True, methods=["post", "delete"], url_path="rotate-credentials")
+    def rotate_credentials(self, request, code=None):
+        from devices.services import device_credentials
+
+        device = self.get_object()
+        if request.method == "DELETE":
+            device = device_credentials.device_credentials_cancel(
+                membership=self.membership, device=device
+            )
+        else:
+            device = device_credentials.device_credentials_rotate(
+                membership=self.membership, device=device
+            )
+        return Response(s.DeviceSerializer(device).data)
 
 
 def _referenced(field: str, getter, membership, code):

@@ -264,3 +264,87 @@ def test_only_platform_ps1_devices_rotate(adam, pool_b, carol, settings, broker_
     )
     with pytest.raises(ValidationError, match="platform broker"):
         device_credentials_rotate(membership=adam, device=device)
+
+
+# --- page and API ---------------------------------------------------------------
+
+
+def test_the_devices_page_rotates_and_shows_the_state(login, adam, platform_device):
+    client = login(adam)
+    page = client.get("/devices/").content.decode()
+    assert "Rotate credentials" in page
+    response = client.post(
+        f"/devices/{platform_device.code}/rotate-credentials/", follow=True
+    )
+    assert response.status_code == 200
+    text = response.content.decode()
+    device = Device.objects.get(pk=platform_device.pk)
+    assert device.credentials_rotation_id
+    assert "new credentials pending since" in text
+    assert "Cancel rotation" in text
+    assert device.pending_mqtt_password not in text
+    assert platform_device.first_password not in text
+
+    device_credentials_ack(
+        device_id=device.pk,
+        rotation_id=device.credentials_rotation_id,
+        ok=False,
+        reason="new credentials refused",
+    )
+    text = client.get("/devices/").content.decode()
+    assert "credentials rotation failed at" in text
+    assert "new credentials refused" in text
+
+
+@pytest.mark.parametrize("who", ["victor", "olivia"])
+def test_the_page_and_the_api_are_for_admins(login, who, request, platform_device):
+    from poolsaas.api.testing import api_client, assert_error
+
+    member = request.getfixturevalue(who)
+    response = login(member).post(
+        f"/devices/{platform_device.code}/rotate-credentials/"
+    )
+    assert response.status_code == 403
+    url = f"/api/v1/devices/{platform_device.code}/rotate-credentials/"
+    assert_error(api_client(member).post(url), 403)
+    assert "Rotate credentials" not in login(member).get("/devices/").content.decode()
+    assert not Device.objects.get(pk=platform_device.pk).credentials_rotation_id
+
+
+def test_foreign_and_made_up_devices_are_not_found(login, carol, platform_device):
+    import uuid
+
+    from poolsaas.api.testing import api_client, assert_error
+
+    for code in (platform_device.code, uuid.uuid4()):
+        page = login(carol).post(f"/devices/{code}/rotate-credentials/")
+        assert page.status_code == 404
+        url = f"/api/v1/devices/{code}/rotate-credentials/"
+        assert_error(api_client(carol).post(url), 404)
+        assert_error(api_client(carol).delete(url), 404)
+    assert not Device.objects.get(pk=platform_device.pk).credentials_rotation_id
+
+
+def test_the_api_rotates_and_shows_the_state_never_the_secret(adam, platform_device):
+    from poolsaas.api.testing import api_client, assert_error
+
+    url = f"/api/v1/devices/{platform_device.code}/rotate-credentials/"
+    response = api_client(adam).post(url)
+    assert response.status_code == 200, response.content
+    rotation = response.json()["credentials_rotation"]
+    assert rotation["pending"] is True and rotation["started_at"]
+    device = Device.objects.get(pk=platform_device.pk)
+    assert device.pending_mqtt_password not in response.content.decode()
+    assert device.pending_mqtt_username not in response.content.decode()
+    detail = api_client(adam).get(f"/api/v1/devices/{device.code}/")
+    assert detail.json()["credentials_rotation"]["pending"] is True
+    assert device.pending_mqtt_password not in detail.content.decode()
+    # A second one waits for the first: 400, nothing changed.
+    assert_error(api_client(adam).post(url), 400)
+    assert (
+        Device.objects.get(pk=device.pk).credentials_rotation_id
+        == device.credentials_rotation_id
+    )
+    response = api_client(adam).delete(url)
+    assert response.status_code == 200
+    assert response.json()["credentials_rotation"]["pending"] is False
