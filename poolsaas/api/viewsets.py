@@ -102,6 +102,10 @@ class TenantScopedViewSet(ApiViewMixin, viewsets.GenericViewSet):
 
     lookup_field = "code"
     lookup_url_kwarg = "code"
+    # Any text up to the next slash reaches the access function, which answers 404
+    # for what is not a code (the router's default stops at a dot, and a POST to
+    # an unrouted path would meet the CSRF check instead).
+    lookup_value_regex = "[^/]+"
     pagination_class = Pagination
     list_selector: Callable[..., QuerySet] | None = None
     get_selector: Callable[..., Model] | None = None
