@@ -29,12 +29,16 @@ from devices.models import (
     TelemetrySample,
 )
 from devices.services.brokers import (
+    ADDRESS_FIELDS,
     BROKER_FIELDS,
     secrets_required_for_address_change,
     validate_broker_address,
     validate_broker_host,
     validate_ca_certificate,
     validate_websocket_url,
+)
+from devices.services.brokers.credentials import (
+    broker_credentials_clear_for_address_change,
 )
 from devices.services.pools import validate_timezone
 
@@ -260,7 +264,21 @@ class BrokerAdmin(SecretsAdminMixin, AuditedModelAdmin):
     search_fields = ("name", "host", "code", "tenant__name", "tenant__slug")
     list_select_related = ("tenant",)
     autocomplete_fields = ("tenant",)
-    readonly_fields = ("code", "is_platform", "secrets_changed_at", "created_at")
+    readonly_fields = (
+        "code",
+        "is_platform",
+        "secrets_changed_at",
+        "credentials_pending_since",
+        "credentials_refused_at",
+        "credentials_rotated_at",
+        "created_at",
+    )
+
+    def save_model(self, request, obj, form, change):
+        # A staged rotation was given for the old address, as the secrets were.
+        if change and any(name in ADDRESS_FIELDS for name in form.changed_data):
+            broker_credentials_clear_for_address_change(obj)
+        super().save_model(request, obj, form, change)
 
     @admin.display(description="username")
     def username_status(self, obj):
@@ -330,6 +348,12 @@ class DeviceAdmin(SecretsAdminMixin, AuditedModelAdmin):
         "firmware_version",
         "config_version_applied",
         "claimed_at",
+        "mqtt_username",
+        "credentials_generation",
+        "credentials_rotation_started_at",
+        "credentials_rotated_at",
+        "credentials_rotation_failed_at",
+        "credentials_rotation_failure",
         "created_at",
     )
 

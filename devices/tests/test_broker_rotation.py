@@ -7,6 +7,7 @@ import uuid
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
+from django.urls import reverse
 
 from audit.models import AuditEvent
 from devices.models import Broker
@@ -18,7 +19,9 @@ from devices.services.brokers import (
     broker_credentials_stage,
     broker_update,
 )
+from devices.tests import test_admin
 from devices.tests.conftest import BROKER_PASSWORD, BROKER_USER
+from devices.tests.test_admin import broker_post
 from poolsaas.api.testing import api_client, assert_error
 
 pytestmark = pytest.mark.django_db
@@ -257,3 +260,26 @@ def test_create_is_unaffected(alice):
         membership=alice, name="Other", host="mqtt3.acme.test", topic_prefix="x"
     )
     assert broker.credentials_pending_since is None
+
+
+staff, staff_client = test_admin.staff, test_admin.staff_client
+
+
+def test_a_staff_address_change_clears_a_staged_pair(staff_client, alice, broker_a):
+    broker_credentials_stage(
+        membership=alice, broker=broker_a, username=NEW_USER, password=NEW_PASSWORD
+    )
+    url = reverse("admin:devices_broker_change", args=[broker_a.pk])
+    response = staff_client.post(
+        url,
+        broker_post(
+            broker_a,
+            host="mqtt2.acme.test",
+            new_username=BROKER_USER,
+            new_password=BROKER_PASSWORD,
+        ),
+    )
+    assert response.status_code == 302
+    broker = fresh(broker_a)
+    assert broker.host == "mqtt2.acme.test"
+    assert broker.credentials_pending_since is None and broker.pending_password == ""
