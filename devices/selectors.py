@@ -318,6 +318,16 @@ def brokers_for_bridge() -> QuerySet[Broker]:
     ).distinct()
 
 
+def devices_rotating_credentials(*, broker_ids) -> QuerySet[Device]:
+    """Online devices of these brokers with a pending credentials rotation: what the
+    bridge passes to device_credentials_message at every refresh."""
+    return (
+        Device.objects.filter(broker_id__in=list(broker_ids), online=True)
+        .exclude(credentials_rotation_id="")
+        .select_related("broker")
+    )
+
+
 def devices_for_bridge(*, broker_ids) -> QuerySet[Device]:
     """Every device on these brokers with what the bridge needs to route a message:
     each (broker, topic prefix, device id) names exactly one device and one tenant."""

@@ -348,3 +348,17 @@ def test_the_api_rotates_and_shows_the_state_never_the_secret(adam, platform_dev
     response = api_client(adam).delete(url)
     assert response.status_code == 200
     assert response.json()["credentials_rotation"]["pending"] is False
+
+
+def test_the_bridge_finds_the_online_devices_with_a_pending_rotation(
+    adam, platform_device, device_b
+):
+    from devices.selectors import devices_rotating_credentials
+
+    brokers = [platform_device.broker_id]
+    device = _rotate(adam, platform_device)
+    assert list(devices_rotating_credentials(broker_ids=brokers)) == []
+    Device.objects.filter(pk__in=[device.pk, device_b.pk]).update(online=True)
+    found = list(devices_rotating_credentials(broker_ids=brokers))
+    assert found == [device]
+    assert device_credentials_message(found[0])[0].endswith(f"/{device.device_id}/cmd")
