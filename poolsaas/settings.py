@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "devices",
     "audit",
     "billing",
+    "gateway",
     "poolsaas",
 ]
 
