@@ -261,6 +261,15 @@ def _connect(fixed, body: bytes) -> Connect:
     if payload.client_id_is_random:
         payload.client_id = ""  # amqtt made one up; the bytes had none
     _same_bytes(packet, body)
+    # amqtt reads a missing field as None, which encodes back to nothing.
+    if (header.username_flag and payload.username is None) or (
+        header.password_flag and payload.password is None
+    ):
+        raise MalformedPacket("CONNECT flag without its field")
+    if header.will_flag and (
+        payload.will_topic is None or payload.will_message is None
+    ):
+        raise MalformedPacket("CONNECT will flag without a will")
     for text in (client_id, payload.username, payload.password):
         if text is not None and "\x00" in text:
             raise MalformedPacket("NUL in a CONNECT string")  # [MQTT-1.5.3-2]

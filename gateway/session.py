@@ -36,7 +36,6 @@ CONNECT_TIMEOUT_S = 10.0
 MAX_CLIENT_ID = 128
 MAX_SUBSCRIPTIONS = 100
 MAX_QOS2_INFLIGHT = 32
-MAX_PENDING_SUBSCRIBES = 16
 MAX_QOS = 1
 
 
@@ -72,7 +71,8 @@ class Subscribe:
     """Resolve each filter among the caller's tenant's device topics, then call
     `subscribed(packet_id, codes)` with one code per filter: the QoS granted or
     0x80. Filters over the per-socket cap are already refused (`refused` holds
-    their positions) and must still get a code (0x80) in `codes`."""
+    their positions; their codes are ignored). Until the answer, the packets that
+    follow wait, so they take effect in order."""
 
     packet_id: int
     filters: tuple[tuple[str, int], ...]
@@ -145,6 +145,10 @@ class Session:
         return self.state is State.CLOSED
 
     @property
+    def _waiting(self) -> bool:
+        return self.state is State.AUTHENTICATING or bool(self._pending_subscribe)
+
+    @property
     def deadline(self) -> float | None:
         """When `tick` must next be called (None: no timer needed)."""
         return None if self.closed else self._deadline
@@ -156,11 +160,12 @@ class Session:
         self._now = now
         try:
             self.decoder.feed(bytes(data))
-            if self.state is State.AUTHENTICATING:
-                # Packets after CONNECT wait for the answer [MQTT-3.1.4-5], within
-                # the same bound as one packet.
+            if self._waiting:
+                # Packets after CONNECT or SUBSCRIBE wait for the consumer's answer
+                # (MQTT lets a client send them [MQTT-3.1.4-5]; handling them first
+                # could undo an UNSUBSCRIBE), within the bound of one packet.
                 if self.decoder.buffered > self.max_packet + codec.MAX_HEADER:
-                    return self._close("too much data before CONNACK")
+                    return self._close("too much data while waiting")
                 return []
             return self._drain()
         except Exception:
@@ -208,7 +213,7 @@ class Session:
             granted = min(code, wanted, MAX_QOS)
             self.subscriptions[topic_filter] = granted
             out.append(granted)
-        return [Send(codec.suback(packet_id, out))]
+        return [Send(codec.suback(packet_id, out)), *self._drain()]
 
     def deliver(
         self, topic: str, payload: bytes, *, retain: bool = False, qos: int = 0
@@ -260,7 +265,10 @@ class Session:
         the actions of the packets before it."""
         actions: list[Action] = []
         try:
-            while self.state in (State.AWAIT_CONNECT, State.CONNECTED):
+            while (
+                self.state in (State.AWAIT_CONNECT, State.CONNECTED)
+                and not self._waiting
+            ):
                 try:
                     packet = self.decoder.next_packet()
                 except codec.UnsupportedProtocol as exc:
@@ -359,10 +367,6 @@ class Session:
         return [Send(codec.pubrec(packet.packet_id)), action]
 
     def _subscribe(self, packet: codec.Subscribe) -> list[Action]:
-        if packet.packet_id in self._pending_subscribe:
-            raise _Violation("SUBSCRIBE packet id in use")
-        if len(self._pending_subscribe) >= MAX_PENDING_SUBSCRIBES:
-            raise _Violation("too many SUBSCRIBEs unanswered")
         room = self.max_subscriptions - len(self.subscriptions)
         refused = set()
         new: set[str] = set()
