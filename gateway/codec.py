@@ -117,7 +117,7 @@ class UnsupportedProtocol(MalformedPacket):
     """
 
     def __init__(self, name: str, level: int) -> None:
-        super().__init__(f"protocol {name!r} level {level} is not MQTT 3.1.1")
+        super().__init__(f"protocol {name[:16]!r} level {level} is not MQTT 3.1.1")
         self.name = name
         self.level = level
 
@@ -380,6 +380,10 @@ class StreamDecoder:
     @property
     def buffered(self) -> int:
         return len(self._buffer)
+
+    def clear(self) -> None:
+        """Drop what is buffered (the connection is over)."""
+        self._buffer.clear()
 
     def peek(self) -> int | None:
         """The first buffered byte (a packet's type and flags), if any."""

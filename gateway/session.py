@@ -254,7 +254,8 @@ class Session:
             )
         self._will = None
         self.state = State.CLOSED
-        self.close_reason = reason
+        self.close_reason = reason = reason[:200]
+        self.decoder.clear()
         self.subscriptions.clear()
         self._pending_subscribe.clear()
         actions.append(Close(reason))
