@@ -184,11 +184,15 @@ class Session:
             return []  # the consumer is still answering; keepalive resumes after
         return self._close("keepalive timeout")
 
-    def authenticated(self, code: int) -> list[Action]:
+    def authenticated(self, code: int, now: float | None = None) -> list[Action]:
         """The answer to `Authenticate`: codec.ACCEPTED or a CONNACK refusal code
-        (BAD_CREDENTIALS, NOT_AUTHORISED, SERVER_UNAVAILABLE, IDENTIFIER_REJECTED)."""
+        (BAD_CREDENTIALS, NOT_AUTHORISED, SERVER_UNAVAILABLE, IDENTIFIER_REJECTED).
+        `now`, when given, restarts the keepalive period: the time the answer took
+        is not the client's silence."""
         if self.state is not State.AUTHENTICATING:
             return []
+        if now is not None and self.keepalive:
+            self._deadline = now + 1.5 * self.keepalive
         if code != codec.ACCEPTED:
             code = code if code in codec.CONNACK_CODES else codec.NOT_AUTHORISED
             self._will = None  # a refused client has no session, hence no will

@@ -251,6 +251,15 @@ def test_keepalive_closes_after_one_and_a_half_periods_of_silence():
     assert session.tick(29.95) == [Close("keepalive timeout")]
 
 
+def test_keepalive_restarts_when_the_answer_to_connect_took_long():
+    session = Session(now=0)
+    session.feed(connect_packet(keepalive=2), 0)
+    assert session.tick(5) == []  # still authenticating: not the client's silence
+    session.authenticated(codec.ACCEPTED, now=5)
+    assert session.deadline == 8.0 and session.tick(7.9) == []
+    assert session.tick(8) == [Close("keepalive timeout")]
+
+
 def test_keepalive_zero_never_times_out():
     session = connected(keepalive=0)
     assert session.deadline is None and session.tick(1e9) == []
