@@ -12,13 +12,12 @@ text of its repr, a truncated CONNECT field as None, bytes after the last field 
 left unread), so every decoded packet is encoded again by amqtt and must give back
 the exact bytes received: anything else is malformed. The MQTT rules amqtt does not
 check (fixed-header flags, packet ids, QoS, wildcards, NUL) are checked here, so the
-session only ever sees well-formed packets, as the small dataclasses below.
+session only ever sees well-formed packets, as the values of `gateway.packets`.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 from typing import Any
 
 from amqtt.adapters import ReaderAdapter
@@ -40,6 +39,29 @@ from amqtt.mqtt.unsuback import UnsubackPacket
 from amqtt.mqtt.unsubscribe import UnsubscribePacket
 
 from gateway import topics
+from gateway.packets import (
+    Bare,
+    Connect,
+    Other,
+    Packet,
+    PacketId,
+    Publish,
+    Subscribe,
+    Unsubscribe,
+    Will,
+)
+
+__all__ = [
+    "Bare",
+    "Connect",
+    "Other",
+    "Packet",
+    "PacketId",
+    "Publish",
+    "Subscribe",
+    "Unsubscribe",
+    "Will",
+]
 
 MAX_PACKET = 64 * 1024
 # A fixed header is one type byte and at most four remaining-length bytes.
@@ -124,75 +146,6 @@ class UnsupportedProtocol(MalformedPacket):
     @property
     def answerable(self) -> bool:
         return self.name in ("MQTT", "MQIsdp")
-
-
-# --- decoded packets ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Will:
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Connect:
-    client_id: str  # "" when the client let the server choose
-    username: str | None
-    password: str | None
-    keepalive: int
-    clean_session: bool
-    will: Will | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Publish:
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    dup: bool
-    packet_id: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Subscribe:
-    packet_id: int
-    filters: tuple[tuple[str, int], ...]  # (filter, requested QoS)
-
-
-@dataclass(frozen=True, slots=True)
-class Unsubscribe:
-    packet_id: int
-    filters: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class PacketId:
-    """PUBACK, PUBREC, PUBREL, PUBCOMP, UNSUBACK: a type and a packet id."""
-
-    packet_type: int
-    packet_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class Bare:
-    """PINGREQ, PINGRESP, DISCONNECT: a type alone."""
-
-    packet_type: int
-
-
-@dataclass(frozen=True, slots=True)
-class Other:
-    """CONNACK, SUBACK: server packets, kept for tests and for a session to refuse."""
-
-    packet_type: int
-    fields: dict = field(default_factory=dict)
-
-
-Packet = Connect | Publish | Subscribe | Unsubscribe | PacketId | Bare | Other
 
 
 # --- the in-memory reader -------------------------------------------------------------
