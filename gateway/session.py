@@ -158,21 +158,15 @@ class Session:
         if self.closed:
             return []
         self._now = now
-        try:
-            self.decoder.feed(bytes(data))
-            if self._waiting:
-                # Packets after CONNECT or SUBSCRIBE wait for the consumer's answer
-                # (MQTT lets a client send them [MQTT-3.1.4-5]; handling them first
-                # could undo an UNSUBSCRIBE), within the bound of one packet.
-                if self.decoder.buffered > self.max_packet + codec.MAX_HEADER:
-                    return self._close("too much data while waiting")
-                return []
-            return self._drain()
-        except Exception:
-            # Never expected (the fuzz tests look for this reason); the socket
-            # closes rather than the consumer failing.
-            logger.exception("gateway session failed on client data")
-            return self._close("internal error")
+        self.decoder.feed(bytes(data))
+        if self._waiting:
+            # Packets after CONNECT or SUBSCRIBE wait for the consumer's answer
+            # (MQTT lets a client send them [MQTT-3.1.4-5]; handling them first
+            # could undo an UNSUBSCRIBE), within the bound of one packet.
+            if self.decoder.buffered > self.max_packet + codec.MAX_HEADER:
+                return self._close("too much data while waiting")
+            return []
+        return self._drain()
 
     def tick(self, now: float) -> list[Action]:
         """Closes the connection once its deadline (connect or keepalive) passed."""
@@ -294,6 +288,11 @@ class Session:
                     raise _Violation("first packet is not CONNECT")
         except _Violation as exc:
             actions += self._close(str(exc))
+        except Exception:
+            # Never expected (the fuzz tests look for this reason): the socket
+            # closes rather than the consumer failing.
+            logger.exception("gateway session failed on client data")
+            actions += self._close("internal error")
         return actions
 
     def _handle(self, packet: codec.Packet) -> list[Action]:
