@@ -220,6 +220,9 @@ class Link:
         self._ntp()
         pair, is_pending = self._pair()
         self.switch = False
+        if self.creds is not None and self.creds.pending is not None:
+            # The user name only (never the password): which pair this attempt uses.
+            print("link: connecting as", pair["username"])
         self.client = c = self._client(pair)
         # Persistent session (clean=False): commands published while the device is away
         # are kept by the broker and delivered on reconnect, whether or not the broker
