@@ -30,7 +30,7 @@ SCRIPT = (
 def ctrl(*args, check=True):
     out = subprocess.run(
         ["mosquitto_ctrl", "-h", "127.0.0.1", "-p", str(PORT), "-u", ADMIN,
-         "-P", ADMIN_PW, "dynsec", *args],
+         "-P", ADMIN_PW, "dynsec"] + list(args),
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     if check and (out.returncode or "rror" in out.stdout + out.stderr):
@@ -40,12 +40,10 @@ def ctrl(*args, check=True):
 
 @pytest.fixture(scope="module")
 def dynsec():
-    env = {
-        **os.environ,
-        "DYNSEC_PORT": str(PORT),
-        "DYNSEC_ADMIN_USER": ADMIN,
-        "DYNSEC_ADMIN_PASSWORD": ADMIN_PW,
-    }
+    env = dict(os.environ)
+    env.update(
+        DYNSEC_PORT=str(PORT), DYNSEC_ADMIN_USER=ADMIN, DYNSEC_ADMIN_PASSWORD=ADMIN_PW
+    )
     r = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
 

@@ -49,20 +49,22 @@ def station(tmp_path, firmware_build):
     fake.chmod(0o755)
     key = tmp_path / "factory.key"
     key.write_text("factory-test-key\n")
-    env = {
-        **os.environ,
-        "MPREMOTE": str(fake),
-        "FAKE_FLASH": str(flash),
-        "FAKE_ROM": str(firmware_build / "rom"),
-        "FAKE_MICROPYTHON": B.micropython(),
-        "BOARD_SIM": str(sim),
-        "PYTHON": sys.executable,
-    }
+    env = dict(os.environ)
+    env.update(
+        {
+            "MPREMOTE": str(fake),
+            "FAKE_FLASH": str(flash),
+            "FAKE_ROM": str(firmware_build / "rom"),
+            "FAKE_MICROPYTHON": B.micropython(),
+            "BOARD_SIM": str(sim),
+            "PYTHON": sys.executable,
+        }
+    )
 
     def run(**extra):
         r = subprocess.run(
             ["bash", str(TOOLS / "flash.sh"), "/dev/ttyFAKE"],
-            env={**env, **extra},
+            env=dict(env, **extra),
             capture_output=True,
             text=True,
             timeout=300,
