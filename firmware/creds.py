@@ -72,24 +72,14 @@ class CredStore:
             self.pending = None
             raise
 
-    def promote(self):
-        """The broker accepted the pending pair: it becomes current. Returns the id of
-        the command that brought it. In memory even if the write fails: the file still
-        holds it as pending, which is tried first at the next boot."""
+    def end(self, accepted):
+        """The broker decided: the pending pair becomes current (accepted) or is
+        forgotten. Returns the id of the command that brought it. In memory even if
+        the write fails: the file then still holds it as pending, tried first at the
+        next boot."""
         p = self.pending
-        self.current = {"username": p["username"], "password": p["password"]}
+        if accepted:
+            self.current = {"username": p["username"], "password": p["password"]}
         self.pending = None
         self._save()
         return p["id"]
-
-    def drop_pending(self):
-        """The broker refused the pending pair: forget it, keep current. Returns the
-        command id."""
-        p = self.pending
-        self.pending = None
-        self._save()
-        return p["id"]
-
-    def is_current(self, username, password):
-        c = self.current
-        return c["username"] == username and c["password"] == password

@@ -18,10 +18,9 @@ except ImportError:
 try:
     # At import, with the heap still in one piece: loaded later, inside the connect
     # task, this module's code could not find contiguous memory in a small heap.
-    from mqtt import MQTTClient, MQTTError
+    from mqtt import MQTTClient
 except ImportError:  # CPython: the pure helpers only
     MQTTClient = None
-    MQTTError = OSError
 
 # Seconds between connection attempts; each wait is randomised down to half of it so a
 # fleet does not reconnect in step after a broker restart. Capped low enough that a
@@ -231,18 +230,19 @@ class Link:
         # broker that lost the session.
         try:
             present = await c.connect(clean=False)
-        except MQTTError as e:
+        except Exception as e:
+            # mqtt.MQTTError.code: the CONNACK's refusal.
             if is_pending and getattr(e, "code", None) in REFUSED:
-                self._switch_refused()
+                self._switch_end(False)
                 return "now"  # back at once with the current pair
-            self._alternate(is_pending)
-            raise
-        except Exception:
-            self._alternate(is_pending)
+            if self.creds is not None and self.creds.pending is not None:
+                # Any other failure (network, broker down): keep both pairs and try
+                # the other one next time.
+                self.try_pending = not is_pending
             raise
         print("link: connected,", "session present" if present else "new session")
         if is_pending:
-            self._switch_done()
+            self._switch_end(True)
         elif self.creds is not None and self.creds.pending is not None:
             # Online with the current pair because the pending one's attempt failed
             # on the network, not on the broker: try it again in a while.
@@ -315,7 +315,7 @@ class Link:
             if cs.pending["id"] == cmd_id:
                 return None  # re-sent while the switch is under way
             return False, "busy", "credential switch in progress"
-        if self.up and cs.is_current(value["username"], value["password"]):
+        if self.up and value == cs.current:
             # Connected with it already (promoted, then the ack lost to a power cut).
             return True, None, None
         try:
@@ -327,38 +327,24 @@ class Link:
         self.outbox.event.set()  # wake the connection task now
         return None
 
-    def _alternate(self, was_pending):
-        # A failed attempt for any other reason (network, broker down): keep both
-        # pairs and try the other one next time, pending first, then current.
-        if self.creds is not None and self.creds.pending is not None:
-            self.try_pending = not was_pending
-
-    def _switch_done(self):
+    def _switch_end(self, accepted):
+        """The broker accepted the pending pair (promoted) or refused it (dropped):
+        ack the command that brought it, once connected, and keep the result."""
         cmd_id = self.creds.pending["id"]
         try:
-            self.creds.promote()
+            self.creds.end(accepted)
         except OSError as e:
-            # Still pending in flash, so tried first at the next boot: it works.
-            print("link: credentials not promoted in flash:", repr(e))
+            # Still pending in flash, so tried first at the next boot again.
+            print("link: credentials file not written:", repr(e))
         self.switch_retry = None
         self.try_pending = True
-        print("link: new credentials in use")
-        self.pub(P.ACK, P.dumps(self.ctl.record(cmd_id, True)))
-
-    def _switch_refused(self):
-        print("link: new credentials refused, back to the current ones")
-        cmd_id = self.creds.pending["id"]
-        try:
-            self.creds.drop_pending()
-        except OSError as e:
-            print("link: pending credentials not dropped in flash:", repr(e))
-        self.try_pending = True
-        self.pub(
-            P.ACK,
-            P.dumps(
-                self.ctl.record(cmd_id, False, "failed", "new credentials refused")
-            ),
-        )
+        if accepted:
+            print("link: new credentials in use")
+            ack = self.ctl.record(cmd_id, True)
+        else:
+            print("link: new credentials refused, back to the current ones")
+            ack = self.ctl.record(cmd_id, False, "failed", "new credentials refused")
+        self.pub(P.ACK, P.dumps(ack))
 
     def _ntp(self):
         if self.last_ntp is None or (

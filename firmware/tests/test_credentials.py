@@ -154,19 +154,19 @@ def test_cred_store_slots_survive_a_restart_and_never_lose_the_current_pair():
     s = creds.CredStore(path, DEV, "bundle-password")
     # No rotation yet: the bundle's pair, no file.
     assert s.current == {"username": DEV, "password": "bundle-password"}
-    assert s.pending is None and s.is_current(DEV, "bundle-password")
+    assert s.pending is None
     raises(OSError, open, path)
     s.set_pending("k3-1", DEV + "~1", PW)
     # Power lost here: both slots are in flash, the current one untouched.
     s2 = creds.CredStore(path, DEV, "bundle-password")
     assert s2.current == {"username": DEV, "password": "bundle-password"}
     assert s2.pending == {"username": DEV + "~1", "password": PW, "id": "k3-1"}
-    assert s2.promote() == "k3-1"
+    assert s2.end(True) == "k3-1"
     s3 = creds.CredStore(path, DEV, "bundle-password")
     assert s3.current == {"username": DEV + "~1", "password": PW}
-    assert s3.pending is None and not s3.is_current(DEV, "bundle-password")
+    assert s3.pending is None
     s3.set_pending("k3-2", DEV + "~2", "another-password")
-    assert s3.drop_pending() == "k3-2"
+    assert s3.end(False) == "k3-2"
     s4 = creds.CredStore(path, DEV, "bundle-password")
     assert s4.current == {"username": DEV + "~1", "password": PW} and s4.pending is None
 
