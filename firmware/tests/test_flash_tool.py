@@ -14,6 +14,8 @@ import pytest
 
 from firmware.tests import board as B
 
+pytestmark = pytest.mark.micropython
+
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 FAKE_MPREMOTE = r"""
