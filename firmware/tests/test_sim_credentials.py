@@ -35,6 +35,8 @@ def test_virtual_device_switches_credentials_or_stays_on_the_old_ones(dynsec):  
                           password=old_pw, prefix=prefix, keepalive=5,
                           reconnect_delay=(0.2, 1))  # fmt: skip
         d.start().wait_connected(10)
+        # Published after its SUBSCRIBE on the same connection: subscribed by now.
+        obs.expect(lambda i, k, v, r: k == "status" and v and not r, what="online")
         rotate(obs, dev, "k3-sim", dev + "~1", new_pw)
         ack = obs.expect(is_("ack", id="k3-sim"), what="ack", timeout=15)[2]
         assert ack == {"id": "k3-sim", "ok": True}
