@@ -53,10 +53,12 @@ class _EpochBucket(models.Func):
                 "::bigint"
             )
         elif connection.vendor == "sqlite":
-            # Django keeps SQLite datetimes as UTC text, which strftime('%s') reads.
+            # Django keeps SQLite datetimes as UTC text, which strftime('%s') reads;
+            # without the fraction, which SQLite would round to the millisecond
+            # (23:59:59.9999 would land in the next bucket).
             sql = (
-                f"((CAST(strftime('%%s', {inner}) AS INTEGER) + {self.offset})"
-                f" / {self.size})"
+                f"((CAST(strftime('%%s', substr({inner}, 1, 19)) AS INTEGER)"
+                f" + {self.offset}) / {self.size})"
             )
         else:  # pragma: no cover - other databases are not supported
             raise NotImplementedError(connection.vendor)
