@@ -262,8 +262,10 @@ def test_page_api_and_csv_show_the_same_figures(
     assert set(folded) == {s for s, b in by_start.items() if b["temperature_avg"]}
     for start, values in folded.items():
         bucket = by_start[start]
-        assert round(sum(values) / len(values), 3) == pytest.approx(
-            bucket["temperature_avg"], abs=1e-9
+        # The API rounds to 3 places; the database's sum may differ from Python's in
+        # the last bits, so a mean on a rounding boundary may round either way.
+        assert sum(values) / len(values) == pytest.approx(
+            bucket["temperature_avg"], abs=0.0005 + 1e-9
         )
         assert (min(values), max(values)) == (
             bucket["temperature_min"],
