@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "telemetry",
     "audit",
     "billing",
+    "gateway",
     "poolsaas",
 ]
 
