@@ -18,11 +18,12 @@ import pytest
 
 from audit.models import AuditEvent
 from devices.bridge.runner import Bridge
-from devices.models import Broker, Command, Device, DeviceEvent, TelemetrySample
+from devices.models import Broker, Command, Device, DeviceEvent
 from devices.services.commands import command_send
 from devices.tests.test_bridge_core import MALFORMED, telemetry
 from firmware import protocol
 from firmware.sim import VirtualDevice
+from telemetry.models import TelemetrySample
 
 pytestmark = [
     pytest.mark.mqtt,

@@ -16,7 +16,7 @@ from django.db import connection
 
 from devices.bridge.connection import MAX_PACKET_BYTES
 from devices.bridge.core import Directory, IngestCore
-from devices.models import Broker, Device, DeviceEvent, TelemetrySample
+from devices.models import Broker, Device, DeviceEvent
 from devices.selectors import devices_for_bridge
 from devices.services.brokers import broker_test_connection
 from devices.services.ingest import ingest_write
@@ -25,6 +25,7 @@ from devices.tests import test_bridge
 from devices.tests.test_bridge import Publisher, esp_id, make_device, wait_for
 from devices.tests.test_bridge_ingest import telemetry
 from firmware import protocol
+from telemetry.models import TelemetrySample
 
 # The bridge tests' fixtures, shared.
 make_bridge = test_bridge.make_bridge

@@ -10,10 +10,11 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from devices.bridge.core import Directory, IngestCore
-from devices.models import Device, DeviceEvent, TelemetrySample
+from devices.models import Device, DeviceEvent
 from devices.selectors import devices_for_bridge
 from devices.services.ingest import devices_mark_silent, ingest_write
 from firmware import protocol
+from telemetry.models import TelemetrySample
 
 pytestmark = pytest.mark.django_db
 

@@ -80,7 +80,7 @@ def program_around_now(zone: str, mode: int = 2) -> dict:
 
 
 def programs_form(pool: Pool, programs: list[dict]) -> dict:
-    """The programs editor's POST (devices/views/dashboard.py _programs_from_post)."""
+    """The programs editor's POST (devices/views/programs.py _programs_from_post)."""
     data = {"config_version": str(pool.config_version)}
     by_slot = {p["slot"]: p for p in programs}
     for slot in (1, 2, 3):
