@@ -30,10 +30,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 from django.utils import timezone
 
-from devices import broadcast
 from devices.selectors import pool_get_for_member, pool_snapshot, pools_live_state
 from poolsaas.api.authentication import TENANT_CLAIM
 from poolsaas.api.parsers import json_loads_bounded
+from poolsaas.live import groups as broadcast
 from poolsaas.middleware import _client_ip
 from poolsaas.request_context import RequestContext, bind_request_context
 from tenants.middleware import SESSION_KEY

@@ -21,6 +21,7 @@ from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from devices.models import Device, DeviceEvent, TelemetrySample
+from devices.services.events import device_presence_event
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ def ingest_write(
     events: list[tuple],
     now: float,
 ) -> dict[int, int]:
-    """Persist one batch of the bridge core's effects (see devices.bridge.core).
+    """Persist one batch of the bridge core's effects (see devices.mqtt.topics).
 
     writes: device pk -> DeviceWrite; samples: (DeviceInfo, ts, temperature, pump,
     valve, rssi); events: (DeviceInfo, ts, kind, message, data).
@@ -294,14 +295,17 @@ def devices_mark_silent(
                 pk=pk, online=True, last_seen_at__lt=cutoff
             ).update(online=False):
                 continue
+            kind, message, data = device_presence_event(
+                online=False, silent_for=candidates[pk]
+            )
             DeviceEvent.objects.create(
                 tenant_id=tenant_id,
                 device_id=pk,
                 pool_id=pool_id,
                 ts=now,
-                kind="offline",
-                message=f"Device offline (no message for {int(candidates[pk])} s)",
-                data={"reason": "silence"},
+                kind=kind,
+                message=message,
+                data=data,
             )
         flipped.append(pk)
     return flipped
