@@ -8,10 +8,10 @@ them here with the same rules (devices/scheduling.py).
 Pushing configuration: `programs_save` (and a time-zone change, and adding a device)
 bumps `pool.config_version` (that bump is the record: a device whose
 `config_version_applied` lags is out of date) and calls `config_publish_request`,
-which after commit rings the bridge's doorbell with {"type": "config.publish",
-"pool": <hex>} and tells open pool pages to reload. The bridge publishes
+which after commit rings the bridge's doorbell with messages.config_publish (the
+pool's hex) and tells open pool pages to reload. The bridge publishes
 `device_config_message(device=...)`, retained, QoS 1, and its sweep catches up with
-every outdated device (devices.bridge.runner.Bridge.sweep_config). The device's
+every outdated device (devices.mqtt.outgoing.Outgoing.sweep_config). The device's
 config/applied answer is kept in its state ("config"); `pool_config_status` turns
 it into what the pages say: applied, pending or rejected with the device's reason.
 """
