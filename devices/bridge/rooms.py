@@ -40,9 +40,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Message:
-    """One MQTT message for a device of ours (the directory vouched for it)."""
+    """One MQTT message for a device of ours (the directory vouched for it). Not
+    frozen, for speed (one per message): rooms must not change it."""
 
     broker_id: int
     topic: str
