@@ -133,7 +133,7 @@ def device_b(pool_b, platform_broker):
 @pytest.fixture
 def login(client):
     """Log a membership's user in and select that membership's tenant."""
-    from tenants.middleware import SESSION_KEY
+    from tenants.auth import SESSION_KEY
 
     def do(membership):
         client.force_login(membership.user)

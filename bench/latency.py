@@ -286,7 +286,7 @@ def overview_timing(other_tenant):
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    from tenants.middleware import SESSION_KEY
+    from tenants.auth import SESSION_KEY
     from tenants.models import Membership, User
 
     user = User.objects.create_user(

@@ -1,4 +1,4 @@
-"""Resolves the current tenant of a logged-in user, fences off suspended tenants and
+"""Resolves the caller of a page (tenants.auth), fences off suspended tenants and
 sends owners and admins of a tenant that requires two-factor to set it up; keeps the
 "where you're logged in" list in step with each browser session."""
 
@@ -9,13 +9,9 @@ from django.shortcuts import redirect, render
 from django.urls import resolve
 from django.urls.exceptions import Resolver404
 
-from tenants.roles import two_factor_required_for
-from tenants.selectors import (
-    memberships_for_user,
-    two_factor_enabled,
-)
+from tenants.auth import caller_from_request, caller_two_factor_missing
+from tenants.selectors import two_factor_enabled
 
-SESSION_KEY = "tenant_code"
 # Pages a member of a suspended tenant still reaches.
 _OPEN_URL_NAMES = {
     "login",
@@ -80,39 +76,29 @@ class TenantMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        request.membership = None
-        request.tenant = None
-        request.memberships = []
-        user = getattr(request, "user", None)
-        if user is not None and user.is_authenticated:
-            memberships = list(memberships_for_user(user=user).order_by("tenant__name"))
-            request.memberships = memberships
-            wanted = request.session.get(SESSION_KEY)
-            chosen = next((m for m in memberships if m.tenant.code.hex == wanted), None)
-            chosen = chosen or (memberships[0] if memberships else None)
-            if chosen is not None:
-                request.membership = chosen
-                request.tenant = chosen.tenant
-                if not chosen.tenant.is_active and not self._is_open(request):
-                    return render(
-                        request,
-                        "tenants/suspended.html",
-                        {"tenant": chosen.tenant},
-                        status=403,
-                    )
-                refused = self._two_factor_missing(request, chosen)
-                if refused is not None:
-                    return refused
+        caller = caller_from_request(request)
+        request.caller = caller
+        request.membership = caller.membership if caller else None
+        request.tenant = caller.tenant if caller else None
+        request.memberships = list(caller.memberships) if caller else []
+        if caller is not None:
+            if not caller.tenant.is_active and not self._is_open(request):
+                return render(
+                    request,
+                    "tenants/suspended.html",
+                    {"tenant": caller.tenant},
+                    status=403,
+                )
+            refused = self._two_factor_missing(request, caller)
+            if refused is not None:
+                return refused
         return self.get_response(request)
 
     @staticmethod
-    def _two_factor_missing(request, membership):
+    def _two_factor_missing(request, caller):
         """Owners and admins of a tenant that requires two-factor work only in a
         session that passed it; the others set it up (or log in again with it)."""
-        if not two_factor_required_for(membership=membership):
-            return None
-        is_verified = getattr(request.user, "is_verified", None)
-        if is_verified is not None and is_verified():
+        if not caller_two_factor_missing(caller):
             return None
         path = request.path_info
         if path.startswith(("/static/", "/api/", "/ws/")):
@@ -122,7 +108,7 @@ class TenantMiddleware:
                 return None
         except Resolver404:
             pass
-        tenant = membership.tenant.name
+        tenant = caller.tenant.name
         if two_factor_enabled(user=request.user):
             # A session from before the second factor: it logs in again, with it.
             logout(request)

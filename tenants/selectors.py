@@ -1,8 +1,9 @@
 """The access layer for tenancy.
 
-Every entry point (page, API, consumer, bridge) turns "this user, in this tenant" into a
-Membership here, then asks the app's own access functions for objects. Missing and
-foreign objects raise Http404 alike; a role too low raises PermissionDenied.
+Every entry point (page, API, consumer, bridge) has its caller's Membership from
+tenants.auth, then asks here and in the app's own access functions for objects.
+Missing and foreign objects raise Http404 alike; a role too low raises
+PermissionDenied.
 """
 
 import uuid
@@ -27,26 +28,6 @@ def parse_code(code) -> uuid.UUID:
         return uuid.UUID(str(code))
     except (ValueError, TypeError, AttributeError):
         raise Http404("Not found.") from None
-
-
-def memberships_for_user(*, user: User) -> QuerySet[Membership]:
-    if not user.is_authenticated:
-        return Membership.objects.none()
-    return Membership.objects.filter(user=user).select_related("tenant")
-
-
-def membership_for_user(*, user: User, tenant_code=None) -> Membership:
-    """The user's membership in the given tenant, or their first one.
-
-    Raises Http404 when the user is not a member (whether or not the tenant exists).
-    """
-    memberships = memberships_for_user(user=user).order_by("tenant__name")
-    if tenant_code is not None:
-        memberships = memberships.filter(tenant__code=parse_code(tenant_code))
-    membership = memberships.first()
-    if membership is None:
-        raise Http404("Not found.")
-    return membership
 
 
 def membership_require(*, membership: Membership, action: str) -> Membership:
@@ -115,27 +96,6 @@ def tenant_owner_count(*, tenant: Tenant) -> int:
 def user_exists(*, email: str) -> bool:
     """Whether an account uses this e-mail (case-insensitive, as login does)."""
     return User.objects.filter(email__iexact=email.strip()).exists()
-
-
-def session_is_current(*, session_key: str | None, user: User) -> bool:
-    """Whether a browser session still logs this user in: it exists, names the user,
-    and was made with the user's current password (Django checks the same on every
-    request; sockets, which outlive requests, ask here)."""
-    from importlib import import_module
-
-    from django.conf import settings
-    from django.contrib.auth import HASH_SESSION_KEY
-    from django.contrib.auth import SESSION_KEY as USER_KEY
-    from django.utils.crypto import constant_time_compare
-
-    if not session_key or not user.is_active:
-        return False
-    data = import_module(settings.SESSION_ENGINE).SessionStore(session_key).load()
-    if str(data.get(USER_KEY)) != str(user.pk):
-        return False
-    return constant_time_compare(
-        data.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()
-    )
 
 
 def user_sessions(*, user: User) -> QuerySet:

@@ -12,7 +12,7 @@ from django.test import Client
 from devices.models import Command, Device
 from poolsaas.asgi import application
 from poolsaas.live import groups as broadcast
-from tenants.middleware import SESSION_KEY
+from tenants.auth import SESSION_KEY
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -169,9 +169,9 @@ async def test_token_in_the_url_is_not_enough(olivia, online_device, pool_a):
 
 
 async def test_silent_anonymous_socket_is_closed(pool_a, monkeypatch):
-    from devices import consumers
+    from devices.consumers import base
 
-    monkeypatch.setattr(consumers, "AUTH_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(base, "AUTH_TIMEOUT_SECONDS", 0.2)
     comm = socket(pool_path(pool_a))
     await comm.connect()
     error = await comm.receive_json_from(timeout=TIMEOUT)
@@ -357,10 +357,10 @@ async def test_bad_command_value_is_refused(olivia, online_device, pool_a):
 
 
 async def test_command_rate_limit(olivia, device_a, pool_a, monkeypatch):
-    from devices import consumers
+    from devices.consumers import pool as pool_consumer
 
     # A slow refill, so the burst of 5 is what the test measures on any machine.
-    monkeypatch.setattr(consumers, "COMMAND_RATE", 0.1)
+    monkeypatch.setattr(pool_consumer, "COMMAND_RATE", 0.1)
     comm = socket(pool_path(pool_a), cookie=await session_cookie(olivia))
     await comm.connect()
     await comm.receive_json_from(timeout=TIMEOUT)
@@ -490,7 +490,7 @@ async def test_jwt_socket_closes_when_its_token_expires(olivia, pool_a):
 
     from rest_framework_simplejwt.tokens import AccessToken
 
-    from poolsaas.api.authentication import TENANT_CLAIM
+    from tenants.auth import TENANT_CLAIM
 
     token = AccessToken.for_user(olivia.user)
     token[TENANT_CLAIM] = olivia.tenant.code.hex

@@ -94,10 +94,10 @@ async def test_malformed_messages_get_a_clear_error_and_never_crash(
 
 
 async def test_message_flood_is_limited_per_socket(olivia, pool_a, monkeypatch):
-    from devices import consumers
+    from devices.consumers import base
 
-    monkeypatch.setattr(consumers, "MESSAGE_RATE", 0.1)
-    monkeypatch.setattr(consumers, "MESSAGE_BURST", 4.0)
+    monkeypatch.setattr(base, "MESSAGE_RATE", 0.1)
+    monkeypatch.setattr(base, "MESSAGE_BURST", 4.0)
     comm = await open_pool(olivia, pool_a)
     for _ in range(7):
         await comm.send_json_to({"type": "snapshot"})

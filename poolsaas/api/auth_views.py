@@ -19,26 +19,16 @@ from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
-from rest_framework_simplejwt.tokens import RefreshToken
 
-from poolsaas.api.authentication import (
-    TENANT_CLAIM,
-    membership_for_token,
-    refresh_token_for,
-    token_user_check,
-)
+from poolsaas.api.authentication import api_refusal
 from poolsaas.api.errors import Throttled
 from poolsaas.api.throttling import AnonThrottle
 from poolsaas.api.viewsets import ApiView
-from tenants import services
+from tenants import auth, services
 from tenants.models import User
 from tenants.roles import two_factor_required_for
-from tenants.selectors import (
-    membership_for_user,
-    two_factor_enabled,
-)
+from tenants.selectors import two_factor_enabled
 
 
 class LoginRequest(serializers.Serializer):
@@ -177,7 +167,7 @@ class LoginView(AnonApiView):
                 "The e-mail address or password is not right.", code="bad_credentials"
             )
         try:
-            membership = membership_for_user(
+            membership = auth.membership_for_user(
                 user=user, tenant_code=data.validated_data.get("tenant")
             )
         except Http404:
@@ -198,7 +188,7 @@ class LoginView(AnonApiView):
         services.auth_login_succeeded(
             user=user, tenant=membership.tenant, second_factor=second_factor
         )
-        refresh = refresh_token_for(
+        refresh = auth.refresh_token_for(
             membership=membership, second_factor=bool(second_factor)
         )
         return Response(
@@ -235,21 +225,11 @@ class LoginView(AnonApiView):
             ) from None
 
 
-class _RotatingRefreshToken(RefreshToken):
-    """Checked for use under a row lock by auth_token_refresh, not here: a check
-    before the lock would let two requests with one token both pass it."""
-
-    def check_blacklist(self) -> None:
-        pass
-
-
-def _refresh_token(raw: str, token_class=RefreshToken) -> RefreshToken:
+def _refresh_token(raw: str, *, for_rotation: bool = False):
     try:
-        return token_class(raw)
-    except TokenError as exc:
-        raise exceptions.AuthenticationFailed(
-            str(exc), code="token_not_valid"
-        ) from None
+        return auth.refresh_token_read(raw, for_rotation=for_rotation)
+    except auth.NotAuthenticated as exc:
+        raise api_refusal(exc) from None
 
 
 class RefreshView(AnonApiView):
@@ -279,23 +259,21 @@ class RefreshView(AnonApiView):
     def post(self, request):
         data = RefreshRequest(data=request.data)
         data.is_valid(raise_exception=True)
-        refresh = _refresh_token(
-            data.validated_data["refresh"], token_class=_RotatingRefreshToken
-        )
-        user = User.objects.filter(
-            code=refresh.get(jwt_settings.USER_ID_CLAIM), is_active=True
-        ).first()
-        if user is None:
-            raise exceptions.AuthenticationFailed(
-                "No active account for this token.", code="no_active_account"
-            )
-        # A changed password or an ended login ends its refresh tokens too.
-        token_user_check(user=user, token=refresh)
-        # A removed member cannot keep refreshing their way in.
-        membership = membership_for_token(user=user, token=refresh)
-        refresh["role"] = membership.role
+        refresh = _refresh_token(data.validated_data["refresh"], for_rotation=True)
         try:
-            refresh = services.auth_token_refresh(refresh=refresh, user=user)
+            # A changed password, an ended login or a removed member ends its
+            # refreshing too.
+            caller = auth.caller_from_refresh_token(refresh)
+        except (
+            auth.NotAuthenticated,
+            auth.NotAMember,
+            auth.TwoFactorRequired,
+            auth.TenantSuspended,
+        ) as exc:
+            raise api_refusal(exc) from None
+        refresh["role"] = caller.membership.role
+        try:
+            refresh = services.auth_token_refresh(refresh=refresh, user=caller.user)
         except services.TokenRefused as exc:
             raise exceptions.AuthenticationFailed(
                 str(exc), code="token_not_valid"
@@ -334,13 +312,7 @@ class LogoutView(AnonApiView):
         data.is_valid(raise_exception=True)
         refresh = _refresh_token(data.validated_data["refresh"])
         refresh.blacklist()
-        user = User.objects.filter(code=refresh.get(jwt_settings.USER_ID_CLAIM)).first()
+        user = auth.token_user(refresh)
         if user is not None:
-            try:
-                tenant = membership_for_user(
-                    user=user, tenant_code=refresh.get(TENANT_CLAIM)
-                ).tenant
-            except Http404:
-                tenant = None
-            services.auth_logged_out(user=user, tenant=tenant)
+            services.auth_logged_out(user=user, tenant=auth.token_tenant(refresh))
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,32 +1,17 @@
-"""JWT authentication bound to one tenant.
+"""The API's Bearer authentication: the caller as tenants.auth resolves it.
 
-A token names its user (`sub` = user code) and its tenant (`tenant` = tenant code hex).
-On every request the membership is looked up again through the access layer, so a member
-removed from the tenant loses access at once, and the `role` claim, which is only a hint
-for clients, is never trusted.
-
-A token also dies with the login it came from: `pwd` (simplejwt's CHECK_REVOKE_TOKEN, a
-digest of the password hash) ends it when the password changes, `ep` (the user's
-token_epoch) when the user logs out their other sessions. `otp` says the login passed
-a second factor; owners and admins of a tenant that requires one need it.
+A token names its user and its tenant; on every request tenants.auth reads the user and
+the membership again, so a member removed from the tenant, a changed password or an
+ended login loses access at once, and the `role` claim (a hint for clients) is never
+trusted. Here only the header is read and each refusal is given the API's status and
+error code.
 """
 
-from django.http import Http404
-from django.utils import timezone
-from rest_framework import exceptions
-from rest_framework_simplejwt.authentication import JWTAuthentication
-from rest_framework_simplejwt.tokens import RefreshToken, Token
+from rest_framework import HTTP_HEADER_ENCODING, exceptions
+from rest_framework.authentication import BaseAuthentication
 
 from poolsaas.api.errors import Suspended
-from tenants.models import Membership, User
-from tenants.roles import two_factor_required_for
-from tenants.selectors import membership_for_user
-
-TENANT_CLAIM = "tenant"
-EPOCH_CLAIM = "ep"
-OTP_CLAIM = "otp"
-# When the login happened; rotation keeps it (and the expiry it set).
-AUTH_TIME_CLAIM = "auth_time"
+from tenants import auth
 
 
 class TwoFactorRequired(exceptions.PermissionDenied):
@@ -37,83 +22,51 @@ class TwoFactorRequired(exceptions.PermissionDenied):
     default_code = "two_factor_required"
 
 
-def refresh_token_for(
-    *, membership: Membership, second_factor: bool = False
-) -> RefreshToken:
-    """The refresh token of a new login of this membership (its access token is
-    `.access_token`)."""
-    user = membership.user
-    refresh = RefreshToken.for_user(user)
-    refresh[TENANT_CLAIM] = membership.tenant.code.hex
-    # A hint for clients only; every request re-reads the membership.
-    refresh["role"] = membership.role
-    refresh[EPOCH_CLAIM] = user.token_epoch
-    refresh[AUTH_TIME_CLAIM] = int(timezone.now().timestamp())
-    if second_factor:
-        refresh[OTP_CLAIM] = True
-    return refresh
+def api_refusal(exc: Exception) -> exceptions.APIException:
+    """The API's answer to a refusal of tenants.auth."""
+    if isinstance(exc, auth.NotAuthenticated | auth.NotAMember):
+        return exceptions.AuthenticationFailed(exc.message, code=exc.code)
+    if isinstance(exc, auth.TwoFactorRequired):
+        return TwoFactorRequired()
+    if isinstance(exc, auth.TenantSuspended):
+        return Suspended(*exc.args)
+    raise TypeError(f"not a refusal of tenants.auth: {exc!r}")
 
 
-def token_user_check(*, user: User, token: Token) -> None:
-    """AuthenticationFailed when the token's login has been ended since: the
-    password changed, or the user logged out their other sessions."""
-    from rest_framework_simplejwt.utils import get_md5_hash_password
+class TenantJWTAuthentication(BaseAuthentication):
+    """Bearer access token; sets request.caller, request.membership, request.tenant."""
 
-    if token.get("pwd") != get_md5_hash_password(user.password):
-        raise exceptions.AuthenticationFailed(
-            "Your password was changed: log in again.", code="password_changed"
-        )
-    if token.get(EPOCH_CLAIM, 0) != user.token_epoch:
-        raise exceptions.AuthenticationFailed(
-            "This login was ended (logged out from another session): log in again.",
-            code="session_ended",
-        )
-
-
-def membership_for_token(*, user: User, token: Token) -> Membership:
-    """The caller's membership in the token's tenant.
-
-    Raises AuthenticationFailed when the token has no tenant or the user is no longer
-    a member of it, and Suspended (403) when the tenant is suspended. The WebSocket
-    consumers use the same check.
-    """
-    tenant_code = token.get(TENANT_CLAIM)
-    if not tenant_code:
-        raise exceptions.AuthenticationFailed(
-            "This token carries no tenant: log in again.", code="token_no_tenant"
-        )
-    try:
-        membership = membership_for_user(user=user, tenant_code=tenant_code)
-    except Http404:
-        raise exceptions.AuthenticationFailed(
-            "You are no longer a member of this tenant.", code="not_a_member"
-        ) from None
-    if not membership.tenant.is_active:
-        raise Suspended(
-            f"{membership.tenant.name} is suspended. Contact poolsaas support."
-        )
-    if two_factor_required_for(membership=membership) and not token.get(OTP_CLAIM):
-        raise TwoFactorRequired()
-    return membership
-
-
-class TenantJWTAuthentication(JWTAuthentication):
-    """Bearer JWT; sets request.membership and request.tenant from the token."""
-
-    def get_user(self, validated_token):
-        user = super().get_user(validated_token)
-        token_user_check(user=user, token=validated_token)
-        return user
+    www_authenticate_realm = "api"
 
     def authenticate(self, request):
-        result = super().authenticate(request)
-        if result is None:
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if isinstance(header, bytes):
+            header = header.decode(HTTP_HEADER_ENCODING)
+        parts = header.split()
+        if not parts or parts[0] != "Bearer":
+            # Not ours: anonymous, as far as this class can tell.
             return None
-        user, token = result
-        membership = membership_for_token(user=user, token=token)
+        if len(parts) != 2:
+            raise exceptions.AuthenticationFailed(
+                "Authorization header must contain two space-delimited values",
+                code="bad_authorization_header",
+            )
+        try:
+            caller = auth.caller_from_access_token(parts[1])
+        except (
+            auth.NotAuthenticated,
+            auth.NotAMember,
+            auth.TwoFactorRequired,
+            auth.TenantSuspended,
+        ) as exc:
+            raise api_refusal(exc) from None
         # Both the DRF request and the underlying Django request, so that anything
         # reading request.membership (middleware, logging) agrees.
         for target in (request, request._request):
-            target.membership = membership
-            target.tenant = membership.tenant
-        return user, token
+            target.caller = caller
+            target.membership = caller.membership
+            target.tenant = caller.tenant
+        return caller.user, caller.token
+
+    def authenticate_header(self, request) -> str:
+        return f'Bearer realm="{self.www_authenticate_realm}"'

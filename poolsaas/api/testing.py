@@ -5,7 +5,7 @@ import random
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from poolsaas.api.authentication import refresh_token_for
+from tenants.auth import refresh_token_for
 
 
 def tokens_for(membership, *, second_factor: bool = False) -> RefreshToken:

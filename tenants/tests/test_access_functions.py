@@ -9,7 +9,7 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from tenants import selectors
+from tenants import auth, selectors
 from tenants.models import Tenant
 from tenants.roles import Action, Role
 from tenants.selectors import TenantSuspended
@@ -141,14 +141,14 @@ def test_lists_never_show_another_tenant(world):
 
 def test_membership_for_user(world):
     alice, carol = world["members"][Role.OWNER], world["carol"]
-    assert selectors.membership_for_user(user=alice.user).pk == alice.pk
+    assert auth.membership_for_user(user=alice.user).pk == alice.pk
     assert (
-        selectors.membership_for_user(user=alice.user, tenant_code=alice.tenant.code).pk
+        auth.membership_for_user(user=alice.user, tenant_code=alice.tenant.code).pk
         == alice.pk
     )
     for code in (carol.tenant.code, uuid.uuid4(), "not-a-code"):
         with pytest.raises(Http404):
-            selectors.membership_for_user(user=alice.user, tenant_code=code)
+            auth.membership_for_user(user=alice.user, tenant_code=code)
     # A suspended tenant's member still has the membership (to be told why).
     _suspend(alice.tenant)
-    assert selectors.membership_for_user(user=alice.user).pk == alice.pk
+    assert auth.membership_for_user(user=alice.user).pk == alice.pk

@@ -8,7 +8,7 @@ from django.contrib.auth import SESSION_KEY as AUTH_SESSION_KEY
 from django.urls import reverse
 
 from conftest import PASSWORD
-from tenants.middleware import SESSION_KEY
+from tenants.auth import SESSION_KEY
 
 pytestmark = pytest.mark.django_db
 

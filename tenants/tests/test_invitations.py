@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from conftest import PASSWORD
-from tenants.middleware import SESSION_KEY
+from tenants.auth import SESSION_KEY
 from tenants.models import Invitation, Membership, User
 from tenants.services import invitation_create
 

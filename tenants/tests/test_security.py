@@ -9,7 +9,7 @@ from django.test import Client
 from django.urls import get_resolver, reverse
 
 from devices.models import Broker, Pool
-from tenants.middleware import SESSION_KEY
+from tenants.auth import SESSION_KEY
 from tenants.models import Invitation, Membership
 from tenants.services import invitation_create
 

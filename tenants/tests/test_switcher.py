@@ -5,7 +5,7 @@ import uuid
 import pytest
 from django.urls import reverse
 
-from tenants.middleware import SESSION_KEY
+from tenants.auth import SESSION_KEY
 
 pytestmark = pytest.mark.django_db
 

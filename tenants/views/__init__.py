@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 from django_otp import login as otp_login
 
 from tenants import services
+from tenants.auth import SESSION_KEY, membership_for_user, memberships_for_user
 from tenants.forms import (
     EmailAuthenticationForm,
     InvitationForm,
@@ -22,14 +23,12 @@ from tenants.forms import (
     RoleChangeForm,
     TwoFactorCodeForm,
 )
-from tenants.middleware import SESSION_KEY
 from tenants.models import Membership, User
 from tenants.roles import Action, Role, role_allows
 from tenants.selectors import (
     invitation_get_for_user,
     invitations_pending,
     member_get_for_user,
-    membership_for_user,
     membership_require,
     parse_code,
     tenant_members,
@@ -46,9 +45,7 @@ TWO_FACTOR_PENDING_SECONDS = 300
 
 def _after_login(request, user, *, second_factor: str = "") -> None:
     """Pick the session's tenant (the first by name) and record the login."""
-    membership = (
-        user.memberships.select_related("tenant").order_by("tenant__name").first()
-    )
+    membership = memberships_for_user(user=user).first()
     if membership is not None:
         request.session[SESSION_KEY] = membership.tenant.code.hex
     services.auth_login_succeeded(

@@ -1,0 +1,53 @@
+"""/ws/tenant/: the pools overview of the socket's tenant, one message per pool
+change, and the rows a (re)connecting page asks for."""
+
+from channels.db import database_sync_to_async
+from django.utils import timezone
+
+from devices.consumers.base import LiveConsumer
+from devices.selectors import pools_live_state
+from poolsaas.live import groups as broadcast
+from tenants.roles import Action
+from tenants.selectors import membership_require
+
+
+class TenantConsumer(LiveConsumer):
+    """The pools overview of the socket's tenant: one message per pool change."""
+
+    def resolve_target(self, membership) -> None:
+        membership_require(membership=membership, action=Action.VIEW)
+        self.live_group = broadcast.tenant_group(membership.tenant.code)
+
+    async def snapshot(self) -> dict:
+        return {
+            "type": "hello",
+            "tenant": self.membership.tenant.code.hex,
+            "now": timezone.now().isoformat(),
+        }
+
+    async def handle(self, kind, content: dict):
+        if kind == "snapshot":
+            # The page's pools, as they are now: what a (re)connecting page missed.
+            codes = content.get("pools")
+            if not isinstance(codes, list):
+                await self.send_json(
+                    {"type": "error", "message": "Send the pool codes as a list."}
+                )
+                return
+            rows = await database_sync_to_async(pools_live_state)(
+                membership=self.membership, codes=[str(c) for c in codes]
+            )
+            await self.send_json({"type": "pools", "pools": rows})
+        else:
+            await super().handle(kind, content)
+
+    async def tenant_pool(self, message):
+        await self.send_json(
+            {
+                "type": "pool",
+                "pool": message.get("pool"),
+                "online": message.get("online"),
+                "state": message.get("state") or {},
+                "last_seen": message.get("last_seen"),
+            }
+        )

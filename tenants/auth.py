@@ -1,0 +1,470 @@
+"""Who is calling: the one place that turns a login into a user and a membership.
+
+Every entry point asks here: the pages (TenantMiddleware, from the session), the API
+(TenantJWTAuthentication, from a Bearer access token), both WebSocket consumers (a
+session or an access token, and again before each command) and the coming MQTT
+gateway (its CONNECT password). Nothing else decodes a token or looks a user's
+membership up.
+
+A caller is refused, with the reason as the exception:
+
+- NotAuthenticated: no valid login (a bad or expired token, a disabled account, a
+  password changed or a login ended since, a session logged out).
+- NotAMember: the user is not, or no longer, a member of the tenant asked for. It is
+  an Http404: missing and foreign tenants read alike.
+- TenantSuspended: the tenant is suspended (the access layer's own PermissionDenied).
+- TwoFactorRequired: owners and admins of a tenant that requires a second factor,
+  from a login that did not pass one.
+
+Tokens: `sub` names the user (their code), `tenant` the tenant (code hex). `pwd`
+(simplejwt's CHECK_REVOKE_TOKEN, a digest of the password hash) ends a token when the
+password changes, `ep` (the user's token_epoch) when the user logs out their other
+sessions, and `otp` says the login passed a second factor. The `role` claim is a hint
+for clients only: the membership is read again on every call.
+"""
+
+import dataclasses
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.tokens import AccessToken, RefreshToken, Token
+from rest_framework_simplejwt.utils import get_md5_hash_password
+
+from tenants.models import Membership, Tenant, User
+from tenants.roles import two_factor_required_for
+from tenants.selectors import TenantSuspended, parse_code
+
+__all__ = [
+    "Caller",
+    "NotAMember",
+    "NotAuthenticated",
+    "TenantSuspended",
+    "TwoFactorRequired",
+]
+
+TENANT_CLAIM = "tenant"
+EPOCH_CLAIM = "ep"
+OTP_CLAIM = "otp"
+# When the login happened; rotation keeps it (and the expiry it set).
+AUTH_TIME_CLAIM = "auth_time"
+# The tenant a browser session works in (the switcher sets it).
+SESSION_KEY = "tenant_code"
+
+How = Literal["session", "jwt", "mqtt"]
+
+
+class NotAuthenticated(Exception):
+    """No valid login. `code` is the API's error code for it."""
+
+    def __init__(self, message: str, *, code: str = "not_authenticated"):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class NotAMember(Http404):
+    """The user is not (or no longer) a member of the tenant asked for."""
+
+    def __init__(
+        self,
+        message: str = "You are no longer a member of this tenant.",
+        *,
+        code: str = "not_a_member",
+    ):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class TwoFactorRequired(PermissionDenied):
+    """The tenant requires a second factor of this member; the login passed none."""
+
+    code = "two_factor_required"
+
+    def __init__(self, tenant: Tenant):
+        self.tenant = tenant
+        self.message = (
+            f"{tenant.name} requires two-factor authentication: log in again with "
+            "your code."
+        )
+        super().__init__(self.message)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A user acting in one tenant, and how they logged in.
+
+    `second_factor`: the login passed a second factor. `session_key` (how="session")
+    or `token` (how="jwt"/"mqtt", the validated token) is what caller_still_valid
+    checks again; `client_id` is the MQTT client's. `memberships` lists all of the
+    user's memberships, by tenant name, when the session resolution read them (the
+    tenant switcher shows them); it is empty for tokens.
+    """
+
+    user: User
+    membership: Membership
+    how: How
+    second_factor: bool = False
+    session_key: str | None = None
+    token: Token | None = None
+    client_id: str | None = None
+    memberships: tuple[Membership, ...] = ()
+
+    @property
+    def tenant(self) -> Tenant:
+        return self.membership.tenant
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the token behind this caller expires (epoch seconds); None for a
+        session, which ends when it is logged out."""
+        if self.token is None:
+            return None
+        exp = self.token.get("exp")
+        return float(exp) if isinstance(exp, int | float) else None
+
+
+# --- memberships --------------------------------------------------------------------
+
+
+def memberships_for_user(*, user: User) -> QuerySet[Membership]:
+    """The user's memberships, with their tenants, by tenant name."""
+    if not user.is_authenticated:
+        return Membership.objects.none()
+    return (
+        Membership.objects.filter(user=user)
+        .select_related("tenant")
+        .order_by("tenant__name")
+    )
+
+
+def membership_for_user(*, user: User, tenant_code=None) -> Membership:
+    """The user's membership in the given tenant, or their first one by name.
+
+    Raises NotAMember (an Http404) when the user is not a member, whether or not
+    the tenant exists. A suspended tenant's member still gets the membership (the
+    pages tell them why they cannot use it).
+    """
+    memberships = memberships_for_user(user=user)
+    if tenant_code is not None:
+        try:
+            code = parse_code(tenant_code)
+        except Http404:
+            raise NotAMember() from None
+        memberships = memberships.filter(tenant__code=code)
+    membership = memberships.first()
+    if membership is None:
+        raise NotAMember()
+    return membership
+
+
+# --- the checks -----------------------------------------------------------------------
+
+
+def caller_check(caller: Caller) -> None:
+    """TenantSuspended or TwoFactorRequired when the caller's tenant may not be used
+    by them now (the other checks are made when the caller is resolved)."""
+    tenant = caller.tenant
+    if not tenant.is_active:
+        raise TenantSuspended(f"{tenant.name} is suspended. Contact poolsaas support.")
+    if caller_two_factor_missing(caller):
+        raise TwoFactorRequired(tenant)
+
+
+def caller_two_factor_missing(caller: Caller) -> bool:
+    """Whether the tenant requires a second factor of this member and the login
+    passed none (pure: no query)."""
+    return two_factor_required_for(membership=caller.membership) and (
+        not caller.second_factor
+    )
+
+
+def caller_still_valid(caller: Caller) -> Caller:
+    """The same caller read again, for what outlives a request (a socket, before each
+    command and whenever access changes): NotAuthenticated once its login has ended
+    (the account disabled, the session logged out or made with an old password, the
+    token's password or epoch no longer the user's), NotAMember once the user left
+    the tenant. The tenant's own checks are caller_check's."""
+    user = User.objects.filter(pk=caller.user.pk, is_active=True).first()
+    if user is None:
+        raise NotAuthenticated("This account is disabled.", code="user_inactive")
+    if caller.how == "session":
+        if not session_is_current(session_key=caller.session_key, user=user):
+            # Logged out, or the password changed: what it opened ends with it.
+            raise NotAuthenticated("You are logged out.", code="session_ended")
+    else:
+        assert caller.token is not None
+        _token_login_check(user=user, token=caller.token)
+    membership = membership_for_user(user=user, tenant_code=caller.tenant.code)
+    return dataclasses.replace(caller, user=user, membership=membership)
+
+
+# --- sessions -------------------------------------------------------------------------
+
+
+def caller_from_session(
+    *,
+    user: User,
+    session,
+    tenant_code=None,
+    second_factor: bool | None = None,
+    check: bool = True,
+) -> Caller:
+    """The caller of a logged-in browser session (`user` is the session's user, as
+    Django's authentication resolved it).
+
+    The tenant: `tenant_code` if given (NotAMember when the user is not in it), else
+    the one chosen in the session, else (that one left, or none chosen) the user's
+    first by name. `second_factor`: whether the session passed one, when the caller
+    knows better (django-otp's request.user.is_verified()); by default the session's
+    verified-device mark. `check` also runs caller_check.
+    """
+    from django_otp import DEVICE_ID_SESSION_KEY
+
+    if user is None or not user.is_authenticated:
+        raise NotAuthenticated("Log in first.")
+    if not user.is_active:
+        raise NotAuthenticated("This account is disabled.", code="user_inactive")
+    memberships = tuple(memberships_for_user(user=user))
+    if tenant_code is not None:
+        try:
+            wanted = parse_code(tenant_code).hex
+        except Http404:
+            raise NotAMember() from None
+        chosen = next((m for m in memberships if m.tenant.code.hex == wanted), None)
+        if chosen is None:
+            raise NotAMember()
+    else:
+        wanted = session.get(SESSION_KEY) if session is not None else None
+        chosen = next((m for m in memberships if m.tenant.code.hex == wanted), None)
+        chosen = chosen or (memberships[0] if memberships else None)
+        if chosen is None:
+            raise NotAMember("You are not a member of any tenant.")
+    if second_factor is None:
+        second_factor = session is not None and bool(session.get(DEVICE_ID_SESSION_KEY))
+    caller = Caller(
+        user=user,
+        membership=chosen,
+        how="session",
+        second_factor=second_factor,
+        session_key=session.session_key if session is not None else None,
+        memberships=memberships,
+    )
+    if check:
+        caller_check(caller)
+    return caller
+
+
+def caller_from_request(request) -> Caller | None:
+    """The caller of a page request, unchecked (the pages answer a suspended tenant
+    and a missing second factor with their own notices); None when nobody is logged
+    in or the user is in no tenant."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return None
+    is_verified = getattr(user, "is_verified", None)
+    try:
+        return caller_from_session(
+            user=user,
+            session=request.session,
+            second_factor=bool(is_verified is not None and is_verified()),
+            check=False,
+        )
+    except (NotAuthenticated, NotAMember):
+        return None
+
+
+def session_is_current(*, session_key: str | None, user: User) -> bool:
+    """Whether a browser session still logs this user in: it exists, names the user,
+    and was made with the user's current password (Django checks the same on every
+    request; sockets, which outlive requests, ask here)."""
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import HASH_SESSION_KEY
+    from django.contrib.auth import SESSION_KEY as USER_KEY
+
+    if not session_key or not user.is_active:
+        return False
+    data = import_module(settings.SESSION_ENGINE).SessionStore(session_key).load()
+    if str(data.get(USER_KEY)) != str(user.pk):
+        return False
+    return constant_time_compare(
+        data.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()
+    )
+
+
+# --- tokens ---------------------------------------------------------------------------
+
+
+def bearer_token(header: str | bytes | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header value, else None."""
+    if isinstance(header, bytes):
+        header = header.decode("latin1")
+    kind, _, token = (header or "").partition(" ")
+    if kind.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def caller_from_access_token(
+    token: str | bytes, *, tenant_code=None, check: bool = True
+) -> Caller:
+    """The caller of a simplejwt access token (the API's Bearer token, a socket's).
+
+    A token that names a tenant acts in that tenant only (a different `tenant_code`
+    is NotAMember); one that names none acts in `tenant_code`, else in the user's
+    only tenant (NotAuthenticated when they are in several, or none). `check` also
+    runs caller_check.
+    """
+    return _caller_from_token(
+        _read(AccessToken, token), how="jwt", tenant_code=tenant_code, check=check
+    )
+
+
+def caller_from_mqtt_password(password: str, *, client_id: str | None = None) -> Caller:
+    """The caller of an MQTT CONNECT (the gateway's): for now the password is an
+    access token, checked exactly as caller_from_access_token does, with every check.
+
+    The gateway's own credential and its lifetime are designed in issue 13; this is
+    the one function that will change then.
+    """
+    caller = _caller_from_token(
+        _read(AccessToken, password), how="mqtt", tenant_code=None, check=True
+    )
+    return dataclasses.replace(caller, client_id=client_id)
+
+
+def caller_from_refresh_token(refresh: RefreshToken) -> Caller:
+    """The caller of a refresh token read by refresh_token_read, with every check: a
+    changed password, an ended login, a removed member, a suspended tenant or a
+    missing second factor end its refreshing too."""
+    return _caller_from_token(refresh, how="jwt", tenant_code=None, check=True)
+
+
+class _RotatingRefreshToken(RefreshToken):
+    """Checked for use under a row lock by auth_token_refresh, not here: a check
+    before the lock would let two requests with one token both pass it."""
+
+    def check_blacklist(self) -> None:
+        pass
+
+
+def refresh_token_read(raw: str, *, for_rotation: bool = False) -> RefreshToken:
+    """A refresh token's claims, once its signature, type and expiry are checked
+    (NotAuthenticated otherwise). `for_rotation` leaves the "already used" check to
+    the rotation, which makes it under a lock."""
+    return _read(_RotatingRefreshToken if for_rotation else RefreshToken, raw)
+
+
+def refresh_token_for(
+    *, membership: Membership, second_factor: bool = False
+) -> RefreshToken:
+    """The refresh token of a new login of this membership (its access token is
+    `.access_token`)."""
+    user = membership.user
+    refresh = RefreshToken.for_user(user)
+    refresh[TENANT_CLAIM] = membership.tenant.code.hex
+    # A hint for clients only; every call re-reads the membership.
+    refresh["role"] = membership.role
+    refresh[EPOCH_CLAIM] = user.token_epoch
+    refresh[AUTH_TIME_CLAIM] = int(timezone.now().timestamp())
+    if second_factor:
+        refresh[OTP_CLAIM] = True
+    return refresh
+
+
+def token_user(token: Token) -> User | None:
+    """The user a token names, active or not; None when there is no such user."""
+    try:
+        code = uuid.UUID(str(token.get(jwt_settings.USER_ID_CLAIM)))
+    except ValueError:
+        return None
+    return User.objects.filter(code=code).first()
+
+
+def token_tenant(token: Token) -> Tenant | None:
+    """The tenant a token names, if its user is still a member of it (for the audit
+    trail of a logout); None otherwise."""
+    user = token_user(token)
+    code = token.get(TENANT_CLAIM)
+    if user is None or not code:
+        return None
+    try:
+        return membership_for_user(user=user, tenant_code=code).tenant
+    except NotAMember:
+        return None
+
+
+def _read(token_class: type[Token], raw: str | bytes) -> Token:
+    try:
+        return token_class(raw)
+    except TokenError as exc:
+        raise NotAuthenticated(
+            "Invalid or expired token.", code="token_not_valid"
+        ) from exc
+
+
+def _caller_from_token(token: Token, *, how: How, tenant_code, check: bool) -> Caller:
+    user = token_user(token)
+    if user is None:
+        raise NotAuthenticated("No account for this token.", code="user_not_found")
+    if not user.is_active:
+        raise NotAuthenticated("This account is disabled.", code="user_inactive")
+    _token_login_check(user=user, token=token)
+    claimed = token.get(TENANT_CLAIM)
+    if claimed:
+        if tenant_code is not None and _hex(tenant_code) != _hex(claimed):
+            raise NotAMember("This token is for another tenant.")
+        membership = membership_for_user(user=user, tenant_code=claimed)
+    elif tenant_code is not None:
+        membership = membership_for_user(user=user, tenant_code=tenant_code)
+    else:
+        memberships = list(memberships_for_user(user=user)[:2])
+        if len(memberships) != 1:
+            raise NotAuthenticated(
+                "This token names no tenant and you are in several (or none).",
+                code="token_no_tenant",
+            )
+        membership = memberships[0]
+    caller = Caller(
+        user=user,
+        membership=membership,
+        how=how,
+        second_factor=bool(token.get(OTP_CLAIM)),
+        token=token,
+    )
+    if check:
+        caller_check(caller)
+    return caller
+
+
+def _token_login_check(*, user: User, token: Token) -> None:
+    """NotAuthenticated when the token's login has been ended since: the password
+    changed, or the user logged out their other sessions."""
+    if token.get(jwt_settings.REVOKE_TOKEN_CLAIM) != get_md5_hash_password(
+        user.password
+    ):
+        raise NotAuthenticated(
+            "Your password was changed: log in again.", code="password_changed"
+        )
+    if token.get(EPOCH_CLAIM, 0) != user.token_epoch:
+        raise NotAuthenticated(
+            "This login was ended (logged out from another session): log in again.",
+            code="session_ended",
+        )
+
+
+def _hex(code) -> str | None:
+    try:
+        return parse_code(code).hex
+    except Http404:
+        return None
