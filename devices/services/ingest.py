@@ -22,6 +22,7 @@ from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from devices.models import Device, DeviceEvent
+from devices.services.events import device_presence_event
 from telemetry.services import samples_write
 
 logger = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ def ingest_write(
     events: list[tuple],
     now: float,
 ) -> dict[int, int]:
-    """Persist one batch of the bridge core's effects (see devices.bridge.core).
+    """Persist one batch of the bridge core's effects (see devices.mqtt.topics).
 
     writes: device pk -> DeviceWrite; samples: (DeviceInfo, ts, temperature, pump,
     valve, rssi); events: (DeviceInfo, ts, kind, message, data).
@@ -255,14 +256,17 @@ def devices_mark_silent(
                 pk=pk, online=True, last_seen_at__lt=cutoff
             ).update(online=False):
                 continue
+            kind, message, data = device_presence_event(
+                online=False, silent_for=candidates[pk]
+            )
             DeviceEvent.objects.create(
                 tenant_id=tenant_id,
                 device_id=pk,
                 pool_id=pool_id,
                 ts=now,
-                kind="offline",
-                message=f"Device offline (no message for {int(candidates[pk])} s)",
-                data={"reason": "silence"},
+                kind=kind,
+                message=message,
+                data=data,
             )
         flipped.append(pk)
     return flipped

@@ -29,10 +29,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from devices.models import Command, Device, DeviceEvent, Pool
-from devices.services.commands import DOORBELL, command_send
+from devices.services.commands import command_send
 from devices.tests.test_bridge import V31Device, clear_retained, wait_for
 from firmware.sim import VirtualDevice
 from poolsaas.api.testing import api_client
+from poolsaas.live.groups import DOORBELL
 
 pytestmark = [
     pytest.mark.mqtt,
