@@ -212,8 +212,12 @@ class BrokerConnection:
         keepalive: int = 30,
         min_backoff: float = 0.5,
         max_backoff: float = 30.0,
+        suffixes: tuple[str, ...] | None = None,
     ) -> None:
         self.broker_id = broker.pk
+        # What is subscribed under each device root (`<prefix>/+/<suffix>`): the
+        # bridge's rooms name them; None is the devices topics of the protocol alone.
+        self.suffixes = suffixes
         self.name = broker.name
         self.fingerprint = broker_fingerprint(broker)
         self.host, self.port = broker.host, broker.port
@@ -317,7 +321,11 @@ class BrokerConnection:
     def filters(self, prefixes) -> list[str]:
         out = []
         for prefix in sorted(prefixes):
-            for topic_filter in protocol.subscriptions(prefix):
+            if self.suffixes is None:
+                filters = protocol.subscriptions(prefix)
+            else:
+                filters = [f"{prefix}/+/{suffix}" for suffix in self.suffixes]
+            for topic_filter in filters:
                 if self.shared:
                     topic_filter = f"$share/{self.share_group}/{topic_filter}"
                 out.append(topic_filter)

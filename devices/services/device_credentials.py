@@ -21,8 +21,6 @@ import logging
 import secrets
 from datetime import timedelta
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import Http404
@@ -32,6 +30,8 @@ from audit.services import audit_record
 from devices.models import Device
 from devices.services import dynsec
 from firmware import protocol
+from poolsaas.live import messages
+from poolsaas.live.groups import doorbell_ring_now
 from tenants.models import Membership
 from tenants.roles import Action
 from tenants.selectors import membership_require
@@ -41,8 +41,6 @@ logger = logging.getLogger(__name__)
 OP = "credentials"
 # How long the device may take to learn the new pair (the cmd's `exp`).
 ROTATION_TTL = timedelta(hours=24)
-# The doorbell message that asks a bridge to send a rotation now.
-CREDENTIALS_SEND = "device.credentials"
 _ROTATION_ID_PREFIX = "k"
 _FAILURE_MAX = 200
 
@@ -169,17 +167,8 @@ def device_credentials_rotate(*, membership: Membership, device: Device) -> Devi
 
 
 def _ring(device_pk: int) -> None:
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    from devices.services.commands import DOORBELL
-
-    try:
-        async_to_sync(layer.send)(
-            DOORBELL, {"type": CREDENTIALS_SEND, "device": device_pk}
-        )
-    except Exception:  # noqa: BLE001 - the bridge's refresh sends it anyway
-        logger.info("credentials doorbell not rung for device %s", device_pk)
+    # Best effort: the bridge's refresh sends the rotation anyway.
+    doorbell_ring_now(messages.device_credentials(device=device_pk))
 
 
 def device_credentials_message(device: Device) -> tuple[str, bytes] | None:
@@ -200,15 +189,9 @@ def device_credentials_message(device: Device) -> tuple[str, bytes] | None:
         "password": device.pending_mqtt_password,
     }
     exp = int(expires.timestamp())
-    if OP in protocol.OPS:
-        payload = protocol.encode_command(
-            device.credentials_rotation_id, exp, OP, value
-        )
-    else:
-        # Until firmware.protocol (the firmware helper's branch) knows the op.
-        payload = protocol.dumps(
-            {"id": device.credentials_rotation_id, "exp": exp, "op": OP, "value": value}
-        )
+    payload = protocol.encode_command(
+        device.credentials_rotation_id, exp, OP, value, device_id=device.device_id
+    )
     return f"{device.topic_root}/cmd", payload
 
 

@@ -16,7 +16,7 @@ from devices.services.device_credentials import (
     device_credentials_state,
 )
 from devices.services.dynsec import dynsec_enabled
-from devices.views.dashboard import member_page
+from devices.views.member_page import member_page
 from tenants.roles import Action
 
 

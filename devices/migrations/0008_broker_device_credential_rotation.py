@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("devices", "0006_device_claimed_at_empty_secrets"),
+        ("devices", "0007_samples_move_to_telemetry"),
     ]
 
     operations = [
