@@ -14,6 +14,11 @@ import time
 from devices.bridge.directory import iso
 from devices.bridge.rooms import Context, Message, Outbox, Room
 from devices.models import Command
+from devices.mqtt.credentials import (
+    CredentialsOutgoing,
+    settle_rotation_acks,
+    split_rotation_acks,
+)
 from devices.mqtt.outgoing import Outgoing
 from devices.mqtt.topics import DeviceInfo, DeviceTopics, Effects
 from devices.services.commands import command_ack, command_complete
@@ -77,13 +82,28 @@ def device_went_silent(device: DeviceInfo, out: Outbox) -> None:
     )
 
 
-class DevicesRoom(Outgoing, Room):
+class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
     name = "devices"
     suffixes = protocol.DEVICE_TO_CLOUD
 
     def __init__(self) -> None:
         self.topics = DeviceTopics()
         Outgoing.__init__(self)
+        CredentialsOutgoing.__init__(self)
+
+    # --- publisher ---------------------------------------------------------------
+
+    def doorbell(self, message: dict) -> None:
+        if not self.credentials_doorbell(message):
+            Outgoing.doorbell(self, message)
+
+    def publish(self, out: Outbox) -> None:
+        try:
+            self.sweep_credentials(out)
+        except Exception:  # noqa: BLE001 - commands must not wait for rotations
+            out.db_error()
+            logger.exception("bridge credentials sweep failed; retrying")
+        Outgoing.publish(self, out)
 
     # --- worker ------------------------------------------------------------------
 
@@ -172,7 +192,10 @@ class DevicesRoom(Outgoing, Room):
         self._settle_commands(batch)
 
     def _settle_commands(self, effects: Effects) -> None:
-        for device_pk, ack in effects.acks:
+        acks, rotations = split_rotation_acks(effects.acks)
+        # A rotation's ack (a `k…` id) settles the rotation, never a command.
+        settle_rotation_acks(rotations)
+        for device_pk, ack in acks:
             try:
                 command_ack(
                     device_pk=device_pk,
@@ -193,4 +216,8 @@ class DevicesRoom(Outgoing, Room):
                 logger.exception("cannot complete command %s", command_pk)
 
     def stats(self) -> dict[str, int]:
-        return {"published": self.published, "config_published": self.config_published}
+        return {
+            "published": self.published,
+            "config_published": self.config_published,
+            "credentials_published": self.credentials_published,
+        }
