@@ -329,3 +329,58 @@ def device_credentials_usernames(device: Device) -> list[str]:
             dynsec.rotation_username(device.device_id, device.credentials_generation)
         )
     return list(dict.fromkeys(names))
+
+
+def device_credentials_reissue(
+    *, device: Device, config: dynsec.DynsecConfig | None = None
+) -> str:
+    """Give a platform-broker device a new password (its dynamic-security client and
+    role recreated, client id bound) and store it encrypted; returns the password.
+
+    For the platform itself, not a tenant: `make run` gives its simulated devices
+    real credentials on the dynamic-security Mosquitto it starts. Audited without
+    an actor. Any earlier password stops working at once.
+    """
+    if not device.broker.is_platform:
+        raise ValidationError("Only devices on the platform broker get credentials.")
+    try:
+        # Clients of an earlier rotation go first: they are bound to the same id.
+        others = [
+            name
+            for name in device_credentials_usernames(device)
+            if name != device.device_id
+        ]
+        if others:
+            dynsec.dynsec_device_delete(
+                device_id=device.device_id, usernames=others, config=config
+            )
+        password = dynsec.dynsec_device_create(
+            device_id=device.device_id, prefix=device.topic_prefix, config=config
+        )
+    except dynsec.DynsecError as exc:
+        raise _credentials_failed(exc) from None
+    with transaction.atomic():
+        device.mqtt_password = password
+        device.mqtt_username = ""
+        device.pending_mqtt_username = ""
+        device.pending_mqtt_password = ""
+        device.credentials_rotation_id = ""
+        device.credentials_rotation_started_at = None
+        device.save(
+            update_fields=[
+                "mqtt_password",
+                "mqtt_username",
+                "pending_mqtt_username",
+                "pending_mqtt_password",
+                "credentials_rotation_id",
+                "credentials_rotation_started_at",
+            ]
+        )
+        audit_record(
+            action="device.credentials_issued",
+            tenant=device.tenant,
+            actor=None,
+            target=device,
+            data={"device_id": device.device_id, "reason": "platform"},
+        )
+    return password

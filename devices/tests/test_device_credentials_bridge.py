@@ -94,11 +94,14 @@ def obeys(adam, pool, board):
     )
 
 
+# 600 s: no refresh sweep after the first one, so only the doorbell the click rings
+# (poolsaas.live.messages.device_credentials, through Redis) can bring the cmd.
+@pytest.mark.parametrize("refresh", [0.3, 600.0], ids=["refresh", "doorbell"])
 def test_admin_rotates_and_the_board_switches_and_confirms(
-    world, make_bridge, adam, pool_a
+    world, make_bridge, adam, pool_a, refresh
 ):
     device, old_password, board, page = world
-    make_bridge()
+    make_bridge(refresh_interval=refresh)
     online(device)
 
     answer = page.post(reverse("device_rotate_credentials", args=[device.code]))

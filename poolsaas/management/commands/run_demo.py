@@ -312,7 +312,7 @@ class Command(BaseCommand):
         """New passwords for the platform devices, which here are all simulated (the
         broker listens on loopback only); the simulator reads them from a file only
         this user can read."""
-        from devices.services.onboarding import device_credentials_reissue
+        from devices.services.device_credentials import device_credentials_reissue
 
         credentials = {}
         devices = Device.objects.filter(broker__is_platform=True).select_related(
