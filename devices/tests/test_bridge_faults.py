@@ -14,8 +14,8 @@ import time
 import pytest
 from django.db import connection
 
-from devices.bridge.connection import MAX_PACKET_BYTES
 from devices.bridge.directory import Directory
+from devices.bridge.paho_client import MAX_PACKET_BYTES
 from devices.models import Broker, Device, DeviceEvent
 from devices.selectors import devices_for_bridge
 from devices.services.brokers import broker_test_connection
