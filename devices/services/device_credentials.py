@@ -12,6 +12,9 @@
    client is deleted and the pending pair becomes current; not ok → the pending
    client is deleted and the failure kept for the page.
 
+`device_credentials_reissue` (not a rotation) gives a platform device a fresh
+password at once, for the platform's own simulated devices (`make run`).
+
 Until the device confirms, both pairs work, so it is never locked out. Every step
 is a compare-and-swap on the rotation id under the device's row lock, so a late or
 repeated ack, a cancel, or a second rotation cannot promote the wrong pair.
