@@ -336,7 +336,9 @@ class BrokerConnection:
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def _sleep_backoff(self, attempt: int) -> None:
-        delay = min(self.max_backoff, self.min_backoff * (2**attempt))
+        # Capped before the power: a broker down for days must not overflow a float
+        # and end the connection thread.
+        delay = min(self.max_backoff, self.min_backoff * (2 ** min(attempt, 32)))
         self._stop.wait(random.uniform(delay / 2, delay))
 
     def _run(self) -> None:

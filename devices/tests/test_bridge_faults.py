@@ -615,3 +615,18 @@ def test_a_reconnect_is_vetted_too(make_bridge, prefix, resolver, settings, pool
         thief.loop_stop()
     wait_for(lambda: conn.counters["address_refused"] >= 2, what="reconnect refused")
     assert conn.connects == 1 and not conn.connected.is_set()
+
+
+def test_a_broker_down_for_days_does_not_overflow_the_backoff():
+    """After thousands of failed attempts the delay stays the cap, and the
+    connection thread lives (2**attempt once overflowed a float and killed it)."""
+    from types import SimpleNamespace
+
+    from devices.bridge.connection import BrokerConnection
+
+    waits = []
+    stand_in = SimpleNamespace(
+        max_backoff=30.0, min_backoff=0.5, _stop=SimpleNamespace(wait=waits.append)
+    )
+    BrokerConnection._sleep_backoff(stand_in, 5000)
+    assert 15.0 <= waits[0] <= 30.0
