@@ -58,6 +58,10 @@ class LiveChannel:
         self._delays: collections.deque = collections.deque(maxlen=2000)
         self._pending: dict[tuple[str, str | None], dict] = {}
         self._announced: dict[str, float] = {}
+        # Groups that became watched since the worker last asked: their pools'
+        # current state is sent once, so that an update skipped while the bridge did
+        # not know of the page yet is not lost to it.
+        self._fresh: collections.deque = collections.deque(maxlen=10_000)
         self._queue: asyncio.Queue | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(
@@ -175,7 +179,19 @@ class LiveChannel:
         self._announced[group] = time.monotonic()
         watched = self.watched
         if watched is not None:
+            if group not in watched:
+                self._fresh.append(group)
             watched.add(group)
+
+    def newly_watched(self) -> set[str]:
+        """Groups that became watched since the last call (the worker thread)."""
+        fresh = set()
+        while self._fresh:
+            try:
+                fresh.add(self._fresh.popleft())
+            except IndexError:
+                break
+        return fresh
 
     def _run_doorbell(self) -> None:
         """The doorbell on a loop and a layer of its own: on the sender's loop it
@@ -219,7 +235,9 @@ class LiveChannel:
                 self._announced = {
                     g: t for g, t in self._announced.items() if now - t < 5
                 }
-                self.watched = found | set(self._announced)
+                previous, self.watched = self.watched, found | set(self._announced)
+                if previous is not None:
+                    self._fresh.extend(self.watched - previous)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - unknown: fall back to sending all

@@ -71,6 +71,8 @@ class WorkerThreads:
                     dispatch(*item)
                 self._updates()
                 self.busy["handle"] += time.perf_counter() - started
+            else:
+                self._updates()  # idle: pages that opened may want their state
             now = time.monotonic()
             if now - last_flush >= self.flush_interval and self._writer_idle.is_set():
                 last_flush = now

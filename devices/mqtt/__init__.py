@@ -114,10 +114,29 @@ class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
         effects = self.topics.effects
         pools, effects.pools = effects.pools, {}
         live = out.live
-        if live is None or not pools:
+        if live is None:
+            return
+        fresh = live.newly_watched()
+        if not pools and not fresh:
             return
         watched = live.watched
         batch = []
+        if fresh:
+            # A page opened: what this bridge knows of its pools, which may be newer
+            # than the snapshot the page got (a change the bridge skipped before it
+            # heard of the page, or not yet written).
+            sending = {device.pk for device in pools.values()}
+            for device in out.directory.by_pk.values():
+                if (
+                    device.pool_hex
+                    and device.last_seen
+                    and device.pk not in sending
+                    and (
+                        pool_group(device.pool_hex) in fresh
+                        or tenant_group(device.tenant_hex) in fresh
+                    )
+                ):
+                    batch.extend(pool_snapshot_messages(device))
         for device in pools.values():
             # Nobody is looking at this pool or its tenant: nothing to build or send.
             if (

@@ -6,6 +6,7 @@ afterwards. Broker restarts use a private Mosquitto on a spare loopback port.
 """
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -721,3 +722,47 @@ def test_bridge_refuses_a_tenant_broker_on_an_internal_address(
     assert bridge.wait_ready(10)
     assert platform_broker.pk in bridge.connections
     assert broker.pk not in bridge.connections
+
+
+@pytest.mark.skipif(
+    not os.environ.get("REDIS_URL"), reason="the live sender runs on channels-redis"
+)
+def test_a_change_skipped_before_the_page_was_known_reaches_it_once_known(
+    make_bridge, prefix, pool_a, platform_broker
+):
+    """The bridge skips pools nobody watches; a page whose announcement it has not
+    heard yet (here: the registry alone, no notice) still gets the change it missed,
+    from the bridge's own state, once the bridge learns of the page."""
+    import asyncio
+
+    from asgiref.sync import async_to_sync
+    from channels.layers import channel_layers
+
+    from poolsaas.live import watch
+    from poolsaas.live.groups import pool_group
+
+    device = make_device(pool_a, prefix, esp_id(), broker=platform_broker)
+    bridge = make_bridge()
+    assert bridge.wait_ready()
+    pub = Publisher()
+    group = pool_group(pool_a.code)
+    layer = channel_layers.make_backend("default")
+    channel = async_to_sync(layer.new_channel)()
+    try:
+        pub.pub(f"{prefix}/{device.device_id}/telemetry", telemetry(temp=23.4))
+        wait_for(lambda: bridge.live.counters["skipped"] >= 1, what="a skipped send")
+        async_to_sync(layer.group_add)(group, channel)
+        watch.registry().touch([group])  # the page's socket, its notice lost
+
+        async def next_state():
+            while True:
+                message = await asyncio.wait_for(layer.receive(channel), 10)
+                if message["type"] == "pool.state":
+                    return message
+
+        message = async_to_sync(next_state)()
+    finally:
+        pub.close()
+        async_to_sync(layer.group_discard)(group, channel)
+    assert message["pool"] == pool_a.code.hex
+    assert message["state"]["temperature"] == 23.4
