@@ -322,3 +322,41 @@ async def test_garbage_closes_only_that_socket(olivia):
     [(first, _)] = await packets(good, 1)
     assert first == 0xD0
     await good.disconnect()
+
+
+@pytest.mark.parametrize("how", ["logout", "password", "other_sessions"])
+async def test_a_revoked_login_closes_its_socket_and_is_refused_next(olivia, how):
+    from poolsaas.api.testing import tokens_for
+
+    refresh = await database_sync_to_async(tokens_for)(olivia)
+    token = str(refresh.access_token)
+    comm, ok, _ = await opened()
+    await comm.send_to(bytes_data=connect(token))
+    assert (await packets(comm, 1)) == [(0x20, b"\x00\x00")]
+
+    def revoke():
+        from tenants import services
+        from tenants.services.accounts import access_changed
+
+        user = olivia.user
+        if how == "logout":
+            refresh.blacklist()  # as POST /api/logout, which then says so:
+            services.auth_logged_out(user=user, tenant=olivia.tenant)
+        elif how == "password":
+            user.set_password("another-horse-battery")
+            user.save()
+            access_changed(user)
+        else:
+            from django.db.models import F
+
+            type(user).objects.filter(pk=user.pk).update(
+                token_epoch=F("token_epoch") + 1
+            )
+            access_changed(user)
+
+    await database_sync_to_async(revoke)()
+    await assert_closed(comm)
+    again, ok, _ = await opened()
+    await again.send_to(bytes_data=connect(token))
+    assert (await packets(again, 1)) == [(0x20, b"\x00\x04")]
+    await assert_closed(again)
