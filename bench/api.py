@@ -97,9 +97,10 @@ def seed(pools: int) -> dict:
     from django.db import transaction
     from django.utils import timezone
 
-    from devices.models import Device, Pool, TelemetrySample
+    from devices.models import Device, Pool
     from devices.services.brokers import broker_ensure_platform
     from poolsaas.api.testing import tokens_for
+    from telemetry.models import TelemetrySample
     from tenants.models import Membership, Tenant, User
 
     cleanup()
@@ -157,7 +158,8 @@ def seed(pools: int) -> dict:
 
 def cleanup() -> None:
     from audit.models import AuditChain
-    from devices.models import Device, Pool, TelemetrySample
+    from devices.models import Device, Pool
+    from telemetry.models import TelemetrySample
     from tenants.models import Tenant
 
     for tenant in Tenant.objects.filter(slug=TENANT_SLUG):

@@ -388,12 +388,13 @@ async def latency_receiver(pool_codes, stop_at, warm_until):
     from channels.layers import get_channel_layer
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    from devices.broadcast import pool_group
+    from poolsaas.live.groups import pool_group, watch_announce
 
     layer = get_channel_layer()
     channel = await layer.new_channel()
     for code in pool_codes:
         await layer.group_add(pool_group(code), channel)
+        await watch_announce(layer, pool_group(code))  # as a page does
     latencies = []
 
     async def collect():
@@ -630,7 +631,7 @@ def main() -> int:
                 daemon=True,
             )
             bare.start()
-            time.sleep(2.0)  # the bridge rescans watched groups every second
+            time.sleep(2.0)  # the bridge rereads watched groups every second
             _, wait = run_publishers(
                 host,
                 port,

@@ -254,7 +254,7 @@ def watch_groups(codes, stop):
     """A channel-layer listener in every background pool's group (open browsers)."""
     from channels.layers import get_channel_layer
 
-    from devices.broadcast import pool_group
+    from poolsaas.live.groups import pool_group, watch_announce
 
     received = {"n": 0}
 
@@ -263,6 +263,7 @@ def watch_groups(codes, stop):
         channel = await layer.new_channel()
         for code in codes:
             await layer.group_add(pool_group(code), channel)
+            await watch_announce(layer, pool_group(code))  # as a page does
         while not stop.is_set():
             try:
                 await asyncio.wait_for(layer.receive(channel), 1)

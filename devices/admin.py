@@ -1,10 +1,11 @@
-"""Staff admin for brokers, pools, devices and their history.
+"""Staff admin for brokers, pools, devices and their history (telemetry samples are in
+telemetry/admin.py).
 
 Secrets are write-only here too: the forms never load or render a decrypted
 username or password (the querysets defer them), a blank input keeps the stored
 value, and the lists say only whether one is set. Every change goes to the audit
-trail through AuditedModelAdmin; history rows (commands, events, telemetry,
-programs) are read-only because their own services write them.
+trail through AuditedModelAdmin; history rows (commands, events, programs) are
+read-only because their own services write them.
 """
 
 from urllib.parse import urlparse
@@ -26,7 +27,6 @@ from devices.models import (
     DeviceEvent,
     Pool,
     Program,
-    TelemetrySample,
 )
 from devices.services.brokers import (
     BROKER_FIELDS,
@@ -368,13 +368,3 @@ class ProgramAdmin(ReadOnlyAdmin):
     list_filter = ("enabled", "slot", "tenant")
     search_fields = ("code", "pool__name", "pool__code")
     list_select_related = ("pool",)
-
-
-@admin.register(TelemetrySample)
-class TelemetrySampleAdmin(ReadOnlyAdmin):
-    list_display = ("ts", "device", "temperature", "pump", "valve", "rssi")
-    list_filter = ("tenant", "pump", "valve")
-    search_fields = ("device__device_id",)
-    list_select_related = ("device",)
-    date_hierarchy = "ts"
-    show_full_result_count = False

@@ -266,27 +266,6 @@ class Command(models.Model):
         )
 
 
-class TelemetrySample(models.Model):
-    """One point of a device's history, written by the bridge in batches."""
-
-    id = models.BigAutoField(primary_key=True)
-    tenant = models.ForeignKey(
-        "tenants.Tenant", on_delete=models.CASCADE, related_name="+"
-    )
-    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="samples")
-    ts = models.DateTimeField()
-    temperature = models.FloatField(null=True, blank=True)
-    pump = models.BooleanField(null=True, blank=True)
-    valve = models.PositiveSmallIntegerField(null=True, blank=True)
-    rssi = models.SmallIntegerField(null=True, blank=True)
-
-    class Meta:
-        indexes = [models.Index(fields=["device", "ts"])]
-
-    def __str__(self) -> str:
-        return f"{self.device_id} @ {self.ts}"
-
-
 class DeviceEvent(models.Model):
     """The pool's event log: device events, commands, program runs, overrides,
     online/offline changes."""

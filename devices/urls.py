@@ -2,7 +2,8 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from devices.views import brokers as broker_views
-from devices.views import dashboard as dash_views
+from devices.views import devices as device_views
+from devices.views import pool_page, programs
 from devices.views import pools as pool_views
 
 urlpatterns = [
@@ -17,16 +18,18 @@ urlpatterns = [
         "brokers/<str:code>/delete/", broker_views.broker_delete, name="broker_delete"
     ),
     path("brokers/<str:code>/test/", broker_views.broker_test, name="broker_test"),
-    # The live dashboard (devices/views/dashboard.py); after "pools/add/" on purpose.
-    path("pools/<str:code>/", dash_views.pool_detail, name="pool_detail"),
-    path("pools/<str:code>/programs/", dash_views.pool_programs, name="pool_programs"),
-    path("pools/<str:code>/history/", dash_views.pool_history, name="pool_history"),
+    # The live dashboard; after "pools/add/" on purpose. The pool's history page,
+    # pools/<code>/history/, is the telemetry app's (telemetry/urls.py).
+    path("pools/<str:code>/", pool_page.pool_detail, name="pool_detail"),
+    path("pools/<str:code>/programs/", programs.pool_programs, name="pool_programs"),
     path(
         "pools/<str:code>/device/replace/",
-        dash_views.device_replace,
+        device_views.device_replace,
         name="device_replace",
     ),
-    path("devices/", dash_views.devices, name="devices"),
-    path("devices/add/", dash_views.device_add, name="device_add"),
-    path("devices/<str:code>/remove/", dash_views.device_remove, name="device_remove"),
+    path("devices/", device_views.devices, name="devices"),
+    path("devices/add/", device_views.device_add, name="device_add"),
+    path(
+        "devices/<str:code>/remove/", device_views.device_remove, name="device_remove"
+    ),
 ]

@@ -14,6 +14,7 @@ import controller  # noqa: E402
 
 gc.collect()
 import config  # noqa: E402
+import creds  # noqa: E402
 import hardware  # noqa: E402
 import health  # noqa: E402
 
@@ -48,12 +49,11 @@ def read_ca():
 def forget_wifi():
     """wifi/clear: drop the networks, keep the MQTT bundle, so the portal asks only for
     Wi-Fi on the next boot."""
-    import json
-
     prov = config.load_provision() or {}
     prov["wifi"] = []
-    with open(config.PROVISION_FILE, "w") as f:
-        f.write(json.dumps(prov))
+    # Atomic, like every file the board rewrites. The claim code (claim.txt) and the
+    # MQTT credentials (creds.json) stay.
+    controller.FileStore(config.PROVISION_FILE).save(prov)
 
 
 async def run(settings, counter, safe_mode):
@@ -82,7 +82,11 @@ async def run(settings, counter, safe_mode):
     settings["ca_der"] = read_ca()
     settings["keepalive"] = config.KEEPALIVE_S
     settings["ntp_host"] = config.NTP_HOST
-    link = Link(settings, ctl, hardware, safe_mode, counter.count)
+    m = settings["mqtt"]
+    store = creds.CredStore(config.CREDS_FILE, m["username"], m["password"])
+    link = Link(settings, ctl, hardware, safe_mode, counter.count, store)
+    ctl.device_id = settings["device_id"]
+    ctl.on_credentials = link.credentials
     asyncio.create_task(link.run())
 
     reading = {"temp": None, "fresh": False}
@@ -163,6 +167,8 @@ def main():
                 config.CA_FILE,
                 config.PORTAL_HTTP_PORT,
                 config.PORTAL_DNS_PORT,
+                config.CLAIM_FILE,
+                config.CREDS_FILE,
             )
         )
         return

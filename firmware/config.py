@@ -31,6 +31,10 @@ STATE_FILE = "state.json"
 PROVISION_FILE = "provision.json"
 BOOT_FILE = "boot.json"
 CA_FILE = "ca.pem"
+# Written by the flashing station (tools/flash.sh): the claim code, 12 characters.
+CLAIM_FILE = "claim.txt"
+# The MQTT pair in use after a credential rotation, and a pending one (creds.py).
+CREDS_FILE = "creds.json"
 PORTAL_HTTP_PORT = 80
 PORTAL_DNS_PORT = 53
 

@@ -147,6 +147,10 @@ class Controller:
         self.action = None
         self._cmd_times = []
         self._last_tick = None
+        # Set by the board's link: the device id a `credentials` username must belong
+        # to, and the callable that starts a credential switch (see handle_command).
+        self.device_id = None
+        self.on_credentials = None
         self._restore()
 
     # --- persistence ------------------------------------------------------------------
@@ -557,9 +561,10 @@ class Controller:
         return True, None, None
 
     def handle_command(self, payload):
-        """Ack dict for a raw cmd payload (None when there is no id to answer to)."""
+        """Ack dict for a raw cmd payload; None when there is no id to answer to, or
+        when the link acknowledges it later (`credentials`, see record())."""
         try:
-            cmd = protocol.parse_command(payload)
+            cmd = protocol.parse_command(payload, self.device_id)
         except protocol.ProtocolError as e:
             if e.cmd_id is None:
                 return None
@@ -579,19 +584,36 @@ class Controller:
         if len(self._cmd_times) >= RATE_MAX:
             return {"id": cmd["id"], "ok": False, "error": "rate_limited"}
         self._cmd_times.append(now)
+        if cmd["op"] == "credentials":
+            if self.on_credentials is None:
+                return self.record(
+                    cmd["id"], False, "unsupported", "no credential rotation here"
+                )
+            # The link switches connections and answers once the broker decided
+            # (None), or answers now (busy, failed, already in use).
+            done = self.on_credentials(cmd["id"], cmd["value"])
+            if done is None:
+                return None
+            return self.record(cmd["id"], *done)
         ok, error, reason = self.execute(cmd["op"], cmd["value"])
+        return self.record(cmd["id"], ok, error, reason, self.state() if ok else None)
+
+    def record(self, cmd_id, ok, error=None, reason=None, state=None):
+        """Remember the result of command cmd_id in the ring of executed ids (a
+        redelivery gets the same answer) and return its ack dict."""
         result = {"ok": ok}
         if ok:
-            result["state"] = self.state()
+            if state is not None:
+                result["state"] = state
         else:
             result["error"] = error
             if reason:
                 result["reason"] = reason[:200]
-        self.recent.append([cmd["id"], result])
+        self.recent.append([cmd_id, result])
         del self.recent[:-RECENT_IDS]
         self.save()
         ack = dict(result)
-        ack["id"] = cmd["id"]
+        ack["id"] = cmd_id
         return ack
 
     def handle_v31_set(self, suffix, payload):

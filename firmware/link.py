@@ -29,6 +29,11 @@ BACKOFF_S = (1, 2, 4, 8)
 OUTBOX_SIZE = 16
 SUBSCRIBE = ("cmd", "config/set", "pump/set", "valve/set", "timer/set", "wifi/clear")
 NTP_EVERY_MS = 6 * 3600 * 1000
+# CONNACK codes that mean "these credentials are refused" (not a network problem).
+REFUSED = (4, 5)
+# Online with the current pair while a pending one could not be tried (the network
+# failed during its attempt): try the switch again after this long.
+SWITCH_RETRY_MS = 15000
 
 
 def pick_networks(configured, visible):
@@ -92,8 +97,15 @@ class Outbox:
 
 
 class Link:
-    def __init__(self, settings, controller, hw, safe_mode=False, boot_count=0):
+    def __init__(
+        self, settings, controller, hw, safe_mode=False, boot_count=0, creds=None
+    ):
         self.settings = settings
+        # creds.CredStore (current and pending MQTT pair); None: the bundle's pair.
+        self.creds = creds
+        self.switch = False  # end this connection cleanly and try the pending pair
+        self.try_pending = True  # which pair the next attempt uses, while one pends
+        self.switch_retry = None  # ticks_ms when to try the pending pair again
         self.ctl = controller
         self.hw = hw
         self.safe_mode = safe_mode
@@ -154,14 +166,25 @@ class Link:
             sta.disconnect()
         raise OSError("no Wi-Fi network joined")
 
-    def _client(self):
+    def _pair(self):
+        """(pair, is_pending) for the next connection attempt: while a pending pair
+        exists, pending and current alternate, pending first."""
+        cs = self.creds
+        if cs is None:
+            m = self.settings["mqtt"]
+            return {"username": m["username"], "password": m["password"]}, False
+        if cs.pending is not None and self.try_pending:
+            return cs.pending, True
+        return cs.current, False
+
+    def _client(self, pair):
         m = self.settings["mqtt"]
         return MQTTClient(
             self.device_id,
             m["host"],
             m["port"],
-            m["username"] or None,
-            m["password"],
+            pair["username"] or None,
+            pair["password"],
             self.settings.get("keepalive", 30),
             (self.root + P.STATUS, "offline", True, 1),
             m["tls"],
@@ -184,20 +207,46 @@ class Link:
             self.up = False
             if self.client:
                 self.client.close()
+            if served == "now":
+                # A credential switch: connect again at once, no backoff.
+                attempt = 0
+                continue
             attempt = 0 if served else attempt + 1
             await asyncio.sleep_ms(backoff_ms(attempt, random.random))
 
     async def _session(self):
         await self._join_wifi()
         self._ntp()
-        self.client = c = self._client()
+        pair, is_pending = self._pair()
+        self.switch = False
+        if self.creds is not None and self.creds.pending is not None:
+            # The user name only (never the password): which pair this attempt uses.
+            print("link: connecting as", pair["username"])
+        self.client = c = self._client(pair)
         # Persistent session (clean=False): commands published while the device is away
         # are kept by the broker and delivered on reconnect, whether or not the broker
         # still has the session (session present is fine either way); the commands'
         # expiry time drops stale ones. We subscribe every time: cheap, and it covers a
         # broker that lost the session.
-        present = await c.connect(clean=False)
+        try:
+            present = await c.connect(clean=False)
+        except Exception as e:
+            # mqtt.MQTTError.code: the CONNACK's refusal.
+            if is_pending and getattr(e, "code", None) in REFUSED:
+                self._switch_end(False)
+                return "now"  # back at once with the current pair
+            if self.creds is not None and self.creds.pending is not None:
+                # Any other failure (network, broker down): keep both pairs and try
+                # the other one next time.
+                self.try_pending = not is_pending
+            raise
         print("link: connected,", "session present" if present else "new session")
+        if is_pending:
+            self._switch_end(True)
+        elif self.creds is not None and self.creds.pending is not None:
+            # Online with the current pair because the pending one's attempt failed
+            # on the network, not on the broker: try it again in a while.
+            self.switch_retry = time.ticks_add(time.ticks_ms(), SWITCH_RETRY_MS)
         for s in SUBSCRIBE:
             await c.subscribe(self.root + s, 1)
         retain, qos = P.PUBLISH_OPTS[P.STATUS]
@@ -216,10 +265,11 @@ class Link:
                     "safe_mode": self.safe_mode,
                 },
             )
-        await self._serve(c)
-        return True
+        return await self._serve(c)
 
     async def _serve(self, c):
+        """Publish what the outbox holds until the link fails (an exception) or a
+        credential switch ends it ("now")."""
         sta = self._sta()
         ob = self.outbox
         while True:
@@ -227,6 +277,18 @@ class Link:
                 raise OSError("Wi-Fi lost")
             if c.error is not None:
                 raise c.error
+            if self.switch_retry is not None and (
+                time.ticks_diff(time.ticks_ms(), self.switch_retry) >= 0
+            ):
+                self.switch_retry = None
+                self.switch = self.creds.pending is not None
+            if self.switch:
+                # Not going offline: no `status offline`, no `wifi/state`; a clean
+                # DISCONNECT, so the broker drops the will too.
+                print("link: switching credentials")
+                self.try_pending = True
+                await c.disconnect()
+                return "now"
             self._ntp()
             item = ob.peek()
             if item is None:
@@ -240,6 +302,49 @@ class Link:
             retain, qos = P.PUBLISH_OPTS.get(suffix, (False, 0))
             await c.publish(self.root + suffix, payload, retain, qos)
             ob.done(item)
+
+    # --- credential rotation (docs/protocol.md 3.2.1) ---------------------------------
+
+    def credentials(self, cmd_id, value):
+        """The controller's hook for a `credentials` command: None when the switch
+        starts (acked once the broker decided), else (ok, error, reason) now."""
+        cs = self.creds
+        if cs is None:
+            return False, "unsupported", "no credential store"
+        if cs.pending is not None:
+            if cs.pending["id"] == cmd_id:
+                return None  # re-sent while the switch is under way
+            return False, "busy", "credential switch in progress"
+        if self.up and value == cs.current:
+            # Connected with it already (promoted, then the ack lost to a power cut).
+            return True, None, None
+        try:
+            cs.set_pending(cmd_id, value["username"], value["password"])
+        except OSError:
+            return False, "failed", "credentials not stored"
+        self.switch = True
+        self.try_pending = True
+        self.outbox.event.set()  # wake the connection task now
+        return None
+
+    def _switch_end(self, accepted):
+        """The broker accepted the pending pair (promoted) or refused it (dropped):
+        ack the command that brought it, once connected, and keep the result."""
+        cmd_id = self.creds.pending["id"]
+        try:
+            self.creds.end(accepted)
+        except OSError as e:
+            # Still pending in flash, so tried first at the next boot again.
+            print("link: credentials file not written:", repr(e))
+        self.switch_retry = None
+        self.try_pending = True
+        if accepted:
+            print("link: new credentials in use")
+            ack = self.ctl.record(cmd_id, True)
+        else:
+            print("link: new credentials refused, back to the current ones")
+            ack = self.ctl.record(cmd_id, False, "failed", "new credentials refused")
+        self.pub(P.ACK, P.dumps(ack))
 
     def _ntp(self):
         if self.last_ntp is None or (
@@ -335,7 +440,7 @@ class Link:
                 return
         ack = self.ctl.handle_command(msg)
         if ack is None:
-            print("link: command without id dropped")
+            # No id to answer to, or a credential switch that answers when decided.
             return
         self.pub(P.ACK, P.dumps(ack))
 

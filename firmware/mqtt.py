@@ -33,7 +33,13 @@ CONNACK_ERRORS = {
 
 
 class MQTTError(OSError):
-    """A broker answer that ends the connection (refused CONNACK, failed SUBACK)."""
+    """A broker answer that ends the connection (refused CONNACK, failed SUBACK).
+    `code` is the CONNACK return code of a refused connection (4: bad user name or
+    password, 5: not authorised), else None."""
+
+    def __init__(self, msg, code=None):
+        super().__init__(msg)
+        self.code = code
 
 
 def _str(s):
@@ -79,7 +85,8 @@ def parse_connack(body):
     if len(body) != 2:
         raise MQTTError("bad CONNACK")
     if body[1]:
-        raise MQTTError("refused: " + CONNACK_ERRORS.get(body[1], str(body[1])))
+        code = body[1]
+        raise MQTTError("refused: " + CONNACK_ERRORS.get(code, str(code)), code)
     return bool(body[0] & 1)
 
 

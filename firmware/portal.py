@@ -15,6 +15,8 @@ except ImportError:
 
 AP_IP = "192.168.4.1"
 MAX_BODY = 12000
+# Crockford's base32 alphabet of claim codes (docs/protocol.md 7.1).
+CLAIM_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 def url_decode(s):
@@ -102,7 +104,37 @@ def html_escape(s):
     )
 
 
-def page(device_id, networks, message=""):
+def read_claim(path):
+    """The claim code the flashing station wrote (claim.txt: 12 characters, no
+    dashes) as printed on the label, XXXX-XXXX-XXXX; None when the file is missing,
+    unreadable or not a code."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(64)
+        code = raw.decode().strip().upper()
+    except (OSError, ValueError, UnicodeError):
+        return None
+    if len(code) != 12:
+        return None
+    for c in code:
+        if c not in CLAIM_ALPHABET:
+            return None
+    return code[:4] + "-" + code[4:8] + "-" + code[8:]
+
+
+def identity(device_id, claim):
+    """The two lines of the label: what the dashboard asks for to add the device."""
+    code = html_escape(claim) if claim else "not set (see the label)"
+    return (
+        '<pre style="font-size:1.2em">Device id: '
+        + html_escape(device_id)
+        + "\nClaim code: "
+        + code
+        + "</pre>"
+    )
+
+
+def page(device_id, networks, message="", claim=None):
     opts = "".join(
         '<option value="' + html_escape(n) + '">' for n in networks if n
     )  # datalist: pick a scanned network or type a hidden one
@@ -122,6 +154,7 @@ def page(device_id, networks, message=""):
         "<title>PoolSaaS setup</title></head><body><h1>PoolSaaS "
         + html_escape(device_id)
         + "</h1>"
+        + identity(device_id, claim)
         + msg
         + '<form method="post" action="/save"><datalist id="nets">'
         + opts
@@ -133,9 +166,30 @@ def page(device_id, networks, message=""):
     )
 
 
-def save_provision(prov, path, ca_path):
-    """Write provision.json (and the CA) with an atomic replace."""
+def _same_bundle(path, bundle):
+    try:
+        with open(path) as f:
+            old = json.loads(f.read()).get("bundle")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return old == bundle
+
+
+def save_provision(prov, path, ca_path, creds_path=None):
+    """Write provision.json (and the CA) with an atomic replace.
+
+    A different bundle brings its own MQTT credentials: the rotated ones of the old
+    bundle (creds_path) go. The same bundle pasted again after a Wi-Fi reset keeps
+    them, since the rotated pair is newer than the one printed in the bundle.
+    """
     import os
+
+    if creds_path and not _same_bundle(path, prov["bundle"]):
+        for p in (creds_path, creds_path + ".tmp"):
+            try:
+                os.remove(p)
+            except OSError:
+                pass
 
     ca = prov["bundle"].get("ca")
     if ca:
@@ -198,7 +252,16 @@ async def _dns_server(ip, port=53):
             await asyncio.sleep_ms(50)
 
 
-async def run(device_id, suffix, provision_path, ca_path, http_port=80, dns_port=53):
+async def run(
+    device_id,
+    suffix,
+    provision_path,
+    ca_path,
+    http_port=80,
+    dns_port=53,
+    claim_path=None,
+    creds_path=None,
+):
     """Serve the portal until a working configuration is saved, then reboot."""
     import asyncio
 
@@ -216,6 +279,7 @@ async def run(device_id, suffix, provision_path, ca_path, http_port=80, dns_port
     ap.config(essid="PoolSaaS-" + suffix, authmode=network.AUTH_OPEN)
     ip = ap.ifconfig()[0] or AP_IP
     done = asyncio.Event()
+    claim = read_claim(claim_path) if claim_path else None
 
     async def handle(reader, writer):
         try:
@@ -237,14 +301,14 @@ async def run(device_id, suffix, provision_path, ca_path, http_port=80, dns_port
                     ssid = await _test_wifi(prov["wifi"])
                     if ssid is None:
                         raise ValueError("Could not join any of those Wi-Fi networks")
-                    save_provision(prov, provision_path, ca_path)
+                    save_provision(prov, provision_path, ca_path, creds_path)
                     body = "<h1>Saved</h1><p>Connected to " + html_escape(ssid)
                     body += ". The controller restarts now.</p>"
                     done.set()
                 except ValueError as e:
-                    body = page(device_id, networks, str(e))
+                    body = page(device_id, networks, str(e), claim)
             elif path in ("/", "/index.html"):
-                body = page(device_id, networks)
+                body = page(device_id, networks, "", claim)
             else:
                 # Phones probe well-known URLs: send them to the portal page.
                 status = "302 Found\r\nLocation: http://" + ip + "/"

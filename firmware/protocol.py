@@ -68,7 +68,15 @@ PUBLISH_OPTS = {
     EVENT: (False, 1),
 }
 
-OPS = ("pump", "valve", "timer", "wifi_clear", "override_clear", "reboot")
+OPS = (
+    "pump",
+    "valve",
+    "timer",
+    "wifi_clear",
+    "override_clear",
+    "reboot",
+    "credentials",
+)
 ACK_ERRORS = ("expired", "invalid", "unsupported", "busy", "rate_limited", "failed")
 EVENT_TYPES = (
     "boot",
@@ -94,6 +102,8 @@ _ID_CHARS = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 )
 _HEX_UPPER = "0123456789ABCDEF"
+# A rotated MQTT username is the device id, or the device id, "~" and a suffix.
+_USER_CHARS = _ID_CHARS | frozenset("~")
 
 
 class ProtocolError(ValueError):
@@ -659,7 +669,33 @@ def encode_event(ts, etype, data=None):
 # --- cloud -> device ------------------------------------------------------------------
 
 
-def _cmd_value(op, value):
+def _credentials(value, device_id=None):
+    """The `credentials` value: {"username", "password"} checked; the password is never
+    part of an error message (it would end up in an ack, a log, the server's record).
+    With device_id, the username must be that id or start with `<device_id>~`."""
+    if not isinstance(value, dict):
+        raise ProtocolError("credentials value: object expected")
+    user = value.get("username")
+    if not isinstance(user, str) or not 1 <= len(user) <= 64:
+        raise ProtocolError("value.username: 1..64 chars expected")
+    for c in user:
+        if c not in _USER_CHARS:
+            raise ProtocolError("value.username: [A-Za-z0-9_~-] only")
+    if device_id is not None and user != device_id:
+        if not user.startswith(device_id + "~"):
+            raise ProtocolError("value.username: not this device's")
+    pw = value.get("password")
+    if not isinstance(pw, str) or not 8 <= len(pw) <= 128:
+        raise ProtocolError("value.password: 8..128 printable ASCII chars expected")
+    for c in pw:
+        if not " " <= c <= "~":
+            raise ProtocolError("value.password: 8..128 printable ASCII chars expected")
+    return {"username": user, "password": pw}
+
+
+def _cmd_value(op, value, device_id=None):
+    if op == "credentials":
+        return _credentials(value, device_id)
     if op == "pump":
         if isinstance(value, str) and value.upper() in ("ON", "OFF", "TOGGLE"):
             return value.upper()
@@ -680,11 +716,11 @@ def _cmd_value(op, value):
     return None
 
 
-def parse_command(payload):
+def parse_command(payload, device_id=None):
     """Device side: a validated cmd dict {id, exp, op, value}.
 
     The ProtocolError carries cmd_id (when readable) and code 'invalid' or
-    'unsupported'.
+    'unsupported'. With device_id, a `credentials` username must be this device's.
     """
     obj = _json_object(payload)
     cmd_id = obj.get("id")
@@ -697,21 +733,22 @@ def parse_command(payload):
             raise ProtocolError("op: string expected")
         if op not in OPS:
             raise ProtocolError(f"unknown op {op[:40]!r}", "unsupported")
-        value = _cmd_value(op, obj.get("value"))
+        value = _cmd_value(op, obj.get("value"), device_id)
     except ProtocolError as e:
         raise ProtocolError(e.msg, e.code, cmd_id) from None
     return {"id": cmd_id, "exp": exp, "op": op, "value": value}
 
 
-def encode_command(cmd_id, exp, op, value=None):
-    """Cloud side: the cmd payload; ProtocolError when any field is invalid."""
+def encode_command(cmd_id, exp, op, value=None, device_id=None):
+    """Cloud side: the cmd payload; ProtocolError when any field is invalid (with
+    device_id, also a `credentials` username that is not that device's)."""
     if not is_valid_id(cmd_id):
         raise ProtocolError("id: 1..64 of [A-Za-z0-9_-] expected")
     if type(exp) is not int or not 0 <= exp <= UINT32:
         raise ProtocolError("exp: unix seconds expected")
     if op not in OPS:
         raise ProtocolError(f"unknown op {op!r}", "unsupported")
-    value = _cmd_value(op, value)
+    value = _cmd_value(op, value, device_id)
     return dumps({"id": cmd_id, "exp": exp, "op": op, "value": value})
 
 

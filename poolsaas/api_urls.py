@@ -10,6 +10,7 @@ from poolsaas.api.schema import TenantJWTScheme  # noqa: F401 (registers the sch
 v1 = [
     path("", include("tenants.api.urls")),
     path("", include("devices.api.urls")),
+    path("", include("telemetry.api.urls")),
     path("", include("audit.api.urls")),
 ]
 

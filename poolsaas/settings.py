@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "encrypted_model_fields",
     "tenants",
     "devices",
+    "telemetry",
     "audit",
     "billing",
     "gateway",
@@ -267,6 +268,9 @@ MQTT_DYNSEC_URL = env_str("MQTT_DYNSEC_URL", MQTT_URL)
 # Bridges share the platform broker's subscriptions ($share), so that several can run
 # side by side; off for a broker without them (the embedded one of `make run`).
 MQTT_SHARED_SUBSCRIPTIONS = env_bool("MQTT_SHARED_SUBSCRIPTIONS", True)
+# The MQTT rooms the bridge routes device topics to (devices.bridge.rooms): one per
+# app that speaks MQTT, each a dotted path to a callable returning a Room.
+BRIDGE_ROOMS = ["devices.mqtt.DevicesRoom"]
 MQTT_PUBLIC_HOST = env_str("MQTT_PUBLIC_HOST", "127.0.0.1")
 MQTT_PUBLIC_PORT = env_int("MQTT_PUBLIC_PORT", 1883)
 MQTT_PUBLIC_TLS = env_bool("MQTT_PUBLIC_TLS", False)

@@ -16,5 +16,6 @@ urlpatterns = [
     path("api/", include("poolsaas.api_urls")),
     path("", include("tenants.urls")),
     path("", include("devices.urls")),
+    path("", include("telemetry.urls")),
     path("audit/", include("audit.urls")),
 ]

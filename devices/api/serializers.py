@@ -1,4 +1,5 @@
-"""API shapes for brokers, pools, devices, commands, programs, events and telemetry.
+"""API shapes for brokers, pools, devices, commands, programs and events (the history's
+are in telemetry/api/serializers.py).
 
 Read serializers show; write serializers only parse input for a service. Broker and
 device secrets are write-only: no read serializer has a field for them.
@@ -330,38 +331,3 @@ class DeviceEventSerializer(serializers.ModelSerializer):
 
     def get_actor(self, event) -> str | None:
         return event.actor.email if event.actor_id else None
-
-
-class TelemetryQuerySerializer(serializers.Serializer):
-    start = serializers.DateTimeField(
-        required=False, help_text="ISO 8601; default 24 hours before `end`."
-    )
-    end = serializers.DateTimeField(required=False, help_text="ISO 8601; default now.")
-    resolution = serializers.IntegerField(
-        required=False,
-        min_value=60,
-        max_value=86400,
-        help_text="Bucket size in seconds; default: the smallest of 1 min, 5 min, "
-        "15 min, 1 h, 6 h, 1 day that gives at most 1000 buckets.",
-    )
-
-
-class TelemetryBucketSerializer(serializers.Serializer):
-    start = serializers.DateTimeField()
-    samples = serializers.IntegerField()
-    temperature_avg = serializers.FloatField(allow_null=True)
-    temperature_min = serializers.FloatField(allow_null=True)
-    temperature_max = serializers.FloatField(allow_null=True)
-    pump_on = serializers.FloatField(
-        allow_null=True, help_text="Share of samples with the pump on (0..1)."
-    )
-    mode1 = serializers.FloatField(allow_null=True)
-    mode2 = serializers.FloatField(allow_null=True)
-
-
-class TelemetrySerializer(serializers.Serializer):
-    pool = serializers.CharField()
-    start = serializers.DateTimeField()
-    end = serializers.DateTimeField()
-    resolution = serializers.IntegerField()
-    buckets = TelemetryBucketSerializer(many=True)

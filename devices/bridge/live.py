@@ -5,12 +5,14 @@
   with the newest snapshot (a leading+trailing throttle: low latency for a device
   reporting now and then, bounded sends for a chatty one).
 - Watched groups: group_send costs Redis round trips even for an empty group
-  (FACTS.md: ~2,000/s), so with channels-redis the bridge looks up which pool and
-  tenant groups have members (a SCAN of the layer's group keys, every second) and
-  skips the others. A page that opens reads the state from the database and gets
-  live updates from the next scan on.
-- Doorbell: receives on "mqtt-bridge.commands" and wakes the command sweep (new
-  commands, and "config.publish" for a pool whose configuration changed).
+  (FACTS.md: ~2,000/s), so the bridge reads which pool and tenant groups a page
+  watches from our own registry (poolsaas.live.watch, every `watch_interval`) and
+  skips the others; pages also announce a group on BRIDGES_GROUP the moment they join
+  it, so it is sent to from its first update. A page that opens reads the state from
+  the database and gets live updates from then on.
+- Doorbell: receives on poolsaas.live.groups.DOORBELL and hands each ring to the
+  bridge (new commands, "config.publish" for a pool whose configuration changed, a
+  removed device's retained topics to clear).
 """
 
 import asyncio
@@ -23,12 +25,14 @@ from collections.abc import Callable
 
 from channels.layers import (
     DEFAULT_CHANNEL_LAYER,
+    InMemoryChannelLayer,
     channel_layers,
     get_channel_layer,
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from devices.broadcast import BRIDGES_GROUP
+from poolsaas.live import watch
+from poolsaas.live.groups import BRIDGES_GROUP
 
 logger = logging.getLogger(__name__)
 
@@ -141,16 +145,37 @@ class LiveChannel:
         self._ready.set()
         if self.layer is None:
             return
-        self._tasks = [asyncio.ensure_future(self._sender())]
-        if self._is_redis():
-            self._tasks.append(asyncio.ensure_future(self._watcher()))
+        self._tasks = [
+            asyncio.ensure_future(self._sender()),
+            asyncio.ensure_future(self._watcher()),
+        ]
+        registry = watch.registry()
+        registry.listeners.append(self._heard_of)
+        if self._shared_layer():
             self._tasks.append(asyncio.ensure_future(self._watch_notices()))
             if self.doorbell:
                 self._doorbell_thread.start()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            registry.listeners.remove(self._heard_of)
 
-    def _is_redis(self) -> bool:
-        return hasattr(self.layer, "_group_key") and hasattr(self.layer, "connection")
+    def _shared_layer(self) -> bool:
+        """A layer other processes share (not the in-memory one, whose every
+        instance is an island: the doorbell's own layer would hear nothing)."""
+        return not isinstance(self.layer, InMemoryChannelLayer)
+
+    def _heard_of(self, group: str) -> None:
+        """A group registered in this process (the in-memory registry calls it from
+        the web side's threads): watched from now on."""
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self._mark_watched, group)
+
+    def _mark_watched(self, group: str) -> None:
+        self._announced[group] = time.monotonic()
+        watched = self.watched
+        if watched is not None:
+            watched.add(group)
 
     def _run_doorbell(self) -> None:
         """The doorbell on a loop and a layer of its own: on the sender's loop it
@@ -186,19 +211,10 @@ class LiveChannel:
                 await asyncio.sleep(1)
 
     async def _watcher(self) -> None:
-        # channels-redis keeps each group as a sorted set under <prefix>:group:<name>.
-        head = self.layer._group_key("").decode()
         while True:
             try:
-                found: set[str] = set()
-                for index in range(self.layer.ring_size):
-                    conn = self.layer.connection(index)
-                    for pattern in ("pool.*", "tenant.*"):
-                        async for key in conn.scan_iter(
-                            match=head + pattern, count=1000
-                        ):
-                            found.add(key.decode()[len(head) :])
-                # A group announced during the scan may have been missed by it.
+                found = await asyncio.to_thread(watch.watched_groups)
+                # A group announced during the read may have been missed by it.
                 now = time.monotonic()
                 self._announced = {
                     g: t for g, t in self._announced.items() if now - t < 5
@@ -212,8 +228,8 @@ class LiveChannel:
             await asyncio.sleep(self.watch_interval)
 
     async def _watch_notices(self) -> None:
-        """Pages announce the groups they join (devices.broadcast.watch_announce), so
-        a pool is sent to from its first update, not after the next scan."""
+        """Pages announce the groups they join (poolsaas.live.groups.watch_announce),
+        so a pool is sent to from its first update, not after the next read."""
         channel = await self.layer.new_channel("bridge-watch.")
         await self.layer.group_add(BRIDGES_GROUP, channel)
         while True:
@@ -229,10 +245,7 @@ class LiveChannel:
                 continue
             group = message.get("group")
             if isinstance(group, str):
-                self._announced[group] = time.monotonic()
-                watched = self.watched
-                if watched is not None:
-                    watched.add(group)
+                self._mark_watched(group)
 
     async def _sender(self) -> None:
         while True:

@@ -14,8 +14,8 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from devices import broadcast
 from poolsaas.api.parsers import json_loads_bounded
+from poolsaas.live import groups as broadcast
 from poolsaas.middleware import _client_ip
 from poolsaas.request_context import RequestContext
 from tenants.auth import (

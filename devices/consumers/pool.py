@@ -10,7 +10,6 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 from django.utils import timezone
 
-from devices import broadcast
 from devices.consumers.base import (
     CLOSE_FORBIDDEN,
     CLOSE_NOT_FOUND,
@@ -19,6 +18,7 @@ from devices.consumers.base import (
     LiveConsumer,
 )
 from devices.selectors import pool_get_for_member, pool_snapshot
+from poolsaas.live import groups as broadcast
 from poolsaas.request_context import bind_request_context
 from tenants.auth import NotAuthenticated, caller_still_valid
 from tenants.selectors import parse_code

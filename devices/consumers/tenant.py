@@ -4,9 +4,9 @@ change, and the rows a (re)connecting page asks for."""
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
-from devices import broadcast
 from devices.consumers.base import LiveConsumer
 from devices.selectors import pools_live_state
+from poolsaas.live import groups as broadcast
 from tenants.roles import Action
 from tenants.selectors import membership_require
 

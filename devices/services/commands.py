@@ -15,8 +15,6 @@ import logging
 import uuid
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -24,19 +22,18 @@ from django.http import Http404
 from django.utils import timezone
 
 from audit.services import audit_record
-from devices.broadcast import broadcast, pool_group
 from devices.models import Command, Device, DeviceEvent, Pool
 from devices.scheduling import next_local_midnight
 from devices.services.events import pool_event_broadcast
 from firmware import protocol
+from poolsaas.live import messages
+from poolsaas.live.groups import broadcast, doorbell_ring_now, pool_group
 from tenants.models import Membership
 from tenants.roles import Action
 from tenants.selectors import membership_require
 
 logger = logging.getLogger(__name__)
 
-# The bridge listens on this channel; the database stays the queue of record.
-DOORBELL = "mqtt-bridge.commands"
 OFFLINE_REASON = "The device is offline"
 MANUAL_OPS = {Command.Op.PUMP, Command.Op.VALVE, Command.Op.TIMER}
 V31_UNSUPPORTED = {Command.Op.REBOOT}
@@ -252,27 +249,18 @@ def _event(
         group = pool_group(pool["code"])
         broadcast(
             group,
-            {
-                "type": "pool.command",
-                "pool": pool["code"].hex,
-                "command": command_payload(command),
-            },
+            messages.pool_command(
+                pool=pool["code"].hex, command=command_payload(command)
+            ),
         )
         pool_event_broadcast(pool_code=pool["code"], event=event)
     return event
 
 
 def doorbell_ring(command: Command) -> None:
-    """Wake a bridge now; best effort, since bridges also sweep the database."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    try:
-        async_to_sync(layer.send)(
-            DOORBELL, {"type": "command.new", "command": command.code.hex}
-        )
-    except Exception:  # noqa: BLE001 - a full or absent layer must not fail a command
-        logger.info("bridge doorbell not rung for %s", command.code.hex, exc_info=True)
+    """Wake a bridge now; best effort, since bridges also sweep the database (the
+    database stays the queue of record)."""
+    doorbell_ring_now(messages.command_new(command=command.code.hex))
 
 
 def _command_create(

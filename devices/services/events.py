@@ -7,8 +7,9 @@ import datetime as dt
 
 from django.utils import timezone
 
-from devices.broadcast import broadcast, pool_group
 from devices.models import Device, DeviceEvent, Pool
+from poolsaas.live import messages
+from poolsaas.live.groups import broadcast, pool_group
 from tenants.models import User
 
 # The badge the pool page shows before each event's message (the message says the
@@ -68,22 +69,53 @@ def event_as_dict(event: DeviceEvent) -> dict:
     """An event as the pool page, its snapshot and its live updates show it. `code`
     is stable: a command's one entry is sent again, same code, when its status
     changes, and the page updates it in place."""
+    return event_payload(
+        code=event.code.hex,
+        kind=event.kind,
+        message=event.message,
+        ts=event.ts.isoformat() if event.ts else None,
+        actor=event.actor.email if event.actor_id and event.actor else None,
+    )
+
+
+def event_payload(
+    *, code: str | None, kind: str, message: str, ts: str | None, actor: str | None
+) -> dict:
+    """The one shape of an event on the page, stored (event_as_dict) or just reported
+    by the bridge (no code yet: the page keys it by time, kind and message)."""
     return {
-        "code": event.code.hex,
-        "kind": event.kind,
-        "label": event_label(event.kind),
-        "tone": EVENT_TONES.get(event.kind, ""),
-        "message": event.message,
-        "ts": event.ts.isoformat() if event.ts else None,
-        "actor": event.actor.email if event.actor_id and event.actor else None,
+        "code": code,
+        "kind": kind,
+        "label": event_label(kind),
+        "tone": EVENT_TONES.get(kind, ""),
+        "message": message,
+        "ts": ts,
+        "actor": actor,
     }
+
+
+def device_presence_event(
+    *, online: bool, silent_for: float | None = None
+) -> tuple[str, str, dict]:
+    """(kind, message, data) of a device coming online or going offline, as the
+    bridge and the silence sweep record and show it; `silent_for` is the silence
+    window when it went offline for saying nothing (not for its last will)."""
+    if online:
+        return "online", "Device online", {}
+    if silent_for is None:
+        return "offline", "Device offline", {}
+    return (
+        "offline",
+        f"Device offline (no message for {int(silent_for)} s)",
+        {"reason": "silence"},
+    )
 
 
 def pool_event_broadcast(*, pool_code, event: DeviceEvent) -> None:
     """Show a new or changed event live on the pool's page (after commit)."""
     broadcast(
         pool_group(pool_code),
-        {"type": "pool.event", "pool": pool_code.hex, "event": event_as_dict(event)},
+        messages.pool_event(pool=pool_code.hex, event=event_as_dict(event)),
     )
 
 

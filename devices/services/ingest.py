@@ -3,7 +3,8 @@
 `ingest_write` takes the effects the bridge core collected over a short window and
 writes them with a handful of statements whatever the number of messages: one
 multi-row UPDATE merging each device's state delta (so two bridges sharing a broker
-never overwrite each other's keys), one bulk INSERT of history samples, one of events.
+never overwrite each other's keys), one bulk INSERT of history samples (handed to
+telemetry.services.samples_write), one of events.
 `devices_mark_silent` is the silence rule: online devices not heard from for their
 silence window go offline.
 
@@ -20,7 +21,9 @@ from collections import Counter, defaultdict
 from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
-from devices.models import Device, DeviceEvent, TelemetrySample
+from devices.models import Device, DeviceEvent
+from devices.services.events import device_presence_event
+from telemetry.services import samples_write
 
 logger = logging.getLogger(__name__)
 
@@ -83,31 +86,6 @@ def _write_state_chunk(rows: list[tuple]) -> None:
             """,
             [document],
         )
-
-
-def _tsv(value) -> str:
-    return "\\N" if value is None else str(value)
-
-
-def _copy_samples_postgres(samples: list[tuple]) -> None:
-    # COPY of text blocks: far cheaper than a multi-row INSERT on both sides.
-    for start in range(0, len(samples), CHUNK):
-        _copy_chunk(samples[start : start + CHUNK])
-
-
-def _copy_chunk(samples: list[tuple]) -> None:
-    lines = []
-    for device, ts, temperature, pump, valve, rssi in samples:
-        lines.append(
-            f"{device.tenant_id}\t{device.pk}\t{_aware(ts).isoformat()}\t"
-            f"{_tsv(temperature)}\t{_tsv(pump)}\t{_tsv(valve)}\t{_tsv(rssi)}\n"
-        )
-    with connection.cursor() as cursor:
-        with cursor.cursor.copy(
-            "COPY devices_telemetrysample "
-            "(tenant_id, device_id, ts, temperature, pump, valve, rssi) FROM STDIN"
-        ) as copy:
-            copy.write("".join(lines).encode())
 
 
 def _write_states_generic(rows: list[tuple]) -> None:
@@ -176,24 +154,8 @@ def _write_rows(parts) -> None:
                 _write_states_postgres(rows)
             else:
                 _write_states_generic(rows)
-        if samples and connection.vendor == "postgresql":
-            _copy_samples_postgres(samples)
-        elif samples:
-            TelemetrySample.objects.bulk_create(
-                [
-                    TelemetrySample(
-                        tenant_id=device.tenant_id,
-                        device_id=device.pk,
-                        ts=_aware(ts),
-                        temperature=temperature,
-                        pump=pump,
-                        valve=valve,
-                        rssi=rssi,
-                    )
-                    for device, ts, temperature, pump, valve, rssi in samples
-                ],
-                batch_size=500,
-            )
+        if samples:
+            samples_write(samples=samples)
         if event_rows:
             DeviceEvent.objects.bulk_create(event_rows, batch_size=500)
 
@@ -205,7 +167,7 @@ def ingest_write(
     events: list[tuple],
     now: float,
 ) -> dict[int, int]:
-    """Persist one batch of the bridge core's effects (see devices.bridge.core).
+    """Persist one batch of the bridge core's effects (see devices.mqtt.topics).
 
     writes: device pk -> DeviceWrite; samples: (DeviceInfo, ts, temperature, pump,
     valve, rssi); events: (DeviceInfo, ts, kind, message, data).
@@ -294,14 +256,17 @@ def devices_mark_silent(
                 pk=pk, online=True, last_seen_at__lt=cutoff
             ).update(online=False):
                 continue
+            kind, message, data = device_presence_event(
+                online=False, silent_for=candidates[pk]
+            )
             DeviceEvent.objects.create(
                 tenant_id=tenant_id,
                 device_id=pk,
                 pool_id=pool_id,
                 ts=now,
-                kind="offline",
-                message=f"Device offline (no message for {int(candidates[pk])} s)",
-                data={"reason": "silence"},
+                kind=kind,
+                message=message,
+                data=data,
             )
         flipped.append(pk)
     return flipped

@@ -18,8 +18,6 @@ import logging
 import uuid
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.http import Http404
@@ -38,12 +36,13 @@ from devices.services.claims import claim_code_matches
 from devices.services.events import pool_event_record
 from devices.services.programs import config_publish_request
 from devices.services.provisioning import bundle_build
+from poolsaas.live import messages
+from poolsaas.live.groups import doorbell_ring_now
 from tenants.models import Membership
 from tenants.roles import Action
 from tenants.selectors import membership_require
 
 PROTOCOLS = (Device.Protocol.POOLSAAS, Device.Protocol.LEGACY)
-RETAINED_CLEAR = "device.retained_clear"
 
 logger = logging.getLogger(__name__)
 
@@ -55,24 +54,8 @@ def retained_clear_request(*, device: Device) -> None:
 
     Best effort, as the doorbell is: with no bridge running nothing is cleared, and
     the next owner's configuration replaces config/set anyway."""
-    from devices.services.commands import DOORBELL
-
-    message = {
-        "type": RETAINED_CLEAR,
-        "broker": device.broker_id,
-        "root": device.topic_root,
-    }
-
-    def ring():
-        layer = get_channel_layer()
-        if layer is None:
-            return
-        try:
-            async_to_sync(layer.send)(DOORBELL, message)
-        except Exception:  # noqa: BLE001 - a full or absent layer must not fail
-            logger.warning("retained messages of %s not cleared", message["root"])
-
-    transaction.on_commit(ring)
+    message = messages.retained_clear(broker=device.broker_id, root=device.topic_root)
+    transaction.on_commit(lambda: doorbell_ring_now(message))
 
 
 def _check_pool(membership: Membership, pool: Pool) -> None:

@@ -8,10 +8,10 @@ them here with the same rules (devices/scheduling.py).
 Pushing configuration: `programs_save` (and a time-zone change, and adding a device)
 bumps `pool.config_version` (that bump is the record: a device whose
 `config_version_applied` lags is out of date) and calls `config_publish_request`,
-which after commit rings the bridge's doorbell with {"type": "config.publish",
-"pool": <hex>} and tells open pool pages to reload. The bridge publishes
+which after commit rings the bridge's doorbell with messages.config_publish (the
+pool's hex) and tells open pool pages to reload. The bridge publishes
 `device_config_message(device=...)`, retained, QoS 1, and its sweep catches up with
-every outdated device (devices.bridge.runner.Bridge.sweep_config). The device's
+every outdated device (devices.mqtt.outgoing.Outgoing.sweep_config). The device's
 config/applied answer is kept in its state ("config"); `pool_config_status` turns
 it into what the pages say: applied, pending or rejected with the device's reason.
 """
@@ -23,8 +23,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Exists, OuterRef
@@ -33,19 +31,18 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from devices import scheduling
-from devices.broadcast import broadcast, pool_group
 from devices.models import Command, Device, DeviceEvent, Pool, Program
 from devices.selectors import pool_programs
 from devices.services.events import pool_event_record
 from firmware import protocol
+from poolsaas.live import messages
+from poolsaas.live.groups import broadcast, doorbell_ring_now, pool_group
 from tenants.models import Membership
 from tenants.roles import Action
 from tenants.selectors import membership_require
 
 logger = logging.getLogger(__name__)
 
-DOORBELL = "mqtt-bridge.commands"
-CONFIG_PUBLISH = "config.publish"
 
 # What the firmware runs with when the pool sets nothing (firmware/controller.py).
 DEFAULT_TELEMETRY_INTERVAL = 60
@@ -249,13 +246,8 @@ def pool_config_status(*, pool: Pool, device: Device | None) -> dict | None:
 
 
 def _ring_config(pool_hex: str) -> None:
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    try:
-        async_to_sync(layer.send)(DOORBELL, {"type": CONFIG_PUBLISH, "pool": pool_hex})
-    except Exception:  # noqa: BLE001 - the bridge's sweep catches up
-        logger.info("config doorbell not rung for pool %s", pool_hex, exc_info=True)
+    # Best effort: the bridge's sweep catches up.
+    doorbell_ring_now(messages.config_publish(pool=pool_hex))
 
 
 def config_publish_request(*, pool: Pool) -> bool:
@@ -271,7 +263,7 @@ def config_publish_request(*, pool: Pool) -> bool:
         return False
     pool_hex = pool.code.hex
     transaction.on_commit(lambda: _ring_config(pool_hex))
-    broadcast(pool_group(pool_hex), {"type": "pool.settings", "pool": pool_hex})
+    broadcast(pool_group(pool_hex), messages.pool_settings(pool=pool_hex))
     return True
 
 

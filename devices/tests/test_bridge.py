@@ -18,11 +18,12 @@ import pytest
 
 from audit.models import AuditEvent
 from devices.bridge.runner import Bridge
-from devices.models import Broker, Command, Device, DeviceEvent, TelemetrySample
+from devices.models import Broker, Command, Device, DeviceEvent
 from devices.services.commands import command_send
 from devices.tests.test_bridge_core import MALFORMED, telemetry
 from firmware import protocol
 from firmware.sim import VirtualDevice
+from telemetry.models import TelemetrySample
 
 pytestmark = [
     pytest.mark.mqtt,
@@ -577,19 +578,21 @@ def test_state_is_broadcast_to_the_pool_group(
     from asgiref.sync import async_to_sync
     from channels.layers import channel_layers
 
-    from devices.broadcast import pool_group
+    from poolsaas.live.groups import pool_group, watch_announce
 
     device = make_device(pool_a, prefix, esp_id(), broker=platform_broker)
     # A layer of the test's own: the bridge's live thread receives on the shared one.
     layer = channel_layers.make_backend("default")
     channel = async_to_sync(layer.new_channel)()
     async_to_sync(layer.group_add)(pool_group(pool_a.code), channel)
+    async_to_sync(watch_announce)(layer, pool_group(pool_a.code))  # as a page does
     other = async_to_sync(layer.new_channel)()
     async_to_sync(layer.group_add)(pool_group(pool_b.code), other)
+    async_to_sync(watch_announce)(layer, pool_group(pool_b.code))
     make_device(pool_b, prefix, esp_id(), broker=platform_broker)
     bridge = make_bridge()
     assert bridge.wait_ready()
-    time.sleep(1.5)  # the bridge lists watched groups every second
+    time.sleep(1.5)  # the bridge reads the watched groups every second
     pub = Publisher()
 
     async def next_state():

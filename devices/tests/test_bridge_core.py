@@ -5,7 +5,8 @@ import uuid
 
 import pytest
 
-from devices.bridge.core import Directory, IngestCore
+from devices.bridge.directory import Directory
+from devices.tests.mqtt_driver import DevicesCore
 from firmware import protocol
 
 NOW = 1_764_400_000.0
@@ -36,7 +37,7 @@ def core():
         _row(2, "esp32-pool-01", proto="v3.1", prefix="acme/pools"),
         _row(3, "ESP-B2B2B2", broker=OTHER_BROKER, tenant=2),
     ]
-    return IngestCore(Directory.build(rows))
+    return DevicesCore(Directory.build(rows))
 
 
 def telemetry(**over):

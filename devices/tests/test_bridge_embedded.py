@@ -9,8 +9,9 @@ import uuid
 
 import pytest
 
-from devices.models import Device, TelemetrySample
+from devices.models import Device
 from devices.tests.test_bridge import free_port, wait_for
+from telemetry.models import TelemetrySample
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

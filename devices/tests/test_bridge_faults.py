@@ -15,16 +15,18 @@ import pytest
 from django.db import connection
 
 from devices.bridge.connection import MAX_PACKET_BYTES
-from devices.bridge.core import Directory, IngestCore
-from devices.models import Broker, Device, DeviceEvent, TelemetrySample
+from devices.bridge.directory import Directory
+from devices.models import Broker, Device, DeviceEvent
 from devices.selectors import devices_for_bridge
 from devices.services.brokers import broker_test_connection
 from devices.services.ingest import ingest_write
 from devices.services.onboarding import device_remove
 from devices.tests import test_bridge
+from devices.tests.mqtt_driver import DevicesCore
 from devices.tests.test_bridge import Publisher, esp_id, make_device, wait_for
 from devices.tests.test_bridge_ingest import telemetry
 from firmware import protocol
+from telemetry.models import TelemetrySample
 
 # The bridge tests' fixtures, shared.
 make_bridge = test_bridge.make_bridge
@@ -34,7 +36,7 @@ tls_broker = test_bridge.tls_broker
 
 def _core(*devices):
     brokers = sorted({d.broker_id for d in devices})
-    return IngestCore(Directory.build(devices_for_bridge(broker_ids=brokers)))
+    return DevicesCore(Directory.build(devices_for_bridge(broker_ids=brokers)))
 
 
 def _report(core, device, temp, at):
@@ -153,7 +155,7 @@ def test_removing_a_publishing_device_does_not_stop_anybody_elses_ingest(
         pub.close()
     assert Device.objects.get(pk=other.pk).state["temperature"] == 23.0
     assert bridge.stats()["rows_dropped"] >= 1
-    assert bridge._retry is None
+    assert bridge.held("devices") is None
 
 
 @contextlib.contextmanager
@@ -195,7 +197,10 @@ def test_a_database_outage_keeps_the_batch_until_the_database_is_back(
         with _database_refusing_connections():
             pub.pub(f"{prefix}/{device.device_id}/telemetry", telemetry(temp=26.5))
             wait_for(
-                lambda: bridge._retry is not None and bridge._retry.samples,
+                lambda: (
+                    bridge.held("devices") is not None
+                    and bridge.held("devices").samples
+                ),
                 what="the batch held for a retry",
             )
             held = bridge.write_failures

@@ -9,11 +9,13 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from devices.bridge.core import Directory, IngestCore
-from devices.models import Device, DeviceEvent, TelemetrySample
+from devices.bridge.directory import Directory
+from devices.models import Device, DeviceEvent
 from devices.selectors import devices_for_bridge
 from devices.services.ingest import devices_mark_silent, ingest_write
+from devices.tests.mqtt_driver import DevicesCore
 from firmware import protocol
+from telemetry.models import TelemetrySample
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +41,7 @@ def telemetry(temp=24.5, **over):
 @pytest.fixture
 def core(device_a, device_b):
     broker = device_a.broker_id
-    return IngestCore(Directory.build(devices_for_bridge(broker_ids=[broker])))
+    return DevicesCore(Directory.build(devices_for_bridge(broker_ids=[broker])))
 
 
 def flush(core):

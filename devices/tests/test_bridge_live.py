@@ -10,6 +10,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import channel_layers
 
 from devices.bridge.live import LiveChannel
+from poolsaas.live.groups import watch_announce
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("REDIS_URL"), reason="the live sender runs on channels-redis"
@@ -40,6 +41,7 @@ def test_a_tenant_group_gets_every_pools_update_within_one_window():
     group = f"tenant.{uuid.uuid4().hex}"
     channel = async_to_sync(layer.new_channel)()
     async_to_sync(layer.group_add)(group, channel)
+    async_to_sync(watch_announce)(layer, group)  # as the overview's socket does
     live = LiveChannel(doorbell=None, on_doorbell=lambda message: None, window=0.5)
     live.start()
     try:
@@ -61,8 +63,6 @@ def test_a_tenant_group_gets_every_pools_update_within_one_window():
 
 
 def test_a_group_announced_by_a_page_is_sent_to_before_the_next_scan():
-    from devices.broadcast import watch_announce
-
     layer = own_layer()
     group = f"pool.{uuid.uuid4().hex}"
     # A scan once a minute: only the page's announcement can make it known in time.

@@ -445,8 +445,8 @@ def test_hostile_names_and_messages_stay_text_in_the_browser(
     from django.utils import timezone
     from playwright.sync_api import expect
 
-    from devices import broadcast
     from devices.models import DeviceEvent
+    from poolsaas.live import groups as broadcast
 
     pool_a.name = XSS
     pool_a.mode1_name = XSS

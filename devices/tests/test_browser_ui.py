@@ -248,7 +248,7 @@ def test_history_charts_tick_at_round_hours_and_days(
     from django.utils import timezone
     from playwright.sync_api import expect
 
-    from devices.models import TelemetrySample
+    from telemetry.models import TelemetrySample
     from tenants.management.commands.seed_demo import demo_history
 
     TelemetrySample.objects.bulk_create(

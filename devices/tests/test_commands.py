@@ -12,7 +12,6 @@ from django.http import Http404
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from devices.broadcast import pool_group
 from devices.models import Command, Device, DeviceEvent
 from devices.scheduling import next_local_midnight
 from devices.services.commands import (
@@ -27,6 +26,7 @@ from devices.services.commands import (
     commands_match_device_state,
     expectation_met,
 )
+from poolsaas.live.groups import pool_group
 
 IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 

@@ -29,10 +29,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from devices.models import Command, Device, DeviceEvent, Pool
-from devices.services.commands import DOORBELL, command_send
+from devices.services.commands import command_send
 from devices.tests.test_bridge import V31Device, clear_retained, wait_for
 from firmware.sim import VirtualDevice
 from poolsaas.api.testing import api_client
+from poolsaas.live.groups import DOORBELL
 
 pytestmark = [
     pytest.mark.mqtt,
@@ -80,7 +81,7 @@ def program_around_now(zone: str, mode: int = 2) -> dict:
 
 
 def programs_form(pool: Pool, programs: list[dict]) -> dict:
-    """The programs editor's POST (devices/views/dashboard.py _programs_from_post)."""
+    """The programs editor's POST (devices/views/programs.py _programs_from_post)."""
     data = {"config_version": str(pool.config_version)}
     by_slot = {p["slot"]: p for p in programs}
     for slot in (1, 2, 3):

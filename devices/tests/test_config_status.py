@@ -9,14 +9,16 @@ import uuid
 
 import pytest
 
-from devices.bridge.core import Directory, IngestCore
+from devices.bridge.directory import Directory
 from devices.bridge.runner import Bridge
 from devices.models import Device, Pool
 from devices.selectors import devices_for_bridge
 from devices.services.commands import command_v31_done
-from devices.services.programs import CONFIG_PUBLISH, pool_config_status
+from devices.services.programs import pool_config_status
+from devices.tests.mqtt_driver import DevicesCore
 from devices.tests.test_bridge_core import BROKER, NOW, _row
 from firmware import protocol
+from poolsaas.live.messages import CONFIG_PUBLISH
 
 PS1 = "devices/ESP-A1A1A1"
 V31 = "acme/pools/esp32-pool-01"
@@ -27,7 +29,7 @@ CONNECTED = (
 
 @pytest.fixture
 def core():
-    return IngestCore(
+    return DevicesCore(
         Directory.build(
             [
                 _row(1, "ESP-A1A1A1"),
@@ -79,7 +81,7 @@ def test_a_rejected_config_keeps_the_reason_and_not_the_version(core):
 def test_a_db_state_seen_before_a_restart_is_not_logged_again():
     row = _row(1, "ESP-A1A1A1")
     row["state"] = {"config": {"version": 4, "ok": True}}
-    core = IngestCore(Directory.build([row]))
+    core = DevicesCore(Directory.build([row]))
     answer = protocol.encode_config_applied(4, True)
     core.handle(BROKER, f"{PS1}/config/applied", answer, NOW, retain=True)
     assert core.drain().events == []
@@ -98,7 +100,7 @@ def test_a_retained_v31_connected_wifi_state_means_online(core):
     info = core.directory.by_pk[2]
     assert info.online_since == NOW + 1
     # Not the device speaking on this connection: commands still get the short
-    # hold after a reconnect (devices.bridge.runner.Bridge._device_reachable).
+    # hold after a reconnect (devices.mqtt.outgoing.Outgoing._device_reachable).
     assert info.last_live == 0.0
     core.handle(BROKER, f"{V31}/wifi/state", protocol.WIFI_DISCONNECTED, NOW + 2, True)
     assert core.drain().writes[2].online is False
@@ -230,14 +232,14 @@ def sweep(db, platform_broker):
 
     def run(*, full=True, rebuild=True):
         if rebuild:
-            bridge.core.directory = Directory.build(
+            bridge.dispatcher.directory = Directory.build(
                 devices_for_bridge(broker_ids=[platform_broker.pk]),
-                previous=bridge.core.directory,
+                previous=bridge.dispatcher.directory,
             )
         if full:
-            bridge._next_config_sweep = 0.0
+            bridge.room("devices")._next_config_sweep = 0.0
         conn.published.clear()
-        bridge.sweep_config()
+        bridge.room("devices").sweep_config(bridge.outbox)
         return list(conn.published)
 
     return bridge, conn, run
@@ -265,14 +267,14 @@ def test_the_sweep_publishes_each_outdated_device_once(
 
     assert run() == [(f"devices/{outdated.device_id}/config/set", 2, 1, True)]
     assert run() == []  # not again: it was published for this version
-    assert bridge.config_published == 1
+    assert bridge.room("devices").config_published == 1
 
     Pool.objects.filter(pk=pool_a.pk).update(config_version=3)
     assert [p[1] for p in run()] == [3]  # a newer version is published
 
     # The device comes online (again): published again, in case the broker lost
     # the retained message.
-    bridge.core.directory.by_pk[outdated.pk].online_since = NOW
+    bridge.dispatcher.directory.by_pk[outdated.pk].online_since = NOW
     assert [p[1] for p in run(rebuild=False)] == [3]
     # The bridge reconnected to the broker: published again.
     conn.connected_at += 1
@@ -288,7 +290,7 @@ def test_the_doorbell_names_the_pools_to_publish_now(
     a = _ps1(pool_a, platform_broker)
     _ps1(pool_b, platform_broker)
     run()  # the full sweep at start: both published
-    bridge._next_config_sweep = float("inf")
+    bridge.room("devices")._next_config_sweep = float("inf")
     Pool.objects.filter(pk__in=[pool_a.pk, pool_b.pk]).update(config_version=1)
     assert run(full=False) == []  # no doorbell, no full sweep due: nothing
 

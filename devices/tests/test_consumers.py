@@ -9,9 +9,9 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from devices import broadcast
 from devices.models import Command, Device
 from poolsaas.asgi import application
+from poolsaas.live import groups as broadcast
 from tenants.auth import SESSION_KEY
 
 pytestmark = pytest.mark.django_db(transaction=True)

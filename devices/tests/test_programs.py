@@ -14,8 +14,6 @@ from django.http import Http404
 from audit.models import AuditEvent
 from devices.models import Command, Device, DeviceEvent, Pool, Program
 from devices.services.programs import (
-    CONFIG_PUBLISH,
-    DOORBELL,
     ProgramsConflict,
     config_publish_request,
     pool_config_message,
@@ -25,6 +23,8 @@ from devices.services.programs import (
     programs_save,
 )
 from firmware import protocol
+from poolsaas.live.groups import DOORBELL
+from poolsaas.live.messages import CONFIG_PUBLISH
 from tenants.selectors import TenantSuspended
 
 IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

@@ -11,7 +11,7 @@ from cryptography.fernet import Fernet
 from django.urls import reverse
 
 from devices import fields
-from devices.bridge.core import Directory
+from devices.bridge.directory import Directory
 from devices.models import Broker, Device
 from devices.selectors import brokers_for_bridge, devices_for_bridge
 from devices.services.brokers import broker_secrets_status

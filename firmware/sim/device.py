@@ -102,12 +102,20 @@ class VirtualDevice:
         self._client = None
         self._clean_session = clean_session
         self._reconnect_delay = reconnect_delay
+        # A credential switch under way (docs/protocol.md 3.2.1): (cmd id, value), and
+        # the ack to publish once connected again with the old pair after a refusal.
+        self._switch = None
+        self._switch_client = None
+        self._ack_on_connect = None
         self._boot()
 
     # --- lifecycle --------------------------------------------------------------------
 
     def _boot(self):
         self.controller = ctl.Controller(self.clock, self.store, fw=SIM_FW)
+        if not self.legacy:
+            self.controller.device_id = self.device_id
+            self.controller.on_credentials = self._credentials
         if self.legacy:
             # v3.1 devices have neither freeze protection nor a runtime limit.
             th = self.controller.config["thresholds"]
@@ -123,15 +131,17 @@ class VirtualDevice:
         self._last_drop = self.boot_time
         self._last_garbage = self.boot_time
 
-    def _make_client(self):
+    def _make_client(self, username=None, password=None):
         c = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.device_id,
             clean_session=self._clean_session,
             protocol=mqtt.MQTTv311,
         )
-        if self.username is not None:
-            c.username_pw_set(self.username, self.password)
+        if username is None:
+            username, password = self.username, self.password
+        if username is not None:
+            c.username_pw_set(username, password)
         if self.tls:
             c.tls_set(ca_certs=self.ca_certs, cert_reqs=ssl.CERT_REQUIRED)
         if self.legacy:
@@ -273,6 +283,9 @@ class VirtualDevice:
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
             log.warning("%s: connect refused: %s", self.device_id, reason_code)
+            # 134/135: CONNACK 4 (bad user name or password) / 5 (not authorised).
+            if self._switch is not None and reason_code.value in (134, 135):
+                threading.Thread(target=self._switch_refused, daemon=True).start()
             return
         subs = P.V31_CLOUD_TO_DEVICE if self.legacy else P.DEVICE_SUBSCRIPTIONS
         client.subscribe([(self.root + s, 1) for s in subs])
@@ -295,6 +308,7 @@ class VirtualDevice:
                             {"reason": "power_on", "boot_count": 1, "safe_mode": False},
                         ),
                     )
+            self._after_switch(client)
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
@@ -325,6 +339,64 @@ class VirtualDevice:
             if action:
                 self._after_command(action)
             self._flush()
+
+    # --- credential rotation (docs/protocol.md 3.2.1), in memory ----------------------
+
+    def _credentials(self, cmd_id, value):
+        """The controller's hook, as on the board: None while the switch runs."""
+        if self._switch is not None:
+            if self._switch[0] == cmd_id:
+                return None
+            return False, "busy", "credential switch in progress"
+        if self.connected.is_set() and (
+            (value["username"], value["password"]) == (self.username, self.password)
+        ):
+            return True, None, None
+        self._switch = (cmd_id, value)
+        threading.Thread(target=self._switch_start, daemon=True).start()
+        return None
+
+    def _replace_client(self, username=None, password=None, switching=False):
+        # Not under self.lock: loop_stop() waits for paho's thread, which may be
+        # waiting for the lock in _on_message.
+        old = self._client
+        if old is not None:
+            # A clean DISCONNECT: the broker drops the will, nothing says offline.
+            old.disconnect()
+            old.loop_stop()
+        self.connected.clear()
+        new = self._make_client(username, password)
+        self._switch_client = new if switching else None
+        self._client = new
+        new.connect_async(self.host, self.port, self.keepalive)
+        new.loop_start()
+
+    def _switch_start(self):
+        value = self._switch[1]
+        self._replace_client(value["username"], value["password"], switching=True)
+
+    def _switch_refused(self):
+        with self.lock:
+            if self._switch is None:
+                return  # a second refusal before the old pair was back
+            cmd_id = self._switch[0]
+            self._switch = None
+            reason = "new credentials refused"
+            ack = self.controller.record(cmd_id, False, "failed", reason)
+            self._ack_on_connect = P.dumps(ack)
+        self._replace_client()
+
+    def _after_switch(self, client):
+        # Under self.lock, connected: promote the new pair and ack, or send the ack
+        # of a refusal now that the old pair is back.
+        if self._switch is not None and client is self._switch_client:
+            cmd_id, value = self._switch
+            self._switch = None
+            self.username, self.password = value["username"], value["password"]
+            self._pub(P.ACK, P.dumps(self.controller.record(cmd_id, True)))
+        elif self._ack_on_connect is not None:
+            self._pub(P.ACK, self._ack_on_connect)
+            self._ack_on_connect = None
 
     def _after_command(self, op):
         if op == "wifi_clear":

@@ -237,6 +237,8 @@ class Board:
         netns=None,
         tls=False,
         ca_pem=None,
+        username="",
+        password="",
     ):
         self.root = Path(root)
         self.fs = self.root / "fs"
@@ -272,8 +274,8 @@ class Board:
                 "host": "127.0.0.1",
                 "port": broker_port,
                 "tls": tls,
-                "username": "",
-                "password": "",
+                "username": username,
+                "password": password,
                 "prefix": prefix,
             }
             cfg += [f"WIFI = [{WIFI!r}]", f"MQTT = {mqtt!r}"]

@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from firmware import protocol as P
 from firmware.tests import board as B
 from firmware.tests.test_sim_mqtt import cmd, is_
 
@@ -184,3 +185,84 @@ def test_captive_portal_provisions_the_board_in_a_network_namespace(
         broker.kill()
         print("--- board log:\n" + b.log(200))
         time.sleep(0)
+
+
+def netns_pub(netns, topic, payload):
+    subprocess.run(
+        B.in_netns(netns, ["mosquitto_pub", "-p", "1883", "-q", "1", "-t", topic,
+                           "-m", payload]),
+        check=True, timeout=30,
+    )  # fmt: skip
+
+
+def claim_lines(body):
+    start = body.index("<pre")
+    return body[body.index(">", start) + 1 : body.index("</pre>")].split("\n")
+
+
+def test_portal_shows_the_claim_code_and_a_factory_reset_keeps_it(
+    tmp_path, firmware_build, netns
+):
+    """The flashing station's claim.txt, shown on the portal's first page, still
+    there after a Wi-Fi reset (`wifi_clear`) brought the portal back."""
+    prefix = "fwclaim-" + uuid.uuid4().hex[:6]
+    broker = B.Broker(tmp_path / "broker", port=1883, netns=netns).start()
+    b = B.Board(tmp_path / "board", provisioned=False, netns=netns,
+                device_id="ESP-A1B2C3")  # fmt: skip
+    (b.fs / "claim.txt").write_text("BBNRMAGFJV94")
+    (b.fs / "provision.json").write_text(json.dumps(provision(b, 1883, prefix)))
+    try:
+        b.start()
+        B.wait(lambda: b.saw("link: connected"), 30, "online")
+        # Factory reset over MQTT: acked, restarted, the portal is back.
+        reset = P.encode_command("reset-1", int(time.time()) + 30, "wifi_clear")
+        netns_pub(netns, f"{prefix}/{b.device_id}/cmd", reset)
+        B.wait(lambda: b.saw("portal: serving"), 30, "portal after the Wi-Fi reset")
+        page = client(netns, "get", "http://192.168.4.1/")
+        assert page["status"] == 200
+        assert claim_lines(page["body"]) == [
+            "Device id: ESP-A1B2C3",
+            "Claim code: BBNR-MAGF-JV94",
+        ]
+        assert b.file("claim.txt") == "BBNRMAGFJV94"
+        assert json.loads(b.file("provision.json"))["wifi"] == []
+        # A bad form keeps the two lines on the page it sends back.
+        bad = client(netns, "post", "http://192.168.4.1/save", form(ssid1=""))
+        assert "Claim code: BBNR-MAGF-JV94" in bad["body"]
+        assert b.boots == [B.PWRON_RESET, B.SOFT_RESET] and b.crashes == []
+    finally:
+        b.stop()
+        broker.kill()
+        print("--- board log:\n" + b.log(200))
+
+
+def test_portal_without_a_good_claim_code_says_so_and_escapes_what_it_shows(
+    tmp_path, firmware_build, netns
+):
+    b = B.Board(tmp_path / "board", provisioned=False, netns=netns,
+                device_id='ESP-<img src=x onerror="alert(1)">')  # fmt: skip
+    try:
+        for n, claim in enumerate(
+            ("<script>alert(1)</script>", "BBNR-MAGF-JV9", "\x00\xff" * 6, None)
+        ):
+            if claim is None:
+                (b.fs / "claim.txt").unlink()
+            else:
+                (b.fs / "claim.txt").write_bytes(claim.encode("latin-1"))
+            if n == 0:
+                b.start()
+            else:
+                b.power_cut()
+                b.power_on()
+            B.wait(lambda n=n: b.saw("portal: serving") > n, 30, f"portal {n}")
+            page = client(netns, "get", "http://192.168.4.1/")
+            assert page["status"] == 200, claim
+            assert claim_lines(page["body"]) == [
+                "Device id: ESP-&lt;img src=x onerror=&quot;alert(1)&quot;&gt;",
+                "Claim code: not set (see the label)",
+            ], claim
+            assert "<script>" not in page["body"] and "<img" not in page["body"]
+        assert b.crashes == []
+    finally:
+        b.stop()
+        print("--- board log:\n" + b.log(200))

@@ -76,3 +76,53 @@ def test_page_escapes_network_names():
     html = portal.page("ESP-A1B2C3", ['<script>"x"'], "Saved & done")
     assert "<script>" not in html and "&lt;script&gt;&quot;x&quot;" in html
     assert "Saved &amp; done" in html
+
+
+def _claim_file(text):
+    path = tmpdir() + "/claim.txt"
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def test_claim_code_read_from_claim_txt_grouped_by_four():
+    assert portal.read_claim(_claim_file("BBNRMAGFJV94")) == "BBNR-MAGF-JV94"
+    # What a text editor or the flashing station may leave around it.
+    assert portal.read_claim(_claim_file("bbnrmagfjv94\r\n")) == "BBNR-MAGF-JV94"
+    for bad in ("", "BBNR-MAGF-JV94", "BBNRMAGFJV9", "BBNRMAGFJV944", "BBNRMAGFJV9U",
+                "<script>x</s", "\xff\xfe" * 6):  # fmt: skip
+        assert portal.read_claim(_claim_file(bad)) is None, bad
+    assert portal.read_claim(tmpdir() + "/missing.txt") is None
+    with open(tmpdir() + "/bin.txt", "wb") as f:
+        f.write(b"\xff\xfe\x00BBNRMAGF")
+    assert portal.read_claim(tmpdir() + "/bin.txt") is None
+
+
+def test_page_shows_device_id_and_claim_code_escaped():
+    html = portal.page("ESP-A1B2C3", [], "", "BBNR-MAGF-JV94")
+    assert "Device id: ESP-A1B2C3\nClaim code: BBNR-MAGF-JV94" in html
+    assert "<pre" in html  # monospace
+    html = portal.page("ESP-A1B2C3", [])
+    assert "Claim code: not set (see the label)" in html
+    html = portal.page('<img src=x onerror="1">', [], "", "<b>&")
+    assert "<img" not in html and "<b>" not in html
+    assert "Device id: &lt;img src=x onerror=&quot;1&quot;&gt;" in html
+    assert "Claim code: &lt;b&gt;&amp;" in html
+    # The error page after a bad form keeps the two lines.
+    assert "Claim code: BBNR" in portal.page("ESP-A1B2C3", [], "Bad", "BBNR-MAGF-JV94")
+
+
+def test_a_new_bundle_drops_rotated_credentials_the_same_bundle_keeps_them():
+    d = tmpdir()
+    path, creds_path = d + "/provision.json", d + "/creds.json"
+    prov = {"wifi": [["Pool", ""]], "bundle": BUNDLE}
+    portal.save_provision(prov, path, path + ".ca", creds_path)
+    with open(creds_path, "w") as f:
+        f.write("{}")
+    # Wi-Fi reset, then the same bundle pasted again: the rotated pair stays.
+    portal.save_provision(prov, path, path + ".ca", creds_path)
+    assert open(creds_path).read() == "{}"
+    other = json.loads(json.dumps(BUNDLE))
+    other["mqtt"]["password"] = "a-new-one"
+    portal.save_provision({"wifi": [], "bundle": other}, path, path + ".ca", creds_path)
+    raises(OSError, open, creds_path)

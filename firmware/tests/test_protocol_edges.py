@@ -604,6 +604,8 @@ def test_command_round_trip_for_every_op():
         ("wifi_clear", None),
         ("override_clear", None),
         ("reboot", None),
+        ("credentials", {"username": "ESP-A1B2C3~3", "password": "p" * 8}),
+        ("credentials", {"username": "E" * 64, "password": "~ !" + "x" * 125}),
     )
     assert {op for op, _ in cases} == set(P.OPS)
     for op, value in cases:

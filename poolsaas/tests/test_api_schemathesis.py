@@ -26,7 +26,8 @@ pytestmark = [
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     transactional_db, live_server, alice, device_a, settings, tmp_path
 ):
-    from devices.models import Command, DeviceEvent, TelemetrySample
+    from devices.models import Command, DeviceEvent
+    from telemetry.models import TelemetrySample
 
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,

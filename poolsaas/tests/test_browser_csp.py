@@ -14,10 +14,10 @@ import pytest
 from django.utils import timezone
 
 from audit.services import audit_record
-from devices.models import TelemetrySample
 from devices.services.brokers import broker_create
 from devices.tests import test_browser as shared
 from devices.tests.test_browser import DESKTOP, PHONE, log_in, shot
+from telemetry.models import TelemetrySample
 
 # The browser, the live server and the live pool of the dashboard's browser tests.
 browser = shared.browser

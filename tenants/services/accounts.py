@@ -20,7 +20,8 @@ from rest_framework_simplejwt.token_blacklist.models import (
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from audit.services import audit_record
-from devices.broadcast import broadcast, user_group
+from poolsaas.live import messages
+from poolsaas.live.groups import broadcast, user_group
 from tenants.models import Tenant, User, UserSession
 
 # Inside each logged-in session: the code of its UserSession row (the session key
@@ -35,7 +36,7 @@ SEEN_EVERY_SECONDS = 300
 
 def access_changed(user: User) -> None:
     """Open WebSockets of this user re-check their access and close if it is gone."""
-    broadcast(user_group(user.code), {"type": "access.changed"})
+    broadcast(user_group(user.code), messages.access_changed())
 
 
 def auth_login_succeeded(

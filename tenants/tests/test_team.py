@@ -405,7 +405,7 @@ def user_inbox(settings):
     from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer
 
-    from devices.broadcast import user_group
+    from poolsaas.live.groups import user_group
 
     layer = get_channel_layer()
 

@@ -9,8 +9,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from devices.models import Device, Pool, TelemetrySample
+from devices.models import Device, Pool
 from devices.services.brokers import broker_ensure_platform
+from telemetry.models import TelemetrySample
 from tenants.models import Membership, Tenant, User
 
 DEMO = {

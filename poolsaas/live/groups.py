@@ -1,9 +1,11 @@
-"""Channel-layer groups and the one way services send live updates to browsers.
+"""Channel-layer groups and the one way services and the bridge send on them.
 
-Group names (contract 3 of the design):
-  pool.<hex>    one pool's page: pool.state / pool.command / pool.event messages
-  tenant.<hex>  a tenant's overview: tenant.pool messages
+Group names (contract 3 of the design), built from UUID hex only, never user text:
+  pool.<hex>    one pool's page: pool.state / pool.command / pool.event / pool.settings
+  tenant.<hex>  a tenant's overview: tenant.pool
   user.<hex>    one user's sockets: access.changed after a role change or removal
+The bridges listen on DOORBELL (one of them takes each ring) and BRIDGES_GROUP (all of
+them hear it). The messages themselves come from poolsaas.live.messages.
 
 `broadcast` sends only after the surrounding transaction commits, so a browser never
 sees a change that was rolled back, and a broken channel layer (Redis down) is logged
@@ -11,6 +13,7 @@ instead of failing the service that made the change: the database stays the trut
 the page catches up on its next load.
 """
 
+import asyncio
 import logging
 import uuid
 from typing import Any
@@ -19,7 +22,17 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from poolsaas.live import messages, watch
+
 logger = logging.getLogger(__name__)
+
+# The bridges' doorbell: rung after a command, a configuration change or a device
+# removal, so that the bridge acts at once instead of at its next database sweep.
+DOORBELL = "mqtt-bridge.commands"
+# Every bridge's live sender is in this group, so it learns at once that a page started
+# watching a pool or tenant; its own read of the watch registry runs only every second,
+# and an update in between would otherwise be skipped as unwatched.
+BRIDGES_GROUP = "bridges.watch"
 
 
 def _hex(code: uuid.UUID | str) -> str:
@@ -43,17 +56,19 @@ def user_group(user_code: uuid.UUID | str) -> str:
     return f"user.{_hex(user_code)}"
 
 
-# Every bridge's live sender is in this group, so it learns at once that a page started
-# watching a pool or tenant; its own scan of the channel layer runs only every second,
-# and an update in between would otherwise be skipped as unwatched.
-BRIDGES_GROUP = "bridges.watch"
-
-
 async def watch_announce(layer, group: str) -> None:
-    """Tell the bridges that `group` now has a member (consumers call it after
-    joining, before they send their snapshot)."""
+    """`group` now has a member (consumers call it after joining, before they send
+    their snapshot): registered as watched for as long as the calling task (the
+    socket's application) runs, and told to the bridges at once."""
     try:
-        await layer.group_send(BRIDGES_GROUP, {"type": "watch", "group": group})
+        task = asyncio.current_task()
+        await asyncio.to_thread(watch.registry().touch, [group])
+        if task is not None:
+            watch.hold(group, task)
+    except Exception:
+        logger.warning("cannot register a watch of %s", group, exc_info=True)
+    try:
+        await layer.group_send(BRIDGES_GROUP, messages.watch(group=group))
     except Exception:
         logger.warning("cannot announce a watch of %s", group, exc_info=True)
 
@@ -76,3 +91,17 @@ def broadcast(group: str, message: dict[str, Any]) -> None:
     """Send `message` to `group` once the current transaction commits (at once when
     there is none). Must be called from synchronous code (services)."""
     transaction.on_commit(lambda: broadcast_now(group, message))
+
+
+def doorbell_ring_now(message: dict[str, Any]) -> bool:
+    """Ring the bridges' doorbell at once; best effort (False when not rung), since
+    bridges also sweep the database."""
+    layer = get_channel_layer()
+    if layer is None:
+        return False
+    try:
+        async_to_sync(layer.send)(DOORBELL, message)
+    except Exception:  # noqa: BLE001 - a full or absent layer must not fail the caller
+        logger.info("bridge doorbell not rung for %s", message, exc_info=True)
+        return False
+    return True

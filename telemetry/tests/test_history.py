@@ -15,8 +15,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from devices.models import TelemetrySample
-from devices.selectors import telemetry_buckets
+from telemetry.models import TelemetrySample
+from telemetry.selectors import telemetry_buckets
 
 
 def sample(device, ts, **values):

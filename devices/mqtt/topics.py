@@ -1,31 +1,29 @@
-"""The bridge's pure message-handling core: no database, no network.
+"""The devices room's pure half: what a device topic means. No database, no network.
 
-`IngestCore.handle(broker_id, topic, payload, received_at, retain)` routes one MQTT
-message to the one device it may speak for (through the directory, built from the
-access layer's `devices_for_bridge`), validates it with `firmware.protocol` and turns
-it into effects collected in `IngestCore.effects`: state deltas, history samples,
-events, command acknowledgements and completions, and pools to broadcast. The runner
-drains the effects and hands them to the ingest and command services in batches;
-tests call `handle` directly.
+`DeviceTopics.handle(message, ctx)` gets one MQTT message on a device topic with the
+device already resolved by the bridge's directory, validates it with
+`firmware.protocol` and turns it into effects collected in `DeviceTopics.effects`:
+state deltas, history samples, events, command acknowledgements and completions, and
+pools to broadcast. The room (devices.mqtt) drains the effects and hands them to the
+ingest and command services in batches; tests call `handle` through the bridge's
+dispatcher.
 
 A message is never half-applied: it is parsed completely before anything changes,
-and anything that fails routing or parsing only increments a counter.
+and anything that fails parsing only increments a counter.
 """
 
-import datetime as dt
 import logging
-import time
-from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from devices.bridge.directory import LEGACY, DeviceInfo, iso
+from devices.bridge.rooms import Context, Message
 from devices.services.commands import command_v31_done
+from devices.services.events import device_presence_event
 from firmware import protocol
 
 logger = logging.getLogger(__name__)
 
-LEGACY = "v3.1"
-DEFAULT_INTERVAL_S = 60
 # Device-reported clocks further than this from ours are not trusted for history.
 CLOCK_SKEW_S = 86400
 V31_STATE_KINDS = ("pump", "valve", "timer", "wifi")
@@ -40,32 +38,6 @@ EVENT_TEXT = {
     "max_runtime": "Daily maximum pump run time reached",
     "error": "Device error",
 }
-
-
-def iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
-
-
-@dataclass(slots=True)
-class DeviceInfo:
-    """What the bridge knows about one device; `state` is its last known state."""
-
-    pk: int
-    broker_id: int
-    device_id: str
-    tenant_id: int
-    tenant_hex: str
-    pool_id: int | None
-    pool_hex: str | None
-    protocol: str
-    silence_s: float
-    online: bool = False
-    last_seen: float = 0.0
-    # Last message that was not a retained replay: the device spoke on the connection.
-    last_live: float = 0.0
-    # When the bridge last saw it come online (the config sweep republishes then).
-    online_since: float = 0.0
-    state: dict = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -99,133 +71,29 @@ class Effects:
         )
 
 
-def silence_seconds(
-    *, protocol_name: str, settings: dict | None, factor: float
-) -> float:
-    """No message for this long means offline: `factor` telemetry intervals."""
-    interval = DEFAULT_INTERVAL_S
-    if protocol_name != LEGACY and isinstance(settings, dict):
-        value = settings.get("telemetry_interval")
-        if type(value) is int and 10 <= value <= 3600:
-            interval = value
-    return interval * factor
-
-
-class Directory:
-    """topic -> device for every broker the bridge serves; rebuilt, never queried."""
+class DeviceTopics:
+    """Turns device messages into effects; single-threaded (the bridge's worker)."""
 
     def __init__(self) -> None:
-        # broker id -> [(prefix + "/", {device id: DeviceInfo})], longest prefix first
-        self.routes: dict[int, list[tuple[str, dict[str, DeviceInfo]]]] = {}
-        self.by_pk: dict[int, DeviceInfo] = {}
-
-    def prefixes(self, broker_id: int) -> list[str]:
-        return [head[:-1] for head, _ in self.routes.get(broker_id, [])]
-
-    def lookup(self, broker_id: int, topic: str) -> tuple[DeviceInfo | None, str]:
-        """(device, suffix); device None when the topic names no device of ours."""
-        for head, devices in self.routes.get(broker_id, ()):
-            if topic.startswith(head):
-                rest = topic[len(head) :]
-                i = rest.find("/")
-                if i <= 0:
-                    return None, ""
-                return devices.get(rest[:i]), rest[i + 1 :]
-        return None, ""
-
-    @classmethod
-    def build(
-        cls, rows, *, previous: "Directory | None" = None, silence_factor: float = 3.0
-    ) -> "Directory":
-        """From devices_for_bridge() rows. Known devices keep the bridge's own state,
-        which is fresher than the database between two writes."""
-        new = cls()
-        now = time.time()
-        grouped: dict[int, dict[str, dict[str, DeviceInfo]]] = defaultdict(dict)
-        old = previous.by_pk if previous is not None else {}
-        for row in rows:
-            pool_code = row["pool__code"]
-            info = DeviceInfo(
-                pk=row["pk"],
-                broker_id=row["broker_id"],
-                device_id=row["device_id"],
-                tenant_id=row["tenant_id"],
-                tenant_hex=row["tenant__code"].hex,
-                pool_id=row["pool_id"],
-                pool_hex=pool_code.hex if pool_code else None,
-                protocol=row["protocol"],
-                silence_s=silence_seconds(
-                    protocol_name=row["protocol"],
-                    settings=row["pool__settings"],
-                    factor=silence_factor,
-                ),
-                online=row["online"],
-                state=dict(row["state"] or {}),
-            )
-            known = old.get(info.pk)
-            if known is not None:
-                info.state, info.last_seen = known.state, known.last_seen
-                info.last_live, info.online_since = known.last_live, known.online_since
-                # What this bridge saw recently beats the database; otherwise take
-                # the database's flag (another bridge or the silence sweep set it).
-                if now - known.last_seen < info.silence_s:
-                    info.online = known.online
-            grouped[row["broker_id"]].setdefault(row["topic_prefix"], {})[
-                row["device_id"]
-            ] = info
-            new.by_pk[info.pk] = info
-        for broker_id, prefixes in grouped.items():
-            new.routes[broker_id] = sorted(
-                ((prefix + "/", devices) for prefix, devices in prefixes.items()),
-                key=lambda item: -len(item[0]),
-            )
-        return new
-
-
-class IngestCore:
-    """Turns MQTT messages into effects; single-threaded (the runner's worker)."""
-
-    def __init__(self, directory: Directory | None = None) -> None:
-        self.directory = directory or Directory()
         self.effects = Effects()
-        # device pk -> [(command pk, expected, sent_at epoch)], set by the runner.
+        # device pk -> [(command pk, expected, sent_at epoch)], set by the publisher.
         self.awaiting: dict[int, list[tuple[int, dict, float]]] = {}
-        self.counters: Counter = Counter()
 
-    def drain(self) -> Effects:
+    def drain(self) -> "Effects":
         effects, self.effects = self.effects, Effects()
         return effects
 
-    # --- the entry point -------------------------------------------------------------
-
-    def handle(
-        self,
-        broker_id: int,
-        topic: str,
-        payload: bytes,
-        received_at: float,
-        retain: bool = False,
-    ) -> bool:
-        """Apply one message; False (and a counter) when it is dropped. Never raises."""
-        self.counters["received"] += 1
+    def handle(self, message: Message, ctx: Context) -> bool:
+        """Apply one message; False (and a counter) when it is malformed."""
+        device, suffix = message.device, message.suffix
         try:
-            device, suffix = self.directory.lookup(broker_id, topic)
-            if device is None:
-                self.counters["unauthorised"] += 1
-                return False
-            try:
-                kind, value = protocol.parse_device_message(suffix, payload)
-            except protocol.ProtocolError as exc:
-                self.counters["malformed"] += 1
-                self.counters[f"malformed:{suffix[:20]}"] += 1
-                logger.debug("malformed %s from %s: %s", suffix, device.device_id, exc)
-                return False
-            self._apply(device, kind, value, received_at, retain)
-        except Exception:  # noqa: BLE001 - one bad message must never stop the bridge
-            self.counters["errors"] += 1
-            logger.exception("bridge core failed on a message on %r", topic[:200])
+            kind, value = protocol.parse_device_message(suffix, message.payload)
+        except protocol.ProtocolError as exc:
+            ctx.counters["malformed"] += 1
+            ctx.counters[f"malformed:{suffix[:20]}"] += 1
+            logger.debug("malformed %s from %s: %s", suffix, device.device_id, exc)
             return False
-        self.counters["accepted"] += 1
+        self._apply(device, kind, value, message.received_at, message.retain)
         return True
 
     # --- effects ---------------------------------------------------------------------
@@ -252,13 +120,7 @@ class IngestCore:
             write.online = online
             if online:
                 device.online_since = at
-            self._event(
-                device,
-                at,
-                "online" if online else "offline",
-                "Device online" if online else "Device offline",
-                {},
-            )
+            self._event(device, at, *device_presence_event(online=online))
         elif online:
             # Keep the database's flag right even if another bridge flipped it.
             write.online = True

@@ -1,0 +1,160 @@
+"""The bridge's control thread: the directory, the broker connections and silence.
+
+Every `refresh_interval` the topic directory is rebuilt from the access layer and the
+broker connections are reconciled with the brokers in the database (so broker and
+device changes need no restart); every `silence_interval` devices not heard from for
+their silence window are marked offline; every `stats_interval` the stats are logged.
+"""
+
+import logging
+import time
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import close_old_connections, connection, reset_queries
+
+from devices.bridge.connection import BrokerConnection, broker_fingerprint
+from devices.bridge.directory import Directory
+from devices.fields import SecretDecryptionError
+from devices.mqtt import device_went_silent
+from devices.selectors import brokers_for_bridge, devices_for_bridge
+from devices.services.brokers import broker_ensure_platform, validate_broker_address
+from devices.services.ingest import devices_mark_silent
+
+logger = logging.getLogger(__name__)
+
+
+class RoutedConnection(BrokerConnection):
+    """A broker connection subscribed to what the rooms handle: `suffixes` under each
+    device root, instead of the devices topics alone."""
+
+    suffixes: tuple[str, ...] = ()
+
+    def filters(self, prefixes) -> list[str]:
+        out = []
+        for prefix in sorted(prefixes):
+            for suffix in self.suffixes:
+                topic_filter = f"{prefix}/+/{suffix}"
+                if self.shared:
+                    topic_filter = f"$share/{self.share_group}/{topic_filter}"
+                out.append(topic_filter)
+        return out
+
+
+class ControlThread:
+    """The control loop of devices.bridge.runner.Bridge."""
+
+    def _control(self) -> None:
+        next_refresh = next_silence = 0.0
+        next_stats = time.monotonic() + self.stats_interval
+        try:
+            platform = broker_ensure_platform()
+            self.platform_broker_id = platform.pk
+        except Exception:  # noqa: BLE001
+            logger.exception("cannot ensure the platform broker")
+        while not self._stop.is_set():
+            now = time.monotonic()
+            try:
+                close_old_connections()
+                if now >= next_refresh:
+                    self.refresh()
+                    next_refresh = now + self.refresh_interval
+                if now >= next_silence:
+                    self.sweep_silence()
+                    next_silence = now + self.silence_interval
+            except Exception:  # noqa: BLE001 - keep the bridge alive, retry next tick
+                self.db_errors += 1
+                logger.exception("bridge control loop failed; retrying")
+                connection.close()
+            if now >= next_stats:
+                next_stats = now + self.stats_interval
+                logger.info("bridge stats %s", self.stats())
+            reset_queries()
+            self._stop.wait(min(self.sweep_interval, self.refresh_interval))
+        connection.close()
+
+    def refresh(self) -> None:
+        """Rebuild the topic directory and reconcile broker connections."""
+        brokers = list(brokers_for_bridge())
+        broker_ids = [b.pk for b in brokers]
+        directory = Directory.build(
+            devices_for_bridge(broker_ids=broker_ids),
+            previous=self.dispatcher.directory,
+            silence_factor=self.silence_factor,
+        )
+        self.dispatcher.directory = directory
+        for broker in brokers:
+            conn = self.connections.get(broker.pk)
+            if conn is not None and conn.fingerprint != broker_fingerprint(broker):
+                logger.info("broker %s changed; reconnecting", broker.name)
+                conn.stop()
+                del self.connections[broker.pk]
+                conn = None
+            if conn is not None and not conn.alive():
+                # Its network thread ended: it would look connected forever.
+                logger.error("connection to broker %s died; rebuilding", broker.name)
+                conn.stop()
+                del self.connections[broker.pk]
+                conn = None
+            if conn is None:
+                conn = self._connect(broker)
+                if conn is None:
+                    continue
+                conn.set_prefixes(set(directory.prefixes(broker.pk)))
+                self.connections[broker.pk] = conn
+                conn.start()
+            else:
+                conn.set_prefixes(set(directory.prefixes(broker.pk)))
+        for pk in set(self.connections) - set(broker_ids):
+            self.connections.pop(pk).stop()
+        self._refreshed.set()
+
+    def _connect(self, broker) -> BrokerConnection | None:
+        if not broker.is_platform:
+            # A tenant's broker is checked again here, not only when it was saved:
+            # the name may resolve elsewhere by now.
+            try:
+                validate_broker_address(broker.host)
+            except ValidationError as exc:
+                logger.warning(
+                    "broker %s not connected: %s", broker.name, exc.messages[0]
+                )
+                return None
+        try:
+            conn = RoutedConnection(
+                broker=broker,
+                enqueue=self._enqueue,
+                client_id=f"poolsaas-bridge-{self.name}-{broker.pk}"[:64],
+                # Several bridges share the platform broker's traffic; a broker
+                # without $share (the embedded one) gets one bridge.
+                shared=broker.is_platform and settings.MQTT_SHARED_SUBSCRIPTIONS,
+                share_group=self.share_group,
+                keepalive=self.keepalive,
+                min_backoff=self.min_backoff,
+                max_backoff=self.max_backoff,
+            )
+        except SecretDecryptionError:
+            logger.error(
+                "cannot decrypt the credentials of broker %s; skipped", broker.name
+            )
+            return None
+        except Exception:  # noqa: BLE001 - e.g. a bad CA certificate
+            logger.exception("cannot set up broker %s; skipped", broker.name)
+            return None
+        conn.suffixes = tuple(self.dispatcher.suffixes())
+        return conn
+
+    def sweep_silence(self) -> None:
+        """Mark offline the devices of this bridge's brokers that said nothing for
+        their silence window (devices_mark_silent), and show it live."""
+        directory = self.dispatcher.directory
+        mine = set(self.connections)
+        candidates = {
+            pk: info.silence_s
+            for pk, info in directory.by_pk.items()
+            if info.broker_id in mine
+        }
+        for pk in devices_mark_silent(candidates=candidates):
+            info = directory.by_pk.get(pk)
+            if info is not None:
+                device_went_silent(info, self.outbox)

@@ -1,0 +1,122 @@
+"""The bridge's directory: which device each topic speaks for, rebuilt every
+`refresh_interval` from the access layer's `devices_for_bridge` rows and never
+queried per message. Every room gets its messages with the device resolved here, so
+no room can be spoken to for a device of another broker or tenant.
+"""
+
+import datetime as dt
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+LEGACY = "v3.1"
+DEFAULT_INTERVAL_S = 60
+
+
+def iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
+
+
+@dataclass(slots=True)
+class DeviceInfo:
+    """What the bridge knows about one device; `state` is its last known state."""
+
+    pk: int
+    broker_id: int
+    device_id: str
+    tenant_id: int
+    tenant_hex: str
+    pool_id: int | None
+    pool_hex: str | None
+    protocol: str
+    silence_s: float
+    online: bool = False
+    last_seen: float = 0.0
+    # Last message that was not a retained replay: the device spoke on the connection.
+    last_live: float = 0.0
+    # When the bridge last saw it come online (the config sweep republishes then).
+    online_since: float = 0.0
+    state: dict = field(default_factory=dict)
+
+
+def silence_seconds(
+    *, protocol_name: str, settings: dict | None, factor: float
+) -> float:
+    """No message for this long means offline: `factor` telemetry intervals."""
+    interval = DEFAULT_INTERVAL_S
+    if protocol_name != LEGACY and isinstance(settings, dict):
+        value = settings.get("telemetry_interval")
+        if type(value) is int and 10 <= value <= 3600:
+            interval = value
+    return interval * factor
+
+
+class Directory:
+    """topic -> device for every broker the bridge serves; rebuilt, never queried."""
+
+    def __init__(self) -> None:
+        # broker id -> [(prefix + "/", {device id: DeviceInfo})], longest prefix first
+        self.routes: dict[int, list[tuple[str, dict[str, DeviceInfo]]]] = {}
+        self.by_pk: dict[int, DeviceInfo] = {}
+
+    def prefixes(self, broker_id: int) -> list[str]:
+        return [head[:-1] for head, _ in self.routes.get(broker_id, [])]
+
+    def lookup(self, broker_id: int, topic: str) -> tuple[DeviceInfo | None, str]:
+        """(device, suffix); device None when the topic names no device of ours."""
+        for head, devices in self.routes.get(broker_id, ()):
+            if topic.startswith(head):
+                rest = topic[len(head) :]
+                i = rest.find("/")
+                if i <= 0:
+                    return None, ""
+                return devices.get(rest[:i]), rest[i + 1 :]
+        return None, ""
+
+    @classmethod
+    def build(
+        cls, rows, *, previous: "Directory | None" = None, silence_factor: float = 3.0
+    ) -> "Directory":
+        """From devices_for_bridge() rows. Known devices keep the bridge's own state,
+        which is fresher than the database between two writes."""
+        new = cls()
+        now = time.time()
+        grouped: dict[int, dict[str, dict[str, DeviceInfo]]] = defaultdict(dict)
+        old = previous.by_pk if previous is not None else {}
+        for row in rows:
+            pool_code = row["pool__code"]
+            info = DeviceInfo(
+                pk=row["pk"],
+                broker_id=row["broker_id"],
+                device_id=row["device_id"],
+                tenant_id=row["tenant_id"],
+                tenant_hex=row["tenant__code"].hex,
+                pool_id=row["pool_id"],
+                pool_hex=pool_code.hex if pool_code else None,
+                protocol=row["protocol"],
+                silence_s=silence_seconds(
+                    protocol_name=row["protocol"],
+                    settings=row["pool__settings"],
+                    factor=silence_factor,
+                ),
+                online=row["online"],
+                state=dict(row["state"] or {}),
+            )
+            known = old.get(info.pk)
+            if known is not None:
+                info.state, info.last_seen = known.state, known.last_seen
+                info.last_live, info.online_since = known.last_live, known.online_since
+                # What this bridge saw recently beats the database; otherwise take
+                # the database's flag (another bridge or the silence sweep set it).
+                if now - known.last_seen < info.silence_s:
+                    info.online = known.online
+            grouped[row["broker_id"]].setdefault(row["topic_prefix"], {})[
+                row["device_id"]
+            ] = info
+            new.by_pk[info.pk] = info
+        for broker_id, prefixes in grouped.items():
+            new.routes[broker_id] = sorted(
+                ((prefix + "/", devices) for prefix, devices in prefixes.items()),
+                key=lambda item: -len(item[0]),
+            )
+        return new

@@ -1,0 +1,231 @@
+"""The bridge's plug-in interface: rooms, and the dispatcher that routes to them.
+
+The bridge owns connections, threads, batching and the directory; what a topic means
+belongs to the app that owns it. Each app that speaks MQTT has a room (its `mqtt.py`,
+a subclass of `Room`) listed in the setting BRIDGE_ROOMS (dotted paths of callables
+returning a room). A room names the topics it handles as `suffixes`: MQTT topic
+filters under a device's root (`<prefix>/<device id>/`), such as "telemetry" or
+"ota/#". The bridge subscribes to them on every broker and routes each message, with
+its device resolved by the directory, to the one room whose filter matches.
+
+Hooks, each called from one bridge thread (rooms need no locks of their own unless
+they share state between threads; `doorbell` may be called from any thread):
+  handle(message, ctx)      worker: pure, parse and collect; True when accepted
+  updates(out)              worker, after each burst of messages: live broadcasts
+  pending()                 worker: rows collected so far (backpressure on the inbox)
+  drain()                   worker, every flush_interval: the batch for `flush`
+  flush(batch, out)         writer: write the batch; raise to have it kept and retried
+  merge(held, newer, out)   writer: fold a newer batch into one held for a retry
+  publish(out)              publisher, every sweep_interval and when the doorbell rings
+  doorbell(message)         the bridges' doorbell rang (poolsaas.live.groups.DOORBELL)
+  stats()                   counters merged into the bridge's stats
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from devices.bridge.directory import DeviceInfo, Directory
+
+if TYPE_CHECKING:
+    from devices.bridge.live import LiveChannel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Message:
+    """One MQTT message for a device of ours (the directory vouched for it). Not
+    frozen, for speed (one per message): rooms must not change it."""
+
+    broker_id: int
+    topic: str
+    device: DeviceInfo
+    suffix: str  # the topic after `<prefix>/<device id>/`
+    payload: bytes
+    received_at: float
+    # A replay of retained state (old news), not something the device said now.
+    retain: bool
+
+
+@dataclass(slots=True)
+class Context:
+    """What `handle` may use: the bridge's message counters (shown in its stats)."""
+
+    counters: Counter
+
+
+class Outbox:
+    """What the bridge offers rooms outside `handle`: its brokers, publishing, the
+    directory, the live channel and its counters."""
+
+    def __init__(self, bridge) -> None:
+        self._bridge = bridge
+
+    @property
+    def directory(self) -> Directory:
+        return self._bridge.dispatcher.directory
+
+    @property
+    def live(self) -> LiveChannel | None:
+        return self._bridge.live
+
+    @property
+    def counters(self) -> Counter:
+        return self._bridge.dispatcher.counters
+
+    @property
+    def reconnect_hold(self) -> float:
+        return self._bridge.reconnect_hold
+
+    @property
+    def refresh_interval(self) -> float:
+        return self._bridge.refresh_interval
+
+    def brokers(self) -> dict[int, float | None]:
+        """broker id -> when this bridge's connection to it came up (None: down),
+        for every broker this bridge serves."""
+        return {
+            pk: conn.connected_at if conn.connected.is_set() else None
+            for pk, conn in list(self._bridge.connections.items())
+        }
+
+    def publish(
+        self, broker_id: int, topic: str, payload: bytes, *, qos=1, retain=False
+    ) -> bool:
+        """False when not on the wire (no connection, or it is down)."""
+        conn = self._bridge.connections.get(broker_id)
+        return conn is not None and conn.publish(topic, payload, qos=qos, retain=retain)
+
+    def db_error(self) -> None:
+        """Count a database failure of a room (the bridge's `db_errors`)."""
+        self._bridge.db_errors += 1
+
+
+class Room:
+    """Base of every room: the hooks, each doing nothing by default."""
+
+    name: str = "room"
+    suffixes: tuple[str, ...] = ()
+
+    def handle(self, message: Message, ctx: Context) -> bool:
+        raise NotImplementedError
+
+    def updates(self, out: Outbox) -> None:
+        return None
+
+    def pending(self) -> int:
+        return 0
+
+    def drain(self) -> Any:
+        return None
+
+    def flush(self, batch: Any, out: Outbox) -> None:
+        return None
+
+    def merge(self, held: Any, newer: Any, out: Outbox) -> Any:
+        return newer
+
+    def publish(self, out: Outbox) -> None:
+        return None
+
+    def doorbell(self, message: dict) -> None:
+        return None
+
+    def stats(self) -> dict[str, int]:
+        return {}
+
+
+def _matches(parts: list[str], suffix: str) -> bool:
+    levels = suffix.split("/")
+    for i, part in enumerate(parts):
+        if part == "#":
+            return True
+        if i >= len(levels) or (part != "+" and part != levels[i]):
+            return False
+    return len(levels) == len(parts)
+
+
+class Dispatcher:
+    """Routes a message to its device (the directory) and its room (the suffix).
+
+    `handle(broker_id, topic, payload, received_at, retain)` never raises: a topic of
+    no device of ours counts as "unauthorised", one no room handles as "malformed",
+    and a room's failure as "errors"."""
+
+    def __init__(self, *, rooms: Iterable[Room], directory: Directory | None = None):
+        self.directory = directory or Directory()
+        self.rooms = list(rooms)
+        self.counters: Counter = Counter()
+        self.ctx = Context(counters=self.counters)
+        self._exact: dict[str, Room] = {}
+        self._patterns: list[tuple[list[str], Room]] = []
+        for room in self.rooms:
+            for topic_filter in room.suffixes:
+                if "+" in topic_filter or "#" in topic_filter:
+                    self._patterns.append((topic_filter.split("/"), room))
+                elif topic_filter in self._exact:
+                    raise ValueError(f"two rooms handle {topic_filter!r}")
+                else:
+                    self._exact[topic_filter] = room
+
+    def suffixes(self) -> list[str]:
+        """Every topic filter under a device root that some room handles."""
+        out: list[str] = []
+        for room in self.rooms:
+            out += [s for s in room.suffixes if s not in out]
+        return out
+
+    def room_for(self, suffix: str) -> Room | None:
+        room = self._exact.get(suffix)
+        if room is not None:
+            return room
+        for parts, room in self._patterns:
+            if _matches(parts, suffix):
+                return room
+        return None
+
+    def handle(
+        self,
+        broker_id: int,
+        topic: str,
+        payload: bytes,
+        received_at: float,
+        retain: bool = False,
+    ) -> bool:
+        """Route one message; False (and a counter) when it is dropped."""
+        counters = self.counters
+        counters["received"] += 1
+        try:
+            device, suffix = self.directory.lookup(broker_id, topic)
+            if device is None:
+                counters["unauthorised"] += 1
+                return False
+            room = self.room_for(suffix)
+            if room is None:
+                counters["malformed"] += 1
+                counters[f"malformed:{suffix[:20]}"] += 1
+                return False
+            message = Message(
+                broker_id, topic, device, suffix, payload, received_at, retain
+            )
+            if not room.handle(message, self.ctx):
+                return False
+        except Exception:  # noqa: BLE001 - one bad message must never stop the bridge
+            counters["errors"] += 1
+            logger.exception("bridge failed on a message on %r", topic[:200])
+            return False
+        counters["accepted"] += 1
+        return True
+
+
+def rooms_from_settings() -> list[Room]:
+    """The rooms of settings.BRIDGE_ROOMS, each built afresh (one set per bridge)."""
+    return [import_string(path)() for path in settings.BRIDGE_ROOMS]

@@ -1,0 +1,196 @@
+"""The devices app's MQTT room: what device topics mean, and what the app publishes.
+
+`DevicesRoom` (listed in settings.BRIDGE_ROOMS) handles every device -> cloud topic
+of both protocols (firmware.protocol.DEVICE_TO_CLOUD): the pure half is
+devices.mqtt.topics (state, samples, events, acknowledgements, config answers); its
+batches go to devices.services.ingest.ingest_write and the command services. What
+the app publishes (config/set sweeps, pending commands, clearing a removed device's
+retained topics) is devices.mqtt.outgoing. See devices.bridge.rooms for the hooks.
+"""
+
+import logging
+import time
+
+from devices.bridge.directory import iso
+from devices.bridge.rooms import Context, Message, Outbox, Room
+from devices.models import Command
+from devices.mqtt.outgoing import Outgoing
+from devices.mqtt.topics import DeviceInfo, DeviceTopics, Effects
+from devices.services.commands import command_ack, command_complete
+from devices.services.events import device_presence_event, event_payload
+from devices.services.ingest import ingest_write
+from firmware import protocol
+from poolsaas.live import messages
+from poolsaas.live.groups import pool_group, tenant_group
+
+logger = logging.getLogger(__name__)
+
+# Effects kept for a retry while the database is away; beyond this the oldest drop
+# (counted as retry_dropped and logged), so that an outage cannot exhaust memory.
+MAX_RETRY_SAMPLES = 200_000
+MAX_RETRY_EVENTS = 50_000
+MAX_RETRY_ACKS = 20_000
+
+
+def pool_snapshot_messages(device: DeviceInfo) -> list[tuple[str, dict]]:
+    """The live state of a device's pool, for its page and its tenant's overview."""
+    state = dict(device.state)
+    last_seen = iso(device.last_seen) if device.last_seen else None
+    return [
+        (
+            pool_group(device.pool_hex),
+            messages.pool_state(
+                pool=device.pool_hex,
+                state=state,
+                online=device.online,
+                last_seen=last_seen,
+            ),
+        ),
+        (
+            tenant_group(device.tenant_hex),
+            messages.tenant_pool(
+                pool=device.pool_hex, online=device.online, state=state
+            ),
+        ),
+    ]
+
+
+def pool_event_message(
+    device: DeviceInfo, *, ts: float, kind: str, message: str
+) -> tuple[str, dict]:
+    """An event the bridge recorded, as the pool page shows it."""
+    event = event_payload(code=None, kind=kind, message=message, ts=iso(ts), actor=None)
+    return pool_group(device.pool_hex), messages.pool_event(
+        pool=device.pool_hex, event=event
+    )
+
+
+def device_went_silent(device: DeviceInfo, out: Outbox) -> None:
+    """Live side of the silence rule (devices_mark_silent wrote the event)."""
+    device.online = False
+    if out.live is None or not device.pool_hex:
+        return
+    kind, text, _ = device_presence_event(online=False, silent_for=device.silence_s)
+    out.live.send_many(pool_snapshot_messages(device))
+    out.live.send_events(
+        [pool_event_message(device, ts=time.time(), kind=kind, message=text)]
+    )
+
+
+class DevicesRoom(Outgoing, Room):
+    name = "devices"
+    suffixes = protocol.DEVICE_TO_CLOUD
+
+    def __init__(self) -> None:
+        self.topics = DeviceTopics()
+        Outgoing.__init__(self)
+
+    # --- worker ------------------------------------------------------------------
+
+    def handle(self, message: Message, ctx: Context) -> bool:
+        return self.topics.handle(message, ctx)
+
+    def updates(self, out: Outbox) -> None:
+        effects = self.topics.effects
+        pools, effects.pools = effects.pools, {}
+        live = out.live
+        if live is None or not pools:
+            return
+        watched = live.watched
+        batch = []
+        for device in pools.values():
+            # Nobody is looking at this pool or its tenant: nothing to build or send.
+            if (
+                watched is not None
+                and pool_group(device.pool_hex) not in watched
+                and tenant_group(device.tenant_hex) not in watched
+            ):
+                live.counters["skipped"] += 1
+                continue
+            batch.extend(pool_snapshot_messages(device))
+        live.send_many(batch)
+
+    def pending(self) -> int:
+        return len(self.topics.effects.samples)
+
+    def drain(self) -> Effects:
+        effects = self.topics.drain()
+        effects.pools = {}
+        return effects
+
+    # --- writer ------------------------------------------------------------------
+
+    def merge(self, held: Effects, newer: Effects, out: Outbox) -> Effects:
+        for pk, write in newer.writes.items():
+            kept = held.writes.get(pk)
+            if kept is None:
+                held.writes[pk] = write
+                continue
+            kept.delta.update(write.delta)
+            for name in ("online", "last_seen", "firmware_version"):
+                if getattr(write, name) is not None:
+                    setattr(kept, name, getattr(write, name))
+            if write.config_version_applied is not None:
+                kept.config_version_applied = write.config_version_applied
+
+        def bounded(items: list, limit: int) -> list:
+            excess = len(items) - limit
+            if excess <= 0:
+                return items
+            out.counters["retry_dropped"] += excess
+            logger.error("database away too long: dropped the %d oldest rows", excess)
+            return items[excess:]
+
+        held.samples = bounded(held.samples + newer.samples, MAX_RETRY_SAMPLES)
+        held.events = bounded(held.events + newer.events, MAX_RETRY_EVENTS)
+        held.acks = bounded(held.acks + newer.acks, MAX_RETRY_ACKS)
+        held.completions = bounded(held.completions + newer.completions, MAX_RETRY_ACKS)
+        return held
+
+    def flush(self, batch: Effects, out: Outbox) -> None:
+        """Write one batch (raises, with nothing written, when the database is away),
+        then show its events and settle its commands."""
+        dropped = ingest_write(
+            writes=batch.writes,
+            samples=batch.samples,
+            events=batch.events,
+            now=time.time(),
+        )
+        if dropped:
+            # Refused rows (a device removed since the last refresh) are gone for
+            # good; the rest of the batch is written.
+            out.counters["rows_dropped"] += sum(dropped.values())
+            batch.events = [e for e in batch.events if e[0].pk not in dropped]
+        if out.live is not None:
+            events = [
+                pool_event_message(device, ts=ts, kind=kind, message=message)
+                for device, ts, kind, message, _ in batch.events
+                if device.pool_hex
+            ]
+            if events:
+                out.live.send_events(events)
+        self._settle_commands(batch)
+
+    def _settle_commands(self, effects: Effects) -> None:
+        for device_pk, ack in effects.acks:
+            try:
+                command_ack(
+                    device_pk=device_pk,
+                    command_id=ack["id"],
+                    ok=ack["ok"],
+                    error=ack.get("error"),
+                    reason=ack.get("reason"),
+                )
+            except Exception:  # noqa: BLE001
+                logger.exception("cannot settle ack %s", ack.get("id"))
+        for command_pk, _device_pk in effects.completions:
+            try:
+                command = Command.objects.select_related("actor").get(pk=command_pk)
+                command_complete(command=command)
+            except Command.DoesNotExist:
+                pass
+            except Exception:  # noqa: BLE001
+                logger.exception("cannot complete command %s", command_pk)
+
+    def stats(self) -> dict[str, int]:
+        return {"published": self.published, "config_published": self.config_published}

@@ -1,0 +1,209 @@
+"""What the devices app publishes through the bridge (the publisher thread): the
+retained config/set of outdated ps1 devices, pending commands, and the clearing of a
+removed device's retained topics. The database is the record of each; the doorbell
+(poolsaas.live.messages: command.new, config.publish, device.retained_clear) only
+makes it prompt."""
+
+import collections
+import logging
+import time
+
+from devices.bridge.directory import LEGACY
+from devices.bridge.rooms import Outbox
+from devices.models import Command, Device, Pool
+from devices.selectors import (
+    commands_awaiting_state,
+    commands_to_publish,
+    devices_config_outdated,
+)
+from devices.services.commands import (
+    command_complete,
+    command_fail,
+    command_v31_done,
+    commands_claim,
+    commands_expire,
+    commands_match_device_state,
+)
+from devices.services.programs import device_config_message
+from firmware import protocol
+from poolsaas.live import messages
+
+logger = logging.getLogger(__name__)
+
+
+class Outgoing:
+    """The publishing half of devices.mqtt.DevicesRoom."""
+
+    def __init__(self) -> None:
+        self.published = 0
+        self.config_published = 0
+        self._publish_requests: collections.deque = collections.deque(maxlen=10000)
+        # Pools whose configuration the doorbell announced (hex), and per device pk
+        # the (version, connection, online since) its config/set was last published
+        # for: each is published once, again only after a reconnect of either side.
+        self._config_pools: collections.deque = collections.deque(maxlen=10000)
+        self._config_sent: dict[int, tuple[int, float, float]] = {}
+        self._next_config_sweep = 0.0
+
+    def doorbell(self, message: dict) -> None:
+        kind = message.get("type")
+        if kind == messages.CONFIG_PUBLISH and isinstance(message.get("pool"), str):
+            self._config_pools.append(message["pool"])
+        elif kind == messages.RETAINED_CLEAR:
+            # onboarding.retained_clear_request: a removed device's topics.
+            self._publish_requests.append(message)
+
+    def publish(self, out: Outbox) -> None:
+        """Every sweep: retained clears, configuration, expiry, pending commands,
+        v3.1 commands completed by the state the device already reports."""
+        while self._publish_requests:
+            self._retained_clear(self._publish_requests.popleft(), out)
+        try:
+            self.sweep_config(out)
+        except Exception:  # noqa: BLE001 - commands must not wait for configuration
+            out.db_error()
+            logger.exception("bridge config sweep failed; retrying")
+        commands_expire()
+        brokers = out.brokers()
+        connected = [pk for pk, at in brokers.items() if at is not None]
+        if connected:
+            ready = [
+                command
+                for command in commands_to_publish(broker_ids=connected)
+                if self._device_reachable(command.device, out, brokers)
+            ]
+            for command in commands_claim(commands=ready):
+                self._publish_command(command, out)
+        awaiting = commands_awaiting_state(broker_ids=list(brokers))
+        table: dict[int, list] = {}
+        for row in awaiting:
+            table.setdefault(row["device_id"], []).append(
+                (row["pk"], row["expected"], row["sent_at"].timestamp())
+            )
+        self.topics.awaiting = table
+        commands_match_device_state(awaiting=awaiting)
+
+    def sweep_config(self, out: Outbox) -> None:
+        """Publish the retained config/set of ps1 devices whose pool's configuration
+        is newer than what they applied (the database is the record; the
+        "config.publish" doorbell only makes it prompt, for the pools it names).
+
+        Every `refresh_interval` all outdated devices are looked at: that covers a
+        bridge (re)start, a broker reconnect, a doorbell that rang while no bridge
+        listened, and a device that comes online (which also gets the retained
+        message from the broker). A device that rejected a version is not sent it
+        again until one of those changes, nor a newer version is saved."""
+        now = time.monotonic()
+        requested = set()
+        while self._config_pools:
+            requested.add(self._config_pools.popleft())
+        full = now >= self._next_config_sweep
+        if not full and not requested:
+            return
+        brokers = out.brokers()
+        connected = [pk for pk, at in brokers.items() if at is not None]
+        if not connected:
+            return
+        if full:
+            self._next_config_sweep = now + out.refresh_interval
+        after = 0
+        while True:
+            devices = list(
+                devices_config_outdated(
+                    broker_ids=connected,
+                    pool_codes=None if full else requested,
+                    after=after,
+                )
+            )
+            for device in devices:
+                self._publish_config(device, out, brokers[device.broker_id])
+            if len(devices) < 500:
+                break
+            after = devices[-1].pk
+
+    def _retained_clear(self, message: dict, out: Outbox) -> None:
+        """Empty retained publishes on every topic of a removed device
+        (onboarding.retained_clear_request); the device row is already gone."""
+        root, broker_id = message.get("root"), message.get("broker")
+        prefix, _, device_id = root.rpartition("/") if isinstance(root, str) else "//"
+        if not (protocol.is_valid_prefix(prefix) and protocol.is_valid_id(device_id)):
+            logger.warning("ignored a retained-clear request for %r", root)
+            return
+        suffixes = protocol.DEVICE_TO_CLOUD + protocol.DEVICE_SUBSCRIPTIONS
+        if out.brokers().get(broker_id) is None or not all(
+            out.publish(broker_id, f"{root}/{suffix}", b"", qos=1, retain=True)
+            for suffix in suffixes
+        ):
+            logger.warning("retained messages of %s not cleared: broker down", root)
+            return
+        self.published += 1
+
+    def _publish_config(self, device: Device, out: Outbox, connected_at) -> None:
+        info = out.directory.by_pk.get(device.pk)
+        since = info.online_since if info is not None else 0.0
+        sent = self._config_sent.get(device.pk)
+        if sent == (device.pool.config_version, connected_at, since):
+            return
+        try:
+            version, topic, payload = device_config_message(device=device)
+        except (protocol.ProtocolError, Pool.DoesNotExist) as exc:
+            logger.error("config of pool %s cannot be sent: %s", device.pool_id, exc)
+            self._config_sent[device.pk] = (
+                device.pool.config_version,
+                connected_at,
+                since,
+            )
+            return
+        if not out.publish(device.broker_id, topic, payload, qos=1, retain=True):
+            return  # not on the wire: the next sweep tries again
+        self._config_sent[device.pk] = (version, connected_at, since)
+        self.config_published += 1
+
+    def _device_reachable(self, device: Device, out: Outbox, brokers: dict) -> bool:
+        """Right after the bridge (re)connects to a broker, hold a device's commands
+        until it has spoken on this connection (both protocols publish on connect),
+        so a command is not published before the device has resubscribed. After
+        `reconnect_hold` seconds publish anyway; the timeout has the last word."""
+        connected_at = brokers.get(device.broker_id)
+        if connected_at is None:
+            return False
+        if time.time() - connected_at >= out.reconnect_hold:
+            return True
+        info = out.directory.by_pk.get(device.pk)
+        return info is not None and info.last_live >= connected_at
+
+    def _publish_command(self, command: Command, out: Outbox) -> None:
+        device: Device = command.device
+        root = device.topic_root
+        try:
+            if device.protocol == LEGACY:
+                suffix, payload = protocol.encode_v31_set(command.op, command.value)
+            else:
+                suffix = protocol.CMD
+                payload = protocol.encode_command(
+                    command.code.hex,
+                    int(command.expires_at.timestamp()),
+                    command.op,
+                    command.value,
+                )
+        except protocol.ProtocolError as exc:
+            command_fail(command=command, error=f"Cannot be sent to this device: {exc}")
+            return
+        if not out.publish(device.broker_id, f"{root}/{suffix}", payload, qos=1):
+            # Not on the wire: back to pending for the next sweep (or its timeout).
+            Command.objects.filter(pk=command.pk, status=Command.Status.SENT).update(
+                status=Command.Status.PENDING, sent_at=None
+            )
+            return
+        self.published += 1
+        expected = command.expected
+        if device.protocol == LEGACY and expected:
+            known = (device.state or {}).get(expected["kind"])
+            if known is not None and command_v31_done(
+                expected=expected,
+                kind=expected["kind"],
+                value=known,
+                reported_at=None,
+                sent_at=command.sent_at.timestamp(),
+            ):
+                command_complete(command=command, data={"already": True})

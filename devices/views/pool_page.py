@@ -1,0 +1,18 @@
+"""The live pool page: controls and event log. Its live part is static/js/pool.js
+talking to devices.consumers."""
+
+from django.shortcuts import render
+
+from devices.selectors import pool_device, pool_get_for_member, pool_snapshot
+from devices.views.member_page import member_page
+
+
+@member_page
+def pool_detail(request, code):
+    pool = pool_get_for_member(membership=request.membership, code=code)
+    snapshot = pool_snapshot(membership=request.membership, pool=pool)
+    return render(
+        request,
+        "devices/pool_detail.html",
+        {"pool": pool, "device": pool_device(pool), "snapshot": snapshot},
+    )

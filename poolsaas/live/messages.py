@@ -1,0 +1,95 @@
+"""Every message sent over the channel layer, each built by exactly one function.
+
+Services, the bridge and the consumers call these builders; nothing else writes a
+channel-layer message dict (poolsaas/tests/test_live_messages.py greps for it). The
+`type` of each message names the consumer method that receives it (Channels turns
+"pool.state" into `pool_state`), so the shapes below are a contract with
+devices.consumers and with the bridge's doorbell handler.
+
+Group messages (to browsers' sockets):
+  pool.state, pool.command, pool.event, pool.settings  -> PoolConsumer (pool.<hex>)
+  tenant.pool                                          -> TenantConsumer (tenant.<hex>)
+  access.changed                                       -> both consumers (user.<hex>)
+Doorbell rings (to the bridges, on groups.DOORBELL or groups.BRIDGES_GROUP):
+  command.new, config.publish, device.retained_clear   -> the bridge's rooms
+  watch                                                -> every bridge's live sender
+"""
+
+from typing import Any
+
+POOL_STATE = "pool.state"
+POOL_COMMAND = "pool.command"
+POOL_EVENT = "pool.event"
+POOL_SETTINGS = "pool.settings"
+TENANT_POOL = "tenant.pool"
+ACCESS_CHANGED = "access.changed"
+COMMAND_NEW = "command.new"
+CONFIG_PUBLISH = "config.publish"
+RETAINED_CLEAR = "device.retained_clear"
+WATCH = "watch"
+
+
+def pool_state(
+    *, pool: str, state: dict, online: bool, last_seen: str | None
+) -> dict[str, Any]:
+    """A pool's device state (bridge -> PoolConsumer.pool_state)."""
+    return {
+        "type": POOL_STATE,
+        "pool": pool,
+        "state": state,
+        "online": online,
+        "last_seen": last_seen,
+    }
+
+
+def tenant_pool(*, pool: str, online: bool, state: dict) -> dict[str, Any]:
+    """One row of the tenant's overview (bridge -> TenantConsumer.tenant_pool)."""
+    return {"type": TENANT_POOL, "pool": pool, "online": online, "state": state}
+
+
+def pool_event(*, pool: str, event: dict) -> dict[str, Any]:
+    """A new or changed line of the pool's log (services and bridge ->
+    PoolConsumer.pool_event). `event` comes from devices.services.events.event_payload,
+    the one shape of an event everywhere."""
+    return {"type": POOL_EVENT, "pool": pool, "event": event}
+
+
+def pool_command(*, pool: str, command: dict) -> dict[str, Any]:
+    """A command's status (devices.services.commands -> PoolConsumer.pool_command);
+    `command` is devices.services.commands.command_payload."""
+    return {"type": POOL_COMMAND, "pool": pool, "command": command}
+
+
+def pool_settings(*, pool: str) -> dict[str, Any]:
+    """The pool's configuration changed: pages reload it (devices.services.programs ->
+    PoolConsumer.pool_settings)."""
+    return {"type": POOL_SETTINGS, "pool": pool}
+
+
+def access_changed() -> dict[str, Any]:
+    """The user's access changed: sockets re-check it (tenants services -> both
+    consumers' access_changed)."""
+    return {"type": ACCESS_CHANGED}
+
+
+def command_new(*, command: str) -> dict[str, Any]:
+    """Doorbell: a command is pending (devices.services.commands -> bridge)."""
+    return {"type": COMMAND_NEW, "command": command}
+
+
+def config_publish(*, pool: str) -> dict[str, Any]:
+    """Doorbell: publish this pool's configuration now (devices.services.programs ->
+    the devices room's config sweep)."""
+    return {"type": CONFIG_PUBLISH, "pool": pool}
+
+
+def retained_clear(*, broker: int, root: str) -> dict[str, Any]:
+    """Doorbell: clear a removed device's retained topics (devices.services.onboarding
+    -> the devices room)."""
+    return {"type": RETAINED_CLEAR, "broker": broker, "root": root}
+
+
+def watch(*, group: str) -> dict[str, Any]:
+    """A page started watching `group` (groups.watch_announce -> every bridge's live
+    sender, on groups.BRIDGES_GROUP)."""
+    return {"type": WATCH, "group": group}
