@@ -28,10 +28,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DatabaseError
 from django.http import Http404
 
-from devices import broadcast
 from devices.consumers.base import Bucket
 from firmware import protocol
 from gateway import access, codec, session, topics
+from poolsaas.live import groups as broadcast
 from poolsaas.middleware import _client_ip
 from poolsaas.request_context import RequestContext
 from tenants.auth import (

@@ -9,10 +9,10 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from devices import broadcast
 from devices.models import Command
 from gateway import consumer as gateway_consumer
 from poolsaas.asgi import application
+from poolsaas.live import groups as broadcast
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
