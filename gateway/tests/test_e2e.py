@@ -28,14 +28,18 @@ pytestmark = [
 WAIT = 15.0
 
 
-def api_login(base: str, membership) -> dict:
+def set_live_password(user) -> None:
+    """The test settings hash with MD5; the live server knows only the production
+    hashers, so store this one password in a form it can check."""
     from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
-    # The test settings hash with MD5; the live server knows only the production
-    # hashers, so store this one password in a form it can check.
-    user = membership.user
     user.password = PBKDF2PasswordHasher().encode(PASSWORD, "gatewaytest", 1000)
     user.save(update_fields=["password"])
+
+
+def api_login(base: str, membership) -> dict:
+    user = membership.user
+    set_live_password(user)
     request = urllib.request.Request(  # noqa: S310 (the test's own http URL)
         f"{base}/api/login",
         data=json.dumps({"email": user.email, "password": PASSWORD}).encode(),
