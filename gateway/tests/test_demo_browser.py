@@ -35,7 +35,7 @@ def test_the_demo_page_shows_the_state_and_switches_the_pump(
 
     from conftest import PASSWORD
 
-    pool, device, sim = v31_pool
+    pool, device, sim, _ = v31_pool
     set_live_password(olivia.user)
     page = browser.new_page()
     page.set_default_timeout(ACTION_TIMEOUT_MS)
