@@ -163,6 +163,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self._closed = True
         logger.info("gateway socket closed: %s", reason)
         await self._leave_all()
+        if self.caller is not None:
+            _open_per_user[self.caller.user.code.hex].discard(self.channel_name)
         await self.close()
 
     def _schedule(self):
