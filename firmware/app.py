@@ -7,7 +7,7 @@ import time
 
 # One module at a time with a collection in between: loading code leaves temporary
 # allocations behind, and a small heap must not be fragmented before the start.
-import protocol  # noqa: F401 - the largest, first
+import protocol_device  # noqa: F401 - the largest, first
 
 gc.collect()
 import controller  # noqa: E402

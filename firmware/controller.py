@@ -10,9 +10,10 @@ section 3.3.
 import os
 
 try:
-    from firmware import protocol, tzrules
+    from firmware import protocol_device as protocol
+    from firmware import tzrules
 except ImportError:  # MicroPython: flat filesystem
-    import protocol
+    import protocol_device as protocol
     import tzrules
 
 FW_VERSION = "ps1-0.1.0"

@@ -13,10 +13,10 @@ Pure: no network. The password never leaves this object except to the MQTT clien
 
 try:
     from firmware.controller import FileStore
-    from firmware.protocol import is_valid_id
+    from firmware.protocol_device import is_valid_id
 except ImportError:  # MicroPython: flat filesystem
     from controller import FileStore
-    from protocol import is_valid_id
+    from protocol_device import is_valid_id
 
 
 def _pair(d):

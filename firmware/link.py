@@ -11,9 +11,9 @@ import asyncio
 import time
 
 try:
-    from firmware import protocol as P  # CPython (tests of the pure helpers)
+    from firmware import protocol_device as P  # CPython (tests of the pure helpers)
 except ImportError:
-    import protocol as P
+    import protocol_device as P
 
 try:
     # At import, with the heap still in one piece: loaded later, inside the connect

@@ -9,9 +9,9 @@ under MicroPython); only run() touches the network.
 import json
 
 try:
-    from firmware import protocol as P  # CPython (tests)
+    from firmware import protocol_device as P  # CPython (tests)
 except ImportError:
-    import protocol as P
+    import protocol_device as P
 
 AP_IP = "192.168.4.1"
 MAX_BODY = 12000

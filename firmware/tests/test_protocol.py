@@ -6,10 +6,11 @@ Runs on CPython (pytest) and on MicroPython (firmware/tools/check.sh).
 import json
 
 try:
-    from firmware import protocol
+    from firmware import protocol, protocol_device
     from firmware.tests.helpers import raises
 except ImportError:  # MicroPython: flat filesystem
     import protocol
+    import protocol_device
     from helpers import raises
 
 P = protocol
@@ -66,6 +67,21 @@ def tel(**changes):
     t = copy(TELEMETRY)
     t.update(changes)
     return json.dumps(t).encode()
+
+
+def test_protocol_is_the_device_half_and_the_cloud_side():
+    # Everything the board uses (protocol_device) is the same object in protocol, the
+    # one module the server imports; the cloud side is not in the board's module.
+    n = 0
+    for name in dir(protocol_device):
+        value = getattr(protocol_device, name)
+        if name.startswith("__") or type(value) is type(json):
+            continue
+        assert getattr(protocol, name) is value, name
+        n += 1
+    assert n > 50
+    for name in ("parse_device_message", "encode_command", "encode_config", "topic"):
+        assert hasattr(protocol, name) and not hasattr(protocol_device, name), name
 
 
 def test_error_is_a_value_error():

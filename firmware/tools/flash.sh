@@ -43,7 +43,8 @@ trap 'rm -rf "$build"' EXIT
 for f in "$FW"/*.py; do
     name="$(basename "$f")"
     case "$name" in
-        __init__.py) continue ;;
+        # protocol.py is the cloud side of the protocol (the board imports protocol_device.py).
+        __init__.py | protocol.py) continue ;;
         boot.py | main.py | local_config.py) cp "$f" "$build/$name" ;;
         *) "$MPY_CROSS" -march=xtensawin -o "$build/${name%.py}.mpy" "$f" ;;
     esac
