@@ -208,6 +208,11 @@ EMAIL_PORT = env_int("EMAIL_PORT", 25)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "poolsaas <no-reply@poolsaas.test>")
 INVITATION_TTL = timedelta(hours=env_int("INVITATION_TTL_HOURS", 72))
 
+# The MQTT gateway (/mqtt): open sockets per user (per web process) and topic
+# filters per socket.
+GATEWAY_MAX_SOCKETS_PER_USER = env_int("GATEWAY_MAX_SOCKETS_PER_USER", 10)
+GATEWAY_MAX_SUBSCRIPTIONS = env_int("GATEWAY_MAX_SUBSCRIPTIONS", 100)
+
 # Redis, when set, carries the channel layer, Celery, throttling state and the cache.
 REDIS_URL = env_str("REDIS_URL", "")
 if REDIS_URL:

@@ -18,4 +18,5 @@ urlpatterns = [
     path("", include("devices.urls")),
     path("", include("telemetry.urls")),
     path("audit/", include("audit.urls")),
+    path("", include("gateway.urls")),
 ]

@@ -23,7 +23,9 @@ sessions, and `otp` says the login passed a second factor. The `role` claim is a
 for clients only: the membership is read again on every call.
 """
 
+import copy
 import dataclasses
+import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Literal
@@ -35,6 +37,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken, Token
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
@@ -55,6 +58,9 @@ EPOCH_CLAIM = "ep"
 OTP_CLAIM = "otp"
 # When the login happened; rotation keeps it (and the expiry it set).
 AUTH_TIME_CLAIM = "auth_time"
+# Which login a token belongs to (the refresh token and its access tokens share it;
+# rotation keeps it): the gateway's password lives as long as that login.
+LOGIN_ID_CLAIM = "lid"
 # The tenant a browser session works in (the switcher sets it).
 SESSION_KEY = "tenant_code"
 
@@ -203,6 +209,8 @@ def caller_still_valid(caller: Caller) -> Caller:
     else:
         assert caller.token is not None
         _token_login_check(user=user, token=caller.token)
+        if caller.how == "mqtt":
+            _mqtt_login_check(caller.token)
     membership = membership_for_user(user=user, tenant_code=caller.tenant.code)
     return dataclasses.replace(caller, user=user, membership=membership)
 
@@ -331,16 +339,77 @@ def caller_from_access_token(
 
 
 def caller_from_mqtt_password(password: str, *, client_id: str | None = None) -> Caller:
-    """The caller of an MQTT CONNECT (the gateway's): for now the password is an
-    access token, checked exactly as caller_from_access_token does, with every check.
+    """The caller of an MQTT CONNECT (the gateway's), with every check.
 
-    The gateway's own credential and its lifetime are designed in issue 13; this is
-    the one function that will change then.
+    The password is an access token of a login (POST /api/login's `token`). The
+    v3.1 dashboard never refreshes it and MQTT.js reconnects with the same password,
+    so here it counts for as long as its login lives, not for its own 15 minutes:
+    its signature and type must be valid, and it may have expired, as long as
+
+    - its login is still alive: one of the user's refresh tokens of the same login
+      (`lid`, kept through rotations) is neither used up nor expired, so a logout
+      (which blacklists it) ends it at once, even before the access token expires;
+    - the login is within REFRESH_TOKEN_LIFETIME of when it was made (`auth_time`);
+    - the password and the token epoch are still the token's (a password change or
+      "log out other sessions" ends it), as for every token.
+
+    A token without a login id (made before logins had one) counts only until it
+    expires. docs/gateway.md and docs/security.md describe this lifetime.
     """
-    caller = _caller_from_token(
-        _read(AccessToken, password), how="mqtt", tenant_code=None, check=True
-    )
+    token = _read(_GatewayAccessToken, password)
+    _mqtt_login_check(token)
+    caller = _caller_from_token(token, how="mqtt", tenant_code=None, check=True)
     return dataclasses.replace(caller, client_id=client_id)
+
+
+class _GatewayAccessToken(AccessToken):
+    """An access token read with a leeway of a whole login's lifetime: its expiry
+    is then judged by _mqtt_login_check."""
+
+    def get_token_backend(self):
+        backend = copy.copy(super().get_token_backend())
+        backend.leeway = jwt_settings.REFRESH_TOKEN_LIFETIME
+        return backend
+
+
+def _mqtt_login_check(token: Token) -> None:
+    """NotAuthenticated unless the login of a gateway password is alive (see
+    caller_from_mqtt_password)."""
+    now = timezone.now().timestamp()
+    exp = token.get("exp")
+    expired = not isinstance(exp, int | float) or exp <= now
+    login_id = token.get(LOGIN_ID_CLAIM)
+    if not login_id:
+        if expired:
+            raise NotAuthenticated("Invalid or expired token.", code="token_not_valid")
+        return
+    auth_time = token.get(AUTH_TIME_CLAIM)
+    lifetime = jwt_settings.REFRESH_TOKEN_LIFETIME.total_seconds()
+    if not isinstance(auth_time, int | float) or auth_time + lifetime <= now:
+        raise NotAuthenticated(
+            "This login is over: log in again.", code="token_not_valid"
+        )
+    user = token_user(token)
+    if user is None or not login_is_alive(user=user, login_id=str(login_id)):
+        raise NotAuthenticated(
+            "This login was ended (logged out): log in again.", code="session_ended"
+        )
+
+
+def login_is_alive(*, user: User, login_id: str) -> bool:
+    """Whether one of the user's refresh tokens of this login is neither used up
+    (blacklisted: refreshed or logged out) nor expired."""
+    candidates = OutstandingToken.objects.filter(
+        user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True
+    ).order_by("-created_at")[:50]
+    for outstanding in candidates:
+        try:
+            refresh = RefreshToken(outstanding.token, verify=False)
+        except TokenError:
+            continue
+        if refresh.get(LOGIN_ID_CLAIM) == login_id:
+            return True
+    return False
 
 
 def caller_from_refresh_token(refresh: RefreshToken) -> Caller:
@@ -377,8 +446,14 @@ def refresh_token_for(
     refresh["role"] = membership.role
     refresh[EPOCH_CLAIM] = user.token_epoch
     refresh[AUTH_TIME_CLAIM] = int(timezone.now().timestamp())
+    refresh[LOGIN_ID_CLAIM] = secrets.token_hex(8)
     if second_factor:
         refresh[OTP_CLAIM] = True
+    # for_user stored the token before these claims: store it as handed out, so
+    # login_is_alive can read its login id.
+    OutstandingToken.objects.filter(jti=refresh[jwt_settings.JTI_CLAIM]).update(
+        token=str(refresh)
+    )
     return refresh
 
 

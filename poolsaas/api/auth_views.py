@@ -10,6 +10,7 @@ expiry, and a password change, a reset or "log out other sessions" ends it at on
 """
 
 import secrets
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import authenticate
@@ -53,15 +54,22 @@ class LoginRequest(serializers.Serializer):
 class LoginResponse(serializers.Serializer):
     token = serializers.CharField(help_text="Access token (Bearer), short-lived.")
     refresh = serializers.CharField(help_text="Refresh token for /api/token/refresh.")
-    mqttGateway = serializers.BooleanField(  # noqa: N815 (the published contract)
-        help_text="Always true: live data flows through the gateway, never directly "
-        "from a broker."
+    mqttGateway = serializers.CharField(  # noqa: N815 (the published contract)
+        help_text="The MQTT gateway's URL (MQTT 3.1.1 over WebSocket, subprotocol "
+        "`mqtt`): connect with MQTT.js or paho-mqtt, `clientId` as the client id and "
+        "`token` as the password. Live data flows through it, never directly from a "
+        "broker."
     )
     brokerUrl = serializers.CharField(  # noqa: N815
-        help_text="The gateway's WebSocket URL for live data."
+        help_text="The same URL as `mqttGateway` (what MQTT.js dashboards read)."
+    )
+    liveUrl = serializers.CharField(  # noqa: N815
+        help_text="The JSON WebSocket of the pool pages: `<liveUrl>pools/<pool "
+        "code>/` and `<liveUrl>tenant/`."
     )
     clientId = serializers.CharField(  # noqa: N815
-        help_text="Unique per login."
+        help_text="The MQTT client id: `dashboard-<user code>-` (stable per user) and "
+        "a suffix unique to this login."
     )
     tenant = serializers.CharField(help_text="Tenant code (hex).")
     role = serializers.CharField()
@@ -85,9 +93,27 @@ class RefreshResponse(serializers.Serializer):
 _TOKEN_EXAMPLE = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0b2tlbl90eXBlIjoi..."  # noqa: S105
 
 
-def gateway_url(request) -> str:
-    scheme = "wss" if request.is_secure() else "ws"
-    return f"{scheme}://{request.get_host()}/ws/"
+def _socket_base() -> str:
+    # From SITE_URL, never the request's Host header (a forged Host would hand a
+    # client someone else's gateway); ws:// only where the site is http (development).
+    site = urlsplit(settings.SITE_URL)
+    scheme = "wss" if site.scheme == "https" else "ws"
+    return f"{scheme}://{site.netloc}"
+
+
+def gateway_url() -> str:
+    """The MQTT gateway's URL (gateway/consumer.py)."""
+    return f"{_socket_base()}/mqtt"
+
+
+def live_url() -> str:
+    """The JSON live sockets' base URL (devices/consumers/)."""
+    return f"{_socket_base()}/ws/"
+
+
+def client_id_for(user: User) -> str:
+    """A stable per-user prefix and a per-login suffix."""
+    return f"dashboard-{user.code.hex}-{secrets.token_hex(4)}"
 
 
 def _expires_in() -> int:
@@ -109,7 +135,8 @@ class LoginView(AnonApiView):
 
     Failed logins are throttled and locked out as on the login page (429 with
     Retry-After). Send the token as `Authorization: Bearer <token>`; live data comes
-    from the gateway at `brokerUrl`, never from a broker directly.
+    from the MQTT gateway at `brokerUrl` (the token as the MQTT password, valid there
+    for the whole login) or the JSON socket at `liveUrl`, never from a broker.
     """
 
     @extend_schema(
@@ -128,8 +155,9 @@ class LoginView(AnonApiView):
                 value={
                     "token": _TOKEN_EXAMPLE,
                     "refresh": _TOKEN_EXAMPLE,
-                    "mqttGateway": True,
-                    "brokerUrl": "wss://app.poolsaas.example/ws/",
+                    "mqttGateway": "wss://app.poolsaas.example/mqtt",
+                    "brokerUrl": "wss://app.poolsaas.example/mqtt",
+                    "liveUrl": "wss://app.poolsaas.example/ws/",
                     "clientId": "dashboard-3f1c0b0e6d8a4f0e9b7a1c2d3e4f5a6b-9c1e2a7b",
                     "tenant": "0d9c8b7a6f5e4d3c2b1a09f8e7d6c5b4",
                     "role": "owner",
@@ -195,9 +223,10 @@ class LoginView(AnonApiView):
             {
                 "token": str(refresh.access_token),
                 "refresh": str(refresh),
-                "mqttGateway": True,
-                "brokerUrl": gateway_url(request),
-                "clientId": f"dashboard-{user.code.hex}-{secrets.token_hex(4)}",
+                "mqttGateway": gateway_url(),
+                "brokerUrl": gateway_url(),
+                "liveUrl": live_url(),
+                "clientId": client_id_for(user),
                 "tenant": membership.tenant.code.hex,
                 "role": membership.role,
                 "expiresIn": _expires_in(),

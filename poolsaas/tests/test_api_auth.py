@@ -22,7 +22,8 @@ def login(client, email, password=PASSWORD, **extra):
     )
 
 
-def test_login_answers_the_gateway_contract(alice):
+def test_login_answers_the_gateway_contract(alice, settings):
+    settings.SITE_URL = "http://testserver"
     response = login(api_client(), "alice@acme.test")
     assert response.status_code == 200, response.content
     body = response.json()
@@ -31,13 +32,17 @@ def test_login_answers_the_gateway_contract(alice):
         "refresh",
         "mqttGateway",
         "brokerUrl",
+        "liveUrl",
         "clientId",
         "tenant",
         "role",
         "expiresIn",
     }
-    assert body["mqttGateway"] is True
-    assert body["brokerUrl"] == "ws://testserver/ws/"
+    # The contract of issue 13: both name the MQTT gateway; the JSON socket has its
+    # own key.
+    assert body["mqttGateway"] == "ws://testserver/mqtt"
+    assert body["brokerUrl"] == "ws://testserver/mqtt"
+    assert body["liveUrl"] == "ws://testserver/ws/"
     assert body["clientId"].startswith(f"dashboard-{alice.user.code.hex}-")
     assert body["tenant"] == alice.tenant.code.hex
     assert body["role"] == "owner"
@@ -50,24 +55,35 @@ def test_login_answers_the_gateway_contract(alice):
     assert event.source == "api"
 
 
-def test_login_client_ids_are_unique_and_never_broker_details(alice, platform_broker):
+def test_login_client_ids_are_unique_and_never_broker_details(
+    alice, platform_broker, settings
+):
+    settings.SITE_URL = "http://testserver"
     first = login(api_client(), "alice@acme.test").json()
     second = login(api_client(), "alice@acme.test").json()
     assert first["clientId"] != second["clientId"]
-    # The gateway of the host the client called, never the broker's address.
-    assert first["brokerUrl"] == "ws://testserver/ws/"
+    # The per-user prefix is stable, the suffix per login.
+    prefix = f"dashboard-{alice.user.code.hex}-"
+    assert first["clientId"].startswith(prefix)
+    assert second["clientId"].startswith(prefix)
+    # The site's gateway, never the broker's address.
+    assert first["brokerUrl"] == "ws://testserver/mqtt"
     assert platform_broker.host not in str(first)
     assert str(platform_broker.port) not in first["brokerUrl"]
 
 
-def test_login_over_https_gives_a_wss_gateway(alice):
+def test_an_https_site_gives_a_wss_gateway_whatever_the_host_header(alice, settings):
+    settings.SITE_URL = "https://poolsaas.example"
     response = api_client().post(
         LOGIN,
         {"email": "alice@acme.test", "password": PASSWORD},
         format="json",
-        secure=True,
+        HTTP_HOST="testserver",
     )
-    assert response.json()["brokerUrl"] == "wss://testserver/ws/"
+    body = response.json()
+    assert body["brokerUrl"] == "wss://poolsaas.example/mqtt"
+    assert body["mqttGateway"] == "wss://poolsaas.example/mqtt"
+    assert body["liveUrl"] == "wss://poolsaas.example/ws/"
 
 
 def test_login_picks_the_named_tenant(alice, tenant_b, make_member):

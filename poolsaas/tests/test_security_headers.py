@@ -219,6 +219,7 @@ PAGES = [
     ),
     ("admin_devices", "staff", "get", "/admin/devices/device/"),
     ("api_docs", None, "get", "/api/docs/", None, 200),
+    ("mqtt_demo", None, "get", "/mqtt-demo/", None, 200),
     ("server_error", None, "get", "/boom/500/", None, 500),
     ("bad_request", None, "get", "/boom/400/", None, 400),
 ]
@@ -291,7 +292,8 @@ def test_every_page_template_is_checked(client, login, make_user, site, boom_url
     ours = set()
     base = Path(settings.BASE_DIR)
     for folder in [base / "templates"] + [
-        base / app / "templates" for app in ("tenants", "devices", "audit", "billing")
+        base / app / "templates"
+        for app in ("tenants", "devices", "audit", "billing", "gateway")
     ]:
         ours |= {
             str(path.relative_to(folder))

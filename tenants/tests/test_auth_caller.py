@@ -152,14 +152,79 @@ def test_an_expired_login_is_not_authenticated(entry, olivia):
         Session.objects.filter(session_key=login.key).update(
             expire_date=timezone.now() - timedelta(seconds=1)
         )
-    else:
+    elif entry == "jwt":
         access = tokens_for(olivia).access_token
         access.set_exp(lifetime=timedelta(seconds=-1))
+        login = Login(entry, olivia, token=str(access))
+    else:
+        # The gateway's password lives as long as its login: expired means the
+        # login made longer ago than a refresh token lives.
+        access = tokens_for(olivia).access_token
+        lifetime = settings.SIMPLE_JWT["REFRESH_TOKEN_LIFETIME"]
+        access.set_exp(lifetime=timedelta(seconds=-1))
+        access[auth.AUTH_TIME_CLAIM] -= int(lifetime.total_seconds()) + 1
         login = Login(entry, olivia, token=str(access))
     with pytest.raises(auth.NotAuthenticated) as refused:
         login.resolve()
     if entry != "session":
         assert refused.value.code == "token_not_valid"
+
+
+# --- the gateway's password: the login's lifetime, not the access token's ---------
+
+
+def test_an_expired_access_token_opens_the_gateway_while_its_login_lives(olivia):
+    refresh = tokens_for(olivia)
+    access = refresh.access_token
+    access.set_exp(lifetime=timedelta(hours=-12))
+    caller = auth.caller_from_mqtt_password(str(access), client_id="dash-1")
+    assert caller.membership == olivia
+    # Not for the API or the JSON socket: there it is expired.
+    with pytest.raises(auth.NotAuthenticated):
+        auth.caller_from_access_token(str(access))
+    # Refreshing (rotation) keeps the login, hence the gateway password.
+    from tenants.services import auth_token_refresh
+
+    auth_token_refresh(refresh=refresh, user=olivia.user)
+    assert auth.caller_from_mqtt_password(str(access)).membership == olivia
+
+
+def test_logging_out_ends_the_gateway_password_at_once(olivia):
+    refresh = tokens_for(olivia)
+    access = str(refresh.access_token)  # not even expired yet
+    before = auth.caller_from_mqtt_password(access)
+    refresh.blacklist()  # what POST /api/logout does
+    with pytest.raises(auth.NotAuthenticated) as refused:
+        auth.caller_from_mqtt_password(access)
+    assert refused.value.code == "session_ended"
+    # An open socket is refused on its next re-check.
+    with pytest.raises(auth.NotAuthenticated):
+        auth.caller_still_valid(before)
+
+
+def test_another_login_does_not_keep_a_logged_out_one_alive(olivia):
+    first, second = tokens_for(olivia), tokens_for(olivia)
+    first.blacklist()
+    with pytest.raises(auth.NotAuthenticated):
+        auth.caller_from_mqtt_password(str(first.access_token))
+    assert auth.caller_from_mqtt_password(str(second.access_token))
+
+
+def test_a_token_without_login_id_opens_the_gateway_only_until_it_expires(olivia):
+    access = tokens_for(olivia).access_token
+    del access.payload[auth.LOGIN_ID_CLAIM]
+    assert auth.caller_from_mqtt_password(str(access))
+    access.set_exp(lifetime=timedelta(seconds=-1))
+    with pytest.raises(auth.NotAuthenticated):
+        auth.caller_from_mqtt_password(str(access))
+
+
+def test_a_forged_signature_is_refused_even_within_the_leeway(olivia):
+    access = tokens_for(olivia).access_token
+    access.set_exp(lifetime=timedelta(hours=-1))
+    with pytest.raises(auth.NotAuthenticated) as refused:
+        auth.caller_from_mqtt_password(str(access)[:-4] + "AAAA")
+    assert refused.value.code == "token_not_valid"
 
 
 @pytest.mark.parametrize("entry", ENTRIES)

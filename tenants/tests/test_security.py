@@ -36,6 +36,8 @@ OPEN = {
     "two_factor_confirm",
     "two_factor_recovery_renew",
     "two_factor_disable",
+    # The MQTT gateway's example page: static, no session (it logs in by the API).
+    "mqtt_demo",
 }
 # The redirect "/" -> "/pools/" has no page of its own.
 NOT_A_PAGE = {"home"}

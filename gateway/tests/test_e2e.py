@@ -1,0 +1,250 @@
+"""The gateway through the real processes: daphne serving /mqtt (a subprocess on the
+test database), the real bridge (in this process), Mosquitto, Redis and a scripted
+v3.1 device; the client is paho-mqtt over WebSockets, as an integrator's script."""
+
+import gc
+import json
+import threading
+import urllib.request
+import uuid
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from audit.models import AuditEvent
+from conftest import PASSWORD
+from devices.models import Command, Device
+from devices.tests.test_bridge import V31Device
+from devices.tests.test_browser import live_url, prefix, wait_for  # noqa: F401
+
+pytestmark = [
+    pytest.mark.mqtt,
+    pytest.mark.redis,
+    pytest.mark.postgres_only,
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+]
+
+WAIT = 15.0
+
+
+def set_live_password(user) -> None:
+    """The test settings hash with MD5; the live server knows only the production
+    hashers, so store this one password in a form it can check."""
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+    user.password = PBKDF2PasswordHasher().encode(PASSWORD, "gatewaytest", 1000)
+    user.save(update_fields=["password"])
+
+
+def api_login(base: str, membership) -> dict:
+    user = membership.user
+    set_live_password(user)
+    request = urllib.request.Request(  # noqa: S310 (the test's own http URL)
+        f"{base}/api/login",
+        data=json.dumps({"email": user.email, "password": PASSWORD}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=WAIT) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+class GatewayClient:
+    """A paho-mqtt client of the gateway, recording what it gets."""
+
+    def __init__(self, base: str, *, client_id: str, password: str):
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.subacks: dict[int, list[int]] = {}
+        self.connack = threading.Event()
+        self.reason = None
+        self.disconnected = threading.Event()
+        self.changed = threading.Condition()
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            transport="websockets",
+            protocol=mqtt.MQTTv311,
+            reconnect_on_failure=False,
+        )
+        c.ws_set_options(path="/mqtt")
+        c.username_pw_set("integrator@example.test", password)
+        c.on_connect = self._on_connect
+        c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
+        c.on_disconnect = lambda *a: self.disconnected.set()
+        self.c = c
+        port = int(base.rsplit(":", 1)[1])
+        c.connect("127.0.0.1", port, keepalive=20)
+        c.loop_start()
+        assert self.connack.wait(WAIT), "no CONNACK"
+
+    def _on_connect(self, c, userdata, flags, reason_code, properties):
+        self.reason = reason_code
+        self.connack.set()
+
+    def _on_message(self, c, userdata, msg):
+        with self.changed:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self.changed.notify_all()
+
+    def _on_subscribe(self, c, userdata, mid, reason_codes, properties):
+        with self.changed:
+            self.subacks[mid] = [rc.value for rc in reason_codes]
+            self.changed.notify_all()
+
+    def subscribe(self, *filters: str) -> list[int]:
+        _, mid = self.c.subscribe([(f, 1) for f in filters])
+        with self.changed:
+            assert self.changed.wait_for(lambda: mid in self.subacks, WAIT), "SUBACK"
+            return self.subacks[mid]
+
+    def wait_message(self, topic: str, payload: bytes, *, retain: bool):
+        with self.changed:
+            ok = self.changed.wait_for(
+                lambda: (topic, payload, retain) in self.messages, WAIT
+            )
+        assert ok, f"no {(topic, payload, retain)} in {self.messages}"
+
+    def stop(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+@pytest.fixture
+def v31_pool(pool_a, platform_broker, prefix):  # noqa: F811
+    """pool_a with a v3.1 device on the platform broker, the bridge and the device
+    running."""
+    from devices.bridge.runner import Bridge
+
+    device_id = f"esp32-{uuid.uuid4().hex[:6]}"
+    device = Device.objects.create(
+        tenant=pool_a.tenant,
+        pool=pool_a,
+        broker=platform_broker,
+        device_id=device_id,
+        topic_prefix=prefix,
+        protocol="v3.1",
+    )
+    bridge = Bridge(
+        refresh_interval=0.3,
+        sweep_interval=0.1,
+        flush_interval=0.1,
+        broadcast_window=0.05,
+        min_backoff=0.1,
+        max_backoff=0.5,
+        share_group=f"gw{uuid.uuid4().hex[:8]}",
+        stats_interval=3600,
+    ).start()
+    sim = V31Device(prefix, device_id)
+    try:
+        assert bridge.wait_ready(10)
+        sim.start()
+        wait_for(
+            lambda: (
+                (d := Device.objects.get(pk=device.pk)).online
+                and d.state.get("pump") is False
+                and d.state.get("valve") == 1
+            ),
+            what="the device online with its state",
+        )
+        yield pool_a, device, sim, bridge
+    finally:
+        sim.stop()
+        bridge.stop()
+        gc.collect()
+
+
+def test_paho_over_the_gateway_sees_state_and_switches_the_pump(
+    live_url,  # noqa: F811
+    v31_pool,
+    olivia,
+    victor,
+    carol,
+    prefix,  # noqa: F811
+):
+    pool, device, sim, bridge = v31_pool
+    root = f"{prefix}/{device.device_id}"
+    login = api_login(live_url, olivia)
+    assert login["brokerUrl"].endswith("/mqtt")
+    assert login["mqttGateway"] == login["brokerUrl"]
+    client = GatewayClient(
+        live_url, client_id=login["clientId"], password=login["token"]
+    )
+    try:
+        assert client.reason == 0
+        assert client.subscribe(
+            f"{prefix}/+/pump/state", f"{prefix}/+/valve/state"
+        ) == [
+            1,
+            1,
+        ]
+        # The current state first, retained, exactly as a v3.1 device publishes it.
+        client.wait_message(f"{root}/pump/state", b"OFF", retain=True)
+        client.wait_message(f"{root}/valve/state", b"1", retain=True)
+
+        # A change at the device, live.
+        sim.valve = "2"
+        sim.pub("valve/state", "2")
+        try:
+            client.wait_message(f"{root}/valve/state", b"2", retain=False)
+        except AssertionError as exc:
+            # Seen once in ~18 runs under load: say where the change stopped.
+            stored = Device.objects.get(pk=device.pk).state
+            live = getattr(bridge.live, "counters", None)
+            raise AssertionError(
+                f"{exc}; stored {stored}; bridge live {live}"
+            ) from None
+
+        # A publish to the set topic is a command, done by the device.
+        client.c.publish(f"{root}/pump/set", b"ON", qos=1).wait_for_publish(WAIT)
+        wait_for(lambda: ("pump/set", b"ON") in sim.sets, what="the device's set")
+        client.wait_message(f"{root}/pump/state", b"ON", retain=False)
+        command = wait_for(
+            lambda: Command.objects.filter(pool=pool, status="done").first(),
+            what="a done command",
+        )
+        assert (command.op, command.source, command.actor_id) == (
+            "pump",
+            "gateway",
+            olivia.user_id,
+        )
+        event = AuditEvent.objects.get(action="command.sent", target_code=command.code)
+        assert event.actor_id == olivia.user_id
+        assert event.data["source"] == "gateway"
+        assert event.source == "gateway"
+    finally:
+        client.stop()
+
+    # A viewer's publish creates no command: its SUBACK, answered after the publish
+    # was handled (the gateway handles a socket's packets in order), proves it.
+    login = api_login(live_url, victor)
+    viewer = GatewayClient(
+        live_url, client_id=login["clientId"], password=login["token"]
+    )
+    try:
+        assert viewer.reason == 0
+        viewer.c.publish(f"{root}/pump/set", b"OFF", qos=1).wait_for_publish(WAIT)
+        assert viewer.subscribe(f"{root}/pump/state") == [1]
+        assert Command.objects.filter(pool=pool).count() == 1
+        assert ("pump/set", b"OFF") not in sim.sets
+    finally:
+        viewer.stop()
+
+    # Another tenant's token: this tenant's topics do not exist for it.
+    login = api_login(live_url, carol)
+    other = GatewayClient(
+        live_url, client_id=login["clientId"], password=login["token"]
+    )
+    try:
+        assert other.reason == 0
+        assert other.subscribe(f"{root}/pump/state", f"{prefix}/#") == [0x80, 0x80]
+    finally:
+        other.stop()
+
+    # A bad token: CONNACK 0x04 and the socket closes.
+    bad = GatewayClient(live_url, client_id="bad-1", password="not-a-token")
+    try:
+        assert bad.reason.value == 0x86 or bad.reason == 4, bad.reason
+        assert bad.disconnected.wait(WAIT)
+    finally:
+        bad.c.loop_stop()
