@@ -8,11 +8,10 @@ device_credentials_ack in the writer (it touches the database and dynamic securi
 never by the command-ack path.
 """
 
-import collections
 import logging
-import time
 
 from devices.bridge.rooms import Outbox
+from devices.mqtt.outgoing import Sweep
 from devices.selectors import devices_rotating_credentials
 from devices.services.device_credentials import (
     device_credentials_ack,
@@ -51,34 +50,24 @@ class CredentialsOutgoing:
 
     def __init__(self) -> None:
         self.credentials_published = 0
-        self._credentials_requests: collections.deque = collections.deque(maxlen=10000)
-        self._next_credentials_sweep = 0.0
+        self.credentials_sweep = Sweep()  # requests: device pks
 
     def credentials_doorbell(self, message: dict) -> bool:
         if message.get("type") != messages.DEVICE_CREDENTIALS:
             return False
         device = message.get("device")
         if isinstance(device, int) and not isinstance(device, bool):
-            self._credentials_requests.append(device)
+            self.credentials_sweep.requests.append(device)
         return True
 
     def sweep_credentials(self, out: Outbox) -> None:
         """Every `refresh_interval` all pending rotations of online devices; between
         those, only the devices the doorbell named."""
-        now = time.monotonic()
-        requested = set()
-        while self._credentials_requests:
-            requested.add(self._credentials_requests.popleft())
-        full = now >= self._next_credentials_sweep
-        if not full and not requested:
+        due = self.credentials_sweep.due(out)
+        if due is None:
             return
-        brokers = out.brokers()
-        connected = [pk for pk, at in brokers.items() if at is not None]
-        if not connected:
-            return
-        if full:
-            self._next_credentials_sweep = now + out.refresh_interval
-        devices = devices_rotating_credentials(broker_ids=connected)
+        full, requested, connected = due
+        devices = devices_rotating_credentials(broker_ids=list(connected))
         if not full:
             devices = devices.filter(pk__in=requested)
         for device in devices:

@@ -31,6 +31,33 @@ from poolsaas.live import messages
 logger = logging.getLogger(__name__)
 
 
+class Sweep:
+    """A publishing sweep that runs in full every `refresh_interval` and, in between,
+    only for what the doorbell named (the database is the record; a lost ring costs
+    at most one interval)."""
+
+    def __init__(self) -> None:
+        self.requests: collections.deque = collections.deque(maxlen=10000)
+        self.next_full = 0.0
+
+    def due(self, out: Outbox) -> tuple[bool, set, dict[int, float]] | None:
+        """(full, what the doorbell named, connected broker id -> connected at), or
+        None when there is nothing to do now."""
+        now = time.monotonic()
+        requested = set()
+        while self.requests:
+            requested.add(self.requests.popleft())
+        full = now >= self.next_full
+        if not full and not requested:
+            return None
+        connected = {pk: at for pk, at in out.brokers().items() if at is not None}
+        if not connected:
+            return None
+        if full:
+            self.next_full = now + out.refresh_interval
+        return full, requested, connected
+
+
 class Outgoing:
     """The publishing half of devices.mqtt.DevicesRoom."""
 
@@ -38,17 +65,16 @@ class Outgoing:
         self.published = 0
         self.config_published = 0
         self._publish_requests: collections.deque = collections.deque(maxlen=10000)
-        # Pools whose configuration the doorbell announced (hex), and per device pk
-        # the (version, connection, online since) its config/set was last published
-        # for: each is published once, again only after a reconnect of either side.
-        self._config_pools: collections.deque = collections.deque(maxlen=10000)
+        # The config sweep's requests are pool codes (hex); per device pk the
+        # (version, connection, online since) its config/set was last published for:
+        # each is published once, again only after a reconnect of either side.
+        self.config_sweep = Sweep()
         self._config_sent: dict[int, tuple[int, float, float]] = {}
-        self._next_config_sweep = 0.0
 
     def doorbell(self, message: dict) -> None:
         kind = message.get("type")
         if kind == messages.CONFIG_PUBLISH and isinstance(message.get("pool"), str):
-            self._config_pools.append(message["pool"])
+            self.config_sweep.requests.append(message["pool"])
         elif kind == messages.RETAINED_CLEAR:
             # onboarding.retained_clear_request: a removed device's topics.
             self._publish_requests.append(message)
@@ -93,30 +119,21 @@ class Outgoing:
         listened, and a device that comes online (which also gets the retained
         message from the broker). A device that rejected a version is not sent it
         again until one of those changes, nor a newer version is saved."""
-        now = time.monotonic()
-        requested = set()
-        while self._config_pools:
-            requested.add(self._config_pools.popleft())
-        full = now >= self._next_config_sweep
-        if not full and not requested:
+        due = self.config_sweep.due(out)
+        if due is None:
             return
-        brokers = out.brokers()
-        connected = [pk for pk, at in brokers.items() if at is not None]
-        if not connected:
-            return
-        if full:
-            self._next_config_sweep = now + out.refresh_interval
+        full, requested, connected = due
         after = 0
         while True:
             devices = list(
                 devices_config_outdated(
-                    broker_ids=connected,
+                    broker_ids=list(connected),
                     pool_codes=None if full else requested,
                     after=after,
                 )
             )
             for device in devices:
-                self._publish_config(device, out, brokers[device.broker_id])
+                self._publish_config(device, out, connected[device.broker_id])
             if len(devices) < 500:
                 break
             after = devices[-1].pk

@@ -237,7 +237,7 @@ def sweep(db, platform_broker):
                 previous=bridge.dispatcher.directory,
             )
         if full:
-            bridge.room("devices")._next_config_sweep = 0.0
+            bridge.room("devices").config_sweep.next_full = 0.0
         conn.published.clear()
         bridge.room("devices").sweep_config(bridge.outbox)
         return list(conn.published)
@@ -290,7 +290,7 @@ def test_the_doorbell_names_the_pools_to_publish_now(
     a = _ps1(pool_a, platform_broker)
     _ps1(pool_b, platform_broker)
     run()  # the full sweep at start: both published
-    bridge.room("devices")._next_config_sweep = float("inf")
+    bridge.room("devices").config_sweep.next_full = float("inf")
     Pool.objects.filter(pk__in=[pool_a.pk, pool_b.pk]).update(config_version=1)
     assert run(full=False) == []  # no doorbell, no full sweep due: nothing
 
