@@ -17,3 +17,25 @@ class Plan(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class UsageCounter(models.Model):
+    """One tenant's count of one kind in one minute (from billing.metering)."""
+
+    tenant = models.ForeignKey(
+        "tenants.Tenant", on_delete=models.CASCADE, related_name="usage_counters"
+    )
+    kind = models.CharField(max_length=40)
+    minute = models.DateTimeField()
+    value = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "kind", "minute"], name="usage_once_per_minute"
+            )
+        ]
+        indexes = [models.Index(fields=["tenant", "minute"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.minute:%Y-%m-%d %H:%M} = {self.value}"

@@ -19,4 +19,10 @@ app.conf.beat_schedule = {
         "schedule": 60.0,
         "options": {"expires": 55},
     },
+    # Usage counters: closed minute buckets from Redis into PostgreSQL (idempotent).
+    "billing.rollup_usage": {
+        "task": "billing.rollup_usage",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
 }

@@ -164,6 +164,9 @@ class Dispatcher:
         self.directory = directory or Directory()
         self.rooms = list(rooms)
         self.counters: Counter = Counter()
+        # Accepted device messages per tenant since the last drain (billing.metering),
+        # counted here, where each message is processed once per bridge.
+        self.usage: Counter = Counter()
         self.ctx = Context(counters=self.counters)
         self._exact: dict[str, Room] = {}
         self._patterns: list[tuple[list[str], Room]] = []
@@ -223,6 +226,7 @@ class Dispatcher:
             logger.exception("bridge failed on a message on %r", topic[:200])
             return False
         counters["accepted"] += 1
+        self.usage[device.tenant_id] += 1
         return True
 
 

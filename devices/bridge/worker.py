@@ -91,7 +91,20 @@ class WorkerThreads:
             room.updates(self.outbox)
 
     def _drain(self) -> dict:
+        self._meter()
         return {room.name: room.drain() for room in self.dispatcher.rooms}
+
+    def _meter(self) -> None:
+        """Hand the messages accepted since the last drain to the usage counters, one
+        pipelined round trip per flush_interval (never raises)."""
+        usage = self.dispatcher.usage
+        if usage:
+            from billing import metering
+
+            self.dispatcher.usage = type(usage)()
+            metering.add_many(
+                {(tenant, metering.MESSAGES_IN): n for tenant, n in usage.items()}
+            )
 
     def _write(self) -> None:
         try:
