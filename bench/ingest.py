@@ -262,7 +262,7 @@ def steady_rate(samples, *, trim=1.0):
 class BridgeProcess:
     """One `manage.py mqtt_bridge`; with `profile` (a file name) it runs as a child of
     `py-spy record`, which writes the bridge's sampled stacks (collapsed, per thread,
-    idle time excluded) there when the bridge exits."""
+    idle time excluded, sampled without pausing it) there when the bridge exits."""
 
     def __init__(self, env, profile: str | None = None):
         self.stats: dict = {}
@@ -271,7 +271,7 @@ class BridgeProcess:
         command = bridge
         if profile:
             spy = str(Path(sys.executable).with_name("py-spy"))
-            command = [spy, "record", "--threads", "-f", "raw", "-r", "200"]
+            command = [spy, "record", "--threads", "--nonblocking", "-f", "raw"]
             command += ["-o", profile, "--", *bridge]
         self.proc = subprocess.Popen(
             command,
@@ -323,7 +323,7 @@ class BridgeProcess:
         # The bridge itself, so that a profiling py-spy sees it exit and writes out.
         os.kill(self.pid, signal.SIGTERM)
         try:
-            self.proc.wait(15)
+            self.proc.wait(60 if self.profiled else 15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
 
