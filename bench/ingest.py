@@ -29,6 +29,7 @@ queues included, is printed too).
 import argparse
 import ast
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -321,10 +322,14 @@ class BridgeProcess:
 
     def stop(self):
         # The bridge itself, so that a profiling py-spy sees it exit and writes out.
-        os.kill(self.pid, signal.SIGTERM)
+        pid = self.pid
+        os.kill(pid, signal.SIGTERM)
         try:
             self.proc.wait(60 if self.profiled else 15)
         except subprocess.TimeoutExpired:
+            if pid != self.proc.pid:  # never leave a bridge behind py-spy
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             self.proc.kill()
 
 
