@@ -8,6 +8,9 @@ from billing import metering
 from billing.models import UsageCounter
 from tenants.models import Tenant
 
+# Closed minutes younger than this are left for the next roll-up.
+GRACE_MINUTES = 1
+
 
 def rollup(*, now: float | None = None) -> int:
     """Copy every closed minute bucket from Redis into UsageCounter rows and delete
@@ -24,8 +27,11 @@ def rollup(*, now: float | None = None) -> int:
             minute = int(key[len(metering.PREFIX) :])
         except ValueError:
             continue
-        if minute >= current:
-            continue  # still open: written to this minute
+        if minute >= current - GRACE_MINUTES:
+            # Still open, or closed so recently that a writer whose clock runs a
+            # little behind ours may still add to it (a late add after the delete
+            # would start a new bucket whose value replaces the row's).
+            continue
         fields = r.hgetall(key)
         at = dt.datetime.fromtimestamp(minute * 60, tz=dt.UTC)
         rows, tenants = [], set()

@@ -34,10 +34,11 @@ def test_counts_roll_up_once_when_run_twice(redis_clean, tenant_a, tenant_b):
         now=T0,
     )
     metering.add(tenant_a.pk, metering.MESSAGES_IN, 5, now=T0)
-    # The bucket is still open in its own minute: nothing rolled up yet.
+    # The bucket is still open in its own minute, then in its grace minute.
     assert rollup(now=T0) == 0
-    assert rollup(now=T0 + 60) == 2
     assert rollup(now=T0 + 60) == 0
+    assert rollup(now=T0 + 120) == 2
+    assert rollup(now=T0 + 120) == 0
     assert usage_totals(tenant_a) == {metering.MESSAGES_IN: 12}
     assert usage_totals(tenant_b) == {"api_calls": 3}
 
@@ -67,12 +68,12 @@ def test_two_concurrent_rollups_count_once(redis_clean, tenant_a):
 @pytest.mark.django_db
 def test_redis_loss_between_rollups_loses_only_unrolled_buckets(redis_clean, tenant_a):
     metering.add(tenant_a.pk, metering.MESSAGES_IN, 4, now=T0)
-    rollup(now=T0 + 60)
+    rollup(now=T0 + 120)
     # Counted after the last roll-up, then Redis loses everything.
-    metering.add(tenant_a.pk, metering.MESSAGES_IN, 9, now=T0 + 60)
+    metering.add(tenant_a.pk, metering.MESSAGES_IN, 9, now=T0 + 120)
     for key in redis_clean.scan_iter(match=f"{metering.PREFIX}*"):
         redis_clean.delete(key)
-    rollup(now=T0 + 120)
+    rollup(now=T0 + 240)
     # The window stated in docs/billing.md: what was not rolled up yet, nothing more.
     assert usage_totals(tenant_a) == {metering.MESSAGES_IN: 4}
 
