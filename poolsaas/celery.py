@@ -19,4 +19,10 @@ app.conf.beat_schedule = {
         "schedule": 60.0,
         "options": {"expires": 55},
     },
+    # Alert rules, from the state the bridge already stored on each device.
+    "alerts.evaluate": {
+        "task": "alerts.evaluate",
+        "schedule": 20.0,
+        "options": {"expires": 18},
+    },
 }
