@@ -25,4 +25,10 @@ app.conf.beat_schedule = {
         "schedule": 20.0,
         "options": {"expires": 18},
     },
+    # Device credential rotations pending past their 24 h `exp`.
+    "devices.expire_credential_rotations": {
+        "task": "devices.expire_credential_rotations",
+        "schedule": 900.0,
+        "options": {"expires": 840},
+    },
 }
