@@ -25,6 +25,12 @@ app.conf.beat_schedule = {
         "schedule": 60.0,
         "options": {"expires": 55},
     },
+    # Alert rules, from the state the bridge already stored on each device.
+    "alerts.evaluate": {
+        "task": "alerts.evaluate",
+        "schedule": 20.0,
+        "options": {"expires": 18},
+    },
     # Device credential rotations pending past their 24 h `exp`.
     "devices.expire_credential_rotations": {
         "task": "devices.expire_credential_rotations",

@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "encrypted_model_fields",
     "tenants",
     "devices",
+    "alerts",
     "telemetry",
     "audit",
     "billing",
