@@ -19,4 +19,9 @@ app.conf.beat_schedule = {
         "schedule": 60.0,
         "options": {"expires": 55},
     },
+    "ota.advance_campaigns": {
+        "task": "ota.advance_campaigns",
+        "schedule": 15.0,
+        "options": {"expires": 14},
+    },
 }
