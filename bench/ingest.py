@@ -29,9 +29,11 @@ queues included, is printed too).
 import argparse
 import ast
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -259,22 +261,28 @@ def steady_rate(samples, *, trim=1.0):
 
 
 class BridgeProcess:
-    def __init__(self, env):
+    """One `manage.py mqtt_bridge`; with `profile` (a file name) it runs as a child of
+    `py-spy record`, which writes the bridge's sampled stacks (collapsed, per thread,
+    idle time excluded, sampled without pausing it) there when the bridge exits."""
+
+    def __init__(self, env, profile: str | None = None):
         self.stats: dict = {}
+        bridge = [sys.executable, str(ROOT / "manage.py"), "mqtt_bridge"]
+        bridge += ["--stats-interval", "1"]
+        command = bridge
+        if profile:
+            spy = str(Path(sys.executable).with_name("py-spy"))
+            command = [spy, "record", "--threads", "--nonblocking", "-f", "raw"]
+            command += ["-o", profile, "--", *bridge]
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "manage.py"),
-                "mqtt_bridge",
-                "--stats-interval",
-                "1",
-            ],
+            command,
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
+        self.profiled = bool(profile)
         self.log: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -288,8 +296,18 @@ class BridgeProcess:
             else:
                 self.log.append(line.rstrip())
 
+    @property
+    def pid(self) -> int:
+        """The bridge's own process (py-spy's child when profiled)."""
+        if self.profiled:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+            found = children.read_text().split() if children.exists() else []
+            if found:
+                return int(found[0])
+        return self.proc.pid
+
     def rss_kb(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         return 0
@@ -303,10 +321,15 @@ class BridgeProcess:
         raise RuntimeError(f"bridge not ready: {self.stats} {self.log[-5:]}")
 
     def stop(self):
-        self.proc.terminate()
+        # The bridge itself, so that a profiling py-spy sees it exit and writes out.
+        pid = self.pid
+        os.kill(pid, signal.SIGTERM)
         try:
-            self.proc.wait(15)
+            self.proc.wait(60 if self.profiled else 15)
         except subprocess.TimeoutExpired:
+            if pid != self.proc.pid:  # never leave a bridge behind py-spy
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             self.proc.kill()
 
 
@@ -314,8 +337,11 @@ class Bridges:
     """Several bridge processes sharing the platform broker (shared subscriptions),
     seen as one: RSS and counters summed."""
 
-    def __init__(self, env, count):
-        self.members = [BridgeProcess(env) for _ in range(count)]
+    def __init__(self, env, count, profile: str | None = None):
+        self.members = [
+            BridgeProcess(env, f"{profile}.{n}" if profile else None)
+            for n in range(count)
+        ]
 
     def rss_kb(self) -> int:
         return sum(member.rss_kb() for member in self.members)
@@ -458,6 +484,10 @@ def main() -> int:
     )
     parser.add_argument("--mqtt", default="127.0.0.1:1883")
     parser.add_argument(
+        "--profile",
+        help="run each bridge under py-spy; its collapsed stacks go to PROFILE.<n>",
+    )
+    parser.add_argument(
         "--phases",
         default="ceiling,sustained,maximum,latency",
         help="comma-separated subset of ceiling,sustained,maximum,latency",
@@ -494,7 +524,7 @@ def main() -> int:
     # Stale rows of an interrupted run would make the bridge subscribe to them.
     Tenant.objects.filter(slug__startswith="bench-").delete()
     broker = broker_ensure_platform()
-    bridge = Bridges(env, args.bridges)
+    bridge = Bridges(env, args.bridges, args.profile)
     tenant = None
     try:
         bridge.wait_stats(lambda s: True)

@@ -305,7 +305,7 @@ def devices_config_outdated(
     (devices.services.programs.device_config_message): the database is the queue of
     record, the "config.publish" doorbell only makes it prompt. A device that rejected
     a version stays listed until a newer one is saved, so the bridge publishes each
-    (device, version) once per connection (devices.bridge.runner.sweep_config).
+    (device, version) once per connection (devices.mqtt.outgoing.Outgoing.sweep_config).
     """
     rows = Device.objects.filter(
         protocol=Device.Protocol.POOLSAAS, pool__isnull=False, pk__gt=after

@@ -2,6 +2,7 @@
 
 from celery import shared_task
 
+from devices.services.device_credentials import device_credentials_expire_stale
 from devices.services.programs import programs_run_due
 
 
@@ -16,3 +17,10 @@ def run_programs() -> dict:
         "commands": report.commands,
         "skipped": report.skipped,
     }
+
+
+@shared_task(name="devices.expire_credential_rotations", ignore_result=True)
+def expire_credential_rotations() -> int:
+    """Expire device credential rotations pending past their 24 h `exp` (Celery
+    beat, every 15 minutes)."""
+    return device_credentials_expire_stale()

@@ -19,6 +19,12 @@ app.conf.beat_schedule = {
         "schedule": 60.0,
         "options": {"expires": 55},
     },
+    # Device credential rotations pending past their 24 h `exp`.
+    "devices.expire_credential_rotations": {
+        "task": "devices.expire_credential_rotations",
+        "schedule": 900.0,
+        "options": {"expires": 840},
+    },
     "ota.advance_campaigns": {
         "task": "ota.advance_campaigns",
         "schedule": 15.0,

@@ -10,7 +10,7 @@ import time
 
 from devices.bridge.directory import LEGACY
 from devices.bridge.rooms import Outbox
-from devices.models import Command, Device, Pool
+from devices.models import Command, Device
 from devices.selectors import (
     commands_awaiting_state,
     commands_to_publish,
@@ -24,7 +24,7 @@ from devices.services.commands import (
     commands_expire,
     commands_match_device_state,
 )
-from devices.services.programs import device_config_message
+from devices.services.programs import devices_config_messages
 from firmware import protocol
 from poolsaas.live import messages
 
@@ -132,8 +132,7 @@ class Outgoing:
                     after=after,
                 )
             )
-            for device in devices:
-                self._publish_config(device, out, connected[device.broker_id])
+            self._publish_configs(devices, out, connected)
             if len(devices) < 500:
                 break
             after = devices[-1].pk
@@ -155,26 +154,32 @@ class Outgoing:
             return
         self.published += 1
 
-    def _publish_config(self, device: Device, out: Outbox, connected_at) -> None:
-        info = out.directory.by_pk.get(device.pk)
-        since = info.online_since if info is not None else 0.0
-        sent = self._config_sent.get(device.pk)
-        if sent == (device.pool.config_version, connected_at, since):
+    def _publish_configs(self, devices: list[Device], out: Outbox, connected) -> None:
+        """One page of the sweep: the config/set of each device not yet sent this
+        (version, connection, online since), built for the whole page at once."""
+        due: dict[int, tuple[Device, tuple[int, float, float]]] = {}
+        for device in devices:
+            info = out.directory.by_pk.get(device.pk)
+            since = info.online_since if info is not None else 0.0
+            key = (device.pool.config_version, connected[device.broker_id], since)
+            if self._config_sent.get(device.pk) != key:
+                due[device.pk] = (device, key)
+        if not due:
             return
-        try:
-            version, topic, payload = device_config_message(device=device)
-        except (protocol.ProtocolError, Pool.DoesNotExist) as exc:
-            logger.error("config of pool %s cannot be sent: %s", device.pool_id, exc)
-            self._config_sent[device.pk] = (
-                device.pool.config_version,
-                connected_at,
-                since,
-            )
-            return
-        if not out.publish(device.broker_id, topic, payload, qos=1, retain=True):
-            return  # not on the wire: the next sweep tries again
-        self._config_sent[device.pk] = (version, connected_at, since)
-        self.config_published += 1
+        built = devices_config_messages(devices=[device for device, _ in due.values()])
+        for pk, (device, key) in due.items():
+            message = built[pk]
+            if isinstance(message, Exception):
+                logger.error(
+                    "config of pool %s cannot be sent: %s", device.pool_id, message
+                )
+                self._config_sent[pk] = key
+                continue
+            version, topic, payload = message
+            if not out.publish(device.broker_id, topic, payload, qos=1, retain=True):
+                continue  # not on the wire: the next sweep tries again
+            self._config_sent[pk] = (version, *key[1:])
+            self.config_published += 1
 
     def _device_reachable(self, device: Device, out: Outbox, brokers: dict) -> bool:
         """Right after the bridge (re)connects to a broker, hold a device's commands

@@ -294,8 +294,10 @@ def device_credentials_ack(
 
 def device_credentials_cancel(*, membership: Membership, device: Device) -> Device:
     """Give up a pending rotation (admins): the pending client is deleted, the old
-    pair stays. Only for a device that does not answer: one that switched already
-    and has not acked yet would be disconnected and fall back to its old pair."""
+    pair stays. Only for a device that does not answer: refused while the device is
+    online, since the bridge is then sending it the new pair and it may already be
+    logged in with it (deleting that client would lock it out); an online device
+    confirms or fails the rotation itself, and the sweep expires it after `exp`."""
     membership_require(membership=membership, action=Action.MANAGE)
     if device.tenant_id != membership.tenant_id:
         raise Http404("No such device.")
@@ -303,6 +305,12 @@ def device_credentials_cancel(*, membership: Membership, device: Device) -> Devi
         device = _locked(device)
         if not device.credentials_rotation_id:
             return device
+        if device.online:
+            raise ValidationError(
+                "The device is online and may already be using the new "
+                "credentials, so the rotation cannot be cancelled now: wait for the "
+                "device to confirm or refuse them, or cancel once it is offline."
+            )
         rotation_id = device.credentials_rotation_id
         pending = device.pending_mqtt_username
         for name, value in _pending_fields().items():
@@ -322,6 +330,65 @@ def device_credentials_cancel(*, membership: Membership, device: Device) -> Devi
         except dynsec.DynsecError as exc:
             raise _credentials_failed(exc) from None
     return device
+
+
+def device_credentials_expire_stale(*, now=None) -> int:
+    """Expire every rotation pending past its `exp` (start + ROTATION_TTL; Celery
+    beat): the pending client is deleted, the pending pair cleared and the expiry
+    kept as the failure for the page; audited `device.credentials_rotation_expired`.
+    The device had until `exp` to switch; after it, it no longer takes the cmd. A
+    broker error leaves that rotation pending for the next sweep. Returns how many
+    expired."""
+    cutoff = (now or timezone.now()) - ROTATION_TTL
+    stale = list(
+        Device.objects.exclude(credentials_rotation_id="")
+        .filter(credentials_rotation_started_at__lte=cutoff)
+        .values_list("pk", "credentials_rotation_id")
+    )
+    expired = 0
+    for pk, rotation_id in stale:
+        try:
+            expired += _expire_one(pk, rotation_id, cutoff)
+        except dynsec.DynsecError as exc:
+            logger.warning(
+                "expiring rotation %s: dynamic security: %s", rotation_id, exc
+            )
+    return expired
+
+
+def _expire_one(pk: int, rotation_id: str, cutoff) -> bool:
+    with transaction.atomic():
+        device = _locked(Device(pk=pk))
+        started = device.credentials_rotation_started_at
+        if device.credentials_rotation_id != rotation_id or not started:
+            return False  # confirmed, failed or cancelled meanwhile
+        if started > cutoff:
+            return False
+        pending = device.pending_mqtt_username
+        for name, value in _pending_fields().items():
+            setattr(device, name, value)
+        device.credentials_rotation_failed_at = timezone.now()
+        device.credentials_rotation_failure = "expired: the device did not answer"
+        device.save(
+            update_fields=[
+                *_pending_fields(),
+                "credentials_rotation_failed_at",
+                "credentials_rotation_failure",
+            ]
+        )
+        audit_record(
+            action="device.credentials_rotation_expired",
+            tenant=device.tenant,
+            actor=None,
+            target=device,
+            data={"device_id": device.device_id, "rotation": rotation_id},
+        )
+        # Last, inside the transaction: a broker error rolls the expiry back.
+        if pending:
+            dynsec.dynsec_device_client_delete(
+                device_id=device.device_id, username=pending
+            )
+    return True
 
 
 def device_credentials_usernames(device: Device) -> list[str]:

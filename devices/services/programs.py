@@ -70,10 +70,11 @@ class ProgramsConflict(ValidationError):
 def programs_as_list(*, pool: Pool) -> list[dict[str, Any]]:
     """The pool's stored programs, sorted by slot, in the shape of validate_programs
     (and of the editor's form and the config/set payload)."""
-    return [
-        {"slot": p.slot, "enabled": p.enabled, "days": p.days}
-        for p in pool_programs(pool=pool)
-    ]
+    return [_program_item(p) for p in pool_programs(pool=pool)]
+
+
+def _program_item(program: Program) -> dict[str, Any]:
+    return {"slot": program.slot, "enabled": program.enabled, "days": program.days}
 
 
 # --- saving ---------------------------------------------------------------------------
@@ -169,11 +170,14 @@ def programs_save(
 # --- configuration for ps1 devices ----------------------------------------------------
 
 
-def pool_config_payload(pool: Pool) -> dict[str, Any]:
+def pool_config_payload(
+    pool: Pool, programs: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """The complete `config/set` object of docs/protocol.md 3.2 for the pool.
 
     Thresholds and the telemetry interval come from pool.settings over the firmware's
-    defaults; the result is checked with the firmware's own validator.
+    defaults; the result is checked with the firmware's own validator. `programs`
+    (programs_as_list's shape) saves the query when the caller read them already.
     """
     settings = pool.settings if isinstance(pool.settings, dict) else {}
     thresholds = dict(DEFAULT_THRESHOLDS)
@@ -189,7 +193,7 @@ def pool_config_payload(pool: Pool) -> dict[str, Any]:
             "telemetry_interval", DEFAULT_TELEMETRY_INTERVAL
         ),
         "thresholds": thresholds,
-        "programs": programs_as_list(pool=pool),
+        "programs": programs_as_list(pool=pool) if programs is None else programs,
     }
     # Raises ProtocolError for anything the device would refuse.
     return protocol.validate_config(config)
@@ -199,12 +203,50 @@ def device_config_message(*, device: Device) -> tuple[int, str, bytes]:
     """(version, topic, payload) of the retained config/set (QoS 1) for a ps1 device:
     its pool's configuration, read under the pool's row lock so that the version and
     the programs belong together. Raises ProtocolError for what the device would
-    refuse."""
+    refuse, Pool.DoesNotExist when its pool is gone."""
+    message = devices_config_messages(devices=[device])[device.pk]
+    if isinstance(message, Exception):
+        raise message
+    return message
+
+
+def devices_config_messages(
+    *, devices: list[Device]
+) -> dict[int, tuple[int, str, bytes] | Exception]:
+    """device_config_message for a page of devices at once (the bridge's config
+    sweep): their pools locked and their programs read in one query each, so a
+    bridge (re)start with many outdated devices costs a few queries per page, not
+    a transaction per device. Per device pk: (version, topic, payload), or the
+    ProtocolError / Pool.DoesNotExist that device_config_message would raise."""
+    pool_ids = sorted({device.pool_id for device in devices if device.pool_id})
+    out: dict[int, tuple[int, str, bytes] | Exception] = {}
     with transaction.atomic():
-        pool = Pool.objects.select_for_update().get(pk=device.pool_id)
-        payload = protocol.encode_config(pool_config_payload(pool))
-    topic = protocol.topic(device.topic_prefix, device.device_id, protocol.CONFIG_SET)
-    return pool.config_version, topic, payload
+        # Locked in pk order, so that two sweeps never deadlock on each other.
+        locked = Pool.objects.select_for_update().filter(pk__in=pool_ids).order_by("pk")
+        pools = {pool.pk: pool for pool in locked}
+        programs: dict[int, list[dict[str, Any]]] = {pk: [] for pk in pools}
+        rows = Program.objects.filter(pool_id__in=list(pools)).order_by("pool", "slot")
+        for program in rows:
+            programs[program.pool_id].append(_program_item(program))
+        payloads: dict[int, tuple[int, bytes] | Exception] = {}
+        for pk, pool in pools.items():
+            try:
+                config = pool_config_payload(pool, programs[pk])
+                payloads[pk] = (pool.config_version, protocol.encode_config(config))
+            except protocol.ProtocolError as exc:
+                payloads[pk] = exc
+    for device in devices:
+        payload = payloads.get(device.pool_id)
+        if payload is None:
+            out[device.pk] = Pool.DoesNotExist(f"pool {device.pool_id} is gone")
+        elif isinstance(payload, Exception):
+            out[device.pk] = payload
+        else:
+            topic = protocol.topic(
+                device.topic_prefix, device.device_id, protocol.CONFIG_SET
+            )
+            out[device.pk] = (payload[0], topic, payload[1])
+    return out
 
 
 def pool_config_message(*, pool: Pool) -> tuple[str, bytes] | None:

@@ -362,3 +362,57 @@ def test_the_bridge_finds_the_online_devices_with_a_pending_rotation(
     found = list(devices_rotating_credentials(broker_ids=brokers))
     assert found == [device]
     assert device_credentials_message(found[0])[0].endswith(f"/{device.device_id}/cmd")
+
+
+def test_cancel_is_refused_while_the_device_is_online(adam, platform_device):
+    """An online device is being sent the new pair and may be logged in with it:
+    cancelling would delete the client it uses and lock it out."""
+    device = _rotate(adam, platform_device)
+    new, username = device.pending_mqtt_password, device.pending_mqtt_username
+    Device.objects.filter(pk=device.pk).update(online=True)
+    device = Device.objects.get(pk=device.pk)
+    with pytest.raises(ValidationError, match="online"):
+        device_credentials_cancel(membership=adam, device=device)
+    device = Device.objects.get(pk=device.pk)
+    assert device.credentials_rotation_id
+    assert connects(device.device_id, username, new)
+    # The device that switched acks, and the new pair becomes the current one.
+    assert device_credentials_ack(
+        device_id=device.pk, rotation_id=device.credentials_rotation_id, ok=True
+    )
+    assert connects(device.device_id, username, new)
+
+
+def test_a_rotation_past_its_exp_is_expired_by_the_sweep(adam, platform_device):
+    from devices.services.device_credentials import device_credentials_expire_stale
+
+    device = _rotate(adam, platform_device)
+    new, username = device.pending_mqtt_password, device.pending_mqtt_username
+    rotation_id = device.credentials_rotation_id
+    started = device.credentials_rotation_started_at
+    # Not yet due: nothing happens.
+    assert device_credentials_expire_stale(now=started + ROTATION_TTL / 2) == 0
+    assert connects(device.device_id, username, new)
+    assert device_credentials_expire_stale(now=started + ROTATION_TTL) == 1
+    device = Device.objects.get(pk=device.pk)
+    assert device.credentials_rotation_id == ""
+    assert device.pending_mqtt_username == ""
+    assert "expired" in device_credentials_state(device=device)["failure"]
+    assert not connects(device.device_id, username, new)
+    assert connects(device.device_id, device.device_id, platform_device.first_password)
+    event = AuditEvent.objects.get(action="device.credentials_rotation_expired")
+    assert event.data["rotation"] == rotation_id
+    assert "password" not in json.dumps(event.data).lower()
+    # Idempotent, and the late ack finds nothing to promote.
+    assert device_credentials_expire_stale(now=started + ROTATION_TTL * 2) == 0
+    assert not device_credentials_ack(
+        device_id=device.pk, rotation_id=rotation_id, ok=True
+    )
+
+
+def test_the_sweep_is_on_the_beat_schedule(settings):
+    from devices import tasks
+    from poolsaas.celery import app
+
+    entry = app.conf.beat_schedule["devices.expire_credential_rotations"]
+    assert entry["task"] == tasks.expire_credential_rotations.name

@@ -16,6 +16,8 @@ from devices.models import Command, Device, DeviceEvent, Pool, Program
 from devices.services.programs import (
     ProgramsConflict,
     config_publish_request,
+    device_config_message,
+    devices_config_messages,
     pool_config_message,
     pool_config_payload,
     programs_as_list,
@@ -251,6 +253,46 @@ def test_config_payload_follows_the_pool_time_zone(pool_a, device_a):
     pool_a.settings = {"telemetry_interval": 5}
     with pytest.raises(protocol.ProtocolError, match="telemetry_interval"):
         pool_config_payload(pool_a)
+
+
+def test_config_messages_of_a_page_match_each_device_in_a_fixed_number_of_queries(
+    alice, pool_a, device_a, device_b, platform_broker, django_assert_num_queries
+):
+    """The bridge's sweep builds a page at once; each answer is what
+    device_config_message gives that device, a pool the device cannot be sent gets its
+    own error, and the queries do not grow with the page."""
+    programs_save(membership=alice, pool=pool_a, programs=[week("10:00", "12:30", 2)])
+    broken = Pool.objects.create(tenant=pool_a.tenant, name="Broken")
+    broken.settings = {"telemetry_interval": 5}  # refused by the device's validator
+    broken.save()
+    more = [
+        Device.objects.create(
+            tenant=pool_a.tenant,
+            pool=Pool.objects.create(tenant=pool_a.tenant, name=f"Pool {n}"),
+            broker=platform_broker,
+            device_id=f"ESP-C{n}C{n}C{n}",
+        )
+        for n in range(3)
+    ]
+    bad = Device.objects.create(
+        tenant=pool_a.tenant,
+        pool=broken,
+        broker=platform_broker,
+        device_id="ESP-DDDDDD",
+    )
+    page = [device_a, device_b, *more, bad]
+    expected = {d.pk: device_config_message(device=d) for d in page if d is not bad}
+    with django_assert_num_queries(4):  # savepoint/begin, pools, programs, commit
+        built = devices_config_messages(devices=page)
+    assert {pk: built[pk] for pk in expected} == expected
+    assert json.loads(built[device_a.pk][2])["programs"] == [week("10:00", "12:30", 2)]
+    assert json.loads(built[device_b.pk][2])["programs"] == []
+    assert isinstance(built[bad.pk], protocol.ProtocolError)
+    with pytest.raises(protocol.ProtocolError):
+        device_config_message(device=bad)
+    broken.delete()
+    bad.pool_id = broken.pk
+    assert isinstance(devices_config_messages(devices=[bad])[bad.pk], Pool.DoesNotExist)
 
 
 # --- the scheduler for v3.1 pools -----------------------------------------------------
