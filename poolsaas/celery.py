@@ -37,4 +37,9 @@ app.conf.beat_schedule = {
         "schedule": 900.0,
         "options": {"expires": 840},
     },
+    "ota.advance_campaigns": {
+        "task": "ota.advance_campaigns",
+        "schedule": 15.0,
+        "options": {"expires": 14},
+    },
 }

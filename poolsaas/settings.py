@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "audit",
     "billing",
     "gateway",
+    "ota",
     "poolsaas",
 ]
 
@@ -271,7 +272,7 @@ MQTT_DYNSEC_URL = env_str("MQTT_DYNSEC_URL", MQTT_URL)
 MQTT_SHARED_SUBSCRIPTIONS = env_bool("MQTT_SHARED_SUBSCRIPTIONS", True)
 # The MQTT rooms the bridge routes device topics to (devices.bridge.rooms): one per
 # app that speaks MQTT, each a dotted path to a callable returning a Room.
-BRIDGE_ROOMS = ["devices.mqtt.DevicesRoom"]
+BRIDGE_ROOMS = ["devices.mqtt.DevicesRoom", "ota.mqtt.OtaRoom"]
 MQTT_PUBLIC_HOST = env_str("MQTT_PUBLIC_HOST", "127.0.0.1")
 MQTT_PUBLIC_PORT = env_int("MQTT_PUBLIC_PORT", 1883)
 MQTT_PUBLIC_TLS = env_bool("MQTT_PUBLIC_TLS", False)
