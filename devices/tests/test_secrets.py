@@ -12,6 +12,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.transaction import atomic
 
+from alerts.models import WebhookSubscription
 from audit.models import AuditEvent
 from devices.fields import SecretDecryptionError
 from devices.models import Broker, Device
@@ -97,6 +98,11 @@ def test_rotation_re_encrypts_every_secret_under_the_new_key(
     platform_broker.username = "platform-user"
     platform_broker.password = "platform-Pw-Rot8"
     platform_broker.save()
+    webhook = WebhookSubscription.objects.create(
+        tenant=broker_a.tenant,
+        url="https://hooks.example.com/pool",
+        secret="whsec-Rot8",
+    )
     before = {
         (model, field, pk): raw_column(model, field, pk)
         for model, field, pk in [
@@ -105,6 +111,7 @@ def test_rotation_re_encrypts_every_secret_under_the_new_key(
             (Broker, "username", platform_broker.pk),
             (Broker, "password", platform_broker.pk),
             (Device, "mqtt_password", secret_device.pk),
+            (WebhookSubscription, "secret", webhook.pk),
         ]
     }
     new_key = Fernet.generate_key().decode()
@@ -113,6 +120,7 @@ def test_rotation_re_encrypts_every_secret_under_the_new_key(
     call_command("rotate_encryption_keys", stdout=out)
     assert "devices.Broker: 2 rows re-encrypted" in out.getvalue()
     assert "devices.Device: 1 rows re-encrypted" in out.getvalue()
+    assert "alerts.WebhookSubscription: 1 rows re-encrypted" in out.getvalue()
 
     for (model, field, pk), old_raw in before.items():
         new_raw = raw_column(model, field, pk)
@@ -131,9 +139,16 @@ def test_rotation_re_encrypts_every_secret_under_the_new_key(
         "platform-Pw-Rot8",
     )
     assert Device.objects.get(pk=secret_device.pk).mqtt_password == DEVICE_PASSWORD
+    assert WebhookSubscription.objects.get(pk=webhook.pk).secret == "whsec-Rot8"
 
     event = AuditEvent.objects.get(action="encryption_keys.rotated")
-    assert event.data == {"rows": {"devices.Broker": 2, "devices.Device": 1}}
+    assert event.data == {
+        "rows": {
+            "devices.Broker": 2,
+            "devices.Device": 1,
+            "alerts.WebhookSubscription": 1,
+        }
+    }
     assert event.tenant_id is None
 
 
