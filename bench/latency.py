@@ -13,7 +13,9 @@ Measures, each --samples times:
      new temperature; a MutationObserver in the pool page stamps when the new value
      is on screen;
   2. browser click -> device receipt: the page's pump switch is clicked; the device
-     stamps when the command arrives (it then acknowledges, as a ps1 device does).
+     stamps when the command arrives (it then acknowledges, as a ps1 device does);
+     and click -> answer visible: a MutationObserver stamps when the switch stops
+     showing "pending" (the device's ack is on screen).
 Both stamps come from the same system clock (browser Date.now(), Python time.time()).
 Meanwhile --background messages/s of telemetry from --bg-devices other pools flow
 through the same broker and bridge, and a channel-layer listener watches all of those
@@ -411,7 +413,7 @@ def main():
         from playwright.sync_api import sync_playwright
 
         base = f"http://127.0.0.1:{port}"
-        publish_ms, click_ms = [], []
+        publish_ms, click_ms, answer_ms = [], [], []
         clicks = []  # (browser click ms, device receipt ms)
         with sync_playwright() as p:
             browser = p.chromium.launch(
@@ -438,6 +440,12 @@ def main():
                       window.__seen[el.textContent] = Date.now();
                     }
                   }).observe(el, {childList: true, characterData: true, subtree: true});
+                  const pump = document.getElementById('pump');
+                  new MutationObserver(() => {
+                    if (!pump.classList.contains('pending')) {
+                      window.__answered = window.__answered || Date.now();
+                    }
+                  }).observe(pump, {attributes: true, attributeFilter: ['class']});
                 }"""
             )
             background_start = time.monotonic()
@@ -465,7 +473,7 @@ def main():
             for _ in range(args.samples):
                 device.arrived.clear()
                 t_click = page.evaluate(
-                    "() => { const t = Date.now();"
+                    "() => { const t = Date.now(); window.__answered = 0;"
                     " document.getElementById('pump').click(); return t; }"
                 )
                 if not device.arrived.wait(5):
@@ -478,6 +486,7 @@ def main():
                     "('pending')",
                     timeout=5000,
                 )
+                answer_ms.append(page.evaluate("() => window.__answered") - t_click)
                 time.sleep(0.25)  # stay under the socket's 5 commands/s
             bg_rate = (sent.value - sent_start) / (time.monotonic() - background_start)
             browser.close()
@@ -494,6 +503,7 @@ def main():
         print(f"  (pool-group messages received by the watcher: {watched['n']:,})")
         print(line("device publish -> browser visible", publish_ms))
         print(line("browser click -> device receipt", click_ms))
+        print(line("browser click -> answer visible", answer_ms))
         print(breakdown(target_id, clicks))
         overview_ms, overview_queries = overview_timing(other)
         print(
