@@ -10,9 +10,10 @@
   skips the others; pages also announce a group on BRIDGES_GROUP the moment they join
   it, so it is sent to from its first update. A page that opens reads the state from
   the database and gets live updates from then on.
-- Doorbell: receives on poolsaas.live.groups.DOORBELL and hands each ring to the
-  bridge (new commands, "config.publish" for a pool whose configuration changed, a
-  removed device's retained topics to clear).
+- Doorbell: receives on poolsaas.live.groups.DOORBELL (one bridge takes each ring)
+  and, in DOORBELL_GROUP, on a channel of its own (every bridge hears it), and hands
+  each ring to the bridge (new commands, whole; "config.publish" for a pool whose
+  configuration changed; a removed device's retained topics to clear).
 """
 
 import asyncio
@@ -36,6 +37,9 @@ from poolsaas.live.groups import BRIDGES_GROUP
 
 logger = logging.getLogger(__name__)
 
+# Seconds between two joins of the doorbell group (well under its expiry).
+GROUP_REJOIN = 600.0
+
 
 class LiveChannel:
     def __init__(
@@ -43,11 +47,15 @@ class LiveChannel:
         *,
         doorbell: str | None,
         on_doorbell: Callable[[dict], None],
+        doorbell_group: str | None = None,
         window: float = 0.25,
         watch_interval: float = 1.0,
     ) -> None:
         self.doorbell = doorbell
+        self.doorbell_group = doorbell_group
         self.on_doorbell = on_doorbell
+        # Set once the doorbell listens (its channel is in doorbell_group).
+        self.doorbell_ready = threading.Event()
         self.window = window
         self.watch_interval = watch_interval
         self.loop = asyncio.new_event_loop()
@@ -214,9 +222,54 @@ class LiveChannel:
 
     async def _doorbell(self, layer) -> None:
         self._doorbell_task = asyncio.current_task()
+        listeners = [self._rings(lambda: layer.receive(self.doorbell))]
+        if self.doorbell_group:
+            listeners.append(self._group_rings(layer))
+        else:
+            self.doorbell_ready.set()
+        # All of them to the end (return_exceptions), so the group is left cleanly.
+        await asyncio.gather(*listeners, return_exceptions=True)
+
+    async def _group_rings(self, layer) -> None:
+        """Rings to every bridge: on a channel of this bridge's in doorbell_group,
+        joined again every GROUP_REJOIN seconds (channels-redis forgets a group
+        membership after its group_expiry, a day by default)."""
+        channel = await layer.new_channel("bridge-doorbell.")
+        joined = None
+        try:
+            while joined is None:
+                try:
+                    await layer.group_add(self.doorbell_group, channel)
+                    joined = time.monotonic()
+                except Exception:  # noqa: BLE001 - Redis away: try again
+                    logger.warning("cannot join the doorbell group", exc_info=True)
+                    await asyncio.sleep(1)
+            logger.info("bridge doorbell listening on %s", self.doorbell_group)
+            self.doorbell_ready.set()
+
+            async def receive():
+                nonlocal joined
+                if time.monotonic() - joined > GROUP_REJOIN:
+                    await layer.group_add(self.doorbell_group, channel)
+                    joined = time.monotonic()
+                try:
+                    return await asyncio.wait_for(layer.receive(channel), GROUP_REJOIN)
+                except TimeoutError:
+                    raise RedisTimeoutError from None
+
+            await self._rings(receive)
+        finally:
+            # Leaving: rings must not pile up on a channel nobody reads.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    layer.group_discard(self.doorbell_group, channel), 2
+                )
+
+    async def _rings(self, receive: Callable) -> None:
+        """Hand every message `receive()` gets to the bridge, for as long as it runs."""
         while True:
             try:
-                message = await layer.receive(self.doorbell)
+                message = await receive()
                 self.on_doorbell(message)
             except asyncio.CancelledError:
                 raise

@@ -8,8 +8,8 @@ own:
 - the worker and the writer (devices.bridge.worker): the inbox drained through the
   dispatcher, the rooms' live updates, their batches written every
   `flush_interval`, held and retried while the database is away;
-- the publisher (devices.bridge.publisher): every room's publishing, every
-  `sweep_interval` or at once when the doorbell rings;
+- the publisher (devices.bridge.publisher): what a doorbell ring carried (a whole
+  command) at once, and every room's sweep every `sweep_interval`;
 - the control loop (devices.bridge.control): every `refresh_interval` rebuilds the
   topic directory and reconciles broker connections; every `silence_interval` marks
   silent devices offline;
@@ -29,7 +29,7 @@ from devices.bridge.live import LiveChannel
 from devices.bridge.publisher import PublisherThread
 from devices.bridge.rooms import Dispatcher, Outbox, Room, rooms_from_settings
 from devices.bridge.worker import RETRY_MIN_DELAY, WorkerThreads
-from poolsaas.live.groups import DOORBELL
+from poolsaas.live.groups import DOORBELL, DOORBELL_GROUP
 
 
 class Bridge(WorkerThreads, PublisherThread, ControlThread):
@@ -75,6 +75,7 @@ class Bridge(WorkerThreads, PublisherThread, ControlThread):
         self.live = (
             LiveChannel(
                 doorbell=DOORBELL,
+                doorbell_group=DOORBELL_GROUP,
                 on_doorbell=self._on_doorbell,
                 window=broadcast_window,
             )
@@ -94,6 +95,7 @@ class Bridge(WorkerThreads, PublisherThread, ControlThread):
         self.busy = {"handle": 0.0, "write": 0.0}
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._sweep_asked = False
         self._refreshed = threading.Event()
         self._threads = [
             threading.Thread(target=self._work, name="bridge-worker", daemon=True),
@@ -143,6 +145,7 @@ class Bridge(WorkerThreads, PublisherThread, ControlThread):
 
     def wake(self) -> None:
         """Run the publish sweep now (the doorbell does this from the channel layer)."""
+        self._sweep_asked = True
         self._wake.set()
 
     def stats(self) -> dict:
