@@ -10,7 +10,8 @@ own:
   `flush_interval`, held and retried while the database is away;
 - the publisher (devices.bridge.publisher): what a doorbell ring carried (a whole
   command) at once, and every room's sweep every `sweep_interval`;
-- the control loop (devices.bridge.control): every `refresh_interval` rebuilds the
+- the control loop (devices.bridge.control): every `refresh_interval` renews the
+  leases on brokers served by one bridge (devices.services.leases), rebuilds the
   topic directory and reconciles broker connections; every `silence_interval` marks
   silent devices offline;
 - the live channel (devices.bridge.live): the asyncio loop of the channel layer.
@@ -49,6 +50,7 @@ class Bridge(WorkerThreads, PublisherThread, ControlThread):
         max_backoff: float = 30.0,
         keepalive: int = 30,
         reconnect_hold: float = 3.0,
+        lease_ttl: float | None = None,
         live: bool = True,
         rooms: list[Room] | None = None,
     ) -> None:
@@ -65,6 +67,10 @@ class Bridge(WorkerThreads, PublisherThread, ControlThread):
         self.min_backoff, self.max_backoff = min_backoff, max_backoff
         self.keepalive = keepalive
         self.reconnect_hold = reconnect_hold
+        # A lease outlives two missed renewals (one each refresh_interval).
+        self.lease_ttl = lease_ttl if lease_ttl is not None else 3 * refresh_interval
+        self.leased: set[int] = set()
+        self.leases_until = 0.0
         self.dispatcher = Dispatcher(
             rooms=rooms if rooms is not None else rooms_from_settings()
         )
@@ -140,6 +146,7 @@ class Bridge(WorkerThreads, PublisherThread, ControlThread):
             conn.stop()
         for thread in self._threads:
             thread.join(10)
+        self.release_leases()
         if self.live is not None:
             self.live.stop()
 
@@ -160,6 +167,7 @@ class Bridge(WorkerThreads, PublisherThread, ControlThread):
             connections={
                 pk: c.connected.is_set() for pk, c in self.connections.items()
             },
+            leased=sorted(self.leased),
             broker_faults={
                 pk: dict(c.counters) for pk, c in self.connections.items() if c.counters
             },

@@ -344,6 +344,10 @@ def _command_create(
         if command.is_final:
             command.completed_at = now
         command.save()
+        if command.status == Command.Status.PENDING:
+            # Registered first, so that it is the first thing sent after commit
+            # (before the page's and the log's broadcasts).
+            transaction.on_commit(lambda: doorbell_ring(command))
         audit_record(
             action="command.sent",
             tenant=pool.tenant,
@@ -361,8 +365,6 @@ def _command_create(
             },
         )
         _event(command=command, new=True)
-        if command.status == Command.Status.PENDING:
-            transaction.on_commit(lambda: doorbell_ring(command))
     return command
 
 
