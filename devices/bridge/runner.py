@@ -67,8 +67,11 @@ class Bridge(WorkerThreads, PublisherThread, ControlThread):
         self.min_backoff, self.max_backoff = min_backoff, max_backoff
         self.keepalive = keepalive
         self.reconnect_hold = reconnect_hold
-        # A lease outlives two missed renewals (one each refresh_interval).
-        self.lease_ttl = lease_ttl if lease_ttl is not None else 3 * refresh_interval
+        # A lease outlives two missed renewals (one each refresh_interval), and a
+        # slow refresh on a busy host.
+        self.lease_ttl = (
+            lease_ttl if lease_ttl is not None else max(3 * refresh_interval, 10.0)
+        )
         self.leased: set[int] = set()
         self.leases_until = 0.0
         self.dispatcher = Dispatcher(

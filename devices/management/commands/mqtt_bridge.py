@@ -31,7 +31,7 @@ class Command(BaseCommand):
             "--lease-ttl",
             type=float,
             default=None,
-            help="seconds a broker lease lasts unrenewed (3 x refresh interval)",
+            help="seconds a broker lease lasts unrenewed (3 refresh intervals, >= 10)",
         )
         parser.add_argument(
             "--run-for", type=float, default=None, help="stop after N seconds"
