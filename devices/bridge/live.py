@@ -13,7 +13,8 @@
 - Doorbell: receives on poolsaas.live.groups.DOORBELL (one bridge takes each ring)
   and, in DOORBELL_GROUP, on a channel of its own (every bridge hears it), and hands
   each ring to the bridge (new commands, whole; "config.publish" for a pool whose
-  configuration changed; a removed device's retained topics to clear).
+  configuration changed; a removed device's retained topics to clear). Its loop also
+  carries `send_now`: a device's answer to a command, ahead of every broadcast.
 """
 
 import asyncio
@@ -80,6 +81,7 @@ class LiveChannel:
             target=self._run_doorbell, name="bridge-doorbell", daemon=True
         )
         self._doorbell_loop: asyncio.AbstractEventLoop | None = None
+        self._doorbell_layer = None
         self._doorbell_task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -126,6 +128,32 @@ class LiveChannel:
         """Thread-safe: send each message (no merging: events are all distinct)."""
         if messages and self._queue is not None:
             self.loop.call_soon_threadsafe(self._send_all, messages)
+
+    def send_now(self, messages: list[tuple[str, dict]]) -> None:
+        """Thread-safe: send each message ahead of every queued broadcast, on the
+        doorbell's own loop and Redis connection (a device's answer to a command must
+        not wait behind thousands of state updates). Falls back to send_events where
+        there is no doorbell (an in-memory layer)."""
+        loop, layer = self._doorbell_loop, self._doorbell_layer
+        if not messages:
+            return
+        if loop is None or layer is None or not loop.is_running():
+            self.send_events(messages)
+            return
+
+        def start():
+            for group, message in messages:
+                loop.create_task(self._urgent(layer, group, message))
+
+        loop.call_soon_threadsafe(start)
+
+    async def _urgent(self, layer, group: str, message: dict) -> None:
+        try:
+            await layer.group_send(group, message)
+            self.counters["sent"] += 1
+        except Exception:  # noqa: BLE001 - the write path says it again
+            self.counters["failed"] += 1
+            logger.debug("urgent group_send to %s failed", group, exc_info=True)
 
     def _send_all(self, messages: list[tuple[str, dict]]) -> None:
         for group, message in messages:
@@ -207,6 +235,7 @@ class LiveChannel:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+        self._doorbell_layer = layer
         self._doorbell_loop = loop
         task = loop.create_task(self._doorbell(layer))
         try:

@@ -1,8 +1,9 @@
-"""The bridge's publisher thread: every room's `publish_now` hook the moment the
-doorbell rings (what a ring carried, such as a whole command), and every room's
-`publish` sweep every `sweep_interval` anyway (the database is the queue of record),
-or at once for a ring that carried too little. It has a thread of its own so that a
-slow directory refresh never holds up a command the doorbell just announced."""
+"""The bridge's publisher threads: the sweep, every room's `publish` every
+`sweep_interval` (the database is the queue of record), or at once for a ring that
+carried too little; and the ringer, every room's `publish_now` the moment the
+doorbell rings (what a ring carried, such as a whole command). Each has a thread of
+its own, so that a ring never waits behind a sweep, nor either behind a slow
+directory refresh."""
 
 import logging
 import time
@@ -23,19 +24,31 @@ class PublisherThread:
         while not self._stop.is_set():
             # Cleared before the work: a ring during it runs the loop again.
             self._wake.clear()
-            try:
-                close_old_connections()
-                self.publish_now()
-                if self._sweep_asked or time.monotonic() >= next_sweep:
-                    self._sweep_asked = False
-                    next_sweep = time.monotonic() + self.sweep_interval
+            if self._sweep_asked or time.monotonic() >= next_sweep:
+                self._sweep_asked = False
+                next_sweep = time.monotonic() + self.sweep_interval
+                try:
+                    close_old_connections()
                     self.sweep_publish()
-            except Exception:  # noqa: BLE001 - keep the bridge alive, retry next tick
-                self.db_errors += 1
-                logger.exception("bridge publish sweep failed; retrying")
-                connection.close()
-            reset_queries()
+                except Exception:  # noqa: BLE001 - keep the bridge alive, retry
+                    self.db_errors += 1
+                    logger.exception("bridge publish sweep failed; retrying")
+                    connection.close()
+                reset_queries()
             self._wake.wait(max(0.0, next_sweep - time.monotonic()))
+        connection.close()
+
+    def _ringer(self) -> None:
+        while not self._refreshed.wait(0.2):
+            if self._stop.is_set():
+                return
+        while not self._stop.is_set():
+            if not self._rang.wait(1.0):
+                continue
+            self._rang.clear()
+            close_old_connections()
+            self.publish_now()
+            reset_queries()
         connection.close()
 
     def publish_now(self) -> None:
@@ -61,14 +74,16 @@ class PublisherThread:
 
     def _on_doorbell(self, message: dict) -> None:
         """A ring of the doorbell (devices.bridge.live's thread): each room takes
-        what is its own, and the publisher runs now: publish_now only, when a room
-        took everything the ring needs, otherwise the sweep too."""
+        what is its own; the ringer publishes what the rooms took whole, and the
+        sweep runs now for a ring that needs it."""
         handled = False
         for room in self.dispatcher.rooms:
             try:
                 handled = bool(room.doorbell(message)) or handled
             except Exception:  # noqa: BLE001 - a bad ring must not stop the doorbell
                 logger.exception("room %s failed on a doorbell ring", room.name)
-        if not handled:
+        if handled:
+            self._rang.set()
+        else:
             self._sweep_asked = True
-        self._wake.set()
+            self._wake.set()

@@ -8,8 +8,8 @@ own:
 - the worker and the writer (devices.bridge.worker): the inbox drained through the
   dispatcher, the rooms' live updates, their batches written every
   `flush_interval`, held and retried while the database is away;
-- the publisher (devices.bridge.publisher): what a doorbell ring carried (a whole
-  command) at once, and every room's sweep every `sweep_interval`;
+- the publisher and the ringer (devices.bridge.publisher): every room's sweep every
+  `sweep_interval`, and what a doorbell ring carried (a whole command) at once;
 - the control loop (devices.bridge.control): every `refresh_interval` renews the
   leases on brokers served by one bridge (devices.services.leases), rebuilds the
   topic directory and reconciles broker connections; every `silence_interval` marks
@@ -105,6 +105,7 @@ class Bridge(WorkerThreads, PublisherThread, ControlThread):
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._sweep_asked = False
+        self._rang = threading.Event()
         self._refreshed = threading.Event()
         self._threads = [
             threading.Thread(target=self._work, name="bridge-worker", daemon=True),
@@ -113,6 +114,7 @@ class Bridge(WorkerThreads, PublisherThread, ControlThread):
             threading.Thread(
                 target=self._publisher, name="bridge-commands", daemon=True
             ),
+            threading.Thread(target=self._ringer, name="bridge-rings", daemon=True),
         ]
 
     def room(self, name: str) -> Room:

@@ -138,7 +138,7 @@ class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
         if answers:
             # A device answered a command: its page is told now; the batch write
             # (command_ack) follows and says it again, whole.
-            live.send_events(
+            live.send_now(
                 [m for m in map(command_answer_message, answers) if m is not None]
             )
         fresh = live.newly_watched()
