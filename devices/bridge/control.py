@@ -13,6 +13,7 @@ out, since another bridge may hold it by then.
 """
 
 import logging
+import threading
 import time
 
 from django.conf import settings
@@ -127,13 +128,21 @@ class ControlThread:
         self.leased = set()
 
     def release_leases(self) -> None:
-        """Stopping: the leases go at once, for another bridge to take."""
-        try:
-            broker_leases_release(holder=self.name)
-        except Exception:  # noqa: BLE001 - they expire on their own
-            logger.warning("cannot release the broker leases", exc_info=True)
-        finally:
-            connection.close()
+        """Stopping: the leases go at once, for another bridge to take. On a thread
+        (and database connection) of its own: the caller's connection is left as it
+        is."""
+
+        def release() -> None:
+            try:
+                broker_leases_release(holder=self.name)
+            except Exception:  # noqa: BLE001 - they expire on their own
+                logger.warning("cannot release the broker leases", exc_info=True)
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=release, name="bridge-release", daemon=True)
+        thread.start()
+        thread.join(10)
 
     def _connect(self, broker) -> BrokerConnection | None:
         if not broker.is_platform:
