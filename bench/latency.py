@@ -481,11 +481,15 @@ def main():
                     continue
                 click_ms.append(device.received[-1][0] - t_click)
                 clicks.append((t_click, device.received[-1][0]))
-                page.wait_for_function(
-                    "() => !document.getElementById('pump').classList.contains"
-                    "('pending')",
-                    timeout=5000,
-                )
+                try:
+                    page.wait_for_function(
+                        "() => !document.getElementById('pump').classList.contains"
+                        "('pending')",
+                        timeout=20_000,
+                    )
+                except Exception:  # noqa: BLE001 - counted as lost, the run goes on
+                    answer_ms.append(float("inf"))
+                    continue
                 answer_ms.append(page.evaluate("() => window.__answered") - t_click)
                 time.sleep(0.25)  # stay under the socket's 5 commands/s
             bg_rate = (sent.value - sent_start) / (time.monotonic() - background_start)
