@@ -197,7 +197,7 @@ def clear_retained(prefix):
     c.loop_start()
     c.subscribe(f"{prefix}/#")
     time.sleep(0.5)
-    for topic in topics:
+    for topic in list(topics):  # the network thread may still add some
         c.publish(topic, b"", 1, True).wait_for_publish(2)
     c.disconnect()
     c.loop_stop()
