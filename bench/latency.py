@@ -500,7 +500,9 @@ def main():
             ok = [v for v in values if v != float("inf")]
             return (
                 f"{name:<34} n={len(ok):>3}  p50 {pct(ok, 50):6.1f} ms  "
-                f"p99 {pct(ok, 99):6.1f} ms  max {max(ok):6.1f} ms  lost {lost}"
+                f"p99 {pct(ok, 99):6.1f} ms  "
+                f"max {max(ok, default=float('nan')):6.1f} ms  "
+                f"lost {lost}"
             )
 
         print(f"background traffic: {bg_rate:,.0f} messages/s from {len(bg_ids)} pools")
