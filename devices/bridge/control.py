@@ -89,6 +89,8 @@ class ControlThread:
             silence_factor=self.silence_factor,
         )
         self.dispatcher.directory = directory
+        if self._stop.is_set():
+            return  # stopping: the connections are being closed, not to be rebuilt
         for broker in brokers:
             conn = self.connections.get(broker.pk)
             if conn is not None and conn.fingerprint != broker_fingerprint(broker):
