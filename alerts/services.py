@@ -206,7 +206,7 @@ def alert_email(*, alert: Alert, event: str) -> Delivery:
     delivery = Delivery(alert=alert, event=event, channel=Delivery.Channel.EMAIL)
     try:
         send_mail(f"[poolsaas] {what}", text, None, recipients, html_message=html)
-        delivery.ok = True
+        delivery.ok, delivery.status = True, Delivery.Status.SENT
     except Exception as exc:  # noqa: BLE001 - logged on the delivery row
         delivery.error = str(exc)[:300]
     delivery.save()
@@ -276,6 +276,8 @@ def webhook_post(
         )
         delivery.status_code = response.status_code
         delivery.ok = 200 <= response.status_code < 300
+        if delivery.ok:
+            delivery.status = Delivery.Status.SENT
     except (ValidationError, OSError, requests.RequestException) as exc:
         delivery.error = str(exc)[:300]
     delivery.save()
