@@ -387,6 +387,44 @@ def alert_recipients(*, alert: Alert) -> list[tuple[str, AlertPreference | None]
     return recipients
 
 
+def alert_preference_set(
+    *,
+    membership,
+    kinds: list[str] | None = None,
+    channel: str = AlertPreference.Channel.EMAIL,
+    quiet_start: dt.time | None = None,
+    quiet_end: dt.time | None = None,
+    safety_ignores_quiet: bool = True,
+) -> AlertPreference:
+    """Save a member's own alert preferences (any role may; a viewer opts in to
+    e-mail this way). Bad input raises ValidationError and changes nothing."""
+    kinds = sorted(set(kinds or []))
+    errors = {}
+    unknown = [k for k in kinds if k not in Kind.values]
+    if unknown:
+        errors["kinds"] = f"Unknown alert kinds: {', '.join(map(str, unknown))}."
+    if channel not in AlertPreference.Channel.values:
+        errors["channel"] = "Choose e-mail or dashboard only."
+    if (quiet_start is None) != (quiet_end is None):
+        errors["quiet_end"] = "Give both ends of the quiet hours, or neither."
+    elif quiet_start is not None and quiet_start == quiet_end:
+        errors["quiet_end"] = "Quiet hours cannot start and end at the same time."
+    if errors:
+        raise ValidationError(errors)
+    preference, _ = AlertPreference.objects.update_or_create(
+        membership=membership,
+        defaults={
+            "tenant_id": membership.tenant_id,
+            "kinds": kinds,
+            "channel": channel,
+            "quiet_start": quiet_start,
+            "quiet_end": quiet_end,
+            "safety_ignores_quiet": safety_ignores_quiet,
+        },
+    )
+    return preference
+
+
 def preference_wants(*, preference: AlertPreference | None, role: str, kind: str):
     """Whether a member with these preferences (None: none saved) wants e-mail
     about alerts of this kind."""
