@@ -210,6 +210,12 @@ EMAIL_PORT = env_int("EMAIL_PORT", 25)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "poolsaas <no-reply@poolsaas.test>")
 INVITATION_TTL = timedelta(hours=env_int("INVITATION_TTL_HOURS", 72))
 
+# Payments (billing.payments): Stripe, off while the key or the webhook secret is
+# unset. STRIPE_API_BASE is for tests and proxies only.
+STRIPE_API_KEY = env_str("STRIPE_API_KEY", "")
+STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "")
+STRIPE_API_BASE = env_str("STRIPE_API_BASE", "https://api.stripe.com")
+
 # The MQTT gateway (/mqtt): open sockets per user (per web process) and topic
 # filters per socket.
 GATEWAY_MAX_SOCKETS_PER_USER = env_int("GATEWAY_MAX_SOCKETS_PER_USER", 10)
