@@ -137,7 +137,7 @@ class StripeProvider:
             raise BadWebhook("The Stripe-Signature header does not match.") from None
         except ValueError:
             raise BadWebhook("The body is not a Stripe event.") from None
-        obj = event.data.object
+        obj = event.data.object.to_dict()
         metadata = obj.get("metadata") or {}
         error = obj.get("last_payment_error") or {}
         return ProviderEventData(
