@@ -34,7 +34,7 @@ class InvoiceError(Exception):
     """A document cannot be issued or corrected as asked; the message says why."""
 
 
-# --- the period -------------------------------------------------------------------
+# --- the period ---
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +70,7 @@ def previous_month(day: dt.date) -> Period:
     return month_of(day.replace(day=1) - dt.timedelta(days=1))
 
 
-# --- plans and their days ------------------------------------------------------------
+# --- plans and their days ---
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +131,7 @@ def plan_segments(
     return segments
 
 
-# --- lines ---------------------------------------------------------------------------
+# --- lines ---
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,8 +208,10 @@ def invoice_lines(
             )
         )
     last_terms = segments[-1].terms if segments else None
-    for kind in sorted(usage):
-        used = int(usage[kind])
+    # Every kind used, and every kind a plan includes (shown even when unused).
+    kinds = set(usage) | {k for seg in segments for k in seg.terms.included}
+    for kind in sorted(kinds):
+        used = int(usage.get(kind, 0))
         included = sum(
             Decimal(seg.terms.included.get(kind, 0)) * seg.days / period.days
             for seg in segments
@@ -255,7 +257,7 @@ def money(amount_cents: int, currency: str) -> str:
     return f"{sign}{whole:,}.{rest:02d} {currency}"
 
 
-# --- services ------------------------------------------------------------------------
+# --- services ---
 
 # The month's last minutes reach PostgreSQL with the roll-up a few minutes late
 # (docs/billing.md); the run waits this long after the month before issuing.

@@ -110,7 +110,7 @@ class UsageCounter(models.Model):
         return f"{self.kind} {self.minute:%Y-%m-%d %H:%M} = {self.value}"
 
 
-# --- invoices and payments (billing.invoices, billing.payments) ----------------------
+# --- invoices and payments (billing.invoices, billing.payments) ---
 
 
 class ImmutableDocument(Exception):

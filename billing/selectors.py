@@ -21,7 +21,7 @@ def usage_totals(tenant, *, since=None, until=None) -> dict[str, int]:
     }
 
 
-# --- invoices and the usage page ------------------------------------------------------
+# --- invoices and the usage page ---
 
 
 def invoices_for_member(*, membership):

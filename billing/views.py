@@ -59,8 +59,7 @@ def invoices(request):
         "billing/invoices.html",
         {
             "rows": [
-                {"invoice": i, "total": money(i.total_cents, i.currency)}
-                for i in rows
+                {"invoice": i, "total": money(i.total_cents, i.currency)} for i in rows
             ]
         },
     )

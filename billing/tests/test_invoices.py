@@ -26,7 +26,7 @@ PRO = inv.PlanTerms("pro", "Pro", 1900, {"messages_in": 5_000_000})
 BUSINESS = inv.PlanTerms("business", "Business", 9900, {"messages_in": 100_000_000})
 
 
-# --- fixtures shared by the other invoice, payment and usage-page tests ---------------
+# --- fixtures shared by the other invoice, payment and usage-page tests ---
 
 
 def at(day: int, hour: int = 12, month: int = 11, year: int = 2026) -> dt.datetime:
@@ -89,7 +89,7 @@ def count(tenant, kind, value, when):
     UsageCounter.objects.create(tenant=tenant, kind=kind, minute=when, value=value)
 
 
-# --- the pure half ---------------------------------------------------------------------
+# --- the pure half ---
 
 
 def test_prorate_by_days_rounds_half_up():
@@ -165,7 +165,7 @@ def test_numbers_and_money_read_the_same_everywhere():
     )
 
 
-# --- issuing ---------------------------------------------------------------------------
+# --- issuing ---
 
 
 @pytest.mark.django_db
@@ -204,7 +204,9 @@ def test_plan_change_mid_month_is_prorated_by_days(billed_a, business):
     ]
     assert invoice.total_cents == 887 + 5280
     # December, all on Business: no proration left over.
-    december = issue(billed_a, inv.month_of(dt.date(2026, 12, 1)), at(1, 2, month=1, year=2027))
+    december = issue(
+        billed_a, inv.month_of(dt.date(2026, 12, 1)), at(1, 2, month=1, year=2027)
+    )
     assert december.total_cents == 9900
 
 
@@ -237,7 +239,9 @@ def test_numbers_run_per_year_without_gaps_and_a_rollback_gives_its_number_back(
         "INV-2026-00002",
         "CN-2026-00001",
     ]
-    january = issue(billed_a, inv.month_of(dt.date(2026, 12, 1)), at(1, 2, month=1, year=2027))
+    january = issue(
+        billed_a, inv.month_of(dt.date(2026, 12, 1)), at(1, 2, month=1, year=2027)
+    )
     assert january.number == "INV-2027-00001"  # a new year starts again at 1
 
 
@@ -307,7 +311,7 @@ def test_two_monthly_runs_at_once_issue_each_invoice_once_numbered_1_to_n(pro):
     assert numbers == [f"INV-2026-{i:05d}" for i in range(1, len(tenants) + 1)]
 
 
-# --- immutability ----------------------------------------------------------------------
+# --- immutability ---
 
 
 @pytest.mark.django_db
@@ -352,7 +356,7 @@ def test_issued_invoice_cannot_change_in_the_database(billed_a):
     assert sum(invoice.lines.values_list("amount_cents", flat=True)) == 1900
 
 
-# --- credit notes ----------------------------------------------------------------------
+# --- credit notes ---
 
 
 @pytest.mark.django_db
@@ -360,7 +364,9 @@ def test_full_credit_note_negates_every_line_and_references_the_invoice(
     billed_a, alice
 ):
     invoice = issue(billed_a)
-    note = inv.credit_note_issue(invoice=invoice, reason="Billed twice", actor=alice.user)
+    note = inv.credit_note_issue(
+        invoice=invoice, reason="Billed twice", actor=alice.user
+    )
     assert note.kind == Invoice.Kind.CREDIT_NOTE and note.corrects == invoice
     assert note.total_cents == -1900 and note.reason == "Billed twice"
     assert [line.amount_cents for line in note.lines.all()] == [

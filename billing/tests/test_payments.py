@@ -193,14 +193,17 @@ def test_webhook_answers_404_when_payments_are_not_set_up(invoice, settings):
     assert not ProviderEvent.objects.exists()
 
 
-# --- outgoing calls, against a loopback fake of Stripe's HTTP API ----------------------
+# --- outgoing calls, against a loopback fake of Stripe's HTTP API ---
 
 
 class FakeStripe(BaseHTTPRequestHandler):
     """Answers POST /v1/customers and /v1/payment_intents with recorded objects and
     keeps what it was sent."""
 
-    routes = {"/v1/customers": "api_customer", "/v1/payment_intents": "api_payment_intent"}
+    routes = {
+        "/v1/customers": "api_customer",
+        "/v1/payment_intents": "api_payment_intent",
+    }
 
     def do_POST(self):  # noqa: N802 - http.server's name
         length = int(self.headers.get("Content-Length") or 0)
