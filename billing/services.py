@@ -50,28 +50,36 @@ def rollup(*, now: float | None = None) -> int:
             # little behind ours may still add to it (a late add after the delete
             # would start a new bucket whose value replaces the row's).
             continue
-        fields = r.hgetall(key)
-        at = dt.datetime.fromtimestamp(minute * 60, tz=dt.UTC)
-        rows, tenants = [], set()
-        for field, value in fields.items():
-            tenant_id, _, kind = field.decode().partition(":")
-            rows.append((int(tenant_id), kind, int(value)))
-            tenants.add(int(tenant_id))
-        known = set(Tenant.objects.filter(pk__in=tenants).values_list("pk", flat=True))
-        objs = [
-            UsageCounter(tenant_id=t, kind=k, minute=at, value=v)
-            for t, k, v in rows
-            if t in known
-        ]
-        UsageCounter.objects.bulk_create(
-            objs,
-            update_conflicts=True,
-            unique_fields=["tenant", "kind", "minute"],
-            update_fields=["value"],
-        )
-        written += len(objs)
+        written += usage_bucket_store(minute=minute, fields=r.hgetall(key))
+        # Deleted only once stored: a roll-up that dies in between leaves the
+        # bucket for the next one, which stores the same values again.
         r.delete(key)
     return written
+
+
+def usage_bucket_store(*, minute: int, fields: dict) -> int:
+    """Upsert one closed bucket ({b"<tenant>:<kind>": value}) as UsageCounter rows
+    of its minute, setting (never adding) each value. Returns rows written."""
+    at = dt.datetime.fromtimestamp(minute * 60, tz=dt.UTC)
+    rows, tenants = [], set()
+    for field, value in fields.items():
+        field = field.decode() if isinstance(field, bytes) else field
+        tenant_id, _, kind = field.partition(":")
+        rows.append((int(tenant_id), kind, int(value)))
+        tenants.add(int(tenant_id))
+    known = set(Tenant.objects.filter(pk__in=tenants).values_list("pk", flat=True))
+    objs = [
+        UsageCounter(tenant_id=t, kind=k, minute=at, value=v)
+        for t, k, v in rows
+        if t in known
+    ]
+    UsageCounter.objects.bulk_create(
+        objs,
+        update_conflicts=True,
+        unique_fields=["tenant", "kind", "minute"],
+        update_fields=["value"],
+    )
+    return len(objs)
 
 
 def active_devices_record(*, now: dt.datetime | None = None) -> int:
