@@ -163,9 +163,13 @@ def prorate(*, monthly_cents: int, days: int, period_days: int) -> int:
 
 USAGE_LABELS = {
     "messages_in": "Device messages",
+    "messages_dropped": "Device messages dropped over the plan",
     "api_calls": "API calls",
     "samples_stored": "Stored telemetry samples",
+    "active_devices": "Active devices (highest day)",
     "ota_bytes": "OTA bytes",
+    "gateway_minutes": "Gateway socket minutes",
+    "dashboard_minutes": "Dashboard socket minutes",
 }
 
 
@@ -222,11 +226,9 @@ def invoice_lines(
         )
         over = max(0, used - included_units)
         if included_units:
-            description = (
-                f"{usage_label(kind)}: {used:,} used, {included_units:,} included"
-            )
+            description = f"{usage_label(kind)}: {used:,}, {included_units:,} included"
         else:
-            description = f"{usage_label(kind)}: {used:,} used"
+            description = f"{usage_label(kind)}: {used:,}"
         quantity = Decimal(over) / 1000
         lines.append(
             Line(

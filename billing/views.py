@@ -26,6 +26,14 @@ from tenants.selectors import membership_require
 def usage(request):
     membership = membership_require(membership=request.membership, action=Action.VIEW)
     data = usage_for_period(tenant=membership.tenant)
+    for row in data["rows"]:
+        row["used_text"] = f"{row['used']:,}"
+        row["limit_text"] = "" if row["limit"] is None else f"{row['limit']:,}"
+    for row in data["limits"]:
+        row["used_text"], row["allowed_text"] = (
+            f"{row['used']:,}",
+            f"{row['allowed']:,}",
+        )
     chart = {
         "start": data["period_start"].isoformat(),
         "end": data["period_end"].isoformat(),
@@ -34,6 +42,7 @@ def usage(request):
                 "kind": row["kind"],
                 "label": row["label"],
                 "limit": row["limit"],
+                "gauge": row["gauge"],
                 "points": row["series"],
             }
             for row in data["rows"]

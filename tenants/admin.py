@@ -13,6 +13,7 @@ from django.http import HttpResponseRedirect
 from django.urls import reverse
 
 from audit.admin_mixins import AuditedModelAdmin, ReadOnlyAdminMixin, admin_context
+from billing.services import plan_limit_form_check
 from poolsaas.request_context import bind_request_context
 from tenants.models import Invitation, Membership, Tenant, User
 from tenants.roles import Role
@@ -201,6 +202,13 @@ class MembershipAdminForm(forms.ModelForm):
                 "A tenant needs at least one owner: make someone else owner first."
             )
         return role
+
+    def clean(self):
+        cleaned = super().clean()
+        tenant = cleaned.get("tenant")
+        if tenant and self.instance.pk is None:
+            plan_limit_form_check(self, tenant=tenant, limit="members")
+        return cleaned
 
 
 @admin.register(Membership)

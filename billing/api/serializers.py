@@ -15,10 +15,19 @@ class UsageKindSerializer(serializers.Serializer):
     percent = serializers.FloatField(allow_null=True)
 
 
+class PlanLimitSerializer(serializers.Serializer):
+    limit = serializers.CharField(help_text="pools, devices, members, messages…")
+    name = serializers.CharField(help_text="The limit in words.")
+    used = serializers.IntegerField()
+    allowed = serializers.IntegerField()
+    percent = serializers.IntegerField()
+
+
 class UsageSerializer(serializers.Serializer):
     period_start = serializers.DateField()
     period_end = serializers.DateField(help_text="Exclusive.")
     plan = serializers.CharField(allow_null=True, help_text="The plan's code.")
+    limits = PlanLimitSerializer(many=True, help_text="Empty without a plan.")
     kinds = UsageKindSerializer(many=True)
 
 

@@ -59,6 +59,15 @@ class UsageView(ApiView):
                     "period_start": "2026-12-01",
                     "period_end": "2027-01-01",
                     "plan": "pro",
+                    "limits": [
+                        {
+                            "limit": "devices",
+                            "name": "devices",
+                            "used": 3,
+                            "allowed": 10,
+                            "percent": 30,
+                        }
+                    ],
                     "kinds": [
                         {
                             "kind": "messages_in",
@@ -83,6 +92,7 @@ class UsageView(ApiView):
                 "period_start": data["period_start"],
                 "period_end": data["period_end"],
                 "plan": data["plan"].code if data["plan"] else None,
+                "limits": data["limits"],
                 "kinds": [
                     {
                         key: row[key]

@@ -22,7 +22,11 @@ from poolsaas.api.testing import api_client, assert_error
 
 pytestmark = pytest.mark.django_db
 
-PAGES = ["/billing/invoices/{}/", "/billing/invoices/{}/pdf/", "/billing/invoices/{}/csv/"]
+PAGES = [
+    "/billing/invoices/{}/",
+    "/billing/invoices/{}/pdf/",
+    "/billing/invoices/{}/csv/",
+]
 API = ["/api/v1/invoices/{}/", "/api/v1/invoices/{}/pdf/"]
 
 
@@ -97,7 +101,7 @@ def test_another_tenants_invoice_is_404_like_a_made_up_one_in_the_api(
         made_up = api.get(path.format(uuid.uuid4()))
         assert foreign.status_code == made_up.status_code == 404
         assert foreign.content == made_up.content
-        assert_error(foreign, 404)["message"] == "No such invoice."
+        assert assert_error(foreign, 404)["message"] == "No such invoice."
 
 
 def test_api_lists_and_details_own_invoices_with_lines(adam, invoice_a, invoice_b):
@@ -150,6 +154,11 @@ def test_pdf_holds_the_number_lines_and_total(invoice_a):
         for m in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S)
         if m[:1] == b"x"
     )
-    for expected in (b"Invoice INV-2026-00001", b"Acme Pools", b"19.00 EUR", b"Pro plan"):
+    for expected in (
+        b"Invoice INV-2026-00001",
+        b"Acme Pools",
+        b"19.00 EUR",
+        b"Pro plan",
+    ):
         assert expected in text, expected
     assert invoice_pdf(invoice_a) == data  # the same document, the same bytes

@@ -8,23 +8,13 @@ from django.db import connection
 from billing import metering
 from billing.models import UsageCounter
 from billing.selectors import usage_totals
-from billing.services import rollup
+from billing.services import rollup, usage_bucket_store
 from devices.bridge.directory import DeviceInfo
 from devices.bridge.rooms import Dispatcher
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres_only]
 
 T0 = 1_800_000_000.0  # a fixed instant: no wall clock in these tests
-
-
-@pytest.fixture
-def redis_clean():
-    r = metering.client()
-    for key in r.scan_iter(match=f"{metering.PREFIX}*"):
-        r.delete(key)
-    yield r
-    for key in r.scan_iter(match=f"{metering.PREFIX}*"):
-        r.delete(key)
 
 
 @pytest.mark.django_db
@@ -63,6 +53,20 @@ def test_two_concurrent_rollups_count_once(redis_clean, tenant_a):
         t.join(30)
     assert UsageCounter.objects.filter(tenant=tenant_a).count() == 5
     assert usage_totals(tenant_a) == {metering.MESSAGES_IN: 50}
+
+
+@pytest.mark.django_db
+def test_a_rollup_that_died_before_deleting_its_bucket_is_redone_once(
+    redis_clean, tenant_a
+):
+    metering.add(tenant_a.pk, metering.MESSAGES_IN, 6, now=T0)
+    key = f"{metering.PREFIX}{metering.minute_of(T0)}"
+    # The first worker stored the bucket, then died before deleting it.
+    usage_bucket_store(minute=metering.minute_of(T0), fields=redis_clean.hgetall(key))
+    assert redis_clean.exists(key)
+    rollup(now=T0 + 120)
+    rollup(now=T0 + 120)
+    assert usage_totals(tenant_a) == {metering.MESSAGES_IN: 6}
 
 
 @pytest.mark.django_db

@@ -11,6 +11,7 @@ retained topics) is devices.mqtt.outgoing. See devices.bridge.rooms for the hook
 import logging
 import time
 
+from billing.metering import samples_metered
 from devices.bridge.directory import iso
 from devices.bridge.rooms import Context, Message, Outbox, Room
 from devices.models import Command
@@ -85,6 +86,9 @@ def device_went_silent(device: DeviceInfo, out: Outbox) -> None:
 class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
     name = "devices"
     suffixes = protocol.DEVICE_TO_CLOUD
+    # Over quota, history is what goes; acks, events, status, config answers and
+    # v3.1 pump/valve state (which settles commands) still come through.
+    sheddable = (protocol.TELEMETRY, protocol.TEMPERATURE_STATE)
 
     def __init__(self) -> None:
         self.topics = DeviceTopics()
@@ -109,6 +113,10 @@ class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
 
     def handle(self, message: Message, ctx: Context) -> bool:
         return self.topics.handle(message, ctx)
+
+    def shed(self, message: Message, ctx: Context) -> None:
+        # Still proof of life, so that the device stays online and takes commands.
+        self.topics.seen(message)
 
     def updates(self, out: Outbox) -> None:
         effects = self.topics.effects
@@ -200,6 +208,8 @@ class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
             # good; the rest of the batch is written.
             out.counters["rows_dropped"] += sum(dropped.values())
             batch.events = [e for e in batch.events if e[0].pk not in dropped]
+        if batch.samples:
+            samples_metered(samples=batch.samples, dropped=dropped)
         if out.live is not None:
             events = [
                 pool_event_message(device, ts=ts, kind=kind, message=message)
