@@ -2,6 +2,8 @@ import uuid
 
 from django.db import models
 
+from tenants.models import Tenant
+
 
 class Plan(models.Model):
     """What a tenant may use, edited by staff in the admin. Free, Pro and Business
@@ -332,3 +334,13 @@ class Payment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.amount_cents} {self.currency} for {self.invoice_id}"
+
+
+class TenantBilling(Tenant):
+    """A tenant as staff see it in the admin's billing section: usage this period
+    and revenue (a proxy: no table of its own)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "tenant usage and revenue"
+        verbose_name_plural = "tenant usage and revenue"
