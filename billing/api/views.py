@@ -10,12 +10,14 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_view,
 )
-from rest_framework import mixins
+from rest_framework import exceptions, mixins, serializers
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from billing import payments
 from billing.api import serializers as s
 from billing.documents import invoice_filename, invoice_pdf
+from billing.invoices import InvoiceError
 from billing.models import Invoice
 from billing.selectors import (
     invoice_get_for_member,
@@ -42,6 +44,21 @@ INVOICE_EXAMPLE = {
     "corrects": None,
     "reason": "",
 }
+
+
+class PaymentIntentSerializer(serializers.Serializer):
+    payment_intent = serializers.CharField()
+    client_secret = serializers.CharField()
+
+
+class ProviderUnavailable(exceptions.APIException):
+    status_code = 503
+    default_code = "payments_unavailable"
+
+
+class ProviderFailed(exceptions.APIException):
+    status_code = 502
+    default_code = "payment_provider_error"
 
 
 class UsageView(ApiView):
@@ -134,7 +151,12 @@ class InvoiceViewSet(
     list_selector = invoices_for_member
     get_selector = invoice_get_for_member
     not_found_message = "No such invoice."
-    actions = {"list": Action.MANAGE, "retrieve": Action.MANAGE, "pdf": Action.MANAGE}
+    actions = {
+        "list": Action.MANAGE,
+        "retrieve": Action.MANAGE,
+        "pdf": Action.MANAGE,
+        "payment_intent": Action.MANAGE,
+    }
 
     def get_serializer_class(self):
         if self.action == "retrieve":
@@ -157,3 +179,30 @@ class InvoiceViewSet(
         filename = invoice_filename(invoice, "pdf")
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response
+
+    @extend_schema(
+        tags=["billing"],
+        summary="Start paying the invoice: a payment intent at the provider (admins)",
+        description="Answers the intent's id and client secret for Stripe.js or "
+        "a mobile SDK to confirm. 400 when the invoice is paid or is a credit note, "
+        "503 when payments are not set up, 502 when the provider refuses.",
+        request=None,
+        responses={201: PaymentIntentSerializer},
+    )
+    @action(detail=True, methods=["post"], url_path="payment-intent")
+    def payment_intent(self, request, code=None):
+        invoice = self.get_object()
+        try:
+            ref = payments.invoice_payment_start(
+                invoice=invoice, provider=payments.provider()
+            )
+        except InvoiceError as exc:
+            raise exceptions.ValidationError({"invoice": [str(exc)]}) from None
+        except payments.ProviderNotConfigured as exc:
+            raise ProviderUnavailable(str(exc)) from None
+        except payments.ProviderError as exc:
+            raise ProviderFailed(str(exc)) from None
+        return Response(
+            {"payment_intent": ref.id, "client_secret": ref.client_secret},
+            status=201,
+        )

@@ -275,3 +275,28 @@ def test_provider_errors_are_said_in_words(invoice, settings):
     assert not BillingCustomer.objects.exists()
     invoice.refresh_from_db()
     assert invoice.payment_intent_id == ""
+
+
+def test_api_starts_a_payment_for_admins_only(invoice, fake_stripe, adam, victor):
+    from poolsaas.api.testing import api_client, assert_error
+
+    url = f"/api/v1/invoices/{invoice.code}/payment-intent/"
+    assert_error(api_client(victor).post(url), 403)
+    assert fake_stripe.calls == []
+    response = api_client(adam).post(url)
+    assert response.status_code == 201, response.content
+    assert response.json()["payment_intent"] == "pi_3QpR7sLkdIwHu7ix0ZK9mD4e"
+    Invoice.objects.filter(pk=invoice.pk).update(amount_paid_cents=1900)
+    assert_error(api_client(adam).post(url), 400)
+
+
+def test_api_payment_says_when_payments_are_off_or_stripe_fails(
+    invoice, adam, settings
+):
+    from poolsaas.api.testing import api_client, assert_error
+
+    url = f"/api/v1/invoices/{invoice.code}/payment-intent/"
+    error = assert_error(api_client(adam).post(url), 502, "payment_provider_error")
+    assert error["message"].startswith("Stripe")
+    settings.STRIPE_API_KEY = ""
+    assert_error(api_client(adam).post(url), 503, "payments_unavailable")
