@@ -300,3 +300,37 @@ def test_api_payment_says_when_payments_are_off_or_stripe_fails(
     assert error["message"].startswith("Stripe")
     settings.STRIPE_API_KEY = ""
     assert_error(api_client(adam).post(url), 503, "payments_unavailable")
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_two_deliveries_of_one_event_at_once_pay_once(billed_a):  # noqa: F811
+    from django.db import connections
+
+    invoice = issue(billed_a)
+    body = payload("payment_intent.succeeded", invoice=invoice.code.hex)
+    data = payments.StripeProvider(
+        api_key="sk_test_unused", webhook_secret=SECRET, api_base="http://127.0.0.1:9"
+    ).webhook_parse(payload=body, headers={"Stripe-Signature": sign(body)})
+    barrier = threading.Barrier(4)
+    results, errors = [], []
+
+    def deliver():
+        try:
+            barrier.wait(10)
+            results.append(payments.payment_event_handle(data=data)[1])
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert sorted(results) == [False, False, False, True]
+    assert Payment.objects.count() == 1 and ProviderEvent.objects.count() == 1
+    invoice.refresh_from_db()
+    assert (invoice.amount_paid_cents, invoice.status) == (1900, "paid")
