@@ -12,6 +12,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import exceptions, mixins, serializers
 from rest_framework.decorators import action
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from billing import payments
@@ -44,6 +45,18 @@ INVOICE_EXAMPLE = {
     "corrects": None,
     "reason": "",
 }
+
+
+class PDFRenderer(BaseRenderer):
+    """Lets a client ask for application/pdf (errors stay JSON: ApiViewMixin)."""
+
+    media_type = "application/pdf"
+    format = "pdf"
+    charset = None
+    render_style = "binary"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data
 
 
 class PaymentIntentSerializer(serializers.Serializer):
@@ -172,7 +185,7 @@ class InvoiceViewSet(
             )
         },
     )
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, PDFRenderer])
     def pdf(self, request, code=None):
         invoice = self.get_object()
         response = HttpResponse(invoice_pdf(invoice), content_type="application/pdf")
@@ -187,7 +200,15 @@ class InvoiceViewSet(
         "a mobile SDK to confirm. 400 when the invoice is paid or is a credit note, "
         "503 when payments are not set up, 502 when the provider refuses.",
         request=None,
-        responses={201: PaymentIntentSerializer},
+        responses={
+            201: PaymentIntentSerializer,
+            502: OpenApiResponse(
+                OpenApiTypes.OBJECT, description="The provider refused or is away."
+            ),
+            503: OpenApiResponse(
+                OpenApiTypes.OBJECT, description="Payments are not set up."
+            ),
+        },
     )
     @action(detail=True, methods=["post"], url_path="payment-intent")
     def payment_intent(self, request, code=None):
