@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from billing.tests.conftest import make_plan  # noqa: F401 - the fixture
+from billing.tests.conftest import make_plan  # noqa: F401, F811 - the fixture
 from devices.models import Command, DeviceEvent
 from telemetry.models import TelemetrySample
 from telemetry.services import history_prune
@@ -46,7 +46,7 @@ def history(device, *, days_ago: float, n: int = 1):
 
 
 @pytest.fixture
-def plans(tenant_a, tenant_b, make_plan):
+def plans(tenant_a, tenant_b, make_plan):  # noqa: F811
     tenant_a.plan = make_plan(history_days=7)
     tenant_a.save()
     tenant_b.plan = make_plan(history_days=30)
