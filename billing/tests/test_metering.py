@@ -114,6 +114,9 @@ def test_over_quota_history_is_counted_and_dropped_the_rest_handled():
         suffixes = ["telemetry", "ack"]
         sheddable = ("telemetry",)
 
+        def sheds(self, message):
+            return message.suffix in self.sheddable
+
         def handle(self, message, ctx):
             handled.append((message.device.tenant_id, message.suffix))
             return True
