@@ -79,22 +79,24 @@ def stored(device) -> int:
     return TelemetrySample.objects.filter(device=device).count()
 
 
-def prime(pub, topic, device) -> int:
-    """Messages until one is stored (a bridge is subscribed): returns how many were
-    stored. Those published before any subscription are lost before any bridge saw
-    them, so they are neither stored nor counted."""
+def prime(pub, prefix, pool, broker) -> None:
+    """Until a bridge is subscribed to `prefix`: messages of a probe device of
+    another tenant until one is stored (some may land later; they are counted for
+    that tenant, never for the one under test)."""
+    probe = make_device(pool, prefix, esp_id(), broker=broker)
+    topic = f"{prefix}/{probe.device_id}/telemetry"
     for seq in range(200):
         pub.send(topic, [telemetry(seq=seq)])
         try:
-            wait_for(lambda: stored(device) > 0, timeout=0.5)
-            return stored(device)
+            wait_for(lambda: stored(probe) > 0, timeout=0.5)
+            return
         except AssertionError:
             continue
     raise AssertionError("no bridge subscribed")
 
 
 def test_two_bridge_processes_count_every_message_once(
-    bridges, prefix, pool_a, platform_broker
+    bridges, prefix, pool_a, pool_b, platform_broker
 ):
     device = make_device(pool_a, prefix, esp_id(), broker=platform_broker)
     topic = f"{prefix}/{device.device_id}/telemetry"
@@ -102,40 +104,41 @@ def test_two_bridge_processes_count_every_message_once(
         proc.start()
     pub = Publisher()
     try:
-        primed = prime(pub, topic, device)
+        prime(pub, prefix, pool_b, platform_broker)
         count = 400
         pub.send(topic, (telemetry(seq=1000 + i) for i in range(count)))
-        wait_for(lambda: stored(device) == primed + count, timeout=60, what="stored")
+        wait_for(lambda: stored(device) == count, timeout=120, what="stored")
     finally:
         pub.close()
     for proc in bridges:
         proc.stop()  # drains: the last counts reach Redis on the way out
     one, two = (stopped_stats(p) for p in bridges)
+    # Both took part (with the probe's messages, which may be a few).
     assert one.get("accepted", 0) > 0 and two.get("accepted", 0) > 0, (one, two)
-    assert one["accepted"] + two["accepted"] == primed + count
+    assert one["accepted"] + two["accepted"] >= count
 
     # Rolled up twice: counted once.
     rollup(now=time.time() + LATER)
     rollup(now=time.time() + LATER)
     totals = usage_totals(pool_a.tenant)
-    assert totals[metering.MESSAGES_IN] == primed + count
-    assert totals[metering.SAMPLES_STORED] == primed + count
-    assert stored(device) == primed + count
+    assert totals[metering.MESSAGES_IN] == count
+    assert totals[metering.SAMPLES_STORED] == count
+    assert stored(device) == count
 
 
 def test_redis_losing_its_data_loses_only_what_was_not_rolled_up(
-    bridges, redis_clean, prefix, pool_a, platform_broker
+    bridges, redis_clean, prefix, pool_a, pool_b, platform_broker
 ):
     device = make_device(pool_a, prefix, esp_id(), broker=platform_broker)
     topic = f"{prefix}/{device.device_id}/telemetry"
     bridge = bridges[0].start()
     pub = Publisher()
     try:
-        first = prime(pub, topic, device)
-        first += pub.send(topic, (telemetry(seq=i) for i in range(50)))
-        wait_for(lambda: stored(device) == first, what="first batch")
+        prime(pub, prefix, pool_b, platform_broker)
+        first = pub.send(topic, (telemetry(seq=i) for i in range(50)))
+        wait_for(lambda: stored(device) == first, timeout=120, what="first batch")
         # Samples are written after the drain that hands their counts to Redis.
-        wait_for(lambda: sum_pending(redis_clean, device) == 2 * first)
+        wait_for(lambda: sum_pending(redis_clean, device) == 2 * first, timeout=60)
         # A roll-up sees closed buckets only: let the bridge's minute pass first
         # (rolling up the minute it still writes in would be a clock running ahead,
         # the caveat of docs/billing.md).
@@ -145,12 +148,14 @@ def test_redis_losing_its_data_loses_only_what_was_not_rolled_up(
         assert usage_totals(pool_a.tenant)[metering.MESSAGES_IN] == first
 
         lost = pub.send(topic, (telemetry(seq=100 + i) for i in range(30)))
-        wait_for(lambda: stored(device) == first + lost, what="second batch")
-        wait_for(lambda: sum_pending(redis_clean, device) == 2 * lost)
+        wait_for(lambda: stored(device) == first + lost, timeout=120, what="2nd")
+        wait_for(lambda: sum_pending(redis_clean, device) == 2 * lost, timeout=60)
         redis_clean.flushdb()  # Redis restarted without its data
 
         after = pub.send(topic, (telemetry(seq=200 + i) for i in range(40)))
-        wait_for(lambda: stored(device) == first + lost + after, what="third batch")
+        wait_for(
+            lambda: stored(device) == first + lost + after, timeout=120, what="3rd"
+        )
     finally:
         pub.close()
     bridge.stop()
