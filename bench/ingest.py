@@ -454,6 +454,38 @@ def pct(values, q):
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def find_maximum(tenant, topics, max_rates: str, bridge) -> tuple[float, int]:
+    """Offered rates from `max_rates`, each for 8 s, up to the first one the bridge
+    does not keep up with (< 99 % stored, or rows still landing 2 s after the load).
+    Returns (highest rate kept up with, peak RSS)."""
+    maximum, rss_peak = 0.0, 0
+    host, port = os.environ["MQTT_URL"].removeprefix("mqtt://").split(":")
+    for rate in [int(r) for r in max_rates.split(",")]:
+        before = sample_count(tenant.pk)
+        start_at, wait = run_publishers(
+            host, int(port), topics, rate=rate, duration=8.0
+        )
+        rows = measure_rows(
+            tenant.pk, until_idle=3.0, limit=90, not_before=start_at + 9
+        )
+        sent, secs = wait()
+        stored = rows[-1][1] - before
+        kept = stored / max(1, sent)
+        landed = next(t for t, c in rows if c == rows[-1][1])
+        lag = max(0.0, landed - (start_at + secs))
+        print(
+            f"[maximum] offered {sent / secs:,.0f} msg/s for {secs:.0f} s: "
+            f"stored {100 * kept:.1f} % at {steady_rate(rows):,.0f} rows/s, "
+            f"last row {lag:.1f} s after the load"
+        )
+        rss_peak = max(rss_peak, bridge.rss_kb())
+        # Kept up: (almost) nothing lost and no backlog left behind.
+        if kept < 0.99 or lag > 2.0:
+            break
+        maximum = sent / secs
+    return maximum, rss_peak
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=5000)
@@ -486,6 +518,11 @@ def main() -> int:
     parser.add_argument(
         "--profile",
         help="run each bridge under py-spy; its collapsed stacks go to PROFILE.<n>",
+    )
+    parser.add_argument(
+        "--metering-pair",
+        action="store_true",
+        help="then the maximum again with usage metering off: the ratio",
     )
     parser.add_argument(
         "--phases",
@@ -535,7 +572,7 @@ def main() -> int:
         topics = [f"{prefix}/{device_id}/telemetry" for device_id in ids]
 
         phases = set(args.phases.split(","))
-        ceiling = sustained = maximum = 0.0
+        ceiling = sustained = maximum = unmetered = 0.0
         latencies: list = []
         rss_loaded = rss_peak = rss_empty
         # 1. the ceiling (before the devices exist, so the bridge is not subscribed).
@@ -690,37 +727,26 @@ def main() -> int:
                 f"{max(latencies) if latencies else float('nan'):.1f} ms"
             )
         if "maximum" in phases:
-            # 4. maximum: raise the offered rate until the bridge stops keeping up
-            # (less than 99 % of the messages stored).
-            for rate in [int(r) for r in args.max_rates.split(",")]:
-                before = sample_count(tenant.pk)
-                start_at, wait = run_publishers(
-                    host, port, topics, rate=rate, duration=8.0
-                )
-                rows = measure_rows(
-                    tenant.pk, until_idle=3.0, limit=90, not_before=start_at + 9
-                )
-                sent, secs = wait()
-                stored = rows[-1][1] - before
-                kept = stored / max(1, sent)
-                landed = next(t for t, c in rows if c == rows[-1][1])
-                lag = max(0.0, landed - (start_at + secs))
-                print(
-                    f"[maximum] offered {sent / secs:,.0f} msg/s for {secs:.0f} s: "
-                    f"stored {100 * kept:.1f} % at {steady_rate(rows):,.0f} rows/s, "
-                    f"last row {lag:.1f} s after the load"
-                )
-                rss_peak = max(rss_peak, bridge.rss_kb())
-                # Kept up: (almost) nothing lost and no backlog left behind.
-                if kept < 0.99 or lag > 2.0:
-                    break
-                maximum = sent / secs
+            # 4. maximum: raise the offered rate until the bridge stops keeping up.
+            maximum, rss_peak = find_maximum(tenant, topics, args.max_rates, bridge)
             print(
                 f"[maximum] highest rate kept up with: {maximum:,.0f} msg/s = "
                 f"{100 * maximum / max(1.0, ceiling):.0f} % of the bare subscriber"
             )
             rss_loaded = max(rss_loaded, bridge.rss_kb())
-
+        if args.metering_pair:
+            # The same maximum with usage metering off (billing.metering), bridges
+            # restarted; metering's cost is the ratio of the two.
+            bridge.stop()
+            bridge = Bridges(dict(env, USAGE_METERING="false"), args.bridges, None)
+            bridge.wait_stats(lambda s: s.get("devices") == args.devices)
+            bridge.wait_stats(lambda s: all(s.get("connections", {0: 0}).values()))
+            unmetered, _ = find_maximum(tenant, topics, args.max_rates, bridge)
+            print(
+                f"[metering] maximum with metering {maximum:,.0f} msg/s, without "
+                f"{unmetered:,.0f} msg/s: ratio {maximum / max(1.0, unmetered):.3f} "
+                f"(cost {100 * (1 - maximum / max(1.0, unmetered)):.1f} %)"
+            )
         measure_rows(tenant.pk, until_idle=1.0)
         rss_loaded = max(rss_loaded, bridge.rss_kb() if "maximum" not in phases else 0)
         per_device = (rss_loaded - rss_empty) / args.devices
@@ -757,6 +783,9 @@ def main() -> int:
                     "latency_p50_ms": round(pct(latencies, 0.5), 1),
                     "latency_p99_ms": round(pct(latencies, 0.99), 1),
                     "kib_per_device": round(per_device, 2),
+                    "metering_ratio": round(maximum / unmetered, 3)
+                    if unmetered
+                    else None,
                 }
             )
         )

@@ -62,7 +62,7 @@ _client = None
 def client():
     """The Redis client of metering, or None when metering is off."""
     global _client
-    if not settings.REDIS_URL:
+    if not settings.REDIS_URL or not settings.USAGE_METERING:
         return None
     if _client is None:
         import redis

@@ -223,6 +223,8 @@ GATEWAY_MAX_SUBSCRIPTIONS = env_int("GATEWAY_MAX_SUBSCRIPTIONS", 100)
 
 # Redis, when set, carries the channel layer, Celery, throttling state and the cache.
 REDIS_URL = env_str("REDIS_URL", "")
+# Usage counters (billing.metering) in Redis; off only to measure what they cost.
+USAGE_METERING = env_bool("USAGE_METERING", True)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {

@@ -156,6 +156,15 @@ class TenantAdmin(AuditedModelAdmin):
     readonly_fields = ("code", "status", "created_at")
     actions = ["suspend_tenants", "reactivate_tenants"]
 
+    def get_changeform_initial_data(self, request):
+        # A new tenant starts on Free; no plan at all means no limits.
+        from billing.models import Plan
+
+        initial = super().get_changeform_initial_data(request)
+        free = Plan.objects.filter(code="free").values_list("pk", flat=True).first()
+        initial.setdefault("plan", free)
+        return initial
+
     def get_audit_tenant(self, obj, *, deleting=False):
         # A tenant's own chain, except when it is deleted: events protect their
         # tenant, so that one goes to the platform chain.

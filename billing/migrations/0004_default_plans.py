@@ -53,7 +53,7 @@ def create(apps, schema_editor):
     for fields in PLANS:
         plan, _ = Plan.objects.get_or_create(code=fields["code"], defaults=fields)
         made.append(plan)
-    for lower, higher in zip(made, made[1:]):
+    for lower, higher in zip(made, made[1:], strict=False):
         if lower.upgrade_to_id is None:
             lower.upgrade_to = higher
             lower.save(update_fields=["upgrade_to"])

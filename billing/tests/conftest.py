@@ -4,6 +4,9 @@ import pytest
 
 from billing import metering
 
+# The bridge's fixtures, reused: an in-process bridge and a private topic prefix.
+from devices.tests.test_bridge import make_bridge, prefix  # noqa: F401
+
 
 @pytest.fixture
 def redis_clean():

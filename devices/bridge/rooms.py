@@ -19,9 +19,10 @@ they share state between threads; `doorbell` may be called from any thread):
   publish(out)              publisher, every sweep_interval and when the doorbell rings
   doorbell(message)         the bridges' doorbell rang (poolsaas.live.groups.DOORBELL)
   stats()                   counters merged into the bridge's stats
-  shed(message, ctx)        worker: a message on one of the room's `sheddable`
-                            suffixes from a tenant over its message quota; it is
-                            counted and not handled (the room may note presence)
+  sheds(message)            worker, only for a tenant over its message quota: True
+                            to drop it (default: its suffix is in `sheddable`)
+  shed(message, ctx)        worker: a message dropped that way; it is counted and
+                            not handled (the room may note presence)
 """
 
 from __future__ import annotations
@@ -148,6 +149,9 @@ class Room:
     def stats(self) -> dict[str, int]:
         return {}
 
+    def sheds(self, message: Message) -> bool:
+        return message.suffix in self.sheddable
+
     def shed(self, message: Message, ctx: Context) -> None:
         return None
 
@@ -236,7 +240,7 @@ class Dispatcher:
             if (
                 self.over_quota
                 and device.tenant_id in self.over_quota
-                and suffix in room.sheddable
+                and room.sheds(message)
             ):
                 counters["over_quota"] += 1
                 self.shed[device.tenant_id] += 1

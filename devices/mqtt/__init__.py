@@ -12,7 +12,7 @@ import logging
 import time
 
 from billing.metering import samples_metered
-from devices.bridge.directory import iso
+from devices.bridge.directory import LEGACY, iso
 from devices.bridge.rooms import Context, Message, Outbox, Room
 from devices.models import Command
 from devices.mqtt.credentials import (
@@ -87,8 +87,9 @@ class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
     name = "devices"
     suffixes = protocol.DEVICE_TO_CLOUD
     # Over quota, history is what goes; acks, events, status, config answers and
-    # v3.1 pump/valve state (which settles commands) still come through.
+    # v3.1 pump/valve state (which settles its commands) still come through.
     sheddable = (protocol.TELEMETRY, protocol.TEMPERATURE_STATE)
+    SHEDDABLE_PS1 = (protocol.PUMP_STATE, protocol.VALVE_STATE)
 
     def __init__(self) -> None:
         self.topics = DeviceTopics()
@@ -113,6 +114,14 @@ class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
 
     def handle(self, message: Message, ctx: Context) -> bool:
         return self.topics.handle(message, ctx)
+
+    def sheds(self, message: Message) -> bool:
+        if message.suffix in self.sheddable:
+            return True
+        # A ps1 device settles commands by its acks (which carry the state).
+        return (
+            message.suffix in self.SHEDDABLE_PS1 and message.device.protocol != LEGACY
+        )
 
     def shed(self, message: Message, ctx: Context) -> None:
         # Still proof of life, so that the device stays online and takes commands.
