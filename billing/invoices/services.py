@@ -39,7 +39,8 @@ def plan_terms(plan) -> PlanTerms:
         name=plan.name,
         monthly_fee_cents=plan.price_cents,
         included={"messages_in": plan.messages_per_month},
-        overage_cents_per_1000=dict(getattr(plan, "overage_cents_per_1000", {}) or {}),
+        # No plan has an overage price yet: a Plan field would go here.
+        overage_cents_per_1000={},
     )
 
 
@@ -177,7 +178,7 @@ def invoice_issue(*, tenant, period: Period, now: dt.datetime | None = None):
         total = lines_total(lines)
         if not lines or total == 0:
             return None, False
-        seq, number = _number_take(prefix=INVOICE_PREFIX, year=now.year)
+        _, number = _number_take(prefix=INVOICE_PREFIX, year=now.year)
         invoice = Invoice.objects.create(
             tenant=tenant,
             kind=Invoice.Kind.INVOICE,
