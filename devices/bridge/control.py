@@ -20,6 +20,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import close_old_connections, connection, reset_queries
 
+from billing.metering import over_quota
 from devices.bridge.connection import BrokerConnection, broker_fingerprint
 from devices.bridge.directory import Directory
 from devices.fields import SecretDecryptionError
@@ -89,6 +90,7 @@ class ControlThread:
             silence_factor=self.silence_factor,
         )
         self.dispatcher.directory = directory
+        self.dispatcher.over_quota = over_quota()
         if self._stop.is_set():
             return  # stopping: the connections are being closed, not to be rebuilt
         for broker in brokers:
