@@ -88,6 +88,7 @@ PASSWORD = "bench-gateway-password-1"  # noqa: S105 - a throwaway bench user
 VALUES = 1000  # distinct temperatures per device: 0.0 .. 99.9
 KEEPALIVE = 60
 CONNECTING = 20  # handshakes in flight
+DRAIN_LIMIT = 60.0  # s after the window, for the last messages
 
 
 # --- the world ----------------------------------------------------------------------
@@ -540,6 +541,8 @@ async def run_clients(
     gw, js = Receipts(), Receipts()
     gw_sockets, js_sockets, lag = [], [], []
     stop = asyncio.Event()
+    # Pinging from the first socket on: connecting them all takes a while.
+    tasks = [asyncio.ensure_future(pinger(gw_sockets, stop))]
     started = time.monotonic()
     readers = await gathered(
         [
@@ -584,10 +587,7 @@ async def run_clients(
         f"connected: {len(gw_sockets)} gateway clients (CONNECT + SUBSCRIBE) in "
         f"{gw_connect:.1f} s, {len(js_sockets)} JSON sockets in {js_connect:.1f} s"
     )
-    tasks = [
-        asyncio.ensure_future(pinger(gw_sockets, stop)),
-        asyncio.ensure_future(loop_lag(lag, stop)),
-    ]
+    tasks.append(asyncio.ensure_future(loop_lag(lag, stop)))
     await asyncio.sleep(2.0)  # the bridge rereads its watched groups every second
     go.set()
     t0 = time.time()
@@ -600,7 +600,15 @@ async def run_clients(
     cpu_after = (time.process_time(), web.cpu_seconds(), bridge.cpu_seconds())
     wall = time.time() - cpu[3]
     lag_window = list(lag)
-    await asyncio.sleep(2.0)  # the last messages of the window land
+    # The last messages of the window land: until nothing new came for 3 s (a
+    # backlog somewhere shows as latency), at most DRAIN_LIMIT s.
+    drain_end = time.monotonic() + DRAIN_LIMIT
+    seen, quiet_since = -1, time.monotonic()
+    while time.monotonic() < drain_end and time.monotonic() - quiet_since < 3.0:
+        await asyncio.sleep(0.5)
+        count = len(gw.times) + len(js.times)
+        if count != seen:
+            seen, quiet_since = count, time.monotonic()
     stop.set()
     closed = sum(1 for ws in gw_sockets if ws.close_code is not None)
     for ws in gw_sockets + js_sockets:
