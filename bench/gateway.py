@@ -43,7 +43,16 @@ SUBACK, PUBLISH in). It prints its own CPU share and its event loop's lag (a 10 
 ticker): a receipt is stamped when the loop gets to it, so a loop lag near the
 latencies would mean the generator, not the gateway, is measured.
 
-Goal (issue 13): the gateway adds under 10 ms at p99 over the JSON socket.
+Figures: p50/p99 of device publish -> gateway client (all clients) and -> JSON socket,
+the gateway's on exactly the messages the JSON sockets got, and the difference at p99,
+both of all clients and of the same messages, plus the per-message difference (the
+gateway's receipt of a message minus the JSON socket's). Goal (issue 13): the gateway
+adds under 10 ms at p99 over the JSON socket, judged on the same messages: a backlog
+anywhere upstream (bridge, Redis, daphne's channel-layer intake) delays both kinds of
+socket alike, and the p99 of 500 clients' messages against 50 sockets' is then mostly
+the difference between two samples. Messages sent in the window that no socket got
+(merged by the bridge's 0.25 s window, or dropped by channels-redis when daphne's
+inbox, one Redis key of `capacity` messages for all its sockets, is full) are counted.
 --profile FILE runs daphne under py-spy (collapsed stacks in FILE, summarised by
 bench/profile_summary.py FILE). Data: the bench tenants are removed at the end, except
 the one the login user is in (its audit trail is append-only; drop the bench database
@@ -647,8 +656,9 @@ def report(args, figures, sent_bytes, pub_elapsed, pub_cpu, bridge):
         for k, t in enumerate(sent_at)
         if window[0] <= t < window[1] and k % n in watched
     )
-    both = [gw[key] - js[key] for key in js if key in gw]
-    gw_paired = [gw[key] for key in js if key in gw]
+    same = [key for key in js if key in gw]  # one message, seen on both sockets
+    gw_same, js_same = [gw[k] for k in same], [js[k] for k in same]
+    per_message = [gw[k] - js[k] for k in same]
     cpu = figures["cpu"]
     print(
         f"devices sent {len(sent_at):,} messages at {len(sent_at) / pub_elapsed:,.0f}"
@@ -663,19 +673,21 @@ def report(args, figures, sent_bytes, pub_elapsed, pub_cpu, bridge):
     )
     print(line("device publish -> gateway client", list(gw.values())))
     print(line("device publish -> JSON socket", list(js.values())))
-    print(line("  gateway, the JSON sockets' pools", gw_paired))
+    print(line("  gateway, the JSON sockets' messages", gw_same))
+    print(line("  JSON, the same messages", js_same))
     gw_p99, js_p99 = pct(list(gw.values()), 0.99), pct(list(js.values()), 0.99)
-    added = gw_p99 - js_p99
-    verdict = "met" if added < 10 else "MISSED"
+    added_all = gw_p99 - js_p99
+    added = pct(gw_same, 0.99) - pct(js_same, 0.99)
     print(
-        f"gateway p99 - JSON p99: {added:+.1f} ms (ratio {gw_p99 / js_p99:.2f}); "
-        f"goal < 10 ms: {verdict}"
+        f"difference at p99: all gateway clients - JSON {added_all:+.1f} ms (ratio "
+        f"{gw_p99 / js_p99:.2f}); the same messages {added:+.1f} ms; per message "
+        f"(gateway - JSON receipt of one message) p50 {pct(per_message, 0.5):+.1f} ms"
+        f", p99 {pct(per_message, 0.99):+.1f} ms"
     )
-    if both:
-        print(
-            f"same message on both (n={len(both)}): gateway - JSON p50 "
-            f"{pct(both, 0.5):+.1f} ms, p99 {pct(both, 0.99):+.1f} ms"
-        )
+    print(
+        f"goal: the gateway adds < 10 ms at p99 over the JSON socket (same "
+        f"messages): {'met' if added < 10 else 'MISSED'}"
+    )
     lag = figures["lag"]
     print(
         f"CPU over the window (share of one core; 2 cores, shared): daphne "
@@ -686,7 +698,13 @@ def report(args, figures, sent_bytes, pub_elapsed, pub_cpu, bridge):
         f"{figures['load'][0]:.1f} -> {figures['load'][1]:.1f}"
     )
     stats = bridge.stats
-    print(f"bridge: accepted {stats.get('accepted', 0):,}, live {stats.get('live')}")
+    # channels-redis drops a group message for a process whose inbox (all its sockets'
+    # channels share one Redis key) holds `capacity` messages, and logs it.
+    dropped = sum(1 for entry in bridge.log if "over capacity" in entry)
+    print(
+        f"bridge: accepted {stats.get('accepted', 0):,}, live {stats.get('live')}; "
+        f"group sends that found daphne's inbox full (dropped): {dropped:,}"
+    )
     print(
         "summary: "
         + json.dumps(
@@ -698,6 +716,8 @@ def report(args, figures, sent_bytes, pub_elapsed, pub_cpu, bridge):
                 "json_p50_ms": round(pct(list(js.values()), 0.5), 1),
                 "json_p99_ms": round(js_p99, 1),
                 "added_p99_ms": round(added, 1),
+                "added_p99_all_ms": round(added_all, 1),
+                "received": round(len(gw) / max(1, in_window), 3),
                 "daphne_cpu": round(cpu["daphne"], 2),
                 "generator_cpu": round(cpu["generator"], 2),
             }
