@@ -620,11 +620,14 @@ async def run_clients(
             seen, quiet_since = count, time.monotonic()
     stop.set()
     closed = sum(1 for ws in gw_sockets if ws.close_code is not None)
-    for ws in gw_sockets + js_sockets:
-        await ws.close()
+    # Stop reading first: what arrives while the sockets close is not measured.
     for reader in readers + tasks:
         reader.cancel()
     await asyncio.gather(*readers, *tasks, return_exceptions=True)
+    await asyncio.gather(
+        *(asyncio.wait_for(ws.close(), 10) for ws in gw_sockets + js_sockets),
+        return_exceptions=True,
+    )
     return {
         "gw": gw,
         "js": js,
