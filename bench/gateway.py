@@ -15,8 +15,8 @@ gateway's URL (`mqttGateway`) and the JSON socket's (`liveUrl`); the others' tok
 minted the way the login mints them (tenants.auth.refresh_token_for), since 500
 password hashes would only time the hasher. Each gateway client is an MQTT 3.1.1 client
 over WebSocket (subprotocol `mqtt`) with its user's access token as the password,
-subscribed to the five v3.1 topics of its pool's device (one SUBSCRIBE, as MQTT.js
-sends them). --json-clients JSON sockets (Bearer token, as an integrator's script)
+subscribed to the five v3.1 topics of its pool's device (one SUBSCRIBE with five
+filters). --json-clients JSON sockets (Bearer token, as an integrator's script)
 watch pools spread over the same pools, so the same `pool.state` messages reach both
 kinds of socket in the same daphne process, and each message seen by both gives a
 per-message difference too.
