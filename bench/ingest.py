@@ -481,6 +481,11 @@ def main() -> int:
         help="comma-separated subset of ceiling,sustained,maximum,latency",
     )
     parser.add_argument(
+        "--metering-pair",
+        action="store_true",
+        help="then the maximum again with usage metering off: the ratio",
+    )
+    parser.add_argument(
         "--rules",
         action="store_true",
         help="maximum again with every device under three alert rules while they "
@@ -537,7 +542,7 @@ def main() -> int:
         topics = [f"{prefix}/{device_id}/telemetry" for device_id in ids]
 
         phases = set(args.phases.split(","))
-        ceiling = sustained = maximum = 0.0
+        ceiling = sustained = maximum = unmetered = 0.0
         latencies: list = []
         rss_loaded = rss_peak = rss_empty
         # 1. the ceiling (before the devices exist, so the bridge is not subscribed).
@@ -733,6 +738,19 @@ def main() -> int:
             if args.rules:
                 with_rules = rules_compare(args, env, tenant, find_maximum, maximum)
             rss_loaded = max(rss_loaded, bridge.rss_kb())
+        if args.metering_pair:
+            # The same maximum with usage metering off (billing.metering), bridges
+            # restarted; metering's cost is the ratio of the two.
+            bridge.stop()
+            bridge = Bridges(dict(env, USAGE_METERING="false"), args.bridges, None)
+            bridge.wait_stats(lambda s: s.get("devices") == args.devices)
+            bridge.wait_stats(lambda s: all(s.get("connections", {0: 0}).values()))
+            unmetered = find_maximum("unmetered")
+            print(
+                f"[metering] maximum with metering {maximum:,.0f} msg/s, without "
+                f"{unmetered:,.0f} msg/s: ratio {maximum / max(1.0, unmetered):.3f} "
+                f"(cost {100 * (1 - maximum / max(1.0, unmetered)):.1f} %)"
+            )
 
         measure_rows(tenant.pk, until_idle=1.0)
         rss_loaded = max(rss_loaded, bridge.rss_kb() if "maximum" not in phases else 0)
@@ -770,6 +788,9 @@ def main() -> int:
                     "latency_p50_ms": round(pct(latencies, 0.5), 1),
                     "latency_p99_ms": round(pct(latencies, 0.99), 1),
                     "kib_per_device": round(per_device, 2),
+                    "metering_ratio": round(maximum / unmetered, 3)
+                    if unmetered
+                    else None,
                     **(with_rules or {}),
                 }
             )
