@@ -39,8 +39,9 @@ OPEN = {
     # The MQTT gateway's example page: static, no session (it logs in by the API).
     "mqtt_demo",
 }
-# The redirect "/" -> "/pools/" has no page of its own.
-NOT_A_PAGE = {"home"}
+# The redirect "/" -> "/pools/" has no page of its own; Stripe's webhook is a machine
+# endpoint checked by its signature (billing/tests/test_payments.py), never a session.
+NOT_A_PAGE = {"home", "stripe_webhook"}
 
 
 @pytest.fixture
@@ -80,6 +81,9 @@ def page_urls(world) -> dict[str, str]:
         "member_role": world["member"].code,
         "member_remove": world["member"].code,
         "invitation_revoke": world["invitation"].code,
+        "invoice_detail": uuid.uuid4(),
+        "invoice_pdf": uuid.uuid4(),
+        "invoice_csv": uuid.uuid4(),
     }
     names = {
         "pools",
@@ -93,6 +97,8 @@ def page_urls(world) -> dict[str, str]:
         "audit_export",
         "devices",
         "device_add",
+        "usage",
+        "invoices",
         *code,
     }
     return {
