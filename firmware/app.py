@@ -25,6 +25,9 @@ gc.collect()
 from link import Link  # noqa: E402
 
 gc.collect()
+import updater  # noqa: E402
+
+gc.collect()
 
 
 def pem_to_der(pem):
@@ -87,6 +90,7 @@ async def run(settings, counter, safe_mode):
     link = Link(settings, ctl, hardware, safe_mode, counter.count, store)
     ctl.device_id = settings["device_id"]
     ctl.on_credentials = link.credentials
+    ota = make_updater(settings, link)
     asyncio.create_task(link.run())
 
     reading = {"temp": None, "fresh": False}
@@ -118,6 +122,12 @@ async def run(settings, counter, safe_mode):
             # whatever the link does (link.py, Outbox).
             link.handle_inbox()
             link.flush()
+            if ota is not None and ota.step() and not link.restart:
+                # The pump relay is off during the swap; the controller's state
+                # (state.json, outside the application folder) survives it.
+                relays.all_off()
+                ota.apply()
+                link.restart = "ota"
             if link.up:
                 led.pattern = 100 if safe_mode else 0
             else:
@@ -147,6 +157,30 @@ async def run(settings, counter, safe_mode):
         await asyncio.sleep_ms(
             max(10, 1000 - time.ticks_diff(time.ticks_ms(), turn_start))
         )
+
+
+def make_updater(settings, link):
+    """The board's updater (updater.py), when it has its OTA key (provisioning
+    bundle), else None: an offer could not be authenticated."""
+    key = settings.get("ota_key")
+    if not key:
+        return None
+    import binascii
+
+    try:
+        key = binascii.unhexlify(key)
+    except ValueError:
+        print("ota: the OTA key is not hex; updates off")
+        return None
+    trial = {
+        "trial_s": config.OTA_TRIAL_S,
+        "trial_boots": config.OTA_TRIAL_BOOTS,
+        "trial_wdt_ms": config.OTA_TRIAL_WDT_MS,
+    }
+    version = config.FW_VERSION.split("-")[-1]
+    ota = updater.Updater(key, version, config.HW_MODEL, link.pub, "", trial)
+    link.ota = ota
+    return ota
 
 
 def main():
