@@ -181,7 +181,7 @@ def decide(root=""):
     if phase == "trial":
         st["boots"] = st.get("boots", 0) + 1
         if st["boots"] > st.get("trial_boots", TRIAL_BOOTS):
-            rollback(root, st, "not healthy after %d boots" % (st["boots"] - 1))
+            rollback(root, st, "not healthy after " + str(st["boots"] - 1) + " boots")
         else:
             save(root, st)
     return st
@@ -197,7 +197,8 @@ def _expire(_arg=None):
     # in time, whatever its own code is doing.
     st = load()
     if st.get("phase") == "trial":
-        rollback("", st, "no healthy report within %d s" % st.get("trial_s", TRIAL_S))
+        s = str(st.get("trial_s", TRIAL_S))
+        rollback("", st, "no healthy report within " + s + " s")
         import machine
 
         machine.reset()

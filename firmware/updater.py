@@ -70,7 +70,7 @@ def same(a, b):
     if len(a) != len(b):
         return False
     d = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b):  # noqa: B905 - MicroPython's zip has no strict
         d |= x ^ y
     return d == 0
 
@@ -104,19 +104,11 @@ def canonical(m):
     json.dumps(fields, sort_keys=True, separators=(",", ":")) gives for them (the
     strings are restricted to characters JSON does not escape)."""
     return (
-        '{"c":%d,"chunk":%d,"chunks":%d,"from":"%s","model":"%s","sha256":"%s",'
-        '"size":%d,"version":"%s"}'
-        % (
-            m["c"],
-            m["chunk"],
-            m["chunks"],
-            m["from"],
-            m["model"],
-            m["sha256"],
-            m["size"],
-            m["version"],
-        )
-    ).encode()
+        '{"c":' + str(m["c"]) + ',"chunk":' + str(m["chunk"])
+        + ',"chunks":' + str(m["chunks"]) + ',"from":"' + m["from"]
+        + '","model":"' + m["model"] + '","sha256":"' + m["sha256"]
+        + '","size":' + str(m["size"]) + ',"version":"' + m["version"] + '"}'
+    ).encode()  # fmt: skip
 
 
 def parse_manifest(payload, key):
@@ -161,7 +153,13 @@ def version_tuple(v):
 def _valid_name(name):
     dot = name.rfind(".")
     stem, ext = name[:dot], name[dot + 1 :]
-    if dot < 0 or ext not in ("py", "mpy") or not stem or len(name) > 40 or stem in PERMANENT:
+    if (
+        dot < 0
+        or ext not in ("py", "mpy")
+        or not stem
+        or len(name) > 40
+        or stem in PERMANENT
+    ):
         return False
     for ch in stem:
         if ch not in _NAME_OK:
@@ -387,7 +385,8 @@ class Updater:
         n = min(WINDOW, self.m["chunks"] - self.next)
         self.asked_at = now
         self.asked_end = self.next + n
-        body = '{"c":%d,"i":%d,"n":%d}' % (self.m["c"], self.next, n)
+        body = '{"c":' + str(self.m["c"]) + ',"i":' + str(self.next)
+        body += ',"n":' + str(n) + "}"
         self.send(GET, body.encode())
 
     def online(self):

@@ -24,7 +24,7 @@ CHUNK = 256
 def pack(files):
     out = [b"PSB1\n"]
     for name, data in files:
-        out.append(("%s %d\n" % (name, len(data))).encode())
+        out.append((name + " " + str(len(data)) + "\n").encode())
         out.append(data)
     return b"".join(out)
 
@@ -50,7 +50,9 @@ def manifest(blob, c=7, key=KEY, version="1.2.0", model="esp32", sha=None):
 
 
 def chunk(blob, i, c=7):
-    return c.to_bytes(4, "big") + i.to_bytes(4, "big") + blob[i * CHUNK : (i + 1) * CHUNK]
+    return (
+        c.to_bytes(4, "big") + i.to_bytes(4, "big") + blob[i * CHUNK : (i + 1) * CHUNK]
+    )
 
 
 class Sent:
@@ -238,7 +240,7 @@ def test_rollback_after_too_many_trial_boots():
     download(u, blob)
     u.step()
     u.apply()
-    for boot in (1, 2, 3):
+    for _boot in (1, 2, 3):
         assert otaboot.decide(root)["phase"] == "trial"
     st = otaboot.decide(root)  # the fourth boot without a healthy report
     assert st["phase"] == "rolled_back" and "3 boots" in st["reason"]

@@ -61,7 +61,11 @@ def compile_source(name: str, source: str, march: str | None = None) -> bytes:
 
 def set_version(config_source: str, version: str) -> str:
     new, n = re.subn(
-        r'^FW_VERSION = ".*"$', f'FW_VERSION = "ps1-{version}"', config_source, 1, re.M
+        r'^FW_VERSION = ".*"$',
+        f'FW_VERSION = "ps1-{version}"',
+        config_source,
+        count=1,
+        flags=re.M,
     )
     if n != 1:
         raise ValueError("FW_VERSION not found in config.py")

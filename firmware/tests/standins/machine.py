@@ -102,8 +102,9 @@ class Timer:
             period = 1000 // freq
 
         def run():
-            import micropython
             import time
+
+            import micropython
 
             while self._gen == gen:
                 time.sleep_ms(period)
