@@ -219,7 +219,8 @@ class Updater:
         self.asked_end = 0
         self.last_pct = -1
         self.ready = False  # verified and unpacked: the app may swap now
-        self.report = None  # the status payload waiting to be delivered
+        self.report = None  # the newest status payload (sent again on reconnect)
+        self.final = None  # the report whose delivery ends a trial or a rollback
         self.ignored = 0
         phase = self.st.get("phase")
         if phase in ("download", "downloaded"):
@@ -232,8 +233,10 @@ class Updater:
             self.ready = True
         elif phase == "trial":
             self._status("succeeded", 100, "", self.st.get("c"))
+            self.final = self.report
         elif phase == "rolled_back":
             self._status("rolled_back", 0, self.st.get("reason", ""), self.st.get("c"))
+            self.final = self.report
 
     # --- paths and reports ------------------------------------------------------------
 
@@ -256,9 +259,11 @@ class Updater:
 
     def sent(self, payload):
         """The link delivered a status message (QoS 1, acknowledged)."""
-        if payload is not self.report:
+        if payload is self.report:
+            self.report = None
+        if payload is not self.final:
             return
-        self.report = None
+        self.final = None
         phase = self.st.get("phase")
         if phase == "trial":
             # Connected, and the cloud has heard the new version: healthy.

@@ -11,6 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
+from audit.services import audit_record
 from ota.models import MAX_CHUNK, Campaign, DeviceUpdate, Release
 
 
@@ -67,7 +68,9 @@ def manifest(update: DeviceUpdate) -> dict:
     return body
 
 
-def campaign_set_state(campaign: Campaign, action: str) -> Campaign:
+def campaign_set_state(campaign: Campaign, action: str, *, actor=None) -> Campaign:
+    """Start, pause, resume or cancel a campaign (a conditional UPDATE, so two
+    clicks cannot both act); audited as `ota.campaign_<action>`."""
     allowed = {
         "start": ({"draft"}, Campaign.State.RUNNING),
         "pause": ({"running"}, Campaign.State.PAUSED),
@@ -82,6 +85,13 @@ def campaign_set_state(campaign: Campaign, action: str) -> Campaign:
     if not n:
         raise ValueError(f"cannot {action} a {campaign.state} campaign")
     campaign.refresh_from_db()
+    audit_record(
+        action=f"ota.campaign_{action}",
+        tenant=campaign.tenant,
+        actor=actor,
+        target=campaign,
+        data={"release": str(campaign.release), "state": campaign.state},
+    )
     return campaign
 
 

@@ -162,6 +162,8 @@ def test_download_verify_swap_trial_confirm():
     assert read(root + "/fw.new/app.py") == APP_V2[0][1]
     u.apply()
     assert sent.states()[-1] == "applying"
+    u.sent(u.report)  # "applying" delivered before the reboot: not a healthy report
+    assert otaboot.load(root)["phase"] == "trial"
     assert read(root + "/fw/app.py") == APP_V2[0][1]
     assert read(root + "/fw.old/app.py") == v1[0][1]
     assert not otaboot.exists(root + "/fw.new")
