@@ -383,3 +383,34 @@ def test_a_version_that_never_reports_healthy_is_rolled_back(
     wait_for(lambda: ota_state(b) == {}, timeout=20, what="rollback reported")
     assert b.boots == [B.PWRON_RESET, B.SOFT_RESET, B.SOFT_RESET]
     assert fw_version(device) == "ps1-0.1.0"
+
+
+def test_a_version_that_crashes_at_start_is_rolled_back_after_its_trial_boots(
+    bridge,  # noqa: F811
+    media,
+    staff_client,
+    make_device,
+    boards,
+):
+    """The new app.py raises at import, before the app's own watchdog exists: the
+    trial watchdog otaboot armed resets the board, each boot is counted, and after
+    OTA_TRIAL_BOOTS the previous modules come back and report why."""
+    device = make_device()
+    bridge.start()
+    b = boards(device)
+    wait_online(device)
+    app = (Path(B.FW) / "app.py").read_text()
+    data = build(
+        ["config.py", "app.py"],
+        version="1.5.0",
+        patch={"app.py": 'raise RuntimeError("crash at start")\n' + app},
+    )
+    release = upload_release(staff_client, data, "1.5.0")
+    campaign = start_campaign(staff_client, release, device)
+    u = run_until(campaign, device, {"rolled_back"}, timeout=150)
+    assert u.reason == "not healthy after 3 boots"
+    assert b.saw("crash at start") == 3
+    assert b.boots == [B.PWRON_RESET, B.SOFT_RESET] + [B.WDT_RESET] * 3
+    assert not (b.fs / "fw").exists()
+    wait_for(lambda: ota_state(b) == {}, timeout=20, what="rollback reported")
+    assert fw_version(device) == "ps1-0.1.0"
