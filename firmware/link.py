@@ -132,7 +132,8 @@ class Link:
         self.last_wifi = 0
         self.last_ntp = None
         self.restart = None  # "reboot", "wifi_clear" or "ota" once acknowledged
-        self.ota = None  # updater.Updater, when the board takes updates
+        self.ota = None  # updater.Updater, once loaded
+        self.ota_load = None  # loads it; None: the board takes no updates
         self.boot_ticks = time.ticks_ms()
 
     # --- connection -------------------------------------------------------------------
@@ -256,7 +257,7 @@ class Link:
             self.switch_retry = time.ticks_add(time.ticks_ms(), SWITCH_RETRY_MS)
         for s in SUBSCRIBE:
             await c.subscribe(self.root + s, 1)
-        if self.ota is not None:
+        if self.ota_load is not None:
             for s in OTA_IN:
                 await c.subscribe(self.root + s, 0 if s == "ota/chunk" else 1)
         retain, qos = P.PUBLISH_OPTS[P.STATUS]
@@ -371,9 +372,10 @@ class Link:
         # Called from the client's reader task: queue it, the main loop handles it.
         # Chunks go straight to the updater (it only appends them to a file): they
         # come faster than the 1 s loop and are too big to queue.
-        if self.ota is not None and topic.endswith(b"/ota/chunk"):
+        if topic.endswith(b"/ota/chunk"):
             try:
-                self.ota.chunk(msg)
+                if self.ota is not None:
+                    self.ota.chunk(msg)
             except OSError as e:
                 print("link: chunk not written:", repr(e))
             return
@@ -436,10 +438,13 @@ class Link:
             suffix = topic[len(self.root) :]
             if suffix == P.CMD:
                 self._command(msg)
-            elif suffix == "ota/offer" and self.ota is not None:
+            elif suffix == "ota/offer" and self.ota_load is not None:
                 try:
+                    if self.ota is None:
+                        self.ota = self.ota_load()
                     self.ota.offer(msg)
-                except OSError as e:  # no room in flash, or a file system error
+                except (OSError, MemoryError) as e:
+                    # No room in flash or heap: the offer comes again in a minute.
                     print("link: offer not taken:", repr(e))
             elif suffix == P.CONFIG_SET:
                 applied = self.ctl.handle_config(msg)

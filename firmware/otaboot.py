@@ -162,8 +162,7 @@ def confirm(root=""):
         except (AttributeError, OSError):
             pass
         _guard[0] = None
-    st["phase"] = "done"
-    save(root, st)
+    clear(root)  # nothing left to do or report (ota.json exists only then)
     return True
 
 

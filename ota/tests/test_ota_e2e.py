@@ -247,7 +247,7 @@ def test_update_downloads_verifies_swaps_reboots_and_succeeds(
     wait_for(lambda: fw_version(device) == "ps1-1.2.0", timeout=30, what="new fw")
     assert (b.fs / "fw" / "config.mpy").exists()
     assert not (b.fs / "fw.new").exists()
-    assert ota_state(b)["phase"] == "done"
+    assert ota_state(b) == {}  # the trial is over: nothing left to do or report
     assert b.boots == [B.PWRON_RESET, B.SOFT_RESET]
     assert b.saw("otaboot: version 1.2.0 on trial") == 1
     # Chunks asked for in order from 0, each window once (nothing was lost here).
