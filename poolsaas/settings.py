@@ -185,6 +185,8 @@ TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 
+# Uploaded files (OTA releases): a folder by default, any storage backend in production.
+MEDIA_ROOT = env_str("MEDIA_ROOT", str(VAR_DIR / "media"))
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
@@ -295,6 +297,14 @@ MQTT_PUBLIC_TLS = env_bool("MQTT_PUBLIC_TLS", False)
 # The factory key that claim codes on device labels are derived from
 # (devices/services/claims.py). Empty: a key derived from SECRET_KEY, for development.
 DEVICE_CLAIM_KEY = env_str("DEVICE_CLAIM_KEY", "")
+# The secret OTA manifest keys are derived from (ota.services.device_ota_key; each
+# device gets its own key in its provisioning bundle). Empty: derived from SECRET_KEY,
+# for development. Changing it changes every device's key (re-provision them).
+OTA_SECRET = env_str("OTA_SECRET", "")
+# The bridge's OTA chunk budget (ota.mqtt), so that updates never starve telemetry:
+# chunks per second in all and per device (a chunk is up to 4 KB).
+OTA_CHUNKS_PER_S = env_int("OTA_CHUNKS_PER_S", 200)
+OTA_DEVICE_CHUNKS_PER_S = env_int("OTA_DEVICE_CHUNKS_PER_S", 16)
 # Tenants' own brokers may point at loopback/private addresses only in development;
 # in production that would let a tenant reach our internal network (SSRF).
 BROKER_ALLOW_PRIVATE_HOSTS = env_bool("BROKER_ALLOW_PRIVATE_HOSTS", DEBUG)
