@@ -48,6 +48,7 @@ class _Bucket:
 class OtaRoom(Room):
     name = "ota"
     suffixes = ("ota/get", "ota/status")
+    device_subscriptions = ("ota/offer", "ota/chunk")
 
     def __init__(self, clock=time.monotonic) -> None:
         self.clock = clock

@@ -121,6 +121,9 @@ class Room:
 
     name: str = "room"
     suffixes: tuple[str, ...] = ()
+    # Suffixes under a device's root that the bridge publishes to the device: the
+    # broker's per-device ACL lets it subscribe to them (devices.services.dynsec).
+    device_subscriptions: tuple[str, ...] = ()
     # Suffixes dropped for a tenant over its monthly message quota (billing): the
     # bulk of the traffic, never what commands and safety need.
     sheddable: tuple[str, ...] = ()
@@ -262,6 +265,21 @@ class Dispatcher:
         counters["accepted"] += 1
         self.usage[device.tenant_id] += 1
         return True
+
+
+def room_topics() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What the rooms of settings.BRIDGE_ROOMS add to a device's own topics: the
+    suffixes a device publishes and those it subscribes to (class attributes; no room
+    is built)."""
+    published: list[str] = []
+    subscribed: list[str] = []
+    for path in settings.BRIDGE_ROOMS:
+        room = import_string(path)
+        published += [s for s in getattr(room, "suffixes", ()) if s not in published]
+        subscribed += [
+            s for s in getattr(room, "device_subscriptions", ()) if s not in subscribed
+        ]
+    return tuple(published), tuple(subscribed)
 
 
 def rooms_from_settings() -> list[Room]:
