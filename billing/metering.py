@@ -29,6 +29,10 @@ BUCKET_TTL = 7 * 24 * 3600
 MESSAGES_IN = "messages_in"
 API_CALLS = "api_calls"
 SAMPLES_STORED = "samples_stored"
+# The MQTT gateway (gateway/usage.py): started minutes of its sockets, and PUBLISH
+# packets to and from its clients.
+GATEWAY_SOCKET_MINUTES = "socket_minutes:gateway"
+GATEWAY_MESSAGES = "gateway_messages"
 COMMAND_SOURCES = ("page", "api", "websocket", "gateway", "scheduler")
 
 

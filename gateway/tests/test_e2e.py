@@ -38,9 +38,13 @@ def set_live_password(user) -> None:
     user.save(update_fields=["password"])
 
 
-def api_login(base: str, membership) -> dict:
+def api_login(base: str, membership, *, set_password: bool = True) -> dict:
+    """POST /api/login on the live server. Its first login of a user upgrades the
+    stored hash (new salt): tokens minted here before it carry the old password's
+    mark, and another set_live_password would end the tokens of that login."""
     user = membership.user
-    set_live_password(user)
+    if set_password:
+        set_live_password(user)
     request = urllib.request.Request(  # noqa: S310 (the test's own http URL)
         f"{base}/api/login",
         data=json.dumps({"email": user.email, "password": PASSWORD}).encode(),
@@ -358,3 +362,121 @@ def test_paho_over_the_gateway_reaches_a_device_on_the_tenants_own_broker(
             client.stop()
     platform.stop()
     assert platform.retained == {} and platform.live == []
+
+
+@pytest.fixture
+def two_sockets_per_user(monkeypatch, settings):
+    """A cap of two sockets per user, a 1 s heartbeat and 3 s slots, in this process
+    and in the live server (which copies the environment when it starts: ask for
+    this fixture before live_url)."""
+    for name, value in (
+        ("GATEWAY_MAX_SOCKETS_PER_USER", 2),
+        ("GATEWAY_HEARTBEAT_SECONDS", 1),
+        ("GATEWAY_SOCKET_TTL", 3),
+    ):
+        monkeypatch.setenv(name, str(value))
+        setattr(settings, name, value)
+
+
+# A web process that dies holding a slot: it claims one and is killed (SIGKILL).
+CRASHING_PROCESS = """
+import sys, time
+import django
+django.setup()
+from gateway import sockets
+user = sys.argv[1]
+assert sockets.socket_claim(user=user, slot="crashed", channel="dead!1", cap=2)
+print("claimed", flush=True)
+time.sleep(60)
+"""
+
+
+async def test_the_socket_cap_holds_across_web_processes(
+    two_sockets_per_user,
+    live_url,  # noqa: F811
+    olivia,
+):
+    """Process 1 is the live server (paho clients), process 2 this one (the
+    consumer through the ASGI stack), process 3 one that crashes: one cap."""
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    from channels.db import database_sync_to_async
+    from django.conf import settings
+
+    from gateway import sockets
+    from gateway.tests.test_consumer import connected_as, refused_over_the_cap
+
+    user = olivia.user.code.hex
+    redis = sockets.registry()
+    sockets_key = redis.keys(user)[0]
+    logins = []
+
+    async def on_live_server():
+        login = await asyncio.to_thread(
+            api_login, live_url, olivia, set_password=not logins
+        )
+        logins.append(login)
+        return await asyncio.to_thread(
+            GatewayClient,
+            live_url,
+            client_id=login["clientId"],
+            password=login["token"],
+        )
+
+    async def until(predicate, what):
+        for _ in range(300):
+            if predicate():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    first, second = await on_live_server(), await on_live_server()
+    # Tokens minted here carry the password the live server stored at its login.
+    await database_sync_to_async(olivia.user.refresh_from_db)()
+    here = crashing = None
+    try:
+        assert (first.reason, second.reason) == (0, 0)
+        await refused_over_the_cap(olivia, "here-1")  # the live server holds both
+        await asyncio.to_thread(first.stop)
+        await until(lambda: redis.count(user) == 1, "the live server to free a slot")
+        here = await connected_as(olivia, client_id="here-2")
+        third = await on_live_server()  # this process's socket counts there too
+        assert third.reason.value == 0x87, third.reason
+        third.c.loop_stop()
+
+        await asyncio.to_thread(second.stop)
+        await until(lambda: redis.count(user) == 1, "the second slot freed")
+        crashing = subprocess.Popen(  # noqa: S603 - our own interpreter and script
+            [sys.executable, "-c", CRASHING_PROCESS, user],
+            cwd=settings.BASE_DIR,
+            env={**os.environ, "DEBUG": "true"},
+            stdout=subprocess.PIPE,
+        )
+        line = await asyncio.to_thread(crashing.stdout.readline)
+        assert line.strip() == b"claimed"
+        crashing.kill()
+        crashing.wait(5)
+        await refused_over_the_cap(olivia, "here-3")  # the dead process's slot counts
+
+        # ... until it expires, unrefreshed; this process's socket, older than that
+        # slot, is still counted: its heartbeat keeps it.
+        def crashed_slot_expired():
+            seconds, micros = redis.client.time()
+            return redis.client.zscore(sockets_key, "crashed") < seconds + micros / 1e6
+
+        await until(crashed_slot_expired, "the crashed process's slot to expire")
+        assert redis.count(user) == 1
+        fourth = await on_live_server()
+        assert fourth.reason == 0
+        await asyncio.to_thread(fourth.stop)
+    finally:
+        if crashing is not None and crashing.poll() is None:
+            crashing.kill()
+            crashing.wait(5)
+        if here is not None:
+            await here.disconnect()
+        for client in (first, second):
+            await asyncio.to_thread(client.stop)
