@@ -226,11 +226,11 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             return
         user_hex = self.caller.user.code.hex
         channel = self.channel_name
+        used = usage.drain(time.monotonic()) if usage is not None else {}
 
         def end():
             sockets.socket_release(user=user_hex, slot=slot, channel=channel)
-            if usage is not None:
-                metering.add_many(usage.drain(time.monotonic()))
+            metering.add_many(used)
 
         await _blocking(end)()
 
@@ -240,8 +240,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         user_hex = self.caller.user.code.hex
         channel, slot = self.channel_name, self._slot
 
-        def beat(usage: SocketUsage) -> bool:
-            metering.add_many(usage.drain(time.monotonic()))
+        def beat(used: dict[tuple[int, str], int]) -> bool:
+            metering.add_many(used)
             return sockets.socket_refresh(user=user_hex, slot=slot, channel=channel)
 
         while not self._closed:
@@ -249,7 +249,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             usage = self.usage
             if usage is None or self._closed:
                 return
-            if not await _blocking(beat)(usage):
+            # Drained here, in the loop that counts: no count slips between threads.
+            if not await _blocking(beat)(usage.drain(time.monotonic())):
                 # Another socket (another process's, maybe) owns the client id now.
                 async with self._lock:
                     if not self._closed:
