@@ -14,6 +14,9 @@ Scenarios (each request carries a logged-in owner's bearer token):
   2. device state   GET /api/v1/devices/{code}/state/
   3. telemetry week GET /api/v1/pools/{code}/telemetry/?start=-7d (a week of
                     one-minute samples, 10,080 rows, folded into 672 buckets in SQL)
+A bare JSON view (GET /api/health: no login, no database, the same middleware and
+server) is run closed-loop before and after the scenarios; each endpoint's maximum is
+printed as a ratio to the mean of the two, the figure that survives a noisy machine.
 Each runs open-loop at a fixed rate (requests scheduled every 1/rate s, spread over
 --clients keep-alive connections); latency counts from the scheduled instant, so a
 server that falls behind shows it (no coordinated omission). For the pool list and the
@@ -22,7 +25,8 @@ rate was out of reach, a last run shows the latency at 70 % of that maximum.
 The load average is printed: other work on the machine changes the figures.
 
 Goal on this machine: p99 < 100 ms at 200 requests/s for the pool list and the device
-state, and a week of telemetry in under 150 ms.
+state, each at >= 0.5 of the bare JSON view's maximum, and a week of telemetry in
+under 150 ms.
 """
 
 import argparse
@@ -31,7 +35,6 @@ import http.client
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,47 +45,17 @@ from urllib.parse import urlparse
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._common import ensure_database, free_port  # noqa: E402
+from bench._common import (  # noqa: E402
+    DaphneProcess,
+    ensure_database,
+    free_port,
+    loopback_url,
+    server_environment,
+)
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/poolsaas_bench_api"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/13"
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-# Bench-only keys (the bench database holds nothing else); not the dev keys, so the
-# server runs with DEBUG off like production.
-BENCH_SECRET_KEY = "bench-api-only-secret-key-not-for-anything-else-0123456789abcdef"  # noqa: S105
-BENCH_FIELD_KEY = "A62QfPjXWxrRNTT4GCx0YSGaxAh4BYSFT9BqLJL43JQ="
 TENANT_SLUG = "bench-api"
-
-
-def loopback_url(url: str, what: str) -> str:
-    host = urlparse(url).hostname or ""
-    if host not in LOOPBACK:
-        raise SystemExit(f"{what} must be on this machine (loopback), not {host!r}.")
-    return url
-
-
-def environment(db_url: str, redis_url: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("DJANGO_SETTINGS_MODULE", "poolsaas.settings")
-    env.update(
-        DATABASE_URL=db_url,
-        REDIS_URL=redis_url,
-        CACHE_KEY_PREFIX="bench-api",
-        DEBUG="false",
-        SECRET_KEY=BENCH_SECRET_KEY,
-        FIELD_ENCRYPTION_KEYS=BENCH_FIELD_KEY,
-        ALLOWED_HOSTS="127.0.0.1",
-        SECURE_SSL_REDIRECT="false",
-        # Persistent connections leak under ASGI (Django runs each request in its
-        # own thread context): connect per request, as Django advises.
-        DB_CONN_MAX_AGE="0",
-        LOG_LEVEL="WARNING",
-        API_ANON_PER_MINUTE="10000000",
-        API_USER_PER_MINUTE="10000000",
-        API_TENANT_PER_MINUTE="10000000",
-        MQTT_DYNSEC_ENABLED="false",
-    )
-    return env
 
 
 def pool_settings() -> dict[str, str]:
@@ -271,6 +244,25 @@ def run(
     return result
 
 
+def measure_bare(ports: list[int], token: str, args) -> float:
+    """The closed-loop maximum of GET /api/health, the cheapest JSON view on the
+    same server stack (same processes, middleware, client): the baseline each
+    endpoint's maximum is divided by, measured in the same run."""
+    result = run(
+        name="bare JSON view, max (closed loop)",
+        ports=ports,
+        path="/api/health",
+        token=token,
+        clients=args.clients,
+        total=int(400 * args.duration),
+        rate=None,
+    )
+    print(result.line(), flush=True)
+    if result.errors or not result.latencies:
+        raise SystemExit("the bare JSON view failed")
+    return len(result.latencies) / result.elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=200.0)
@@ -298,7 +290,7 @@ def main() -> None:
     if not db_url.startswith("postgres"):
         raise SystemExit("The API benchmark runs on PostgreSQL.")
     redis_url = loopback_url(os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS), "Redis")
-    env = environment(db_url, redis_url)
+    env = server_environment(db_url, redis_url, cache_prefix="bench-api")
     if args.db_pool:
         env.update(pool_settings())
     os.environ.update(env)
@@ -320,25 +312,7 @@ def main() -> None:
 
     ports = [free_port() for _ in range(args.workers)]
     server_log = tempfile.TemporaryFile()
-    servers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "poolsaas.asgi:application",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=server_log,
-        )
-        for port in ports
-    ]
+    servers = [DaphneProcess(env, port, stderr=server_log) for port in ports]
     port = ports[0]
     results = []
     try:
@@ -385,6 +359,8 @@ def main() -> None:
             f"{args.clients} clients, open loop for {args.duration:.0f} s each; "
             f"load average before: {os.getloadavg()[0]:.1f}"
         )
+        bare = [measure_bare(ports, token, args)]
+        maxima = {}
         for name, path, rate in scenarios:
             result = run(
                 name=f"{name} @ {rate:.0f}/s",
@@ -414,6 +390,7 @@ def main() -> None:
             print(ceiling.line(), flush=True)
             achieved = len(result.latencies) / result.elapsed if result.elapsed else 0
             maximum = len(ceiling.latencies) / ceiling.elapsed if ceiling.elapsed else 0
+            maxima[name] = maximum
             if achieved < rate * 0.9 and maximum:
                 sustained = round(maximum * 0.7)
                 result = run(
@@ -427,14 +404,17 @@ def main() -> None:
                 )
                 results.append(result)
                 print(result.line(), flush=True)
+        bare.append(measure_bare(ports, token, args))
+        baseline = statistics.mean(bare)
+        print(
+            f"bare JSON view max: {bare[0]:.1f} req/s before, {bare[1]:.1f} after; "
+            f"ratio to their mean {baseline:.1f} (goal >= 0.5):"
+        )
+        for name, maximum in maxima.items():
+            print(f"  {name:<14} {maximum / baseline:.2f}")
     finally:
         for server in servers:
-            server.terminate()
-        for server in servers:
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            server.stop()
         cleanup()
     if any(r.errors for r in results):
         server_log.seek(0)

@@ -21,20 +21,18 @@ CPU and the figures describe the broker and the consumer):
   4. maximum: offered rates from --max-rates, each for 8 s, up to the first one the
      bridge does not keep up with (< 99 % stored, or rows still landing 2 s after
      the load); ratio vs the ceiling;
+  5. with --rules: the maximum again while every device is under three alert rules
+     that alerts_evaluate checks in another process, against the maximum without;
 Bridge memory per device: its RSS with all devices loaded at the sustained rate minus
 its RSS with no device, divided by the number of devices (the peak while overloaded,
 queues included, is printed too).
 """
 
 import argparse
-import ast
 import asyncio
-import contextlib
 import json
 import multiprocessing as mp
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -45,42 +43,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._common import ensure_database  # noqa: E402
+from bench._common import (  # noqa: E402
+    BridgeProcess,
+    ensure_database,
+    mqtt_connect,
+    pct,
+    publish_packet,
+)
 
 EPOCH = time.time()  # latency stamps are ms since this instant
 
 
 # --- raw MQTT publishing (cheap load generation) ------------------------------------
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _utf8(s: str) -> bytes:
-    raw = s.encode()
-    return len(raw).to_bytes(2, "big") + raw
-
-
-def mqtt_connect(host: str, port: int, client_id: str) -> socket.socket:
-    sock = socket.create_connection((host, port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    body = _utf8("MQTT") + bytes([4, 0x02]) + (60).to_bytes(2, "big") + _utf8(client_id)
-    sock.sendall(b"\x10" + _varint(len(body)) + body)
-    ack = sock.recv(4)
-    if len(ack) < 4 or ack[0] != 0x20 or ack[3] != 0:
-        raise RuntimeError(f"broker refused the publisher: {ack!r}")
-    return sock
-
-
-def publish_packet(topic: str, payload: bytes) -> bytes:
-    body = _utf8(topic) + payload
-    return b"\x30" + _varint(len(body)) + body
 
 
 def telemetry(seq: int, stamp_ms: int) -> bytes:
@@ -260,79 +234,6 @@ def steady_rate(samples, *, trim=1.0):
 # --- the bridge process ---------------------------------------------------------------
 
 
-class BridgeProcess:
-    """One `manage.py mqtt_bridge`; with `profile` (a file name) it runs as a child of
-    `py-spy record`, which writes the bridge's sampled stacks (collapsed, per thread,
-    idle time excluded, sampled without pausing it) there when the bridge exits."""
-
-    def __init__(self, env, profile: str | None = None):
-        self.stats: dict = {}
-        bridge = [sys.executable, str(ROOT / "manage.py"), "mqtt_bridge"]
-        bridge += ["--stats-interval", "1"]
-        command = bridge
-        if profile:
-            spy = str(Path(sys.executable).with_name("py-spy"))
-            command = [spy, "record", "--threads", "--nonblocking", "-f", "raw"]
-            command += ["-o", profile, "--", *bridge]
-        self.proc = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.profiled = bool(profile)
-        self.log: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stderr:
-            if "bridge stats " in line:
-                try:
-                    self.stats = ast.literal_eval(line.split("bridge stats ", 1)[1])
-                except (ValueError, SyntaxError):
-                    pass
-            else:
-                self.log.append(line.rstrip())
-
-    @property
-    def pid(self) -> int:
-        """The bridge's own process (py-spy's child when profiled)."""
-        if self.profiled:
-            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-            found = children.read_text().split() if children.exists() else []
-            if found:
-                return int(found[0])
-        return self.proc.pid
-
-    def rss_kb(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        return 0
-
-    def wait_stats(self, predicate, timeout=30.0):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.stats and predicate(self.stats):
-                return self.stats
-            time.sleep(0.1)
-        raise RuntimeError(f"bridge not ready: {self.stats} {self.log[-5:]}")
-
-    def stop(self):
-        # The bridge itself, so that a profiling py-spy sees it exit and writes out.
-        pid = self.pid
-        os.kill(pid, signal.SIGTERM)
-        try:
-            self.proc.wait(60 if self.profiled else 15)
-        except subprocess.TimeoutExpired:
-            if pid != self.proc.pid:  # never leave a bridge behind py-spy
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            self.proc.kill()
-
-
 class Bridges:
     """Several bridge processes sharing the platform broker (shared subscriptions),
     seen as one: RSS and counters summed."""
@@ -447,11 +348,98 @@ async def latency_receiver(pool_codes, stop_at, warm_until):
     return latencies
 
 
-def pct(values, q):
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+# --- alert rules (--rules) ---------------------------------------------------------
+
+EVALUATOR = """
+import sys, time, django
+django.setup()
+from alerts.services import alerts_evaluate
+interval = float(sys.argv[1])
+while True:
+    started, cpu = time.monotonic(), time.process_time()
+    alerts_evaluate()
+    took = time.monotonic() - started
+    print(f"evaluated {took:.3f} {time.process_time() - cpu:.3f}", flush=True)
+    time.sleep(max(0.0, interval - took))
+"""
+
+
+def rules_maximum(args, env, tenant, find_maximum) -> tuple[float, list]:
+    """The maximum phase with every device under three tenant-default rules and
+    alerts_evaluate running in its own process meanwhile (as a Celery worker would);
+    the rules are removed again afterwards. Returns the maximum and the run times."""
+    from alerts.models import Alert, AlertRule, Kind
+
+    # Rules that hold but do not fire on the bench's telemetry (24.5 °C, pump on).
+    for kind, threshold in [
+        (Kind.FREEZE_RISK, 4.0),
+        (Kind.PUMP_RUNTIME, 20.0),
+        (Kind.DEVICE_OFFLINE, 30.0),
+    ]:
+        AlertRule.objects.create(tenant=tenant, kind=kind, threshold=threshold)
+    evaluator = subprocess.Popen(
+        [sys.executable, "-c", EVALUATOR, str(args.rules_interval)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    took: list[tuple[float, float]] = []  # (wall s, CPU s) per run
+
+    def read():
+        for line in evaluator.stdout:
+            took.append(tuple(float(f) for f in line.split()[1:3]))
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 120
+        while not took and time.monotonic() < deadline and evaluator.poll() is None:
+            time.sleep(0.2)  # the first run creates the per-day rows: set-up
+        first = len(took)
+        highest = find_maximum("rules")
+    finally:
+        evaluator.terminate()
+        evaluator.wait(10)
+    fired = Alert.objects.filter(tenant=tenant).count()
+    if fired:
+        print(f"[rules] warning: {fired} alerts fired during the bench")
+    AlertRule.objects.filter(tenant=tenant).delete()
+    Alert.objects.filter(tenant=tenant).delete()
+    return highest, took[first:]
+
+
+def rules_compare(args, env, tenant, find_maximum, without: float) -> dict:
+    """--rules: maxima without and with rules, alternating --rules-rounds times (the
+    first without is the maximum phase's), medians and their ratio. The rules only
+    exist during the passes with rules (the bridge never reads them anyway)."""
+    withouts, withs, took = [without], [], []
+    for round_ in range(args.rules_rounds):
+        if round_:
+            withouts.append(find_maximum("maximum"))
+        highest, runs = rules_maximum(args, env, tenant, find_maximum)
+        withs.append(highest)
+        took += runs
+    a, b = sorted(withouts)[len(withouts) // 2], sorted(withs)[len(withs) // 2]
+    ratio = b / max(1.0, a)
+    mean = sum(wall for wall, _ in took) / max(1, len(took))
+    cpu = sum(c for _, c in took) / max(1, len(took))
+    every = (
+        f"every {args.rules_interval:g} s" if args.rules_interval else "back to back"
+    )
+    print(
+        f"[rules] {args.devices} devices x 3 rules, evaluated {every} "
+        f"({len(took)} runs during the load, {mean:.2f} s each, {cpu:.2f} s CPU; "
+        f"at the 20 s beat {100 * cpu / 20:.1f} % of a core): highest rate kept "
+        f"up with {b:,.0f} msg/s with rules vs {a:,.0f} without = {100 * ratio:.0f} % "
+        f"(medians of {withs} and {withouts})"
+    )
+    return {
+        "max_without_rules_s": round(a),
+        "max_with_rules_s": round(b),
+        "rules_ratio": round(ratio, 2),
+        "rules_eval_s": round(mean, 2),
+        "rules_eval_cpu_s": round(cpu, 2),
+    }
 
 
 def main() -> int:
@@ -492,6 +480,25 @@ def main() -> int:
         default="ceiling,sustained,maximum,latency",
         help="comma-separated subset of ceiling,sustained,maximum,latency",
     )
+    parser.add_argument(
+        "--metering-pair",
+        action="store_true",
+        help="then the maximum again with usage metering off: the ratio",
+    )
+    parser.add_argument(
+        "--rules",
+        action="store_true",
+        help="maximum again with every device under three alert rules while they "
+        "are evaluated (issue 16), against the same run without rules",
+    )
+    parser.add_argument(
+        "--rules-interval",
+        type=float,
+        default=0.0,
+        help="s between evaluations; 0 (default): back to back, the worst case "
+        "(Celery beat runs it every 20 s, longer than one step of the maximum phase)",
+    )
+    parser.add_argument("--rules-rounds", type=int, default=1)
     args = parser.parse_args()
     host, port = args.mqtt.split(":")
     port = int(port)
@@ -535,7 +542,7 @@ def main() -> int:
         topics = [f"{prefix}/{device_id}/telemetry" for device_id in ids]
 
         phases = set(args.phases.split(","))
-        ceiling = sustained = maximum = 0.0
+        ceiling = sustained = maximum = unmetered = 0.0
         latencies: list = []
         rss_loaded = rss_peak = rss_empty
         # 1. the ceiling (before the devices exist, so the bridge is not subscribed).
@@ -689,9 +696,11 @@ def main() -> int:
                 f"ms, p99 {pct(latencies, 0.99):.1f} ms, max "
                 f"{max(latencies) if latencies else float('nan'):.1f} ms"
             )
-        if "maximum" in phases:
-            # 4. maximum: raise the offered rate until the bridge stops keeping up
-            # (less than 99 % of the messages stored).
+
+        def find_maximum(label: str) -> float:
+            """Raise the offered rate until the bridge stops keeping up."""
+            nonlocal rss_peak
+            highest = 0.0
             for rate in [int(r) for r in args.max_rates.split(",")]:
                 before = sample_count(tenant.pk)
                 start_at, wait = run_publishers(
@@ -706,7 +715,7 @@ def main() -> int:
                 landed = next(t for t, c in rows if c == rows[-1][1])
                 lag = max(0.0, landed - (start_at + secs))
                 print(
-                    f"[maximum] offered {sent / secs:,.0f} msg/s for {secs:.0f} s: "
+                    f"[{label}] offered {sent / secs:,.0f} msg/s for {secs:.0f} s: "
                     f"stored {100 * kept:.1f} % at {steady_rate(rows):,.0f} rows/s, "
                     f"last row {lag:.1f} s after the load"
                 )
@@ -714,12 +723,34 @@ def main() -> int:
                 # Kept up: (almost) nothing lost and no backlog left behind.
                 if kept < 0.99 or lag > 2.0:
                     break
-                maximum = sent / secs
+                highest = sent / secs
+            return highest
+
+        with_rules = None
+        if "maximum" in phases:
+            # 4. maximum: raise the offered rate until the bridge stops keeping up
+            # (less than 99 % of the messages stored).
+            maximum = find_maximum("maximum")
             print(
                 f"[maximum] highest rate kept up with: {maximum:,.0f} msg/s = "
                 f"{100 * maximum / max(1.0, ceiling):.0f} % of the bare subscriber"
             )
+            if args.rules:
+                with_rules = rules_compare(args, env, tenant, find_maximum, maximum)
             rss_loaded = max(rss_loaded, bridge.rss_kb())
+        if args.metering_pair:
+            # The same maximum with usage metering off (billing.metering), bridges
+            # restarted; metering's cost is the ratio of the two.
+            bridge.stop()
+            bridge = Bridges(dict(env, USAGE_METERING="false"), args.bridges, None)
+            bridge.wait_stats(lambda s: s.get("devices") == args.devices)
+            bridge.wait_stats(lambda s: all(s.get("connections", {0: 0}).values()))
+            unmetered = find_maximum("unmetered")
+            print(
+                f"[metering] maximum with metering {maximum:,.0f} msg/s, without "
+                f"{unmetered:,.0f} msg/s: ratio {maximum / max(1.0, unmetered):.3f} "
+                f"(cost {100 * (1 - maximum / max(1.0, unmetered)):.1f} %)"
+            )
 
         measure_rows(tenant.pk, until_idle=1.0)
         rss_loaded = max(rss_loaded, bridge.rss_kb() if "maximum" not in phases else 0)
@@ -757,6 +788,10 @@ def main() -> int:
                     "latency_p50_ms": round(pct(latencies, 0.5), 1),
                     "latency_p99_ms": round(pct(latencies, 0.99), 1),
                     "kib_per_device": round(per_device, 2),
+                    "metering_ratio": round(maximum / unmetered, 3)
+                    if unmetered
+                    else None,
+                    **(with_rules or {}),
                 }
             )
         )

@@ -7,6 +7,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from billing.selectors import usage_banner
 from devices.forms import PoolForm, apply_service_errors
 from devices.selectors import pool_get_for_member, pools_for_member
 from devices.services.pools import pool_create, pool_update, timezone_names
@@ -26,6 +27,7 @@ def _pools_page(request, *, add_form=None, status=200):
             "page": page.get_page(request.GET.get("page")),
             "search": search,
             "add_form": add_form,
+            "usage_banner": usage_banner(tenant=request.membership.tenant),
         },
         status=status,
     )

@@ -19,6 +19,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
+from billing import metering
 from poolsaas.api.authentication import TenantJWTAuthentication
 from poolsaas.api.errors import PreconditionFailed, PreconditionRequired, Throttled
 from poolsaas.api.pagination import Pagination
@@ -27,6 +28,7 @@ from poolsaas.api.throttling import (
     TenantThrottle,
     UserThrottle,
     rate_headers,
+    throttles_pass,
 )
 from poolsaas.request_context import bind_request_context, current_request_context
 from tenants.roles import Action
@@ -65,13 +67,13 @@ class ApiViewMixin:
         self.check_permissions(request)
 
     def check_throttles(self, request):
-        for throttle in self.get_throttles():
-            if not throttle.allow_request(request, self):
-                raise Throttled(
-                    wait=throttle.wait(),
-                    limit=throttle.scope,
-                    message=throttle.message(),
-                )
+        throttle = throttles_pass(self.get_throttles(), request)
+        if throttle is not None:
+            raise Throttled(
+                wait=throttle.wait(),
+                limit=throttle.scope,
+                message=throttle.message(),
+            )
 
     def handle_exception(self, exc):
         response = super().handle_exception(exc)
@@ -82,6 +84,11 @@ class ApiViewMixin:
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
+        membership = getattr(request, "membership", None)
+        if membership is not None:
+            # Every call of a tenant, throttled ones too (batched, one Redis round
+            # trip a second per process).
+            metering.api_call(membership.tenant_id)
         for name, value in rate_headers(getattr(request, "rate_buckets", [])).items():
             response[name] = value
         return response
