@@ -16,8 +16,11 @@ they share state between threads; `doorbell` may be called from any thread):
   drain()                   worker, every flush_interval: the batch for `flush`
   flush(batch, out)         writer: write the batch; raise to have it kept and retried
   merge(held, newer, out)   writer: fold a newer batch into one held for a retry
-  publish(out)              publisher, every sweep_interval and when the doorbell rings
-  doorbell(message)         the bridges' doorbell rang (poolsaas.live.groups.DOORBELL)
+  publish(out)              publisher, every sweep_interval and when a ring asks for it
+  publish_now(out)          publisher, at once after each ring: what the rings carried
+  doorbell(message)         the bridges' doorbell rang (poolsaas.live.groups.DOORBELL,
+                            DOORBELL_GROUP); True when publish_now alone handles it,
+                            otherwise the publisher runs its sweep now
   stats()                   counters merged into the bridge's stats
   sheds(message)            worker, only for a tenant over its message quota: True
                             to drop it (default: its suffix is in `sheddable`)
@@ -143,8 +146,11 @@ class Room:
     def publish(self, out: Outbox) -> None:
         return None
 
-    def doorbell(self, message: dict) -> None:
+    def publish_now(self, out: Outbox) -> None:
         return None
+
+    def doorbell(self, message: dict) -> bool:
+        return False
 
     def stats(self) -> dict[str, int]:
         return {}
