@@ -21,6 +21,8 @@ CPU and the figures describe the broker and the consumer):
   4. maximum: offered rates from --max-rates, each for 8 s, up to the first one the
      bridge does not keep up with (< 99 % stored, or rows still landing 2 s after
      the load); ratio vs the ceiling;
+  5. with --rules: the maximum again while every device is under three alert rules
+     that alerts_evaluate checks in another process, against the maximum without;
 Bridge memory per device: its RSS with all devices loaded at the sustained rate minus
 its RSS with no device, divided by the number of devices (the peak while overloaded,
 queues included, is printed too).
@@ -454,38 +456,6 @@ def pct(values, q):
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def find_maximum(tenant, topics, max_rates: str, bridge) -> tuple[float, int]:
-    """Offered rates from `max_rates`, each for 8 s, up to the first one the bridge
-    does not keep up with (< 99 % stored, or rows still landing 2 s after the load).
-    Returns (highest rate kept up with, peak RSS)."""
-    maximum, rss_peak = 0.0, 0
-    host, port = os.environ["MQTT_URL"].removeprefix("mqtt://").split(":")
-    for rate in [int(r) for r in max_rates.split(",")]:
-        before = sample_count(tenant.pk)
-        start_at, wait = run_publishers(
-            host, int(port), topics, rate=rate, duration=8.0
-        )
-        rows = measure_rows(
-            tenant.pk, until_idle=3.0, limit=90, not_before=start_at + 9
-        )
-        sent, secs = wait()
-        stored = rows[-1][1] - before
-        kept = stored / max(1, sent)
-        landed = next(t for t, c in rows if c == rows[-1][1])
-        lag = max(0.0, landed - (start_at + secs))
-        print(
-            f"[maximum] offered {sent / secs:,.0f} msg/s for {secs:.0f} s: "
-            f"stored {100 * kept:.1f} % at {steady_rate(rows):,.0f} rows/s, "
-            f"last row {lag:.1f} s after the load"
-        )
-        rss_peak = max(rss_peak, bridge.rss_kb())
-        # Kept up: (almost) nothing lost and no backlog left behind.
-        if kept < 0.99 or lag > 2.0:
-            break
-        maximum = sent / secs
-    return maximum, rss_peak
-
-
 def busy_per_message(bridge, tenant, topics, rate: int) -> float:
     """The bridge's worker + writer seconds per accepted message at a fixed `rate`
     for 8 s (its own busy counters): steadier than the maximum on a loaded host."""
@@ -504,6 +474,100 @@ def busy_per_message(bridge, tenant, topics, rate: int) -> float:
     time.sleep(2.5)
     busy1, accepted1 = busy_accepted()
     return (busy1 - busy0) / max(1, accepted1 - accepted0)
+
+
+# --- alert rules (--rules) ---------------------------------------------------------
+
+EVALUATOR = """
+import sys, time, django
+django.setup()
+from alerts.services import alerts_evaluate
+interval = float(sys.argv[1])
+while True:
+    started, cpu = time.monotonic(), time.process_time()
+    alerts_evaluate()
+    took = time.monotonic() - started
+    print(f"evaluated {took:.3f} {time.process_time() - cpu:.3f}", flush=True)
+    time.sleep(max(0.0, interval - took))
+"""
+
+
+def rules_maximum(args, env, tenant, find_maximum) -> tuple[float, list]:
+    """The maximum phase with every device under three tenant-default rules and
+    alerts_evaluate running in its own process meanwhile (as a Celery worker would);
+    the rules are removed again afterwards. Returns the maximum and the run times."""
+    from alerts.models import Alert, AlertRule, Kind
+
+    # Rules that hold but do not fire on the bench's telemetry (24.5 °C, pump on).
+    for kind, threshold in [
+        (Kind.FREEZE_RISK, 4.0),
+        (Kind.PUMP_RUNTIME, 20.0),
+        (Kind.DEVICE_OFFLINE, 30.0),
+    ]:
+        AlertRule.objects.create(tenant=tenant, kind=kind, threshold=threshold)
+    evaluator = subprocess.Popen(
+        [sys.executable, "-c", EVALUATOR, str(args.rules_interval)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    took: list[tuple[float, float]] = []  # (wall s, CPU s) per run
+
+    def read():
+        for line in evaluator.stdout:
+            took.append(tuple(float(f) for f in line.split()[1:3]))
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 120
+        while not took and time.monotonic() < deadline and evaluator.poll() is None:
+            time.sleep(0.2)  # the first run creates the per-day rows: set-up
+        first = len(took)
+        highest = find_maximum("rules")
+    finally:
+        evaluator.terminate()
+        evaluator.wait(10)
+    fired = Alert.objects.filter(tenant=tenant).count()
+    if fired:
+        print(f"[rules] warning: {fired} alerts fired during the bench")
+    AlertRule.objects.filter(tenant=tenant).delete()
+    Alert.objects.filter(tenant=tenant).delete()
+    return highest, took[first:]
+
+
+def rules_compare(args, env, tenant, find_maximum, without: float) -> dict:
+    """--rules: maxima without and with rules, alternating --rules-rounds times (the
+    first without is the maximum phase's), medians and their ratio. The rules only
+    exist during the passes with rules (the bridge never reads them anyway)."""
+    withouts, withs, took = [without], [], []
+    for round_ in range(args.rules_rounds):
+        if round_:
+            withouts.append(find_maximum("maximum"))
+        highest, runs = rules_maximum(args, env, tenant, find_maximum)
+        withs.append(highest)
+        took += runs
+    a, b = sorted(withouts)[len(withouts) // 2], sorted(withs)[len(withs) // 2]
+    ratio = b / max(1.0, a)
+    mean = sum(wall for wall, _ in took) / max(1, len(took))
+    cpu = sum(c for _, c in took) / max(1, len(took))
+    every = (
+        f"every {args.rules_interval:g} s" if args.rules_interval else "back to back"
+    )
+    print(
+        f"[rules] {args.devices} devices x 3 rules, evaluated {every} "
+        f"({len(took)} runs during the load, {mean:.2f} s each, {cpu:.2f} s CPU; "
+        f"at the 20 s beat {100 * cpu / 20:.1f} % of a core): highest rate kept "
+        f"up with {b:,.0f} msg/s with rules vs {a:,.0f} without = {100 * ratio:.0f} % "
+        f"(medians of {withs} and {withouts})"
+    )
+    return {
+        "max_without_rules_s": round(a),
+        "max_with_rules_s": round(b),
+        "rules_ratio": round(ratio, 2),
+        "rules_eval_s": round(mean, 2),
+        "rules_eval_cpu_s": round(cpu, 2),
+    }
 
 
 def main() -> int:
@@ -549,6 +613,20 @@ def main() -> int:
         default="ceiling,sustained,maximum,latency",
         help="comma-separated subset of ceiling,sustained,maximum,latency",
     )
+    parser.add_argument(
+        "--rules",
+        action="store_true",
+        help="maximum again with every device under three alert rules while they "
+        "are evaluated (issue 16), against the same run without rules",
+    )
+    parser.add_argument(
+        "--rules-interval",
+        type=float,
+        default=0.0,
+        help="s between evaluations; 0 (default): back to back, the worst case "
+        "(Celery beat runs it every 20 s, longer than one step of the maximum phase)",
+    )
+    parser.add_argument("--rules-rounds", type=int, default=1)
     args = parser.parse_args()
     host, port = args.mqtt.split(":")
     port = int(port)
@@ -746,13 +824,47 @@ def main() -> int:
                 f"ms, p99 {pct(latencies, 0.99):.1f} ms, max "
                 f"{max(latencies) if latencies else float('nan'):.1f} ms"
             )
+
+        def find_maximum(label: str) -> float:
+            """Raise the offered rate until the bridge stops keeping up."""
+            nonlocal rss_peak
+            highest = 0.0
+            for rate in [int(r) for r in args.max_rates.split(",")]:
+                before = sample_count(tenant.pk)
+                start_at, wait = run_publishers(
+                    host, port, topics, rate=rate, duration=8.0
+                )
+                rows = measure_rows(
+                    tenant.pk, until_idle=3.0, limit=90, not_before=start_at + 9
+                )
+                sent, secs = wait()
+                stored = rows[-1][1] - before
+                kept = stored / max(1, sent)
+                landed = next(t for t, c in rows if c == rows[-1][1])
+                lag = max(0.0, landed - (start_at + secs))
+                print(
+                    f"[{label}] offered {sent / secs:,.0f} msg/s for {secs:.0f} s: "
+                    f"stored {100 * kept:.1f} % at {steady_rate(rows):,.0f} rows/s, "
+                    f"last row {lag:.1f} s after the load"
+                )
+                rss_peak = max(rss_peak, bridge.rss_kb())
+                # Kept up: (almost) nothing lost and no backlog left behind.
+                if kept < 0.99 or lag > 2.0:
+                    break
+                highest = sent / secs
+            return highest
+
+        with_rules = None
         if "maximum" in phases:
-            # 4. maximum: raise the offered rate until the bridge stops keeping up.
-            maximum, rss_peak = find_maximum(tenant, topics, args.max_rates, bridge)
+            # 4. maximum: raise the offered rate until the bridge stops keeping up
+            # (less than 99 % of the messages stored).
+            maximum = find_maximum("maximum")
             print(
                 f"[maximum] highest rate kept up with: {maximum:,.0f} msg/s = "
                 f"{100 * maximum / max(1.0, ceiling):.0f} % of the bare subscriber"
             )
+            if args.rules:
+                with_rules = rules_compare(args, env, tenant, find_maximum, maximum)
             rss_loaded = max(rss_loaded, bridge.rss_kb())
         if args.metering_pair:
             # Usage metering (billing.metering) on, then off with the bridges
@@ -772,7 +884,7 @@ def main() -> int:
                     )
                 busy_per_message(bridge, tenant, topics, rate)  # warm-up
                 busy = busy_per_message(bridge, tenant, topics, rate)
-                top, _ = find_maximum(tenant, topics, args.max_rates, bridge)
+                top = find_maximum("metering " + ("on" if metered else "off"))
                 pair[metered] = (busy, top)
             (busy_on, max_on), (busy_off, max_off) = pair[True], pair[False]
             unmetered = max_off
@@ -825,6 +937,7 @@ def main() -> int:
                     "metering_ratio": round(max_on / unmetered, 3)
                     if unmetered
                     else None,
+                    **(with_rules or {}),
                 }
             )
         )
