@@ -867,21 +867,21 @@ def main() -> int:
                 with_rules = rules_compare(args, env, tenant, find_maximum, maximum)
             rss_loaded = max(rss_loaded, bridge.rss_kb())
         if args.metering_pair:
-            # Usage metering (billing.metering) on, then off with the bridges
-            # restarted, each warmed up first: the bridge's busy time per message at
-            # a fixed rate, and the maximum. Metering's cost is the ratio.
+            # Usage metering (billing.metering) on, then off, each on restarted and
+            # warmed-up bridges: the bridge's busy time per message at a fixed rate,
+            # and the maximum. Metering's cost is the ratio.
             rate = int(args.max_rates.split(",")[0])
             pair = {}
             for metered in (True, False):
-                if not metered:
-                    bridge.stop()
-                    bridge = Bridges(
-                        dict(env, USAGE_METERING="false"), args.bridges, None
-                    )
-                    bridge.wait_stats(lambda s: s.get("devices") == args.devices)
-                    bridge.wait_stats(
-                        lambda s: all(s.get("connections", {0: 0}).values())
-                    )
+                # Both on freshly started bridges, so that start-up costs alike.
+                bridge.stop()
+                bridge = Bridges(
+                    dict(env, USAGE_METERING="true" if metered else "false"),
+                    args.bridges,
+                    None,
+                )
+                bridge.wait_stats(lambda s: s.get("devices") == args.devices)
+                bridge.wait_stats(lambda s: all(s.get("connections", {0: 0}).values()))
                 busy_per_message(bridge, tenant, topics, rate)  # warm-up
                 busy = busy_per_message(bridge, tenant, topics, rate)
                 top = find_maximum("metering " + ("on" if metered else "off"))
