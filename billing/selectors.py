@@ -13,12 +13,14 @@ from billing.models import Plan, UsageCounter, UsageWarning
 from tenants.models import Tenant
 
 
-def usage_totals(tenant, *, since=None) -> dict[str, int]:
-    """{kind: total} of a tenant's rolled-up usage (since a datetime, if given);
-    gauges (active devices) give their highest day, not a sum."""
+def usage_totals(tenant, *, since=None, until=None) -> dict[str, int]:
+    """{kind: total} of a tenant's rolled-up usage (since a datetime, and before
+    another, if given); gauges (active devices) give their highest day, not a sum."""
     rows = UsageCounter.objects.filter(tenant=tenant)
     if since is not None:
         rows = rows.filter(minute__gte=since)
+    if until is not None:
+        rows = rows.filter(minute__lt=until)
     counters = rows.exclude(kind__in=metering.GAUGES)
     gauges = rows.filter(kind__in=metering.GAUGES)
     out = {
@@ -136,3 +138,105 @@ def usage_banner(*, tenant: Tenant, now: dt.datetime | None = None) -> list[str]
             )
         lines.append(f"{text} {upgrade_path(plan, key)}")
     return lines
+
+
+# --- invoices and the usage page ---
+
+
+def invoices_for_member(*, membership):
+    """The tenant's invoices and credit notes, newest first (owners and admins)."""
+    from billing.models import Invoice
+    from tenants.roles import Action
+    from tenants.selectors import membership_require
+
+    membership_require(membership=membership, action=Action.MANAGE)
+    return Invoice.objects.filter(tenant_id=membership.tenant_id).select_related(
+        "corrects"
+    )
+
+
+def invoice_get_for_member(*, membership, code, action="manage"):
+    """One document of the caller's tenant. Another tenant's and a made-up code are
+    "not found" alike, before the role (owners and admins) is checked."""
+    from django.http import Http404
+
+    from billing.models import Invoice
+    from tenants.selectors import membership_require, parse_code
+
+    invoice = (
+        Invoice.objects.filter(tenant_id=membership.tenant_id, code=parse_code(code))
+        .select_related("corrects", "tenant")
+        .first()
+    )
+    if invoice is None:
+        raise Http404("Not found.")
+    membership_require(membership=membership, action=action)
+    return invoice
+
+
+# Counters that a plan limits per month: usage kind -> billing.limits key.
+COUNTER_LIMITS = {metering.MESSAGES_IN: "messages"}
+
+
+def usage_daily(*, tenant, since, until) -> dict[str, list[tuple]]:
+    """{kind: [(day, value), ...]} of rolled-up usage by UTC day: a counter's sum,
+    a gauge's highest value."""
+    from django.db.models.functions import TruncDate
+
+    rows = (
+        UsageCounter.objects.filter(tenant=tenant, minute__gte=since, minute__lt=until)
+        .annotate(day=TruncDate("minute", tzinfo=dt.UTC))
+        .values("kind", "day")
+        .annotate(total=Sum("value"), top=Max("value"))
+        .order_by("kind", "day")
+    )
+    out: dict[str, list[tuple]] = {}
+    for row in rows:
+        value = row["top"] if row["kind"] in metering.GAUGES else row["total"]
+        out.setdefault(row["kind"], []).append((row["day"], value))
+    return out
+
+
+def usage_for_period(*, tenant, now=None) -> dict:
+    """The tenant's current billing period: each plan limit with what is used
+    (plan_usage), and each usage counter with its running total per day (a gauge:
+    its value per day), against its limit where the plan sets one."""
+    from billing.invoices import usage_label
+
+    now = now or timezone.now()
+    start, end = period_bounds(now)
+    limits = plan_usage(tenant=tenant, now=now)
+    allowed = {row["limit"]: row for row in limits}
+    daily = usage_daily(tenant=tenant, since=start, until=end)
+    totals = usage_totals(tenant, since=start, until=end)
+    rows = []
+    for kind in sorted(set(totals) | set(COUNTER_LIMITS)):
+        limit = allowed.get(COUNTER_LIMITS.get(kind, ""))
+        gauge = kind in metering.GAUGES
+        running, series = 0, []
+        for day, value in daily.get(kind, []):
+            running = value if gauge else running + value
+            series.append([day.isoformat(), running])
+        used = totals.get(kind, 0)
+        rows.append(
+            {
+                "kind": kind,
+                "label": usage_label(kind),
+                "used": used,
+                "limit": limit["allowed"] if limit else None,
+                "limit_words": limit["name"] if limit else "",
+                "percent": round(100 * used / limit["allowed"], 1)
+                if limit and limit["allowed"]
+                else None,
+                "series": series,
+                "gauge": gauge,
+            }
+        )
+    return {
+        "period_start": start.date(),
+        "period_end": end.date(),
+        "plan": tenant.plan,
+        "limits": limits,
+        "rows": rows,
+        "empty": not any(row["used"] for row in rows),
+    }

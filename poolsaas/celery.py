@@ -49,6 +49,12 @@ app.conf.beat_schedule = {
         "schedule": 900.0,
         "options": {"expires": 840},
     },
+    # Last month's invoices, an hour after the month ends (idempotent: issues once).
+    "billing.issue_invoices": {
+        "task": "billing.issue_invoices",
+        "schedule": 3600.0,
+        "options": {"expires": 3000},
+    },
     "ota.advance_campaigns": {
         "task": "ota.advance_campaigns",
         "schedule": 15.0,

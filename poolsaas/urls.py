@@ -18,5 +18,6 @@ urlpatterns = [
     path("", include("devices.urls")),
     path("", include("telemetry.urls")),
     path("audit/", include("audit.urls")),
+    path("billing/", include("billing.urls")),
     path("", include("gateway.urls")),
 ]
