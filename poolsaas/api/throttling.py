@@ -12,8 +12,7 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
-from django.core.cache.backends.redis import RedisCache
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache
 from rest_framework.throttling import BaseThrottle
 
 DEFAULT_RATES = {"anon": 60, "user": 1200, "tenant": 600}
@@ -83,19 +82,28 @@ class Bucket:
         return math.ceil((self.limit - self.tokens) / self.refill_per_second)
 
 
-_clients: dict[int, object] = {}
+_clients: dict[str, object] = {}
 
 
 def _redis_client():
-    """The cache's Redis client, or None for other caches. Kept per cache backend:
-    Django builds a new client object on every get_client() call. (`cache` is a
-    proxy: its type is never the backend's, so the backend is looked up.)"""
-    backend = caches[DEFAULT_CACHE_ALIAS]
-    if not isinstance(backend, RedisCache):
+    """One Redis client per process for the cache's server, or None for other caches.
+
+    Not the cache backend's own client: Django builds a backend per thread and
+    request context, and one client (with its connection pool) each would leave
+    connections behind until Redis refuses new clients."""
+    config = settings.CACHES[DEFAULT_CACHE_ALIAS]
+    if not config["BACKEND"].endswith(".RedisCache"):
         return None
-    client = _clients.get(id(backend))
+    location = config["LOCATION"]
+    location = location if isinstance(location, str) else location[0]
+    client = _clients.get(location)
     if client is None:
-        client = _clients[id(backend)] = backend._cache.get_client(None, write=True)
+        import redis
+
+        with _local_lock:
+            client = _clients.get(location)
+            if client is None:
+                client = _clients[location] = redis.Redis.from_url(location)
     return client
 
 

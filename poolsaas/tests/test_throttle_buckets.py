@@ -1,6 +1,7 @@
 """Several rate-limit buckets taken at once: one Redis round trip, and the first
 empty bucket stops the take (the buckets after it keep their tokens)."""
 
+import threading
 import uuid
 
 import pytest
@@ -61,3 +62,21 @@ def test_all_buckets_cost_one_redis_round_trip(store, key, monkeypatch):
         [Want(key("a"), 9, "anon"), Want(key("b"), 9, "user"), Want(key("c"), 9, "x")]
     )
     assert len(calls) == 1
+
+
+def test_every_thread_shares_one_redis_client(store):
+    # Django builds a cache backend per thread; a client per backend leaked a
+    # connection pool per request thread under daphne until Redis refused clients.
+    if store != "redis":
+        pytest.skip("Redis's clients")
+    seen = []
+    threads = [
+        threading.Thread(target=lambda: seen.append(id(throttling._redis_client())))
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(seen) == 8
+    assert len(set(seen)) == 1
