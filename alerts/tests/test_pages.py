@@ -8,11 +8,16 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from alerts.models import Alert, AlertRule, Kind
-from alerts.tests.web_fixtures import alert_a, fire, foreign  # noqa: F401
+from alerts.models import AlertRule, Kind
+from alerts.tests.web_fixtures import fire
 from audit.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def alert_a(pool_a):
+    return fire(pool_a)
 
 
 def test_firing_alert_on_the_overview_and_the_pool_page(login, victor, alert_a):
@@ -148,7 +153,9 @@ def test_history_is_paginated_and_filtered(login, victor, pool_a):
     firing = client.get(f"/pools/{pool_a.code}/alerts/?state=firing").content.decode()
     assert firing.count("<tr data-alert=") == 1
     # An unknown state is "all", a page past the end the last page.
-    assert client.get(f"/pools/{pool_a.code}/alerts/?state=x&page=99").status_code == 200
+    assert (
+        client.get(f"/pools/{pool_a.code}/alerts/?state=x&page=99").status_code == 200
+    )
 
 
 def test_history_lists_without_a_query_per_alert(
@@ -180,7 +187,7 @@ def test_rules_page_shows_defaults_and_overrides(login, victor, pool_a, tenant_a
     assert "Default: 4 °C" in page
     assert "This pool's own:</strong> 31 °C" in page
     assert "changing them needs the admin role" in page
-    assert "<form method=\"post\" class=\"rule-form\"" not in page
+    assert '<form method="post" class="rule-form"' not in page
     defaults = client.get("/alerts/rules/").content.decode()
     assert "4 °C" in defaults and "No default" in defaults
 

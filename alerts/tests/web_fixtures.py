@@ -1,9 +1,8 @@
-"""Fixtures of the alerts pages, API and admin tests: an alert firing on each
-tenant's pool, rules, a webhook and a delivery in tenant B for the isolation tests."""
+"""Helpers of the alerts pages, API and admin tests: an alert row as the evaluator
+leaves it, and one of each alerts object in tenant B for the isolation tests."""
 
 import datetime as dt
 
-import pytest
 from django.utils import timezone
 
 from alerts.models import Alert, AlertRule, Delivery, Kind, WebhookSubscription
@@ -29,13 +28,7 @@ def fire(
     )
 
 
-@pytest.fixture
-def alert_a(pool_a):
-    return fire(pool_a)
-
-
-@pytest.fixture
-def foreign(carol, pool_b):
+def make_foreign(pool_b) -> dict:
     """One of each alerts object in tenant B, for tenant A to try."""
     alert = fire(pool_b)
     rule = AlertRule.objects.create(

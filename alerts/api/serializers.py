@@ -1,0 +1,109 @@
+"""What the alerts API reads and writes. A webhook's secret is accepted on create
+(and when replaced) and never returned."""
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from alerts.models import Alert, Delivery, WebhookSubscription
+from alerts.services import WEBHOOK_SECRET_MAX, WEBHOOK_SECRET_MIN
+
+
+class AlertSerializer(serializers.ModelSerializer):
+    pool = serializers.SerializerMethodField(help_text="The pool's code.")
+    pool_name = serializers.CharField(source="pool.name", read_only=True)
+    label = serializers.CharField(source="get_kind_display", read_only=True)
+    acknowledged_by = serializers.SerializerMethodField(
+        help_text="E-mail of the member who acknowledged it first, or null."
+    )
+
+    class Meta:
+        model = Alert
+        fields = [
+            "code",
+            "pool",
+            "pool_name",
+            "kind",
+            "label",
+            "state",
+            "value",
+            "threshold",
+            "fired_at",
+            "resolved_at",
+            "acknowledged_by",
+            "acknowledged_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.UUIDField())
+    def get_pool(self, alert) -> str:
+        return str(alert.pool.code)
+
+    @extend_schema_field(serializers.EmailField(allow_null=True))
+    def get_acknowledged_by(self, alert) -> str | None:
+        if alert.acknowledged_by_id and alert.acknowledged_by:
+            return alert.acknowledged_by.email
+        return None
+
+
+class DeliverySerializer(serializers.ModelSerializer):
+    webhook = serializers.SerializerMethodField(
+        help_text="The subscription's code (null for e-mail or a deleted webhook)."
+    )
+
+    class Meta:
+        model = Delivery
+        fields = [
+            "event",
+            "channel",
+            "webhook",
+            "attempt",
+            "status_code",
+            "ok",
+            "error",
+            "at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.UUIDField(allow_null=True))
+    def get_webhook(self, delivery) -> str | None:
+        return str(delivery.webhook.code) if delivery.webhook_id else None
+
+
+class WebhookSerializer(serializers.ModelSerializer):
+    """A subscription as it is read: never its secret."""
+
+    class Meta:
+        model = WebhookSubscription
+        fields = ["code", "url", "enabled", "created_at"]
+        read_only_fields = fields
+
+
+class WebhookWriteSerializer(serializers.Serializer):
+    url = serializers.CharField(
+        max_length=500,
+        help_text="http(s) URL of your receiver; internal addresses are refused.",
+    )
+    secret = serializers.CharField(
+        min_length=WEBHOOK_SECRET_MIN,
+        max_length=WEBHOOK_SECRET_MAX,
+        write_only=True,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+        help_text="Signing secret (write-only): HMAC-SHA256 key of the "
+        "Poolsaas-Signature header. Never returned.",
+    )
+    enabled = serializers.BooleanField(required=False, default=True)
+
+
+class WebhookUpdateSerializer(serializers.Serializer):
+    url = serializers.CharField(max_length=500, required=False)
+    secret = serializers.CharField(
+        min_length=WEBHOOK_SECRET_MIN,
+        max_length=WEBHOOK_SECRET_MAX,
+        write_only=True,
+        required=False,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+        help_text="A new signing secret (write-only); omitted keeps the stored one.",
+    )
+    enabled = serializers.BooleanField(required=False)

@@ -1,0 +1,9 @@
+from rest_framework.routers import SimpleRouter
+
+from alerts.api import views
+
+router = SimpleRouter()
+router.register("alerts", views.AlertViewSet, basename="alert")
+router.register("webhooks", views.WebhookViewSet, basename="webhook")
+
+urlpatterns = router.urls
