@@ -9,7 +9,7 @@ the delivery log (Action.MANAGE).
 
 import dataclasses
 
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.http import Http404
 
 from alerts.models import Alert, AlertRule, Delivery, Kind, WebhookSubscription
@@ -160,6 +160,16 @@ def pool_rules_for_member(*, membership: Membership, pool: Pool) -> list[Effecti
         EffectiveRule(kind, label, UNITS[kind], defaults.get(kind), overrides.get(kind))
         for kind, label in Kind.choices
     ]
+
+
+def rules_for_member(*, membership: Membership) -> QuerySet[AlertRule]:
+    """Every rule of the tenant: defaults first, then pools' overrides."""
+    membership_require(membership=membership, action=Action.VIEW)
+    return (
+        AlertRule.objects.filter(tenant_id=membership.tenant_id)
+        .select_related("pool")
+        .order_by(F("pool_id").asc(nulls_first=True), "kind", "pk")
+    )
 
 
 def rule_get_for_member(

@@ -4,7 +4,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from alerts.models import Alert, Delivery, WebhookSubscription
+from alerts.models import Alert, AlertRule, Delivery, Kind, WebhookSubscription
 from alerts.services import WEBHOOK_SECRET_MAX, WEBHOOK_SECRET_MIN
 
 
@@ -107,3 +107,47 @@ class WebhookUpdateSerializer(serializers.Serializer):
         help_text="A new signing secret (write-only); omitted keeps the stored one.",
     )
     enabled = serializers.BooleanField(required=False)
+
+
+class RuleSerializer(serializers.ModelSerializer):
+    pool = serializers.SerializerMethodField(
+        help_text="The pool's code for a pool's override, null for a tenant default."
+    )
+
+    class Meta:
+        model = AlertRule
+        fields = [
+            "code",
+            "kind",
+            "pool",
+            "enabled",
+            "threshold",
+            "hysteresis",
+            "renotify_minutes",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.UUIDField(allow_null=True))
+    def get_pool(self, rule) -> str | None:
+        return str(rule.pool.code) if rule.pool_id else None
+
+
+class RuleNumbersSerializer(serializers.Serializer):
+    """The numbers of a rule; their ranges per kind are the service's (a clear
+    field error names them)."""
+
+    threshold = serializers.FloatField(
+        help_text="°C for the water kinds, minutes for device_offline."
+    )
+    hysteresis = serializers.FloatField(required=False, default=1.0)
+    renotify_minutes = serializers.IntegerField(required=False, default=0)
+    enabled = serializers.BooleanField(required=False, default=True)
+
+
+class RuleCreateSerializer(RuleNumbersSerializer):
+    kind = serializers.ChoiceField(choices=Kind.choices)
+    pool = serializers.UUIDField(
+        required=False,
+        allow_null=True,
+        help_text="A pool's code for its override; omitted or null: the default.",
+    )

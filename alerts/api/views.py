@@ -10,7 +10,7 @@ from rest_framework.response import Response
 
 from alerts import selectors, services
 from alerts.api import serializers as s
-from alerts.models import Alert, Kind, WebhookSubscription
+from alerts.models import Alert, AlertRule, Kind, WebhookSubscription
 from poolsaas.api.viewsets import TenantScopedViewSet
 from tenants.roles import Action
 
@@ -222,3 +222,125 @@ class WebhookViewSet(
 
     def perform_destroy(self, instance):
         services.webhook_delete(membership=self.membership, webhook=instance)
+
+
+RULE_EXAMPLE = {
+    "code": "6a5b4c3d-2e1f-4a0b-9c8d-7e6f5a4b3c2d",
+    "kind": "freeze_risk",
+    "pool": None,
+    "enabled": True,
+    "threshold": 4.0,
+    "hysteresis": 1.0,
+    "renotify_minutes": 60,
+}
+
+
+class RuleFilter(django_filters.FilterSet):
+    pool = django_filters.UUIDFilter(
+        field_name="pool__code", help_text="Only this pool's overrides."
+    )
+    default = django_filters.BooleanFilter(
+        field_name="pool", lookup_expr="isnull", help_text="Only tenant defaults."
+    )
+    kind = django_filters.ChoiceFilter(choices=Kind.choices)
+
+    class Meta:
+        model = AlertRule
+        fields = ["pool", "default", "kind"]
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Your tenant's alert rules: defaults (pool null) and pools' overrides",
+        responses={200: s.RuleSerializer(many=True)},
+        examples=[_page(RULE_EXAMPLE)],
+    ),
+    retrieve=extend_schema(
+        summary="One rule",
+        examples=[_ex("A default", RULE_EXAMPLE, response_only=True)],
+    ),
+    create=extend_schema(
+        summary="Add a default or a pool's override (admins)",
+        request=s.RuleCreateSerializer,
+        responses={201: s.RuleSerializer},
+        examples=[
+            _ex(
+                "Freeze risk default",
+                {"kind": "freeze_risk", "threshold": 4, "renotify_minutes": 60},
+                request_only=True,
+            ),
+            _ex(
+                "A pool's override",
+                {
+                    "kind": "water_above",
+                    "pool": "0e6f1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b",
+                    "threshold": 31,
+                },
+                request_only=True,
+            ),
+            _ex("Created", RULE_EXAMPLE, response_only=True, status_codes=[201]),
+        ],
+    ),
+    partial_update=extend_schema(
+        summary="Change a rule's numbers or switch it off (admins)",
+        request=s.RuleNumbersSerializer(partial=True),
+        responses={200: s.RuleSerializer},
+        examples=[_ex("Switch off", {"enabled": False}, request_only=True)],
+    ),
+    destroy=extend_schema(
+        summary="Remove a rule (admins): a pool's override falls back to the default"
+    ),
+)
+class RuleViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    TenantScopedViewSet,
+):
+    queryset = AlertRule.objects.none()
+    serializer_class = s.RuleSerializer
+    list_selector = selectors.rules_for_member
+    get_selector = selectors.rule_get_for_member
+    not_found_message = "No such rule."
+    filter_backends = [django_filters.rest_framework.DjangoFilterBackend]
+    filterset_class = RuleFilter
+    http_method_names = ["get", "post", "patch", "delete", "head"]
+    actions = {"list": Action.VIEW, "retrieve": Action.VIEW}
+
+    def create(self, request, *args, **kwargs):
+        from devices.api.views.devices import _referenced
+        from devices.selectors import pool_get_for_member
+
+        data = s.RuleCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        pool_code = values.pop("pool", None)
+        pool = (
+            _referenced("pool", pool_get_for_member, self.membership, pool_code)
+            if pool_code is not None
+            else None
+        )
+        rule = services.alert_rule_create(
+            membership=self.membership, pool=pool, **values
+        )
+        return Response(s.RuleSerializer(rule).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request, *args, **kwargs):
+        rule = self.get_object()
+        data = s.RuleNumbersSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        current = {
+            "threshold": rule.threshold,
+            "hysteresis": rule.hysteresis,
+            "renotify_minutes": rule.renotify_minutes,
+            "enabled": rule.enabled,
+        }
+        rule = services.alert_rule_update(
+            membership=self.membership,
+            rule=rule,
+            **{**current, **data.validated_data},
+        )
+        return Response(s.RuleSerializer(rule).data)
+
+    def perform_destroy(self, instance):
+        services.alert_rule_delete(membership=self.membership, rule=instance)

@@ -285,3 +285,65 @@ def test_the_tenant_of_a_new_webhook_is_the_tokens(adam, tenant_b):
 def test_needs_a_token(alert_a):
     assert_error(api_client().get("/api/v1/alerts/"), 401)
     assert Alert.objects.count() == 1
+
+
+def test_rules_crud(adam, victor, pool_a):
+    client = api_client(adam)
+    default = client.post(
+        "/api/v1/alert-rules/",
+        {"kind": "freeze_risk", "threshold": 4, "renotify_minutes": 60},
+        format="json",
+    )
+    assert default.status_code == 201, default.content
+    assert default.json()["pool"] is None
+    override = client.post(
+        "/api/v1/alert-rules/",
+        {"kind": "freeze_risk", "pool": str(pool_a.code), "threshold": 6},
+        format="json",
+    ).json()
+    assert override["pool"] == str(pool_a.code)
+    listed = api_client(victor).get("/api/v1/alert-rules/").json()["results"]
+    assert [r["pool"] for r in listed] == [None, str(pool_a.code)]
+    only_defaults = client.get("/api/v1/alert-rules/", {"default": "true"}).json()
+    assert only_defaults["count"] == 1
+    path = f"/api/v1/alert-rules/{override['code']}/"
+    changed = client.patch(path, {"enabled": False}, format="json").json()
+    assert changed["enabled"] is False and changed["threshold"] == 6
+    assert client.delete(path).status_code == 204
+    assert AuditEvent.objects.filter(action__startswith="alert_rule.").count() == 4
+
+
+def test_rule_bad_input_and_roles(adam, olivia, pool_a):
+    from alerts.models import AlertRule
+
+    client = api_client(adam)
+    error = assert_error(
+        client.post(
+            "/api/v1/alert-rules/",
+            {"kind": "device_offline", "threshold": 0},
+            format="json",
+        ),
+        400,
+    )
+    assert "minutes offline" in " ".join(error["fields"]["threshold"])
+    client.post(
+        "/api/v1/alert-rules/", {"kind": "water_above", "threshold": 30}, format="json"
+    )
+    error = assert_error(
+        client.post(
+            "/api/v1/alert-rules/",
+            {"kind": "water_above", "threshold": 31},
+            format="json",
+        ),
+        400,
+    )
+    assert "default rule of this kind already" in " ".join(error["fields"]["kind"])
+    assert_error(
+        api_client(olivia).post(
+            "/api/v1/alert-rules/",
+            {"kind": "water_below", "threshold": 10},
+            format="json",
+        ),
+        403,
+    )
+    assert AlertRule.objects.count() == 1
