@@ -39,8 +39,8 @@ def test_lists_open_with_a_tenant_filter(staff_client, foreign, model):
     filtered = staff_client.get(
         reverse(f"admin:alerts_{model}_changelist"), {param: tenant.pk}
     )
+    # An unknown filter would redirect to ?e=1.
     assert filtered.status_code == 200
-    assert "?e=1" not in filtered.url if hasattr(filtered, "url") else True
 
 
 def test_webhook_secret_is_never_displayed_and_write_only(staff_client, foreign):
@@ -100,10 +100,7 @@ def test_alerts_and_deliveries_are_read_only(staff_client, foreign):
             reverse(f"admin:alerts_{model}_change", args=[obj.pk])
         )
         assert change.status_code == 200
-        assert (
-            'type="submit"' not in change.content.decode().split("</form>")[-2][-400:]
-            or True
-        )
+        assert 'name="_save"' not in change.content.decode()
         assert (
             staff_client.post(
                 reverse(f"admin:alerts_{model}_delete", args=[obj.pk]), {"post": "yes"}
