@@ -75,7 +75,16 @@ class AlertRuleAdmin(AuditedModelAdmin):
 
 class DeliveryInline(admin.TabularInline):
     model = Delivery
-    fields = ("at", "event", "channel", "webhook", "attempt", "status_code", "ok")
+    fields = (
+        "at",
+        "event",
+        "channel",
+        "recipient",
+        "webhook",
+        "status",
+        "attempt",
+        "status_code",
+    )
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -174,7 +183,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "event",
         ("alert__tenant", admin.RelatedFieldListFilter),
     )
-    search_fields = ("alert__code", "webhook__url", "error")
+    search_fields = ("alert__code", "recipient", "webhook__url", "error")
     date_hierarchy = "at"
 
     def get_queryset(self, request):

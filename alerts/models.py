@@ -12,6 +12,24 @@ class Kind(models.TextChoices):
     WATER_BELOW = "water_below", "Water below"
     FREEZE_RISK = "freeze_risk", "Freeze risk (cold water, pump off)"
     DEVICE_OFFLINE = "device_offline", "Device offline"
+    PUMP_RUNTIME = "pump_runtime", "Pump running too long today"
+    RELAY_SWITCHES = "relay_switches", "Too many relay switches today"
+    COMMAND_FAILED = "command_failed", "A command failed"
+
+
+# Alerts that a user can let through their quiet hours (AlertPreference).
+SAFETY_KINDS = frozenset({Kind.FREEZE_RISK, Kind.DEVICE_OFFLINE})
+
+# What `AlertRule.threshold` means for each kind (shown next to the field).
+THRESHOLD_UNITS = {
+    Kind.WATER_ABOVE: "°C",
+    Kind.WATER_BELOW: "°C",
+    Kind.FREEZE_RISK: "°C",
+    Kind.DEVICE_OFFLINE: "minutes",
+    Kind.PUMP_RUNTIME: "hours a day",
+    Kind.RELAY_SWITCHES: "switches a day",
+    Kind.COMMAND_FAILED: "minutes looked back",
+}
 
 
 class AlertRule(models.Model):
@@ -30,7 +48,7 @@ class AlertRule(models.Model):
     )
     kind = models.CharField(max_length=20, choices=Kind)
     enabled = models.BooleanField(default=True)
-    # °C for the water rules, minutes for device_offline.
+    # Its unit depends on the kind: THRESHOLD_UNITS.
     threshold = models.FloatField()
     # How far back past the threshold a value must go before the alert resolves.
     hysteresis = models.FloatField(default=1.0)
@@ -116,6 +134,12 @@ class Delivery(models.Model):
         EMAIL = "email"
         WEBHOOK = "webhook"
 
+    class Status(models.TextChoices):
+        SENT = "sent"
+        FAILED = "failed"
+        # In the recipient's quiet hours: sent at held_until (alerts_release_held).
+        HELD = "held"
+
     alert = models.ForeignKey(
         Alert, on_delete=models.CASCADE, related_name="deliveries"
     )
@@ -124,6 +148,9 @@ class Delivery(models.Model):
     )
     event = models.CharField(max_length=20)
     channel = models.CharField(max_length=10, choices=Channel)
+    recipient = models.EmailField(blank=True)
+    status = models.CharField(max_length=10, choices=Status, default=Status.FAILED)
+    held_until = models.DateTimeField(null=True, blank=True)
     attempt = models.PositiveIntegerField(default=1)
     status_code = models.PositiveIntegerField(null=True, blank=True)
     ok = models.BooleanField(default=False)
@@ -132,6 +159,61 @@ class Delivery(models.Model):
 
     class Meta:
         ordering = ["at"]
+        indexes = [
+            models.Index(
+                fields=["held_until"],
+                condition=Q(status="held"),
+                name="delivery_held_until",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.channel} #{self.attempt} of alert {self.alert_id}"
+
+
+class AlertPreference(models.Model):
+    """What one member of a tenant wants to be told, and when not.
+
+    Without a row, owners and admins get every alert by e-mail at any hour and the
+    other roles get none (alerts_recipients)."""
+
+    class Channel(models.TextChoices):
+        EMAIL = "email", "E-mail"
+        NONE = "none", "Dashboard only"
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey(
+        "tenants.Tenant", on_delete=models.CASCADE, related_name="alert_preferences"
+    )
+    membership = models.OneToOneField(
+        "tenants.Membership", on_delete=models.CASCADE, related_name="alert_preference"
+    )
+    # Kinds to be told about; empty means every kind.
+    kinds = models.JSONField(default=list, blank=True)
+    channel = models.CharField(max_length=10, choices=Channel, default=Channel.EMAIL)
+    # Local times in each pool's own time zone; start > end spans midnight.
+    quiet_start = models.TimeField(null=True, blank=True)
+    quiet_end = models.TimeField(null=True, blank=True)
+    safety_ignores_quiet = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"alert preferences of membership {self.membership_id}"
+
+
+class DeviceDay(models.Model):
+    """What the evaluator keeps per device for the per-day rules: pump running time
+    and the relay switch counter at the start of the day (in the pool's zone)."""
+
+    device = models.OneToOneField(
+        "devices.Device", on_delete=models.CASCADE, related_name="alert_day"
+    )
+    day = models.DateField()
+    pump_on_s = models.FloatField(default=0.0)
+    # When the evaluator first saw the pump on (None while it is off).
+    pump_since = models.DateTimeField(null=True, blank=True)
+    # The device's lifetime switch counter (pump + valve) when the day began.
+    switches_base = models.PositiveIntegerField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"device {self.device_id} on {self.day}"

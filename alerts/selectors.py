@@ -12,19 +12,21 @@ import dataclasses
 from django.db.models import F, Q, QuerySet
 from django.http import Http404
 
-from alerts.models import Alert, AlertRule, Delivery, Kind, WebhookSubscription
+from alerts.models import (
+    THRESHOLD_UNITS,
+    Alert,
+    AlertRule,
+    Delivery,
+    Kind,
+    WebhookSubscription,
+)
 from devices.models import Pool
 from tenants.models import Membership
 from tenants.roles import Action
 from tenants.selectors import membership_require, parse_code
 
-# What the threshold of each kind is measured in, for pages and errors.
-UNITS = {
-    Kind.WATER_ABOVE: "°C",
-    Kind.WATER_BELOW: "°C",
-    Kind.FREEZE_RISK: "°C",
-    Kind.DEVICE_OFFLINE: "min",
-}
+# What the threshold (and the value) of each kind is measured in.
+UNITS = THRESHOLD_UNITS
 
 
 def _iso(value) -> str | None:

@@ -1,5 +1,6 @@
 """Alert evaluation (from the state devices already store) and deliveries."""
 
+import copy
 import dataclasses
 import datetime as dt
 import hashlib
@@ -7,14 +8,26 @@ import hmac
 import json
 import time
 import urllib.parse
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.db.models import Max, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from alerts.models import Alert, AlertRule, Delivery, Kind, WebhookSubscription
-from devices.models import Device
+from alerts.models import (
+    SAFETY_KINDS,
+    Alert,
+    AlertPreference,
+    AlertRule,
+    Delivery,
+    DeviceDay,
+    Kind,
+    WebhookSubscription,
+)
+from devices.models import Command, Device
 from devices.services.brokers.addresses import validate_broker_address
 
 
@@ -29,25 +42,46 @@ def condition(
     online: bool,
     last_seen_at: dt.datetime | None,
     now: dt.datetime,
+    runtime_h: float | None = None,
+    switches_today: int | None = None,
+    last_failed_at: dt.datetime | None = None,
+    last_done_at: dt.datetime | None = None,
 ) -> bool:
     """Whether the alert should be firing, with hysteresis: once firing, a value
-    must go `hysteresis` back past the threshold before it resolves."""
+    must go `hysteresis` back past the threshold before it resolves. A measure that
+    is missing (no reading yet) keeps what we had."""
     if kind == Kind.DEVICE_OFFLINE:
         if online:
             return False
         if last_seen_at is None:
             return firing
         return now - last_seen_at >= dt.timedelta(minutes=threshold)
+    if kind == Kind.PUMP_RUNTIME:
+        return _above(runtime_h, threshold, hysteresis, firing)
+    if kind == Kind.RELAY_SWITCHES:
+        return _above(switches_today, threshold, hysteresis, firing)
+    if kind == Kind.COMMAND_FAILED:
+        if last_failed_at is None or (last_done_at and last_done_at > last_failed_at):
+            return False  # a later command went through
+        # Only a recent failure fires; a firing one lasts `hysteresis` minutes more.
+        window = threshold + (hysteresis if firing else 0)
+        return now - last_failed_at <= dt.timedelta(minutes=window)
     if temperature is None:
         return firing  # no reading: keep what we had
     if kind == Kind.WATER_ABOVE:
-        return temperature > (threshold - hysteresis if firing else threshold)
+        return _above(temperature, threshold, hysteresis, firing)
     cold = temperature < (threshold + hysteresis if firing else threshold)
     if kind == Kind.WATER_BELOW:
         return cold
     # Freeze risk: cold water standing still; a running pump does not resolve it
     # while the water stays cold, but cold water alone does not fire it.
     return cold and (firing or not pump)
+
+
+def _above(value, threshold: float, hysteresis: float, firing: bool) -> bool:
+    if value is None:
+        return firing
+    return value > (threshold - hysteresis if firing else threshold)
 
 
 @dataclasses.dataclass
@@ -66,6 +100,72 @@ def _rules_by_pool(rules) -> dict:
     return defaults, overrides
 
 
+DAY_KINDS = frozenset({Kind.PUMP_RUNTIME, Kind.RELAY_SWITCHES})
+
+
+def device_day_step(
+    day: DeviceDay | None,
+    *,
+    device_pk: int,
+    pump: bool,
+    switches: int | None,
+    today: dt.date,
+    now: dt.datetime,
+) -> DeviceDay:
+    """The per-day tally after one look at a device (pure: nothing is saved).
+
+    The pump's running time is counted from when the evaluator saw it on until it
+    saw it off, so it is as fine as the evaluation interval (20 s)."""
+    if day is None:
+        day = DeviceDay(device_id=device_pk, day=today, switches_base=switches)
+    else:
+        day = copy.copy(day)
+    if day.day != today:
+        # A new day in the pool's zone: a pump still running counts from now on.
+        day.day, day.pump_on_s = today, 0.0
+        day.pump_since = now if day.pump_since else None
+        day.switches_base = switches
+    if day.switches_base is None or (
+        switches is not None and switches < day.switches_base
+    ):
+        day.switches_base = switches  # first report, or the counter was reset
+    if pump and day.pump_since is None:
+        day.pump_since = now
+    elif not pump and day.pump_since is not None:
+        day.pump_on_s += max(0.0, (now - day.pump_since).total_seconds())
+        day.pump_since = None
+    return day
+
+
+def device_day_runtime_h(day: DeviceDay, now: dt.datetime) -> float:
+    running = (now - day.pump_since).total_seconds() if day.pump_since else 0.0
+    return (day.pump_on_s + max(0.0, running)) / 3600
+
+
+def _switch_total(state: dict) -> int | None:
+    switches = state.get("switches")
+    if not isinstance(switches, dict):
+        return None  # v3.1 devices do not count their switches
+    return int(switches.get("pump") or 0) + int(switches.get("valve") or 0)
+
+
+def _commands_outcome(device_pks, since) -> dict:
+    """{device pk: (last failed at, last done at)} since `since`, one query."""
+    finished = Coalesce("completed_at", "created_at")
+    rows = (
+        Command.objects.filter(device_id__in=device_pks, created_at__gte=since)
+        .values("device_id")
+        .annotate(
+            failed=Max(
+                finished,
+                filter=Q(status__in=[Command.Status.FAILED, Command.Status.TIMED_OUT]),
+            ),
+            done=Max(finished, filter=Q(status=Command.Status.DONE)),
+        )
+    )
+    return {row["device_id"]: (row["failed"], row["done"]) for row in rows}
+
+
 def alerts_evaluate(*, now: dt.datetime | None = None) -> list[Transition]:
     """Evaluate every rule against every pool's device state, a fixed number of
     queries per run (not one per device), and claim each state change."""
@@ -78,12 +178,57 @@ def alerts_evaluate(*, now: dt.datetime | None = None) -> list[Transition]:
         (a.pool_id, a.kind): a
         for a in Alert.objects.filter(state=Alert.State.FIRING).select_related("pool")
     }
-    devices = Device.objects.filter(
-        pool__isnull=False, tenant_id__in=tenants
-    ).select_related("pool")
+    devices = list(
+        Device.objects.filter(pool__isnull=False, tenant_id__in=tenants).select_related(
+            "pool"
+        )
+    )
+
+    def rule_of(pool, kind):
+        rule = overrides.get((pool.pk, kind)) or defaults.get((pool.tenant_id, kind))
+        return rule if rule is not None and rule.enabled else None
+
+    # The per-day and command rules need more than the device row: one query each,
+    # only for the devices under such a rule.
+    day_pks = [d.pk for d in devices if any(rule_of(d.pool, k) for k in DAY_KINDS)]
+    days = {d.device_id: d for d in DeviceDay.objects.filter(device_id__in=day_pks)}
+    command_rules = [
+        r for r in (rule_of(d.pool, Kind.COMMAND_FAILED) for d in devices) if r
+    ]
+    outcomes = {}
+    if command_rules:
+        longest = max(r.threshold + r.hysteresis for r in command_rules)
+        outcomes = _commands_outcome(
+            [d.pk for d in devices], now - dt.timedelta(minutes=longest)
+        )
+    day_new, day_changed = [], []
+
     transitions = []
     for device in devices:
         pool = device.pool
+        state = device.state or {}
+        temperature = state.get("temperature")
+        pump = state.get("pump") in (True, 1, "on", "ON")
+        measures = {}
+        if device.pk in day_pks:
+            old = days.get(device.pk)
+            day = device_day_step(
+                old,
+                device_pk=device.pk,
+                pump=pump,
+                switches=_switch_total(state),
+                today=now.astimezone(_zone(pool)).date(),
+                now=now,
+            )
+            if old is None:
+                day_new.append(day)
+            elif _day_fields(day) != _day_fields(old):
+                day_changed.append(day)
+            total = _switch_total(state)
+            measures["runtime_h"] = device_day_runtime_h(day, now)
+            if total is not None and day.switches_base is not None:
+                measures["switches_today"] = total - day.switches_base
+        failed_at, done_at = outcomes.get(device.pk, (None, None))
         for kind in Kind.values:
             rule = overrides.get((pool.pk, kind)) or defaults.get(
                 (pool.tenant_id, kind)
@@ -91,23 +236,27 @@ def alerts_evaluate(*, now: dt.datetime | None = None) -> list[Transition]:
             if rule is None:
                 continue
             open_alert = firing.get((pool.pk, kind))
-            state = device.state or {}
-            temperature = state.get("temperature")
             should = rule.enabled and condition(
                 kind=kind,
                 threshold=rule.threshold,
                 hysteresis=rule.hysteresis,
                 firing=open_alert is not None,
                 temperature=temperature,
-                pump=state.get("pump") in (True, 1, "on", "ON"),
+                pump=pump,
                 online=device.online,
                 last_seen_at=device.last_seen_at,
                 now=now,
+                last_failed_at=failed_at,
+                last_done_at=done_at,
+                **measures,
             )
             transition = None
             if should and open_alert is None:
                 transition = alert_fire(
-                    pool=pool, rule=rule, value=temperature, now=now
+                    pool=pool,
+                    rule=rule,
+                    value=_alert_value(kind, temperature, measures, device, now),
+                    now=now,
                 )
             elif should and rule.renotify_minutes:
                 transition = alert_renotify(alert=open_alert, rule=rule, now=now)
@@ -115,7 +264,40 @@ def alerts_evaluate(*, now: dt.datetime | None = None) -> list[Transition]:
                 transition = alert_resolve(alert=open_alert, now=now)
             if transition:
                 transitions.append(transition)
+    # Absolute values computed from one read: two evaluators write the same row
+    # alike, and a lost race costs one interval of pump time, not a double count.
+    DeviceDay.objects.bulk_create(day_new, ignore_conflicts=True)
+    if day_changed:
+        DeviceDay.objects.bulk_update(
+            day_changed, ["day", "pump_on_s", "pump_since", "switches_base"]
+        )
     return transitions
+
+
+def _day_fields(day: DeviceDay) -> tuple:
+    return (day.day, day.pump_on_s, day.pump_since, day.switches_base)
+
+
+def _zone(pool) -> ZoneInfo:
+    try:
+        return ZoneInfo(pool.timezone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _alert_value(kind, temperature, measures, device, now) -> float | None:
+    """The figure an alert shows: °C, hours, switches or minutes offline."""
+    if kind == Kind.PUMP_RUNTIME:
+        return round(measures.get("runtime_h") or 0.0, 2)
+    if kind == Kind.RELAY_SWITCHES:
+        return measures.get("switches_today")
+    if kind == Kind.DEVICE_OFFLINE:
+        if device.last_seen_at is None:
+            return None
+        return round((now - device.last_seen_at).total_seconds() / 60, 1)
+    if kind == Kind.COMMAND_FAILED:
+        return None
+    return temperature
 
 
 def alert_fire(*, pool, rule, value, now) -> Transition | None:
@@ -194,24 +376,150 @@ def alert_payload(*, alert: Alert, event: str) -> dict:
     }
 
 
-def alert_email(*, alert: Alert, event: str) -> Delivery:
-    """E-mail the tenant's owners and admins (text and HTML)."""
-    recipients = sorted(
-        alert.tenant.members.filter(role__in=["owner", "admin"]).values_list(
-            "user__email", flat=True
-        )
+def alert_recipients(*, alert: Alert) -> list[tuple[str, AlertPreference | None]]:
+    """Who is e-mailed about this alert: (address, their preferences). Without
+    preferences owners and admins are; with them, whoever chose this kind by e-mail."""
+    members = alert.tenant.members.select_related("user", "alert_preference")
+    recipients = []
+    for member in members.order_by("user__email"):
+        preference = getattr(member, "alert_preference", None)
+        if preference_wants(preference=preference, role=member.role, kind=alert.kind):
+            recipients.append((member.user.email, preference))
+    return recipients
+
+
+def alert_preference_set(
+    *,
+    membership,
+    kinds: list[str] | None = None,
+    channel: str = AlertPreference.Channel.EMAIL,
+    quiet_start: dt.time | None = None,
+    quiet_end: dt.time | None = None,
+    safety_ignores_quiet: bool = True,
+) -> AlertPreference:
+    """Save a member's own alert preferences (any role may; a viewer opts in to
+    e-mail this way). Bad input raises ValidationError and changes nothing."""
+    kinds = sorted(set(kinds or []))
+    errors = {}
+    unknown = [k for k in kinds if k not in Kind.values]
+    if unknown:
+        errors["kinds"] = f"Unknown alert kinds: {', '.join(map(str, unknown))}."
+    if channel not in AlertPreference.Channel.values:
+        errors["channel"] = "Choose e-mail or dashboard only."
+    if (quiet_start is None) != (quiet_end is None):
+        errors["quiet_end"] = "Give both ends of the quiet hours, or neither."
+    elif quiet_start is not None and quiet_start == quiet_end:
+        errors["quiet_end"] = "Quiet hours cannot start and end at the same time."
+    if errors:
+        raise ValidationError(errors)
+    preference, _ = AlertPreference.objects.update_or_create(
+        membership=membership,
+        defaults={
+            "tenant_id": membership.tenant_id,
+            "kinds": kinds,
+            "channel": channel,
+            "quiet_start": quiet_start,
+            "quiet_end": quiet_end,
+            "safety_ignores_quiet": safety_ignores_quiet,
+        },
     )
+    return preference
+
+
+def preference_wants(*, preference: AlertPreference | None, role: str, kind: str):
+    """Whether a member with these preferences (None: none saved) wants e-mail
+    about alerts of this kind."""
+    if preference is None:
+        return role in ("owner", "admin")
+    if preference.channel != AlertPreference.Channel.EMAIL:
+        return False
+    return not preference.kinds or kind in preference.kinds
+
+
+def quiet_until(
+    *, preference: AlertPreference | None, kind: str, now: dt.datetime, zone
+) -> dt.datetime | None:
+    """When the quiet hours that `now` falls in end (None: not quiet now, or a
+    safety alert let through). Hours are local times in the pool's zone `zone`."""
+    if preference is None or preference.quiet_start is None:
+        return None
+    start, end = preference.quiet_start, preference.quiet_end
+    if end is None or start == end:
+        return None
+    if kind in SAFETY_KINDS and preference.safety_ignores_quiet:
+        return None
+    local = now.astimezone(zone)
+    clock = local.time().replace(tzinfo=None)
+    if start < end:
+        quiet, end_day = start <= clock < end, local.date()
+    else:  # across midnight, e.g. 22:00-07:00
+        quiet = clock >= start or clock < end
+        end_day = local.date() + dt.timedelta(days=1 if clock >= start else 0)
+    if not quiet:
+        return None
+    return dt.datetime.combine(end_day, end, tzinfo=zone).astimezone(dt.UTC)
+
+
+def alert_email(
+    *, alert: Alert, event: str, now: dt.datetime | None = None
+) -> list[Delivery]:
+    """E-mail everyone who wants this alert (text and HTML), one Delivery per
+    recipient; in a recipient's quiet hours the e-mail is held until they end."""
+    now = now or timezone.now()
+    zone = _zone(alert.pool)
+    deliveries = []
+    for address, preference in alert_recipients(alert=alert):
+        delivery = Delivery(
+            alert=alert, event=event, channel=Delivery.Channel.EMAIL, recipient=address
+        )
+        held = quiet_until(preference=preference, kind=alert.kind, now=now, zone=zone)
+        if held:
+            delivery.status, delivery.held_until = Delivery.Status.HELD, held
+        else:
+            _email_send(delivery)
+        delivery.save()
+        deliveries.append(delivery)
+    return deliveries
+
+
+def _email_send(delivery: Delivery) -> None:
+    alert, event = delivery.alert, delivery.event
     what = f"{alert.get_kind_display()} on {alert.pool.name}: {event}"
     text = f"{what}\nValue: {alert.value}\nThreshold: {alert.threshold}\n"
+    if delivery.held_until:
+        text += "Held during your quiet hours.\n"
     html = f"<p><strong>{_esc(what)}</strong></p><p>Value: {alert.value}</p>"
-    delivery = Delivery(alert=alert, event=event, channel=Delivery.Channel.EMAIL)
     try:
-        send_mail(f"[poolsaas] {what}", text, None, recipients, html_message=html)
-        delivery.ok = True
+        send_mail(
+            f"[poolsaas] {what}", text, None, [delivery.recipient], html_message=html
+        )
+        delivery.ok, delivery.status, delivery.error = True, Delivery.Status.SENT, ""
     except Exception as exc:  # noqa: BLE001 - logged on the delivery row
+        delivery.ok, delivery.status = False, Delivery.Status.FAILED
         delivery.error = str(exc)[:300]
-    delivery.save()
-    return delivery
+
+
+def alerts_release_held(*, now: dt.datetime | None = None, limit: int = 500) -> int:
+    """Send the e-mails whose quiet hours are over; each row is claimed by a
+    conditional UPDATE, so two workers never send one twice."""
+    now = now or timezone.now()
+    due = list(
+        Delivery.objects.filter(status=Delivery.Status.HELD, held_until__lte=now)
+        .select_related("alert__pool")
+        .order_by("held_until")[:limit]
+    )
+    sent = 0
+    for delivery in due:
+        claimed = Delivery.objects.filter(
+            pk=delivery.pk, status=Delivery.Status.HELD
+        ).update(status=Delivery.Status.FAILED, error="sending")
+        if not claimed:
+            continue
+        _email_send(delivery)
+        delivery.at = now  # when it went out; held_until keeps when it was due
+        delivery.save(update_fields=["ok", "status", "error", "at"])
+        sent += delivery.ok
+    return sent
 
 
 def _esc(text: str) -> str:
@@ -251,6 +559,12 @@ def webhook_create(*, membership, url: str, secret: str) -> WebhookSubscription:
     )
 
 
+def webhook_backoff(retries: int) -> int:
+    """Seconds before the next attempt after `retries` failed ones: 5, 10, 20 ...
+    capped at 10 minutes."""
+    return min(600, 5 * 2**retries)
+
+
 def webhook_post(
     *, alert: Alert, webhook: WebhookSubscription, event: str, attempt: int
 ) -> Delivery:
@@ -277,6 +591,8 @@ def webhook_post(
         )
         delivery.status_code = response.status_code
         delivery.ok = 200 <= response.status_code < 300
+        if delivery.ok:
+            delivery.status = Delivery.Status.SENT
     except (ValidationError, OSError, requests.RequestException) as exc:
         delivery.error = str(exc)[:300]
     delivery.save()
@@ -295,6 +611,9 @@ RULE_LIMITS = {
     Kind.WATER_BELOW: (-10.0, 50.0, "a water temperature in °C"),
     Kind.FREEZE_RISK: (-10.0, 50.0, "a water temperature in °C"),
     Kind.DEVICE_OFFLINE: (1.0, 10080.0, "minutes offline (at most a week)"),
+    Kind.PUMP_RUNTIME: (0.5, 24.0, "hours of pump running a day"),
+    Kind.RELAY_SWITCHES: (1.0, 100000.0, "relay switches a day"),
+    Kind.COMMAND_FAILED: (1.0, 10080.0, "minutes to look back (at most a week)"),
 }
 MAX_HYSTERESIS = 10.0
 MAX_RENOTIFY_MINUTES = 10080

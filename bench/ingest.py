@@ -454,6 +454,75 @@ def pct(values, q):
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+# --- alert rules (--rules) ---------------------------------------------------------
+
+EVALUATOR = """
+import sys, time, django
+django.setup()
+from alerts.services import alerts_evaluate
+interval = float(sys.argv[1])
+while True:
+    started = time.monotonic()
+    alerts_evaluate()
+    took = time.monotonic() - started
+    print(f"evaluated {took:.3f}", flush=True)
+    time.sleep(max(0.0, interval - took))
+"""
+
+
+def rules_maximum(args, env, tenant, find_maximum, without: float) -> dict:
+    """The maximum phase again, every device under three tenant-default rules and
+    alerts_evaluate running in its own process (as a Celery worker would) meanwhile."""
+    from alerts.models import Alert, AlertRule, Kind
+
+    # Rules that hold but do not fire on the bench's telemetry (24.5 °C, pump on).
+    for kind, threshold in [
+        (Kind.FREEZE_RISK, 4.0),
+        (Kind.PUMP_RUNTIME, 20.0),
+        (Kind.DEVICE_OFFLINE, 30.0),
+    ]:
+        AlertRule.objects.create(tenant=tenant, kind=kind, threshold=threshold)
+    evaluator = subprocess.Popen(
+        [sys.executable, "-c", EVALUATOR, str(args.rules_interval)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    took: list[float] = []
+
+    def read():
+        for line in evaluator.stdout:
+            took.append(float(line.split()[1]))
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 120
+        while not took and time.monotonic() < deadline and evaluator.poll() is None:
+            time.sleep(0.2)  # the first run creates the per-day rows
+        highest = find_maximum("rules")
+    finally:
+        evaluator.terminate()
+        evaluator.wait(10)
+    ratio = highest / max(1.0, without)
+    mean = sum(took) / max(1, len(took))
+    print(
+        f"[rules] {args.devices} devices x 3 rules, evaluated every "
+        f"{args.rules_interval:g} s ({len(took)} runs, {mean:.2f} s each, "
+        f"max {max(took, default=0):.2f} s): highest rate kept up with "
+        f"{highest:,.0f} msg/s vs {without:,.0f} without rules = {100 * ratio:.0f} %"
+    )
+    fired = Alert.objects.filter(tenant=tenant).count()
+    if fired:
+        print(f"[rules] warning: {fired} alerts fired during the bench")
+    Alert.objects.filter(tenant=tenant).delete()
+    return {
+        "rules_max_rows_s": round(highest),
+        "rules_ratio": round(ratio, 2),
+        "rules_eval_s": round(mean, 2),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=5000)
@@ -492,6 +561,13 @@ def main() -> int:
         default="ceiling,sustained,maximum,latency",
         help="comma-separated subset of ceiling,sustained,maximum,latency",
     )
+    parser.add_argument(
+        "--rules",
+        action="store_true",
+        help="maximum again with every device under three alert rules, evaluated "
+        "every --rules-interval s as Celery beat does (issue 16)",
+    )
+    parser.add_argument("--rules-interval", type=float, default=20.0)
     args = parser.parse_args()
     host, port = args.mqtt.split(":")
     port = int(port)
@@ -689,9 +765,11 @@ def main() -> int:
                 f"ms, p99 {pct(latencies, 0.99):.1f} ms, max "
                 f"{max(latencies) if latencies else float('nan'):.1f} ms"
             )
-        if "maximum" in phases:
-            # 4. maximum: raise the offered rate until the bridge stops keeping up
-            # (less than 99 % of the messages stored).
+
+        def find_maximum(label: str) -> float:
+            """Raise the offered rate until the bridge stops keeping up."""
+            nonlocal rss_peak
+            highest = 0.0
             for rate in [int(r) for r in args.max_rates.split(",")]:
                 before = sample_count(tenant.pk)
                 start_at, wait = run_publishers(
@@ -706,7 +784,7 @@ def main() -> int:
                 landed = next(t for t, c in rows if c == rows[-1][1])
                 lag = max(0.0, landed - (start_at + secs))
                 print(
-                    f"[maximum] offered {sent / secs:,.0f} msg/s for {secs:.0f} s: "
+                    f"[{label}] offered {sent / secs:,.0f} msg/s for {secs:.0f} s: "
                     f"stored {100 * kept:.1f} % at {steady_rate(rows):,.0f} rows/s, "
                     f"last row {lag:.1f} s after the load"
                 )
@@ -714,11 +792,20 @@ def main() -> int:
                 # Kept up: (almost) nothing lost and no backlog left behind.
                 if kept < 0.99 or lag > 2.0:
                     break
-                maximum = sent / secs
+                highest = sent / secs
+            return highest
+
+        with_rules = None
+        if "maximum" in phases:
+            # 4. maximum: raise the offered rate until the bridge stops keeping up
+            # (less than 99 % of the messages stored).
+            maximum = find_maximum("maximum")
             print(
                 f"[maximum] highest rate kept up with: {maximum:,.0f} msg/s = "
                 f"{100 * maximum / max(1.0, ceiling):.0f} % of the bare subscriber"
             )
+            if args.rules:
+                with_rules = rules_maximum(args, env, tenant, find_maximum, maximum)
             rss_loaded = max(rss_loaded, bridge.rss_kb())
 
         measure_rows(tenant.pk, until_idle=1.0)
@@ -757,6 +844,7 @@ def main() -> int:
                     "latency_p50_ms": round(pct(latencies, 0.5), 1),
                     "latency_p99_ms": round(pct(latencies, 0.99), 1),
                     "kib_per_device": round(per_device, 2),
+                    **(with_rules or {}),
                 }
             )
         )

@@ -55,7 +55,10 @@ class DeliverySerializer(serializers.ModelSerializer):
         fields = [
             "event",
             "channel",
+            "recipient",
             "webhook",
+            "status",
+            "held_until",
             "attempt",
             "status_code",
             "ok",
@@ -137,7 +140,9 @@ class RuleNumbersSerializer(serializers.Serializer):
     field error names them)."""
 
     threshold = serializers.FloatField(
-        help_text="°C for the water kinds, minutes for device_offline."
+        help_text="In the kind's unit: °C (water_above, water_below, freeze_risk), "
+        "minutes (device_offline, command_failed), hours a day (pump_runtime), "
+        "switches a day (relay_switches)."
     )
     hysteresis = serializers.FloatField(required=False, default=1.0)
     renotify_minutes = serializers.IntegerField(required=False, default=0)

@@ -37,7 +37,10 @@ WEBHOOK_EXAMPLE = {
 DELIVERY_EXAMPLE = {
     "event": "fired",
     "channel": "webhook",
+    "recipient": "",
     "webhook": WEBHOOK_EXAMPLE["code"],
+    "status": "sent",
+    "held_until": None,
     "attempt": 2,
     "status_code": 200,
     "ok": True,
