@@ -126,4 +126,20 @@ def test_a_fired_alert_appears_live_and_the_acknowledge_records_who_and_when(
     )
     assert viewer.evaluate("window.__sameDocument") is True
     shot(viewer, "alerts-pool-acknowledged-desktop.png")
+    # The other alerts pages at phone width: nothing wider than the screen.
+    for path, name in (
+        ("/pools/", "alerts-overview-phone.png"),
+        (f"/pools/{pool_a.code}/alerts/", "alerts-history-phone.png"),
+        (f"/pools/{pool_a.code}/alerts/rules/", "alerts-rules-phone.png"),
+    ):
+        operator.goto(f"{live_url}{path}")
+        expect(operator.locator("main h1")).to_be_visible()
+        if path == "/pools/":
+            expect(
+                operator.locator(f'#alerts-panel [data-alert="{alert.code.hex}"]')
+            ).to_be_visible()
+            expect(operator.locator("#alerts-panel")).to_contain_text(pool_a.name)
+        width = operator.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], (path, width)
+        shot(operator, name)
     assert operator_errors == [] and viewer_errors == []
