@@ -25,6 +25,8 @@ from devices.views.member_page import member_page
 from tenants.roles import Action
 
 PAGE_SIZE = 25
+# An alert's delivery log on its page (the API pages through all of it).
+DELIVERY_ROWS = 200
 STATES = {"firing": Alert.State.FIRING, "resolved": Alert.State.RESOLVED}
 
 
@@ -45,9 +47,6 @@ def alerts(request):
         request,
         "alerts/alerts.html",
         {
-            "firing": list(
-                selectors.alerts_firing_for_member(membership=membership)[:50]
-            ),
             "page": _page(
                 request, selectors.alerts_for_member(membership=membership, state=state)
             ),
@@ -72,6 +71,28 @@ def pool_alerts(request, code):
                 ),
             ),
             "state": state,
+        },
+    )
+
+
+@member_page
+def alert_detail(request, code):
+    """One alert: what, when, who acknowledged it; the delivery log for admins."""
+    from tenants.roles import role_allows
+
+    alert = selectors.alert_get_for_member(membership=request.membership, code=code)
+    deliveries = None
+    if role_allows(request.membership.role, Action.MANAGE):
+        deliveries = list(selectors.alert_deliveries(alert=alert)[:DELIVERY_ROWS])
+    return render(
+        request,
+        "alerts/alert_detail.html",
+        {
+            "alert": alert,
+            "pool": alert.pool,
+            "unit": selectors.UNITS.get(alert.kind, ""),
+            "deliveries": deliveries,
+            "delivery_rows": DELIVERY_ROWS,
         },
     )
 

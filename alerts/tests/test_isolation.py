@@ -31,6 +31,7 @@ def _codes(foreign) -> dict:
 
 
 PAGES = [
+    ("get", "/alerts/{alert}/"),
     ("get", "/pools/{pool}/alerts/"),
     ("get", "/pools/{pool}/alerts/rules/"),
     ("post", "/pools/{pool}/alerts/rules/"),

@@ -311,3 +311,44 @@ def test_nav_links(login, victor, pool_a):
 def test_made_up_alert_is_404(login, olivia):
     response = login(olivia).post(f"/alerts/{uuid.uuid4()}/acknowledge/")
     assert response.status_code == 404
+
+
+def test_alert_page_shows_the_delivery_log_to_admins_only(
+    login, adam, olivia, alert_a, settings
+):
+    from alerts.models import Delivery, WebhookSubscription
+
+    webhook = WebhookSubscription.objects.create(
+        tenant=alert_a.tenant, url="https://93.184.215.14/hook", secret="s" * 20
+    )
+    Delivery.objects.create(
+        alert=alert_a,
+        event="fired",
+        channel="email",
+        recipient="adam@acme.test",
+        status="sent",
+        ok=True,
+    )
+    Delivery.objects.create(
+        alert=alert_a,
+        webhook=webhook,
+        event="fired",
+        channel="webhook",
+        attempt=2,
+        status="failed",
+        status_code=503,
+        error="Service Unavailable",
+    )
+    html = login(adam).get(f"/alerts/{alert_a.code}/").content.decode()
+    assert "Delivery log" in html
+    assert "adam@acme.test" in html and "HTTP 503" in html
+    assert "Service Unavailable" in html and "s" * 20 not in html
+    html = login(olivia).get(f"/alerts/{alert_a.code}/").content.decode()
+    assert "Freeze risk" in html and "not yet" in html
+    assert "Delivery log" not in html and "adam@acme.test" not in html
+    assert 'data-action="acknowledge"' in html
+
+
+def test_alert_page_empty_log(login, adam, alert_a):
+    html = login(adam).get(f"/alerts/{alert_a.code}/").content.decode()
+    assert "Nobody has been told yet" in html

@@ -64,7 +64,9 @@
     var li = el("li", "alert-item");
     li.setAttribute("data-alert", a.code);
     var what = el("div", "alert-what");
-    what.appendChild(el("span", "badge bad", a.label));
+    var label = el("a", "badge bad", a.label);
+    label.href = "/alerts/" + a.code + "/";
+    what.appendChild(label);
     if (showPool) {
       what.appendChild(document.createTextNode(" "));
       var link = el("a", "", a.pool_name);
