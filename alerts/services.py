@@ -8,6 +8,7 @@ import hmac
 import json
 import time
 import urllib.parse
+from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.core.exceptions import ValidationError
@@ -27,7 +28,7 @@ from alerts.models import (
     Kind,
     WebhookSubscription,
 )
-from devices.models import Command, Device
+from devices.models import Command, Device, Pool
 from devices.services.brokers.addresses import validate_broker_address
 
 
@@ -166,6 +167,19 @@ def _commands_outcome(device_pks, since) -> dict:
     return {row["device_id"]: (row["failed"], row["done"]) for row in rows}
 
 
+class _DeviceRow(NamedTuple):
+    """The columns the evaluator reads: plain tuples, no model instances, so that
+    thousands of devices cost little (bench/ingest.py --rules)."""
+
+    pk: int
+    pool_id: int
+    tenant_id: int
+    timezone: str
+    state: dict
+    online: bool
+    last_seen_at: dt.datetime | None
+
+
 def alerts_evaluate(*, now: dt.datetime | None = None) -> list[Transition]:
     """Evaluate every rule against every pool's device state, a fixed number of
     queries per run (not one per device), and claim each state change."""
@@ -178,23 +192,32 @@ def alerts_evaluate(*, now: dt.datetime | None = None) -> list[Transition]:
         (a.pool_id, a.kind): a
         for a in Alert.objects.filter(state=Alert.State.FIRING).select_related("pool")
     }
-    devices = list(
-        Device.objects.filter(pool__isnull=False, tenant_id__in=tenants).select_related(
-            "pool"
+    devices = [
+        _DeviceRow(*row)
+        for row in Device.objects.filter(
+            pool__isnull=False, tenant_id__in=tenants
+        ).values_list(
+            "pk",
+            "pool_id",
+            "pool__tenant_id",
+            "pool__timezone",
+            "state",
+            "online",
+            "last_seen_at",
         )
-    )
+    ]
 
-    def rule_of(pool, kind):
-        rule = overrides.get((pool.pk, kind)) or defaults.get((pool.tenant_id, kind))
+    def rule_of(device, kind):
+        rule = overrides.get((device.pool_id, kind)) or defaults.get(
+            (device.tenant_id, kind)
+        )
         return rule if rule is not None and rule.enabled else None
 
     # The per-day and command rules need more than the device row: one query each,
     # only for the devices under such a rule.
-    day_pks = [d.pk for d in devices if any(rule_of(d.pool, k) for k in DAY_KINDS)]
+    day_pks = {d.pk for d in devices if any(rule_of(d, k) for k in DAY_KINDS)}
     days = {d.device_id: d for d in DeviceDay.objects.filter(device_id__in=day_pks)}
-    command_rules = [
-        r for r in (rule_of(d.pool, Kind.COMMAND_FAILED) for d in devices) if r
-    ]
+    command_rules = [r for r in (rule_of(d, Kind.COMMAND_FAILED) for d in devices) if r]
     outcomes = {}
     if command_rules:
         longest = max(r.threshold + r.hysteresis for r in command_rules)
@@ -202,40 +225,44 @@ def alerts_evaluate(*, now: dt.datetime | None = None) -> list[Transition]:
             [d.pk for d in devices], now - dt.timedelta(minutes=longest)
         )
     day_new, day_changed = [], []
+    zones: dict[str, ZoneInfo] = {}
 
-    transitions = []
+    # First decide (no queries), then claim the few changes.
+    changes = []
     for device in devices:
-        pool = device.pool
         state = device.state or {}
         temperature = state.get("temperature")
         pump = state.get("pump") in (True, 1, "on", "ON")
         measures = {}
         if device.pk in day_pks:
+            zone = zones.get(device.timezone) or zones.setdefault(
+                device.timezone, _zone_named(device.timezone)
+            )
             old = days.get(device.pk)
+            total = _switch_total(state)
             day = device_day_step(
                 old,
                 device_pk=device.pk,
                 pump=pump,
-                switches=_switch_total(state),
-                today=now.astimezone(_zone(pool)).date(),
+                switches=total,
+                today=now.astimezone(zone).date(),
                 now=now,
             )
             if old is None:
                 day_new.append(day)
             elif _day_fields(day) != _day_fields(old):
                 day_changed.append(day)
-            total = _switch_total(state)
             measures["runtime_h"] = device_day_runtime_h(day, now)
             if total is not None and day.switches_base is not None:
                 measures["switches_today"] = total - day.switches_base
         failed_at, done_at = outcomes.get(device.pk, (None, None))
         for kind in Kind.values:
-            rule = overrides.get((pool.pk, kind)) or defaults.get(
-                (pool.tenant_id, kind)
+            rule = overrides.get((device.pool_id, kind)) or defaults.get(
+                (device.tenant_id, kind)
             )
             if rule is None:
                 continue
-            open_alert = firing.get((pool.pk, kind))
+            open_alert = firing.get((device.pool_id, kind))
             should = rule.enabled and condition(
                 kind=kind,
                 threshold=rule.threshold,
@@ -250,20 +277,27 @@ def alerts_evaluate(*, now: dt.datetime | None = None) -> list[Transition]:
                 last_done_at=done_at,
                 **measures,
             )
-            transition = None
             if should and open_alert is None:
-                transition = alert_fire(
-                    pool=pool,
-                    rule=rule,
-                    value=_alert_value(kind, temperature, measures, device, now),
-                    now=now,
-                )
+                value = _alert_value(kind, temperature, measures, device, now)
+                changes.append(("fire", device.pool_id, rule, value))
             elif should and rule.renotify_minutes:
-                transition = alert_renotify(alert=open_alert, rule=rule, now=now)
+                changes.append(("renotify", open_alert, rule, None))
             elif not should and open_alert is not None:
-                transition = alert_resolve(alert=open_alert, now=now)
-            if transition:
-                transitions.append(transition)
+                changes.append(("resolve", open_alert, rule, None))
+
+    pools = Pool.objects.in_bulk(
+        {pool for action, pool, _, _ in changes if action == "fire"}
+    )
+    transitions = []
+    for action, target, rule, value in changes:
+        if action == "fire":
+            transition = alert_fire(pool=pools[target], rule=rule, value=value, now=now)
+        elif action == "renotify":
+            transition = alert_renotify(alert=target, rule=rule, now=now)
+        else:
+            transition = alert_resolve(alert=target, now=now)
+        if transition:
+            transitions.append(transition)
     # Absolute values computed from one read: two evaluators write the same row
     # alike, and a lost race costs one interval of pump time, not a double count.
     DeviceDay.objects.bulk_create(day_new, ignore_conflicts=True)
@@ -279,8 +313,12 @@ def _day_fields(day: DeviceDay) -> tuple:
 
 
 def _zone(pool) -> ZoneInfo:
+    return _zone_named(pool.timezone)
+
+
+def _zone_named(name: str) -> ZoneInfo:
     try:
-        return ZoneInfo(pool.timezone or "UTC")
+        return ZoneInfo(name or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
         return ZoneInfo("UTC")
 
