@@ -12,31 +12,44 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
+from django.core.cache.backends.redis import RedisCache
 from rest_framework.throttling import BaseThrottle
 
 DEFAULT_RATES = {"anon": 60, "user": 1200, "tenant": 600}
 
+# Takes one token from each bucket in KEYS, in order, and stops at the first that has
+# none (the buckets after it keep theirs), all in one round trip. ARGV: now, then a
+# capacity and a refill rate per key. Returns an allowed flag and the tokens left for
+# each bucket it looked at.
 _LUA = """
-local capacity = tonumber(ARGV[1])
-local rate = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
-local data = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(data[1])
-local ts = tonumber(data[2])
-if tokens == nil or ts == nil then
-  tokens = capacity
-  ts = now
+local now = tonumber(ARGV[1])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local capacity = tonumber(ARGV[2 * i])
+  local rate = tonumber(ARGV[2 * i + 1])
+  local data = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens = tonumber(data[1])
+  local ts = tonumber(data[2])
+  if tokens == nil or ts == nil then
+    tokens = capacity
+    ts = now
+  end
+  tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
+  local allowed = 0
+  if tokens >= 1 then
+    tokens = tokens - 1
+    allowed = 1
+  end
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(now))
+  redis.call('EXPIRE', key, math.ceil(capacity / rate) + 1)
+  table.insert(out, allowed)
+  table.insert(out, tostring(tokens))
+  if allowed == 0 then
+    break
+  end
 end
-tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
-local allowed = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
-end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil(capacity / rate) + 1)
-return {allowed, tostring(tokens)}
+return out
 """
 
 _local_lock = threading.Lock()
@@ -75,40 +88,70 @@ _clients: dict[int, object] = {}
 
 def _redis_client():
     """The cache's Redis client, or None for other caches. Kept per cache backend:
-    Django builds a new client object on every get_client() call."""
-    if "redis" not in type(cache).__module__:
+    Django builds a new client object on every get_client() call. (`cache` is a
+    proxy: its type is never the backend's, so the backend is looked up.)"""
+    backend = caches[DEFAULT_CACHE_ALIAS]
+    if not isinstance(backend, RedisCache):
         return None
-    backend = cache._cache
     client = _clients.get(id(backend))
     if client is None:
-        client = _clients[id(backend)] = backend.get_client(None, write=True)
+        client = _clients[id(backend)] = backend._cache.get_client(None, write=True)
     return client
 
 
 _scripts: dict[int, object] = {}
 
 
-def bucket_take(*, key: str, per_minute: int, name: str) -> Bucket:
-    """Take one token from the bucket `key` holding at most `per_minute` tokens."""
-    per_minute = max(1, int(per_minute))
-    rate = per_minute / 60.0
+@dataclass(frozen=True)
+class Want:
+    """One token wanted from the bucket `key`, which holds at most `per_minute`."""
+
+    key: str
+    per_minute: int
+    name: str
+
+
+def buckets_take(wants: list[Want]) -> list[Bucket]:
+    """Take one token from each bucket in turn, stopping at the first that is empty:
+    the answer ends with that refused bucket (the later ones are not touched). With
+    Redis it is one round trip, whatever the number of buckets."""
     now = time.time()
-    full_key = cache.make_and_validate_key(f"ratelimit:{key}")
+    limits = [max(1, int(want.per_minute)) for want in wants]
+    keys = [cache.make_and_validate_key(f"ratelimit:{want.key}") for want in wants]
     client = _redis_client()
     if client is not None:
         script = _scripts.get(id(client))
         if script is None:
             script = _scripts[id(client)] = client.register_script(_LUA)
-        allowed, tokens = script(keys=[full_key], args=[per_minute, rate, now])
-        return Bucket(name, per_minute, bool(int(allowed)), float(tokens))
+        args = [now]
+        for limit in limits:
+            args += [limit, limit / 60.0]
+        flat = script(keys=keys, args=args) if keys else []
+        return [
+            Bucket(want.name, limit, bool(int(allowed)), float(tokens))
+            for want, limit, allowed, tokens in zip(
+                wants, limits, flat[0::2], flat[1::2], strict=False
+            )
+        ]
+    taken = []
     with _local_lock:
-        tokens, ts = cache.get(full_key) or (float(per_minute), now)
-        tokens = min(per_minute, tokens + max(0.0, now - ts) * rate)
-        allowed = tokens >= 1
-        if allowed:
-            tokens -= 1
-        cache.set(full_key, (tokens, now), timeout=math.ceil(per_minute / rate) + 1)
-    return Bucket(name, per_minute, allowed, tokens)
+        for want, limit, key in zip(wants, limits, keys, strict=True):
+            rate = limit / 60.0
+            tokens, ts = cache.get(key) or (float(limit), now)
+            tokens = min(limit, tokens + max(0.0, now - ts) * rate)
+            allowed = tokens >= 1
+            if allowed:
+                tokens -= 1
+            cache.set(key, (tokens, now), timeout=math.ceil(limit / rate) + 1)
+            taken.append(Bucket(want.name, limit, allowed, tokens))
+            if not allowed:
+                break
+    return taken
+
+
+def bucket_take(*, key: str, per_minute: int, name: str) -> Bucket:
+    """Take one token from the bucket `key` holding at most `per_minute` tokens."""
+    return buckets_take([Want(key, per_minute, name)])[0]
 
 
 def configured_rate(scope: str) -> int:
@@ -135,17 +178,14 @@ class BucketThrottle(BaseThrottle):
     def rate(self, request) -> int:
         return configured_rate(self.scope)
 
-    def allow_request(self, request, view) -> bool:
+    def want(self, request) -> Want | None:
         key = self.bucket_key(request)
         if key is None:
-            return True
-        bucket = bucket_take(key=key, per_minute=self.rate(request), name=self.scope)
-        buckets = getattr(request, "rate_buckets", None)
-        if buckets is None:
-            buckets = request.rate_buckets = []
-        buckets.append(bucket)
-        self.bucket = bucket
-        return bucket.allowed
+            return None
+        return Want(key, self.rate(request), self.scope)
+
+    def allow_request(self, request, view) -> bool:
+        return throttles_pass([self], request) is None
 
     def wait(self) -> float:
         return self.bucket.retry_after
@@ -192,6 +232,23 @@ class TenantThrottle(BucketThrottle):
         if plan is not None:
             return plan.api_requests_per_minute
         return configured_rate(self.scope)
+
+
+def throttles_pass(throttles: list[BucketThrottle], request) -> BucketThrottle | None:
+    """Take a token from each throttle's bucket (one round trip for all of them) and
+    remember the buckets on the request for the rate headers; the first throttle
+    that refuses, or None when all allow."""
+    wanting = [(t, want) for t in throttles if (want := t.want(request)) is not None]
+    taken = buckets_take([want for _, want in wanting])
+    buckets = getattr(request, "rate_buckets", None)
+    if buckets is None:
+        buckets = request.rate_buckets = []
+    buckets.extend(taken)
+    for (throttle, _), bucket in zip(wanting, taken, strict=False):
+        throttle.bucket = bucket
+        if not bucket.allowed:
+            return throttle
+    return None
 
 
 def rate_headers(buckets: list[Bucket]) -> dict[str, str]:

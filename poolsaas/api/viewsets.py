@@ -27,6 +27,7 @@ from poolsaas.api.throttling import (
     TenantThrottle,
     UserThrottle,
     rate_headers,
+    throttles_pass,
 )
 from poolsaas.request_context import bind_request_context, current_request_context
 from tenants.roles import Action
@@ -65,13 +66,13 @@ class ApiViewMixin:
         self.check_permissions(request)
 
     def check_throttles(self, request):
-        for throttle in self.get_throttles():
-            if not throttle.allow_request(request, self):
-                raise Throttled(
-                    wait=throttle.wait(),
-                    limit=throttle.scope,
-                    message=throttle.message(),
-                )
+        throttle = throttles_pass(self.get_throttles(), request)
+        if throttle is not None:
+            raise Throttled(
+                wait=throttle.wait(),
+                limit=throttle.scope,
+                message=throttle.message(),
+            )
 
     def handle_exception(self, exc):
         response = super().handle_exception(exc)
