@@ -1,7 +1,61 @@
-"""Set-up helpers shared by the bench scripts (imported, never run on its own)."""
+"""Set-up helpers shared by the bench scripts (imported, never run on its own): the
+bench database, free ports, raw MQTT 3.1.1 packets for cheap load generation,
+percentiles, and the bridge and daphne processes (optionally under py-spy)."""
 
+import ast
+import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+# Bench-only keys (the bench database holds nothing else); not the dev keys, so the
+# server runs with DEBUG off like production.
+BENCH_SECRET_KEY = "bench-api-only-secret-key-not-for-anything-else-0123456789abcdef"  # noqa: S105
+BENCH_FIELD_KEY = "A62QfPjXWxrRNTT4GCx0YSGaxAh4BYSFT9BqLJL43JQ="
+
+
+def loopback_url(url: str, what: str) -> str:
+    host = urlparse(url).hostname or ""
+    if host not in LOOPBACK:
+        raise SystemExit(f"{what} must be on this machine (loopback), not {host!r}.")
+    return url
+
+
+def server_environment(db_url: str, redis_url: str, *, cache_prefix: str) -> dict:
+    """The environment of a bench's server processes: DEBUG off like production,
+    bench-only keys, per-request database connections, the API's rate limits out of
+    the way (the figures include the bucket round trips but no 429s)."""
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "poolsaas.settings")
+    env.update(
+        DATABASE_URL=db_url,
+        REDIS_URL=redis_url,
+        CACHE_KEY_PREFIX=cache_prefix,
+        DEBUG="false",
+        SECRET_KEY=BENCH_SECRET_KEY,
+        FIELD_ENCRYPTION_KEYS=BENCH_FIELD_KEY,
+        ALLOWED_HOSTS="127.0.0.1",
+        SECURE_SSL_REDIRECT="false",
+        # Persistent connections leak under ASGI (Django runs each request in its
+        # own thread context): connect per request, as Django advises.
+        DB_CONN_MAX_AGE="0",
+        LOG_LEVEL="WARNING",
+        API_ANON_PER_MINUTE="10000000",
+        API_USER_PER_MINUTE="10000000",
+        API_TENANT_PER_MINUTE="10000000",
+        MQTT_DYNSEC_ENABLED="false",
+    )
+    return env
 
 
 def ensure_database(url: str) -> None:
@@ -24,3 +78,175 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
+    """Until something listens on 127.0.0.1:`port`; fails if `proc` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[:3]} exited")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def pct(values, q):
+    """The q-quantile (0..1) of `values`, nearest rank; NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --- raw MQTT 3.1.1 packets (cheap load generation) -----------------------------------
+
+
+def varint(n: int) -> bytes:
+    """MQTT's remaining-length encoding."""
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def utf8(s: str) -> bytes:
+    """An MQTT string: two length bytes and the UTF-8."""
+    raw = s.encode()
+    return len(raw).to_bytes(2, "big") + raw
+
+
+def mqtt_connect(host: str, port: int, client_id: str) -> socket.socket:
+    sock = socket.create_connection((host, port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    body = utf8("MQTT") + bytes([4, 0x02]) + (60).to_bytes(2, "big") + utf8(client_id)
+    sock.sendall(b"\x10" + varint(len(body)) + body)
+    ack = sock.recv(4)
+    if len(ack) < 4 or ack[0] != 0x20 or ack[3] != 0:
+        raise RuntimeError(f"broker refused the publisher: {ack!r}")
+    return sock
+
+
+def publish_packet(topic: str, payload: bytes) -> bytes:
+    body = utf8(topic) + payload
+    return b"\x30" + varint(len(body)) + body
+
+
+# --- processes of ours, optionally under py-spy ---------------------------------------
+
+
+class ServerProcess:
+    """A process of the product; with `profile` (a file name) it runs as a child of
+    `py-spy record`, which writes its sampled stacks (collapsed, per thread, idle time
+    excluded, sampled without pausing it) there when the process exits
+    (bench/profile_summary.py reads them). `py-spy --pid` cannot attach to this
+    machine's Python, hence the child."""
+
+    def __init__(self, command, env, profile: str | None = None, stderr=None):
+        if profile:
+            spy = str(Path(sys.executable).with_name("py-spy"))
+            command = [
+                spy,
+                "record",
+                "--threads",
+                "--nonblocking",
+                "-f",
+                "raw",
+                "-o",
+                profile,
+                "--",
+                *command,
+            ]
+        self.proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL if stderr is None else stderr,
+            text=True,
+        )
+        self.profiled = bool(profile)
+
+    @property
+    def pid(self) -> int:
+        """The product's own process (py-spy's child when profiled)."""
+        if self.profiled:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+            found = children.read_text().split() if children.exists() else []
+            if found:
+                return int(found[0])
+        return self.proc.pid
+
+    def rss_kb(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the product's process so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self):
+        # The process itself, so that a profiling py-spy sees it exit and writes out.
+        pid = self.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        try:
+            self.proc.wait(60 if self.profiled else 15)
+        except subprocess.TimeoutExpired:
+            if pid != self.proc.pid:  # never leave the product behind py-spy
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+class BridgeProcess(ServerProcess):
+    """One `manage.py mqtt_bridge`, its stats (logged every second) in `stats`."""
+
+    def __init__(self, env, profile: str | None = None):
+        self.stats: dict = {}
+        bridge = [sys.executable, str(ROOT / "manage.py"), "mqtt_bridge"]
+        bridge += ["--stats-interval", "1"]
+        super().__init__(bridge, env, profile, stderr=subprocess.PIPE)
+        self.log: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stderr:
+            if "bridge stats " in line:
+                try:
+                    self.stats = ast.literal_eval(line.split("bridge stats ", 1)[1])
+                except (ValueError, SyntaxError):
+                    pass
+            else:
+                self.log.append(line.rstrip())
+
+    def wait_stats(self, predicate, timeout=30.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.stats and predicate(self.stats):
+                return self.stats
+            time.sleep(0.1)
+        raise RuntimeError(f"bridge not ready: {self.stats} {self.log[-5:]}")
+
+
+class DaphneProcess(ServerProcess):
+    """daphne serving poolsaas.asgi on 127.0.0.1:`port` (`stderr`: where its log
+    goes, by default nowhere)."""
+
+    def __init__(self, env, port: int, profile: str | None = None, stderr=None):
+        self.port = port
+        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1"]
+        command += ["-p", str(port), "poolsaas.asgi:application"]
+        super().__init__(command, env, profile, stderr=stderr)
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        wait_port(self.port, self.proc, timeout)

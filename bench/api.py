@@ -35,7 +35,6 @@ import http.client
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,47 +45,17 @@ from urllib.parse import urlparse
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._common import ensure_database, free_port  # noqa: E402
+from bench._common import (  # noqa: E402
+    DaphneProcess,
+    ensure_database,
+    free_port,
+    loopback_url,
+    server_environment,
+)
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/poolsaas_bench_api"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/13"
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-# Bench-only keys (the bench database holds nothing else); not the dev keys, so the
-# server runs with DEBUG off like production.
-BENCH_SECRET_KEY = "bench-api-only-secret-key-not-for-anything-else-0123456789abcdef"  # noqa: S105
-BENCH_FIELD_KEY = "A62QfPjXWxrRNTT4GCx0YSGaxAh4BYSFT9BqLJL43JQ="
 TENANT_SLUG = "bench-api"
-
-
-def loopback_url(url: str, what: str) -> str:
-    host = urlparse(url).hostname or ""
-    if host not in LOOPBACK:
-        raise SystemExit(f"{what} must be on this machine (loopback), not {host!r}.")
-    return url
-
-
-def environment(db_url: str, redis_url: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("DJANGO_SETTINGS_MODULE", "poolsaas.settings")
-    env.update(
-        DATABASE_URL=db_url,
-        REDIS_URL=redis_url,
-        CACHE_KEY_PREFIX="bench-api",
-        DEBUG="false",
-        SECRET_KEY=BENCH_SECRET_KEY,
-        FIELD_ENCRYPTION_KEYS=BENCH_FIELD_KEY,
-        ALLOWED_HOSTS="127.0.0.1",
-        SECURE_SSL_REDIRECT="false",
-        # Persistent connections leak under ASGI (Django runs each request in its
-        # own thread context): connect per request, as Django advises.
-        DB_CONN_MAX_AGE="0",
-        LOG_LEVEL="WARNING",
-        API_ANON_PER_MINUTE="10000000",
-        API_USER_PER_MINUTE="10000000",
-        API_TENANT_PER_MINUTE="10000000",
-        MQTT_DYNSEC_ENABLED="false",
-    )
-    return env
 
 
 def pool_settings() -> dict[str, str]:
@@ -321,7 +290,7 @@ def main() -> None:
     if not db_url.startswith("postgres"):
         raise SystemExit("The API benchmark runs on PostgreSQL.")
     redis_url = loopback_url(os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS), "Redis")
-    env = environment(db_url, redis_url)
+    env = server_environment(db_url, redis_url, cache_prefix="bench-api")
     if args.db_pool:
         env.update(pool_settings())
     os.environ.update(env)
@@ -343,25 +312,7 @@ def main() -> None:
 
     ports = [free_port() for _ in range(args.workers)]
     server_log = tempfile.TemporaryFile()
-    servers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "poolsaas.asgi:application",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=server_log,
-        )
-        for port in ports
-    ]
+    servers = [DaphneProcess(env, port, stderr=server_log) for port in ports]
     port = ports[0]
     results = []
     try:
@@ -463,12 +414,7 @@ def main() -> None:
             print(f"  {name:<14} {maximum / baseline:.2f}")
     finally:
         for server in servers:
-            server.terminate()
-        for server in servers:
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            server.stop()
         cleanup()
     if any(r.errors for r in results):
         server_log.seek(0)

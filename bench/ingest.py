@@ -29,14 +29,10 @@ queues included, is printed too).
 """
 
 import argparse
-import ast
 import asyncio
-import contextlib
 import json
 import multiprocessing as mp
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -47,42 +43,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._common import ensure_database  # noqa: E402
+from bench._common import (  # noqa: E402
+    BridgeProcess,
+    ensure_database,
+    mqtt_connect,
+    pct,
+    publish_packet,
+)
 
 EPOCH = time.time()  # latency stamps are ms since this instant
 
 
 # --- raw MQTT publishing (cheap load generation) ------------------------------------
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _utf8(s: str) -> bytes:
-    raw = s.encode()
-    return len(raw).to_bytes(2, "big") + raw
-
-
-def mqtt_connect(host: str, port: int, client_id: str) -> socket.socket:
-    sock = socket.create_connection((host, port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    body = _utf8("MQTT") + bytes([4, 0x02]) + (60).to_bytes(2, "big") + _utf8(client_id)
-    sock.sendall(b"\x10" + _varint(len(body)) + body)
-    ack = sock.recv(4)
-    if len(ack) < 4 or ack[0] != 0x20 or ack[3] != 0:
-        raise RuntimeError(f"broker refused the publisher: {ack!r}")
-    return sock
-
-
-def publish_packet(topic: str, payload: bytes) -> bytes:
-    body = _utf8(topic) + payload
-    return b"\x30" + _varint(len(body)) + body
 
 
 def telemetry(seq: int, stamp_ms: int) -> bytes:
@@ -262,79 +234,6 @@ def steady_rate(samples, *, trim=1.0):
 # --- the bridge process ---------------------------------------------------------------
 
 
-class BridgeProcess:
-    """One `manage.py mqtt_bridge`; with `profile` (a file name) it runs as a child of
-    `py-spy record`, which writes the bridge's sampled stacks (collapsed, per thread,
-    idle time excluded, sampled without pausing it) there when the bridge exits."""
-
-    def __init__(self, env, profile: str | None = None):
-        self.stats: dict = {}
-        bridge = [sys.executable, str(ROOT / "manage.py"), "mqtt_bridge"]
-        bridge += ["--stats-interval", "1"]
-        command = bridge
-        if profile:
-            spy = str(Path(sys.executable).with_name("py-spy"))
-            command = [spy, "record", "--threads", "--nonblocking", "-f", "raw"]
-            command += ["-o", profile, "--", *bridge]
-        self.proc = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.profiled = bool(profile)
-        self.log: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stderr:
-            if "bridge stats " in line:
-                try:
-                    self.stats = ast.literal_eval(line.split("bridge stats ", 1)[1])
-                except (ValueError, SyntaxError):
-                    pass
-            else:
-                self.log.append(line.rstrip())
-
-    @property
-    def pid(self) -> int:
-        """The bridge's own process (py-spy's child when profiled)."""
-        if self.profiled:
-            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-            found = children.read_text().split() if children.exists() else []
-            if found:
-                return int(found[0])
-        return self.proc.pid
-
-    def rss_kb(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        return 0
-
-    def wait_stats(self, predicate, timeout=30.0):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.stats and predicate(self.stats):
-                return self.stats
-            time.sleep(0.1)
-        raise RuntimeError(f"bridge not ready: {self.stats} {self.log[-5:]}")
-
-    def stop(self):
-        # The bridge itself, so that a profiling py-spy sees it exit and writes out.
-        pid = self.pid
-        os.kill(pid, signal.SIGTERM)
-        try:
-            self.proc.wait(60 if self.profiled else 15)
-        except subprocess.TimeoutExpired:
-            if pid != self.proc.pid:  # never leave a bridge behind py-spy
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            self.proc.kill()
-
-
 class Bridges:
     """Several bridge processes sharing the platform broker (shared subscriptions),
     seen as one: RSS and counters summed."""
@@ -447,13 +346,6 @@ async def latency_receiver(pool_codes, stop_at, warm_until):
     for code in pool_codes:
         await layer.group_discard(pool_group(code), channel)
     return latencies
-
-
-def pct(values, q):
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # --- alert rules (--rules) ---------------------------------------------------------
@@ -589,6 +481,11 @@ def main() -> int:
         help="comma-separated subset of ceiling,sustained,maximum,latency",
     )
     parser.add_argument(
+        "--metering-pair",
+        action="store_true",
+        help="then the maximum again with usage metering off: the ratio",
+    )
+    parser.add_argument(
         "--rules",
         action="store_true",
         help="maximum again with every device under three alert rules while they "
@@ -645,7 +542,7 @@ def main() -> int:
         topics = [f"{prefix}/{device_id}/telemetry" for device_id in ids]
 
         phases = set(args.phases.split(","))
-        ceiling = sustained = maximum = 0.0
+        ceiling = sustained = maximum = unmetered = 0.0
         latencies: list = []
         rss_loaded = rss_peak = rss_empty
         # 1. the ceiling (before the devices exist, so the bridge is not subscribed).
@@ -841,6 +738,19 @@ def main() -> int:
             if args.rules:
                 with_rules = rules_compare(args, env, tenant, find_maximum, maximum)
             rss_loaded = max(rss_loaded, bridge.rss_kb())
+        if args.metering_pair:
+            # The same maximum with usage metering off (billing.metering), bridges
+            # restarted; metering's cost is the ratio of the two.
+            bridge.stop()
+            bridge = Bridges(dict(env, USAGE_METERING="false"), args.bridges, None)
+            bridge.wait_stats(lambda s: s.get("devices") == args.devices)
+            bridge.wait_stats(lambda s: all(s.get("connections", {0: 0}).values()))
+            unmetered = find_maximum("unmetered")
+            print(
+                f"[metering] maximum with metering {maximum:,.0f} msg/s, without "
+                f"{unmetered:,.0f} msg/s: ratio {maximum / max(1.0, unmetered):.3f} "
+                f"(cost {100 * (1 - maximum / max(1.0, unmetered)):.1f} %)"
+            )
 
         measure_rows(tenant.pk, until_idle=1.0)
         rss_loaded = max(rss_loaded, bridge.rss_kb() if "maximum" not in phases else 0)
@@ -878,6 +788,9 @@ def main() -> int:
                     "latency_p50_ms": round(pct(latencies, 0.5), 1),
                     "latency_p99_ms": round(pct(latencies, 0.99), 1),
                     "kib_per_device": round(per_device, 2),
+                    "metering_ratio": round(maximum / unmetered, 3)
+                    if unmetered
+                    else None,
                     **(with_rules or {}),
                 }
             )

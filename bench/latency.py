@@ -32,7 +32,6 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._common import ensure_database, free_port  # noqa: E402
+from bench._common import DaphneProcess, ensure_database, free_port  # noqa: E402
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/poolsaas_dash_bench"
 PASSWORD = "bench-latency-password-1"  # noqa: S105 - a throwaway bench user
@@ -202,19 +201,6 @@ def clear_retained(prefix):
 
 
 # --- set-up ---------------------------------------------------------------------------
-
-
-def wait_port(port, proc, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("daphne exited")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("daphne did not start")
 
 
 def make_world(prefix, bg_count):
@@ -380,16 +366,9 @@ def main():
             stdout=subprocess.DEVNULL,
         )
         procs.append(bridge)
-        web = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-            + ["poolsaas.asgi:application"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        procs.append(web)
-        wait_port(port, web)
+        web = DaphneProcess(env, port)
+        procs.append(web.proc)
+        web.wait_ready()
         device = Device(prefix, target_id).start()
         sent = mp.Value("l", 0)
         bg = mp.Process(

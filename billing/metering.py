@@ -14,9 +14,12 @@ can cost is stated in docs/billing.md.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import threading
 import time
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 
 from django.conf import settings
 
@@ -27,12 +30,29 @@ PREFIX = "usage:"
 BUCKET_TTL = 7 * 24 * 3600
 
 MESSAGES_IN = "messages_in"
+# Of messages_in, those dropped because the tenant was over its message quota.
+MESSAGES_DROPPED = "messages_dropped"
 API_CALLS = "api_calls"
 SAMPLES_STORED = "samples_stored"
+# A gauge, not a counter: devices heard from since midnight UTC, one row per day,
+# taken from the devices' last_seen_at by the roll-up (nothing on the hot path).
+ACTIVE_DEVICES = "active_devices"
+GAUGES = (ACTIVE_DEVICES,)
 COMMAND_SOURCES = ("page", "api", "websocket", "gateway", "scheduler")
+# Command.source as the services store it -> the source metered.
+_COMMAND_SOURCE = {"web": "page"}
+
+# Tenant ids over their monthly message quota, written by the roll-up, read by the
+# bridges every refresh: "1,5,9". Expires if the roll-up stops (then nobody is
+# refused: enforcement fails open, metering does not stop).
+OVER_QUOTA_KEY = "billing:over_quota"
+OVER_QUOTA_TTL = 3600
 
 
 def commands_out(source: str) -> str:
+    source = _COMMAND_SOURCE.get(source, source)
+    if source not in COMMAND_SOURCES:
+        source = "other"
     return f"commands_out:{source}"
 
 
@@ -42,7 +62,7 @@ _client = None
 def client():
     """The Redis client of metering, or None when metering is off."""
     global _client
-    if not settings.REDIS_URL:
+    if not settings.REDIS_URL or not settings.USAGE_METERING:
         return None
     if _client is None:
         import redis
@@ -87,3 +107,80 @@ def current(tenant_id: int, kind: str, *, now: float | None = None) -> int:
         return 0
     value = r.hget(f"{PREFIX}{minute_of(now)}", f"{tenant_id}:{kind}")
     return int(value or 0)
+
+
+def samples_metered(*, samples: Iterable[tuple], dropped: Mapping[int, int]) -> None:
+    """Count a written batch of history samples, (device, ts, ...) tuples, per tenant,
+    leaving out the devices whose rows the database refused."""
+    stored = Counter(s[0].tenant_id for s in samples if s[0].pk not in dropped)
+    add_many({(tenant, SAMPLES_STORED): n for tenant, n in stored.items()})
+
+
+def over_quota() -> frozenset[int]:
+    """The tenants over their message quota (the roll-up's snapshot). Never raises:
+    with Redis away nobody is refused."""
+    r = client()
+    if r is None:
+        return frozenset()
+    try:
+        raw = r.get(OVER_QUOTA_KEY)
+    except Exception:  # noqa: BLE001
+        logger.warning("over-quota snapshot unreadable (Redis away)")
+        return frozenset()
+    if not raw:
+        return frozenset()
+    return frozenset(int(x) for x in raw.decode().split(",") if x)
+
+
+def over_quota_publish(tenant_ids: Iterable[int]) -> None:
+    r = client()
+    if r is not None:
+        value = ",".join(str(t) for t in sorted(set(tenant_ids)))
+        r.set(OVER_QUOTA_KEY, value, ex=OVER_QUOTA_TTL)
+
+
+class Batcher:
+    """Counts added in memory and handed to Redis in one round trip at most every
+    `interval` seconds, by a daemon thread (and at exit): for paths that run per
+    request in many threads, such as API calls."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._counts: Counter = Counter()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+
+    def add(self, tenant_id: int, kind: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[(tenant_id, kind)] += n
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="usage-batcher", daemon=True
+                )
+                self._thread.start()
+                atexit.register(self.flush)
+
+    def flush(self) -> None:
+        with self._lock:
+            counts, self._counts = self._counts, Counter()
+        add_many(counts)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            self.flush()
+
+
+batcher = Batcher()
+
+
+def api_call(tenant_id: int) -> None:
+    """One API request of a tenant (batched, see Batcher)."""
+    batcher.add(tenant_id, API_CALLS)
+
+
+def command_sent(tenant_id: int, source: str) -> None:
+    """One command stored to go out to a device, by source (page, api, ...)."""
+    add(tenant_id, commands_out(source))

@@ -1,15 +1,33 @@
-"""Billing state changes: the usage roll-up."""
+"""Billing state changes: the usage roll-up, billing periods, plan limits and the
+warnings at 80 % and 100 % of them, and the over-quota snapshot the bridges read."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Max, Sum
+from django.template.loader import render_to_string
+from django.utils import timezone
 
 from billing import metering
-from billing.models import UsageCounter
+from billing.limits import LIMITS, upgrade_path
+from billing.models import BillingPeriod, Plan, UsageCounter, UsageWarning
+from billing.selectors import limit_used, period_bounds, plan_usage
 from tenants.models import Tenant
+
+logger = logging.getLogger(__name__)
 
 # Closed minutes younger than this are left for the next roll-up.
 GRACE_MINUTES = 1
+WARN_AT = 80  # percent of a limit: an e-mail to the owners and a dashboard banner
+
+
+# --- the roll-up ----------------------------------------------------------------------
 
 
 def rollup(*, now: float | None = None) -> int:
@@ -32,25 +50,237 @@ def rollup(*, now: float | None = None) -> int:
             # little behind ours may still add to it (a late add after the delete
             # would start a new bucket whose value replaces the row's).
             continue
-        fields = r.hgetall(key)
-        at = dt.datetime.fromtimestamp(minute * 60, tz=dt.UTC)
-        rows, tenants = [], set()
-        for field, value in fields.items():
-            tenant_id, _, kind = field.decode().partition(":")
-            rows.append((int(tenant_id), kind, int(value)))
-            tenants.add(int(tenant_id))
-        known = set(Tenant.objects.filter(pk__in=tenants).values_list("pk", flat=True))
-        objs = [
-            UsageCounter(tenant_id=t, kind=k, minute=at, value=v)
-            for t, k, v in rows
-            if t in known
-        ]
-        UsageCounter.objects.bulk_create(
-            objs,
-            update_conflicts=True,
-            unique_fields=["tenant", "kind", "minute"],
-            update_fields=["value"],
-        )
-        written += len(objs)
+        written += usage_bucket_store(minute=minute, fields=r.hgetall(key))
+        # Deleted only once stored: a roll-up that dies in between leaves the
+        # bucket for the next one, which stores the same values again.
         r.delete(key)
     return written
+
+
+def usage_bucket_store(*, minute: int, fields: dict) -> int:
+    """Upsert one closed bucket ({b"<tenant>:<kind>": value}) as UsageCounter rows
+    of its minute, setting (never adding) each value. Returns rows written."""
+    at = dt.datetime.fromtimestamp(minute * 60, tz=dt.UTC)
+    rows, tenants = [], set()
+    for field, value in fields.items():
+        field = field.decode() if isinstance(field, bytes) else field
+        tenant_id, _, kind = field.partition(":")
+        rows.append((int(tenant_id), kind, int(value)))
+        tenants.add(int(tenant_id))
+    known = set(Tenant.objects.filter(pk__in=tenants).values_list("pk", flat=True))
+    objs = [
+        UsageCounter(tenant_id=t, kind=k, minute=at, value=v)
+        for t, k, v in rows
+        if t in known
+    ]
+    UsageCounter.objects.bulk_create(
+        objs,
+        update_conflicts=True,
+        unique_fields=["tenant", "kind", "minute"],
+        update_fields=["value"],
+    )
+    return len(objs)
+
+
+def active_devices_record(*, now: dt.datetime | None = None) -> int:
+    """Today's active-devices gauge per tenant: devices heard from since midnight UTC
+    (their last_seen_at, which the bridge already writes). Set, not added, and only
+    ever growing within the day, so it is idempotent too. Returns rows written."""
+    from devices.models import Device
+
+    now = now or timezone.now()
+    day = now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    counts = (
+        Device.objects.filter(last_seen_at__gte=day)
+        .values("tenant_id")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    objs = [
+        UsageCounter(
+            tenant_id=row["tenant_id"],
+            kind=metering.ACTIVE_DEVICES,
+            minute=day,
+            value=row["n"],
+        )
+        for row in counts
+    ]
+    UsageCounter.objects.bulk_create(
+        objs,
+        update_conflicts=True,
+        unique_fields=["tenant", "kind", "minute"],
+        update_fields=["value"],
+    )
+    return len(objs)
+
+
+def usage_rollup(*, now: float | None = None) -> int:
+    """The beat step: Redis buckets into rows, the active-devices gauge, then the
+    over-quota snapshot the bridges read."""
+    written = rollup(now=now)
+    at = dt.datetime.fromtimestamp(now, dt.UTC) if now is not None else None
+    active_devices_record(now=at)
+    quota_snapshot_publish(now=at)
+    return written
+
+
+# --- billing periods ------------------------------------------------------------------
+
+
+def billing_period_current(
+    *, tenant: Tenant, now: dt.datetime | None = None
+) -> BillingPeriod:
+    """The tenant's billing period holding `now`, opened (with the tenant's plan) by
+    whoever asks first."""
+    start, end = period_bounds(now or timezone.now())
+    period, _ = BillingPeriod.objects.get_or_create(
+        tenant=tenant, start=start, defaults={"end": end, "plan_id": tenant.plan_id}
+    )
+    return period
+
+
+# --- plan limits ----------------------------------------------------------------------
+
+
+class PlanLimitReached(ValidationError):
+    """A new pool, device, member or campaign over the tenant's plan. A
+    ValidationError, so pages show it on their form and the API answers 400 (with
+    code "plan_limit" and the limit's key)."""
+
+    def __init__(self, *, limit: str, plan: Plan, allowed: int):
+        self.limit, self.plan, self.allowed = limit, plan, allowed
+        super().__init__(limit_message(limit=limit, plan=plan, allowed=allowed))
+
+
+def limit_message(*, limit: str, plan: Plan, allowed: int) -> str:
+    spec = LIMITS[limit]
+    return (
+        f"Plan limit reached: the {plan.name} plan allows {allowed:,} {spec.name}. "
+        + upgrade_path(plan, limit)
+    )
+
+
+def plan_limit_check(*, tenant: Tenant, limit: str, adding: int = 1) -> None:
+    """THE rule for creating what a plan limits: raises PlanLimitReached when
+    `adding` more would exceed it. A tenant without a plan has no limits.
+
+    Inside a transaction the tenant row is locked first, so that two concurrent
+    adds cannot both take the last place."""
+    if tenant.plan_id is None:
+        return
+    if transaction.get_connection().in_atomic_block:
+        Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+    plan = Plan.objects.get(pk=tenant.plan_id)
+    allowed = getattr(plan, LIMITS[limit].field)
+    if (
+        limit_used(tenant_id=tenant.pk, limit=limit, now=timezone.now()) + adding
+        > allowed
+    ):
+        raise PlanLimitReached(limit=limit, plan=plan, allowed=allowed)
+
+
+def plan_limit_form_check(form, *, tenant: Tenant, limit: str) -> None:
+    """plan_limit_check for an admin add form: the refusal as the form's error (the
+    admin saves the row itself, outside the services)."""
+    try:
+        plan_limit_check(tenant=tenant, limit=limit)
+    except PlanLimitReached as exc:
+        form.add_error(None, exc.messages[0])
+
+
+# --- over quota and warnings ----------------------------------------------------------
+
+
+def quota_snapshot_publish(*, now: dt.datetime | None = None) -> frozenset[int]:
+    """Publish the tenants at or over their monthly message quota, for the bridges
+    (billing.metering.over_quota): one query for all tenants, once a roll-up."""
+    start, _ = period_bounds(now or timezone.now())
+    rows = (
+        UsageCounter.objects.filter(
+            kind=metering.MESSAGES_IN, minute__gte=start, tenant__plan__isnull=False
+        )
+        .values("tenant_id")
+        .annotate(n=Sum("value"), allowed=Max("tenant__plan__messages_per_month"))
+        .order_by()
+    )
+    over = frozenset(r["tenant_id"] for r in rows if r["n"] >= r["allowed"])
+    metering.over_quota_publish(over)
+    return over
+
+
+def _owners_emails(tenant_id: int) -> list[str]:
+    from tenants.models import Membership
+    from tenants.roles import Role
+
+    return list(
+        Membership.objects.filter(
+            tenant_id=tenant_id, role=Role.OWNER, user__is_active=True
+        ).values_list("user__email", flat=True)
+    )
+
+
+def usage_warning_record(
+    *, tenant: Tenant, limit: str, level: int, used: int, allowed: int, start
+) -> bool:
+    """Claim the warning of (tenant, period, limit, level) and mail the owners after
+    commit. False, and nothing sent, when it was claimed before: one e-mail per
+    period and limit, however often (and wherever) the check runs."""
+    try:
+        with transaction.atomic():
+            UsageWarning.objects.create(
+                tenant=tenant,
+                period_start=start,
+                limit=limit,
+                level=level,
+                used=used,
+                allowed=allowed,
+            )
+    except IntegrityError:
+        return False
+    spec = LIMITS[limit]
+    plan = tenant.plan
+    body = render_to_string(
+        "billing/email/usage_warning.txt",
+        {
+            "tenant": tenant,
+            "limit": spec,
+            "level": level,
+            "used": used,
+            "allowed": allowed,
+            "plan": plan,
+            "upgrade": upgrade_path(plan, limit),
+            "site": settings.SITE_URL,
+        },
+    )
+    emails = _owners_emails(tenant.pk)
+    if emails:
+        subject = (
+            f"{tenant.name}: {level} % of your {spec.name} used"
+            if level < 100
+            else f"{tenant.name}: {spec.name} limit reached"
+        )
+        transaction.on_commit(lambda: send_mail(subject, body, None, emails))
+    return True
+
+
+def usage_warnings_send(*, now: dt.datetime | None = None) -> int:
+    """Check every tenant with a plan against its limits; warn at 80 % and at 100 %
+    (once each per period and limit). Returns the warnings sent."""
+    now = now or timezone.now()
+    start, _ = period_bounds(now)
+    sent = 0
+    tenants = Tenant.objects.filter(plan__isnull=False, status=Tenant.Status.ACTIVE)
+    for tenant in tenants.select_related("plan").order_by("pk").iterator(500):
+        for row in plan_usage(tenant=tenant, now=now):
+            for level in (100, WARN_AT):
+                if row["allowed"] and row["percent"] >= level:
+                    sent += usage_warning_record(
+                        tenant=tenant,
+                        limit=row["limit"],
+                        level=level,
+                        used=row["used"],
+                        allowed=row["allowed"],
+                        start=start,
+                    )
+                    break
+    return sent

@@ -18,6 +18,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from audit.admin_mixins import AuditedModelAdmin, ReadOnlyAdminMixin
+from billing.services import plan_limit_form_check
 from devices.fields import SecretDecryptionError, decrypt_secret
 from devices.forms import WriteOnlyTextInput
 from devices.models import (
@@ -217,6 +218,8 @@ class DeviceAdminForm(WriteOnlySecretsForm):
             and broker.tenant_id != tenant.pk
         ):
             self.add_error("broker", "This broker belongs to another tenant.")
+        if tenant and self.instance.pk is None:
+            plan_limit_form_check(self, tenant=tenant, limit="devices")
         return cleaned
 
 
@@ -301,6 +304,13 @@ class PoolAdminForm(forms.ModelForm):
         except ValidationError as exc:
             raise ValidationError(exc.message_dict["timezone"]) from None
         return value
+
+    def clean(self):
+        cleaned = super().clean()
+        tenant = cleaned.get("tenant")
+        if tenant and self.instance.pk is None:
+            plan_limit_form_check(self, tenant=tenant, limit="pools")
+        return cleaned
 
 
 @admin.register(Pool)

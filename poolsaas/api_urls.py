@@ -14,6 +14,7 @@ v1 = [
     path("", include("telemetry.api.urls")),
     path("", include("audit.api.urls")),
     path("", include("alerts.api.urls")),
+    path("", include("billing.api.urls")),
 ]
 
 app_name = "api"

@@ -25,6 +25,18 @@ app.conf.beat_schedule = {
         "schedule": 60.0,
         "options": {"expires": 55},
     },
+    # 80 % and 100 % of a plan limit: one e-mail per period and limit (claimed rows).
+    "billing.send_usage_warnings": {
+        "task": "billing.send_usage_warnings",
+        "schedule": 300.0,
+        "options": {"expires": 290},
+    },
+    # History past each plan's retention, in small batches (never long locks).
+    "telemetry.prune_history": {
+        "task": "telemetry.prune_history",
+        "schedule": 3600.0,
+        "options": {"expires": 3500},
+    },
     # Alert rules, from the state the bridge already stored on each device.
     "alerts.evaluate": {
         "task": "alerts.evaluate",
@@ -36,6 +48,12 @@ app.conf.beat_schedule = {
         "task": "devices.expire_credential_rotations",
         "schedule": 900.0,
         "options": {"expires": 840},
+    },
+    # Last month's invoices, an hour after the month ends (idempotent: issues once).
+    "billing.issue_invoices": {
+        "task": "billing.issue_invoices",
+        "schedule": 3600.0,
+        "options": {"expires": 3000},
     },
     "ota.advance_campaigns": {
         "task": "ota.advance_campaigns",

@@ -210,6 +210,12 @@ EMAIL_PORT = env_int("EMAIL_PORT", 25)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "poolsaas <no-reply@poolsaas.test>")
 INVITATION_TTL = timedelta(hours=env_int("INVITATION_TTL_HOURS", 72))
 
+# Payments (billing.payments): Stripe, off while the key or the webhook secret is
+# unset. STRIPE_API_BASE is for tests and proxies only.
+STRIPE_API_KEY = env_str("STRIPE_API_KEY", "")
+STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "")
+STRIPE_API_BASE = env_str("STRIPE_API_BASE", "https://api.stripe.com")
+
 # The MQTT gateway (/mqtt): open sockets per user (per web process) and topic
 # filters per socket.
 GATEWAY_MAX_SOCKETS_PER_USER = env_int("GATEWAY_MAX_SOCKETS_PER_USER", 10)
@@ -217,6 +223,8 @@ GATEWAY_MAX_SUBSCRIPTIONS = env_int("GATEWAY_MAX_SUBSCRIPTIONS", 100)
 
 # Redis, when set, carries the channel layer, Celery, throttling state and the cache.
 REDIS_URL = env_str("REDIS_URL", "")
+# Usage counters (billing.metering) in Redis; off only to measure what they cost.
+USAGE_METERING = env_bool("USAGE_METERING", True)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -333,6 +341,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a `status`; the invoice's gets its own name.
+    "ENUM_NAME_OVERRIDES": {"InvoiceStatusEnum": "billing.models.Invoice.Status"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "poolsaas.api.schema.add_error_responses",

@@ -19,5 +19,6 @@ urlpatterns = [
     path("", include("telemetry.urls")),
     path("", include("alerts.urls")),
     path("audit/", include("audit.urls")),
+    path("billing/", include("billing.urls")),
     path("", include("gateway.urls")),
 ]

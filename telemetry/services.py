@@ -4,18 +4,26 @@
 devices.services.ingest.ingest_write, which writes a batch's device states, samples
 and events in one transaction and isolates the rows the database refuses.
 
-Retention will live here too: a `samples_prune(*, tenant, before)` that deletes a
-tenant's samples older than its plan's `history_days` (billing.Plan), run daily by a
-thin task in telemetry/tasks.py. There is none yet: samples are kept for ever.
+Retention lives here too: `history_prune` deletes, for every tenant with a plan,
+the samples, device events and finished commands older than the plan's
+`history_days` (billing.Plan), in small batches (see its docstring); run hourly by
+telemetry/tasks.py. A tenant without a plan keeps its history.
 """
 
 import datetime as dt
+import logging
 
 from django.db import connection
+from django.utils import timezone
 
 from telemetry.models import TelemetrySample
 
+logger = logging.getLogger(__name__)
+
 CHUNK = 2000
+# Rows per DELETE: each is its own short transaction over rows found by an index
+# range, so the bridge's inserts and device updates never wait behind a long lock.
+PRUNE_BATCH = 2000
 
 
 def _aware(ts: float) -> dt.datetime:
@@ -72,3 +80,92 @@ def samples_write(*, samples: list[tuple]) -> None:
         ],
         batch_size=500,
     )
+
+
+def _prune(queryset, *, batch: int, budget: list[int]) -> int:
+    """Delete the rows of `queryset` in batches of ids (autocommit: one short
+    transaction each) until none is left or the run's budget of batches is spent."""
+    deleted = 0
+    while budget[0] > 0:
+        ids = list(queryset.order_by().values_list("pk", flat=True)[:batch])
+        if not ids:
+            break
+        budget[0] -= 1
+        # A fast delete (one DELETE … WHERE id IN): nothing references these rows.
+        n, _ = queryset.model.objects.filter(pk__in=ids).delete()
+        deleted += n
+        if len(ids) < batch:
+            break
+    return deleted
+
+
+def history_prune(
+    *,
+    now: dt.datetime | None = None,
+    batch: int = PRUNE_BATCH,
+    max_batches: int = 500,
+) -> dict[str, int]:
+    """Delete history past each plan's retention (`history_days`): telemetry samples,
+    device events and finished commands; pending commands stay whatever their age.
+
+    Each batch is found through an index range of one device (samples by (device,
+    ts), events by (device, ts) or (pool, ts)) or one tenant (commands by (tenant,
+    created_at)), never a scan of the table, and deleted in its own transaction. At
+    most `max_batches` batches per run: what is left waits for the next run.
+    Returns the rows deleted per kind."""
+    from devices.models import Command, Device, DeviceEvent, Pool
+    from tenants.models import Tenant
+
+    now = now or timezone.now()
+    budget = [max_batches]
+    out = {"samples": 0, "events": 0, "commands": 0}
+    tenants = Tenant.objects.filter(plan__isnull=False).values_list(
+        "pk", "plan__history_days"
+    )
+    for tenant_id, days in tenants.order_by("pk"):
+        cutoff = now - dt.timedelta(days=days)
+        for device_id in Device.objects.filter(tenant_id=tenant_id).values_list(
+            "pk", flat=True
+        ):
+            out["samples"] += _prune(
+                TelemetrySample.objects.filter(device_id=device_id, ts__lt=cutoff),
+                batch=batch,
+                budget=budget,
+            )
+            out["events"] += _prune(
+                DeviceEvent.objects.filter(device_id=device_id, ts__lt=cutoff),
+                batch=batch,
+                budget=budget,
+            )
+        for pool_id in Pool.objects.filter(tenant_id=tenant_id).values_list(
+            "pk", flat=True
+        ):
+            out["events"] += _prune(
+                DeviceEvent.objects.filter(
+                    pool_id=pool_id, device__isnull=True, ts__lt=cutoff
+                ),
+                batch=batch,
+                budget=budget,
+            )
+        out["events"] += _prune(
+            DeviceEvent.objects.filter(
+                tenant_id=tenant_id,
+                device__isnull=True,
+                pool__isnull=True,
+                ts__lt=cutoff,
+            ),
+            batch=batch,
+            budget=budget,
+        )
+        out["commands"] += _prune(
+            Command.objects.filter(tenant_id=tenant_id, created_at__lt=cutoff).exclude(
+                status__in=[Command.Status.PENDING, Command.Status.SENT]
+            ),
+            batch=batch,
+            budget=budget,
+        )
+        if budget[0] <= 0:
+            break
+    if any(out.values()):
+        logger.info("history pruned: %s", out)
+    return out

@@ -13,6 +13,7 @@ from django.http import HttpResponseRedirect
 from django.urls import reverse
 
 from audit.admin_mixins import AuditedModelAdmin, ReadOnlyAdminMixin, admin_context
+from billing.services import plan_limit_form_check
 from poolsaas.request_context import bind_request_context
 from tenants.models import Invitation, Membership, Tenant, User
 from tenants.roles import Role
@@ -155,6 +156,15 @@ class TenantAdmin(AuditedModelAdmin):
     readonly_fields = ("code", "status", "created_at")
     actions = ["suspend_tenants", "reactivate_tenants"]
 
+    def get_changeform_initial_data(self, request):
+        # A new tenant starts on Free; no plan at all means no limits.
+        from billing.models import Plan
+
+        initial = super().get_changeform_initial_data(request)
+        free = Plan.objects.filter(code="free").values_list("pk", flat=True).first()
+        initial.setdefault("plan", free)
+        return initial
+
     def get_audit_tenant(self, obj, *, deleting=False):
         # A tenant's own chain, except when it is deleted: events protect their
         # tenant, so that one goes to the platform chain.
@@ -201,6 +211,13 @@ class MembershipAdminForm(forms.ModelForm):
                 "A tenant needs at least one owner: make someone else owner first."
             )
         return role
+
+    def clean(self):
+        cleaned = super().clean()
+        tenant = cleaned.get("tenant")
+        if tenant and self.instance.pk is None:
+            plan_limit_form_check(self, tenant=tenant, limit="members")
+        return cleaned
 
 
 @admin.register(Membership)

@@ -22,13 +22,17 @@ def staff(db):
 
 def plan_data(**overrides):
     data = {
-        "code": "pro",
+        "code": "pro-plus",
         "name": "Pro",
         "max_pools": 20,
         "max_devices": 20,
         "messages_per_month": 5_000_000,
         "history_days": 365,
         "api_requests_per_minute": 1200,
+        "max_members": 10,
+        "ota_campaigns_per_month": 10,
+        "price_cents": 2900,
+        "currency": "EUR",
     }
     data.update(overrides)
     return data
@@ -43,7 +47,7 @@ def test_add_change_delete_are_recorded_on_the_platform_chain(client, staff):
         HTTP_USER_AGENT="pytest-admin",
     )
     assert response.status_code == 302
-    plan = Plan.objects.get(code="pro")
+    plan = Plan.objects.get(code="pro-plus")
 
     client.post(
         reverse("admin:billing_plan_change", args=[plan.pk]),
@@ -77,7 +81,7 @@ def test_refused_form_records_nothing(client, staff):
     client.force_login(staff)
     response = client.post(reverse("admin:billing_plan_add"), plan_data(max_pools=-1))
     assert response.status_code == 200
-    assert not Plan.objects.exists()
+    assert not Plan.objects.filter(code="pro-plus").exists()
     assert not AuditEvent.objects.exists()
 
 

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import close_old_connections, connection, reset_queries
 
+from billing.metering import over_quota
 from devices.bridge.connection import BrokerConnection, broker_fingerprint
 from devices.bridge.directory import Directory
 from devices.fields import SecretDecryptionError
@@ -66,6 +67,7 @@ class ControlThread:
             silence_factor=self.silence_factor,
         )
         self.dispatcher.directory = directory
+        self.dispatcher.over_quota = over_quota()
         for broker in brokers:
             conn = self.connections.get(broker.pk)
             if conn is not None and conn.fingerprint != broker_fingerprint(broker):

@@ -19,6 +19,10 @@ they share state between threads; `doorbell` may be called from any thread):
   publish(out)              publisher, every sweep_interval and when the doorbell rings
   doorbell(message)         the bridges' doorbell rang (poolsaas.live.groups.DOORBELL)
   stats()                   counters merged into the bridge's stats
+  sheds(message)            worker, only for a tenant over its message quota: True
+                            to drop it (default: its suffix is in `sheddable`)
+  shed(message, ctx)        worker: a message dropped that way; it is counted and
+                            not handled (the room may note presence)
 """
 
 from __future__ import annotations
@@ -114,6 +118,9 @@ class Room:
 
     name: str = "room"
     suffixes: tuple[str, ...] = ()
+    # Suffixes dropped for a tenant over its monthly message quota (billing): the
+    # bulk of the traffic, never what commands and safety need.
+    sheddable: tuple[str, ...] = ()
 
     def handle(self, message: Message, ctx: Context) -> bool:
         raise NotImplementedError
@@ -142,6 +149,12 @@ class Room:
     def stats(self) -> dict[str, int]:
         return {}
 
+    def sheds(self, message: Message) -> bool:
+        return message.suffix in self.sheddable
+
+    def shed(self, message: Message, ctx: Context) -> None:
+        return None
+
 
 def _matches(parts: list[str], suffix: str) -> bool:
     levels = suffix.split("/")
@@ -167,6 +180,11 @@ class Dispatcher:
         # Accepted device messages per tenant since the last drain (billing.metering),
         # counted here, where each message is processed once per bridge.
         self.usage: Counter = Counter()
+        # Of those, dropped because the tenant is over its message quota.
+        self.shed: Counter = Counter()
+        # Tenant ids over their message quota: a snapshot the control thread
+        # refreshes (billing.metering.over_quota), never a query per message.
+        self.over_quota: frozenset[int] = frozenset()
         self.ctx = Context(counters=self.counters)
         self._exact: dict[str, Room] = {}
         self._patterns: list[tuple[list[str], Room]] = []
@@ -219,6 +237,16 @@ class Dispatcher:
             message = Message(
                 broker_id, topic, device, suffix, payload, received_at, retain
             )
+            if (
+                self.over_quota
+                and device.tenant_id in self.over_quota
+                and room.sheds(message)
+            ):
+                counters["over_quota"] += 1
+                self.shed[device.tenant_id] += 1
+                self.usage[device.tenant_id] += 1
+                room.shed(message, self.ctx)
+                return False
             if not room.handle(message, self.ctx):
                 return False
         except Exception:  # noqa: BLE001 - one bad message must never stop the bridge

@@ -97,14 +97,15 @@ class WorkerThreads:
     def _meter(self) -> None:
         """Hand the messages accepted since the last drain to the usage counters, one
         pipelined round trip per flush_interval (never raises)."""
-        usage = self.dispatcher.usage
+        dispatcher = self.dispatcher
+        usage, shed = dispatcher.usage, dispatcher.shed
         if usage:
             from billing import metering
 
-            self.dispatcher.usage = type(usage)()
-            metering.add_many(
-                {(tenant, metering.MESSAGES_IN): n for tenant, n in usage.items()}
-            )
+            dispatcher.usage, dispatcher.shed = type(usage)(), type(shed)()
+            counts = {(t, metering.MESSAGES_IN): n for t, n in usage.items()}
+            counts.update({(t, metering.MESSAGES_DROPPED): n for t, n in shed.items()})
+            metering.add_many(counts)
 
     def _write(self) -> None:
         try:

@@ -11,7 +11,8 @@ retained topics) is devices.mqtt.outgoing. See devices.bridge.rooms for the hook
 import logging
 import time
 
-from devices.bridge.directory import iso
+from billing.metering import samples_metered
+from devices.bridge.directory import LEGACY, iso
 from devices.bridge.rooms import Context, Message, Outbox, Room
 from devices.models import Command
 from devices.mqtt.credentials import (
@@ -85,6 +86,10 @@ def device_went_silent(device: DeviceInfo, out: Outbox) -> None:
 class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
     name = "devices"
     suffixes = protocol.DEVICE_TO_CLOUD
+    # Over quota, history is what goes; acks, events, status, config answers and
+    # v3.1 pump/valve state (which settles its commands) still come through.
+    sheddable = (protocol.TELEMETRY, protocol.TEMPERATURE_STATE)
+    SHEDDABLE_PS1 = (protocol.PUMP_STATE, protocol.VALVE_STATE)
 
     def __init__(self) -> None:
         self.topics = DeviceTopics()
@@ -109,6 +114,18 @@ class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
 
     def handle(self, message: Message, ctx: Context) -> bool:
         return self.topics.handle(message, ctx)
+
+    def sheds(self, message: Message) -> bool:
+        if message.suffix in self.sheddable:
+            return True
+        # A ps1 device settles commands by its acks (which carry the state).
+        return (
+            message.suffix in self.SHEDDABLE_PS1 and message.device.protocol != LEGACY
+        )
+
+    def shed(self, message: Message, ctx: Context) -> None:
+        # Still proof of life, so that the device stays online and takes commands.
+        self.topics.seen(message)
 
     def updates(self, out: Outbox) -> None:
         effects = self.topics.effects
@@ -200,6 +217,8 @@ class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
             # good; the rest of the batch is written.
             out.counters["rows_dropped"] += sum(dropped.values())
             batch.events = [e for e in batch.events if e[0].pk not in dropped]
+        if batch.samples:
+            samples_metered(samples=batch.samples, dropped=dropped)
         if out.live is not None:
             events = [
                 pool_event_message(device, ts=ts, kind=kind, message=message)

@@ -96,6 +96,13 @@ class DeviceTopics:
         self._apply(device, kind, value, message.received_at, message.retain)
         return True
 
+    def seen(self, message: Message) -> None:
+        """A message not handled (its tenant is over quota) still shows the device is
+        there: presence only, nothing stored."""
+        if not message.retain:
+            message.device.last_live = message.received_at
+            self._online(message.device, True, message.received_at, seen=True)
+
     # --- effects ---------------------------------------------------------------------
 
     def _write(self, device: DeviceInfo) -> DeviceWrite:

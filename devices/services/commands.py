@@ -22,6 +22,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from audit.services import audit_record
+from billing import metering
 from devices.models import Command, Device, DeviceEvent, Pool
 from devices.scheduling import next_local_midnight
 from devices.services.events import pool_event_broadcast
@@ -326,6 +327,10 @@ def _command_create(
         _event(command=command, new=True)
         if command.status == Command.Status.PENDING:
             transaction.on_commit(lambda: doorbell_ring(command))
+            # Metered by source once stored to go out (billing.metering).
+            transaction.on_commit(
+                lambda: metering.command_sent(command.tenant_id, source)
+            )
     return command
 
 

@@ -24,6 +24,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from audit.services import audit_record
+from billing.services import plan_limit_check
 from devices.models import (
     DEVICE_ID_RE,
     NATIVE_DEVICE_ID_RE,
@@ -327,6 +328,7 @@ def device_add(
     )
 
     with transaction.atomic():
+        plan_limit_check(tenant=pool.tenant, limit="devices")
         if holder is not None:
             _release(holder=holder)
         device, password = _create(

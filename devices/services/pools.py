@@ -8,6 +8,7 @@ from django.db import transaction
 from django.http import Http404
 
 from audit.services import audit_record
+from billing.services import plan_limit_check
 from devices.models import Pool
 from devices.services.programs import config_publish_request
 from tenants.models import Membership
@@ -81,7 +82,9 @@ def pool_create(
         mode2_name=mode2_name.strip(),
     )
     with transaction.atomic():
-        _validated(pool).save()
+        _validated(pool)
+        plan_limit_check(tenant=membership.tenant, limit="pools")
+        pool.save()
         audit_record(
             action="pool.created",
             tenant=membership.tenant,

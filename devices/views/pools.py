@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from alerts.selectors import alerts_firing_as_dicts
+from billing.selectors import usage_banner
 from devices.forms import PoolForm, apply_service_errors
 from devices.selectors import pool_get_for_member, pools_for_member
 from devices.services.pools import pool_create, pool_update, timezone_names
@@ -29,6 +30,7 @@ def _pools_page(request, *, add_form=None, status=200):
             "add_form": add_form,
             # What is firing across the tenant (the alerts app's live panel).
             "firing_alerts": alerts_firing_as_dicts(membership=request.membership),
+            "usage_banner": usage_banner(tenant=request.membership.tenant),
         },
         status=status,
     )

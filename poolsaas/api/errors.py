@@ -119,8 +119,13 @@ def api_exception_handler(exc, context):
     if isinstance(exc, DjangoValidationError):
         message, fields = _fields_from_django(exc)
         set_rollback()
+        # billing.services.PlanLimitReached names the limit it hit.
+        limit = getattr(exc, "limit", None)
         return Response(
-            error_body("invalid", message, fields), status=status.HTTP_400_BAD_REQUEST
+            error_body("plan_limit", message, fields, limit=limit)
+            if limit
+            else error_body("invalid", message, fields),
+            status=status.HTTP_400_BAD_REQUEST,
         )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(*(exc.args or ("Not found.",)))

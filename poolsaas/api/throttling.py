@@ -228,10 +228,22 @@ class TenantThrottle(BucketThrottle):
         return f"tenant:{membership.tenant.code.hex}"
 
     def rate(self, request) -> int:
-        plan = request.membership.tenant.plan
+        self.plan = plan = request.membership.tenant.plan
         if plan is not None:
             return plan.api_requests_per_minute
         return configured_rate(self.scope)
+
+    def message(self) -> str:
+        plan = getattr(self, "plan", None)
+        if plan is None:
+            return super().message()
+        from billing.limits import upgrade_path
+
+        return (
+            f"Plan limit reached: the {plan.name} plan allows "
+            f"{plan.api_requests_per_minute:,} API requests per minute. "
+            + upgrade_path(plan, "api_rate")
+        )
 
 
 def throttles_pass(throttles: list[BucketThrottle], request) -> BucketThrottle | None:

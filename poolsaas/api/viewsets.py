@@ -19,6 +19,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
+from billing import metering
 from poolsaas.api.authentication import TenantJWTAuthentication
 from poolsaas.api.errors import PreconditionFailed, PreconditionRequired, Throttled
 from poolsaas.api.pagination import Pagination
@@ -83,6 +84,11 @@ class ApiViewMixin:
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
+        membership = getattr(request, "membership", None)
+        if membership is not None:
+            # Every call of a tenant, throttled ones too (batched, one Redis round
+            # trip a second per process).
+            metering.api_call(membership.tenant_id)
         for name, value in rate_headers(getattr(request, "rate_buckets", [])).items():
             response[name] = value
         return response

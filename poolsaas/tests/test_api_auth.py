@@ -254,7 +254,11 @@ def test_tenant_throttle_names_its_limit(alice, pool_a, settings):
     response = client.get("/api/v1/pools/")
     error = assert_error(response, 429, "throttled")
     assert error["limit"] == "tenant"
-    assert error["message"] == "Tenant limit of 3 requests/minute reached"
+    # The plan's limit in words, and where to go from here.
+    assert error["message"] == (
+        "Plan limit reached: the Tiny plan allows 3 API requests per minute. "
+        "Contact us for a custom plan."
+    )
     assert int(response["Retry-After"]) >= 1
     assert response["X-RateLimit-Remaining"] == "0"
 

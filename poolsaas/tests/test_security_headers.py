@@ -117,6 +117,7 @@ def site(client, alice, adam, olivia, victor, carol, pool_a, pool_b, device_a):
     staff = alice.user.__class__.objects.create_superuser(
         email="staff@poolsaas.test", password="staff-Pa55-word"
     )
+    invoice = _invoice_for(alice.tenant)
     uid = urlsafe_base64_encode(force_bytes(alice.user.pk))
     reset = f"/password/reset/{uid}/{default_token_generator.make_token(alice.user)}/"
     return SimpleNamespace(
@@ -134,7 +135,28 @@ def site(client, alice, adam, olivia, victor, carol, pool_a, pool_b, device_a):
         staff=staff,
         reset=reset,
         tenant=alice.tenant,
+        invoice=invoice,
     )
+
+
+def _invoice_for(tenant):
+    """Last month's invoice of the tenant, for the invoice pages."""
+    import datetime as dt
+
+    from billing.invoices import invoice_issue, previous_month
+    from billing.models import Plan
+    from tenants.models import Tenant
+
+    plan, _ = Plan.objects.get_or_create(
+        code="pro", defaults={"name": "Pro", "price_cents": 1900}
+    )
+    period = previous_month(dt.date.today())
+    Tenant.objects.filter(pk=tenant.pk).update(
+        plan=plan, created_at=period.start_at() - dt.timedelta(days=1)
+    )
+    tenant.refresh_from_db()
+    invoice, _ = invoice_issue(tenant=tenant, period=period)
+    return invoice
 
 
 # (id, persona, method, path or builder, data, expected status)
@@ -196,6 +218,14 @@ PAGES = [
     ("two_factor_setup", "alice", "post_follow", "/account/two-factor/setup/"),
     ("password_change", "alice", "get", "/account/password/"),
     ("audit", "alice", "get", "/audit/"),
+    ("usage", "victor", "get", "/billing/usage/"),
+    ("invoices", "alice", "get", "/billing/invoices/"),
+    (
+        "invoice_detail",
+        "alice",
+        "get",
+        lambda s: f"/billing/invoices/{s.invoice.code}/",
+    ),
     ("audit_bad_filter", "alice", "get", "/audit/?until=9999-12-31", None, 400),
     (
         "foreign_pool",

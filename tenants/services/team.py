@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.services import audit_record
+from billing.services import PlanLimitReached, plan_limit_check
 from tenants.models import Invitation, Membership, Tenant, User
 from tenants.roles import RANK, Action, Role, role_allows, role_at_least
 from tenants.selectors import membership_require
@@ -58,6 +59,8 @@ def invitation_create(
         Invitation.objects.filter(
             tenant=tenant, email__iexact=email, accepted_at__isnull=True
         ).update(revoked_at=timezone.now())
+        # Members and pending invitations together within the plan.
+        plan_limit_check(tenant=tenant, limit="members")
         invitation = Invitation.objects.create(
             tenant=tenant,
             email=email,
@@ -188,6 +191,12 @@ def invitation_accept(
                 f"{user.email}.",
                 kind="wrong_user",
             )
+        if not Membership.objects.filter(tenant=invitation.tenant, user=user).exists():
+            try:
+                # This invitation is already counted (pending): nothing to add.
+                plan_limit_check(tenant=invitation.tenant, limit="members", adding=0)
+            except PlanLimitReached as exc:
+                raise InvitationInvalid(exc.messages[0], kind="plan_limit") from None
         membership, created = Membership.objects.get_or_create(
             tenant=invitation.tenant, user=user, defaults={"role": invitation.role}
         )

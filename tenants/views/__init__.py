@@ -364,6 +364,7 @@ _INVALID_STATUS = {
     "wrong_user": 403,
     "login_required": 200,
     "suspended": 403,
+    "plan_limit": 403,
 }
 
 
