@@ -13,7 +13,9 @@ Measures, each --samples times:
      new temperature; a MutationObserver in the pool page stamps when the new value
      is on screen;
   2. browser click -> device receipt: the page's pump switch is clicked; the device
-     stamps when the command arrives (it then acknowledges, as a ps1 device does).
+     stamps when the command arrives (it then acknowledges, as a ps1 device does);
+     and click -> answer visible: a MutationObserver stamps when the switch stops
+     showing "pending" (the device's ack is on screen).
 Both stamps come from the same system clock (browser Date.now(), Python time.time()).
 Meanwhile --background messages/s of telemetry from --bg-devices other pools flow
 through the same broker and bridge, and a channel-layer listener watches all of those
@@ -194,7 +196,7 @@ def clear_retained(prefix):
     c.loop_start()
     c.subscribe(f"{prefix}/#")
     time.sleep(0.5)
-    for topic in topics:
+    for topic in list(topics):  # the network thread may still add some
         c.publish(topic, b"", 1, True).wait_for_publish(2)
     c.disconnect()
     c.loop_stop()
@@ -390,7 +392,7 @@ def main():
         from playwright.sync_api import sync_playwright
 
         base = f"http://127.0.0.1:{port}"
-        publish_ms, click_ms = [], []
+        publish_ms, click_ms, answer_ms = [], [], []
         clicks = []  # (browser click ms, device receipt ms)
         with sync_playwright() as p:
             browser = p.chromium.launch(
@@ -417,6 +419,12 @@ def main():
                       window.__seen[el.textContent] = Date.now();
                     }
                   }).observe(el, {childList: true, characterData: true, subtree: true});
+                  const pump = document.getElementById('pump');
+                  new MutationObserver(() => {
+                    if (!pump.classList.contains('pending')) {
+                      window.__answered = window.__answered || Date.now();
+                    }
+                  }).observe(pump, {attributes: true, attributeFilter: ['class']});
                 }"""
             )
             background_start = time.monotonic()
@@ -444,7 +452,7 @@ def main():
             for _ in range(args.samples):
                 device.arrived.clear()
                 t_click = page.evaluate(
-                    "() => { const t = Date.now();"
+                    "() => { const t = Date.now(); window.__answered = 0;"
                     " document.getElementById('pump').click(); return t; }"
                 )
                 if not device.arrived.wait(5):
@@ -452,11 +460,16 @@ def main():
                     continue
                 click_ms.append(device.received[-1][0] - t_click)
                 clicks.append((t_click, device.received[-1][0]))
-                page.wait_for_function(
-                    "() => !document.getElementById('pump').classList.contains"
-                    "('pending')",
-                    timeout=5000,
-                )
+                try:
+                    page.wait_for_function(
+                        "() => !document.getElementById('pump').classList.contains"
+                        "('pending')",
+                        timeout=20_000,
+                    )
+                except Exception:  # noqa: BLE001 - counted as lost, the run goes on
+                    answer_ms.append(float("inf"))
+                    continue
+                answer_ms.append(page.evaluate("() => window.__answered") - t_click)
                 time.sleep(0.25)  # stay under the socket's 5 commands/s
             bg_rate = (sent.value - sent_start) / (time.monotonic() - background_start)
             browser.close()
@@ -466,13 +479,16 @@ def main():
             ok = [v for v in values if v != float("inf")]
             return (
                 f"{name:<34} n={len(ok):>3}  p50 {pct(ok, 50):6.1f} ms  "
-                f"p99 {pct(ok, 99):6.1f} ms  max {max(ok):6.1f} ms  lost {lost}"
+                f"p99 {pct(ok, 99):6.1f} ms  "
+                f"max {max(ok, default=float('nan')):6.1f} ms  "
+                f"lost {lost}"
             )
 
         print(f"background traffic: {bg_rate:,.0f} messages/s from {len(bg_ids)} pools")
         print(f"  (pool-group messages received by the watcher: {watched['n']:,})")
         print(line("device publish -> browser visible", publish_ms))
         print(line("browser click -> device receipt", click_ms))
+        print(line("browser click -> answer visible", answer_ms))
         print(breakdown(target_id, clicks))
         overview_ms, overview_queries = overview_timing(other)
         print(

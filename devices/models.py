@@ -368,3 +368,31 @@ class Program(models.Model):
 
     def __str__(self) -> str:
         return f"{self.pool} program {self.slot}"
+
+
+class BrokerLease(models.Model):
+    """Which bridge holds a broker that only one bridge may connect to (a tenant's own,
+    or the platform's without shared subscriptions). The holder renews it well before
+    `expires_at`; past that, any bridge may take it with a conditional UPDATE
+    (devices.services.leases). Times are the database's, so bridges on hosts whose
+    clocks differ still agree."""
+
+    broker = models.OneToOneField(
+        Broker, on_delete=models.CASCADE, primary_key=True, related_name="lease"
+    )
+    holder = models.CharField(max_length=100, blank=True)
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.broker_id} held by {self.holder or 'nobody'}"
+
+
+class BridgePresence(models.Model):
+    """A running bridge, renewed with its leases: the bridges alive now share the
+    leased brokers between them (devices.services.leases)."""
+
+    name = models.CharField(max_length=100, primary_key=True)
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.name

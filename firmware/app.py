@@ -87,6 +87,7 @@ async def run(settings, counter, safe_mode):
     link = Link(settings, ctl, hardware, safe_mode, counter.count, store)
     ctl.device_id = settings["device_id"]
     ctl.on_credentials = link.credentials
+    ota_enable(settings, link)
     asyncio.create_task(link.run())
 
     reading = {"temp": None, "fresh": False}
@@ -118,6 +119,13 @@ async def run(settings, counter, safe_mode):
             # whatever the link does (link.py, Outbox).
             link.handle_inbox()
             link.flush()
+            ota = link.ota
+            if ota is not None and ota.step() and not link.restart:
+                # The pump relay is off during the swap; the controller's state
+                # (state.json, outside the application folder) survives it.
+                relays.all_off()
+                ota.apply()
+                link.restart = "ota"
             if link.up:
                 led.pattern = 100 if safe_mode else 0
             else:
@@ -147,6 +155,43 @@ async def run(settings, counter, safe_mode):
         await asyncio.sleep_ms(
             max(10, 1000 - time.ticks_diff(time.ticks_ms(), turn_start))
         )
+
+
+def ota_enable(settings, link):
+    """Updates on, when the board has its OTA key (provisioning bundle): the link
+    subscribes to the OTA topics and loads the updater (updater.py, ~10 KB of heap)
+    only when an offer arrives, or now when an update is under way (ota.json)."""
+    key = settings.get("ota_key")
+    if not key:
+        return
+    import binascii
+
+    try:
+        key = binascii.unhexlify(key)
+    except ValueError:
+        print("ota: the OTA key is not hex; updates off")
+        return
+    trial = {
+        "trial_s": config.OTA_TRIAL_S,
+        "trial_boots": config.OTA_TRIAL_BOOTS,
+        "trial_wdt_ms": config.OTA_TRIAL_WDT_MS,
+    }
+    version = config.FW_VERSION.split("-")[-1]
+
+    def load():
+        gc.collect()
+        import updater
+
+        return updater.Updater(key, version, config.HW_MODEL, link.pub, "", trial)
+
+    link.ota_load = load
+    try:
+        import os
+
+        os.stat("ota.json")  # otaboot.STATE: an update to go on with or report
+        link.ota = load()
+    except OSError:
+        pass
 
 
 def main():

@@ -5,6 +5,7 @@ Wi-Fi networks and the MQTT bundle normally come from the captive portal
 import json
 
 FW_VERSION = "ps1-0.1.0"
+HW_MODEL = "esp32"  # what OTA releases name (Release.hardware_model)
 
 # Up to 3 (ssid, password) pairs, in priority order.
 WIFI = []
@@ -38,6 +39,14 @@ CREDS_FILE = "creds.json"
 PORTAL_HTTP_PORT = 80
 PORTAL_DNS_PORT = 53
 
+# Over-the-air updates (updater.py, otaboot.py). The key authenticates manifests
+# (hex; normally from the provisioning bundle's "ota_key"). A new version must report
+# healthy within OTA_TRIAL_S and OTA_TRIAL_BOOTS boots, or it is rolled back.
+OTA_KEY = ""
+OTA_TRIAL_S = 180
+OTA_TRIAL_BOOTS = 3
+OTA_TRIAL_WDT_MS = 30000
+
 WDT_TIMEOUT_MS = 30000
 # Crashes in a row (boots that never became healthy) before safe mode.
 SAFE_MODE_AFTER = 3
@@ -64,6 +73,7 @@ def settings():
     wifi = list(WIFI)
     mqtt = dict(MQTT)
     device_id = DEVICE_ID
+    ota_key = OTA_KEY
     prov = load_provision()
     if prov:
         wifi = [tuple(n) for n in prov.get("wifi", [])] or wifi
@@ -71,4 +81,10 @@ def settings():
         if bundle:
             mqtt.update(bundle["mqtt"])
             device_id = bundle["device_id"]
-    return {"wifi": wifi[:3], "mqtt": mqtt, "device_id": device_id}
+            ota_key = bundle.get("ota_key") or ota_key
+    return {
+        "wifi": wifi[:3],
+        "mqtt": mqtt,
+        "device_id": device_id,
+        "ota_key": ota_key,
+    }

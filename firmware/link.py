@@ -28,6 +28,12 @@ except ImportError:  # CPython: the pure helpers only
 BACKOFF_S = (1, 2, 4, 8)
 OUTBOX_SIZE = 16
 SUBSCRIBE = ("cmd", "config/set", "pump/set", "valve/set", "timer/set", "wifi/clear")
+# Over-the-air updates (updater.py): offers and chunks in, requests and reports out.
+OTA_IN = ("ota/offer", "ota/chunk")
+# Retained flag and QoS of the OTA topics (not in protocol_device: the cloud side of
+# the OTA protocol is the ota app's). Requests and reports are coalesced in the
+# outbox: only the newest one matters.
+OTA_OPTS = {"ota/get": (False, 0), "ota/status": (False, 1)}
 NTP_EVERY_MS = 6 * 3600 * 1000
 # CONNACK codes that mean "these credentials are refused" (not a network problem).
 REFUSED = (4, 5)
@@ -67,7 +73,7 @@ class Outbox:
 
     def put(self, suffix, payload):
         retain, qos = P.PUBLISH_OPTS.get(suffix, (False, 0))
-        if retain or suffix == P.TELEMETRY:
+        if retain or suffix == P.TELEMETRY or suffix in OTA_OPTS:
             self.latest[suffix] = payload
         else:
             if len(self.queue) >= self.size:
@@ -125,7 +131,9 @@ class Link:
         self.last_timer = 0
         self.last_wifi = 0
         self.last_ntp = None
-        self.restart = None  # "reboot" or "wifi_clear" once acknowledged
+        self.restart = None  # "reboot", "wifi_clear" or "ota" once acknowledged
+        self.ota = None  # updater.Updater, once loaded
+        self.ota_load = None  # loads it; None: the board takes no updates
         self.boot_ticks = time.ticks_ms()
 
     # --- connection -------------------------------------------------------------------
@@ -249,12 +257,17 @@ class Link:
             self.switch_retry = time.ticks_add(time.ticks_ms(), SWITCH_RETRY_MS)
         for s in SUBSCRIBE:
             await c.subscribe(self.root + s, 1)
+        if self.ota_load is not None:
+            for s in OTA_IN:
+                await c.subscribe(self.root + s, 0 if s == "ota/chunk" else 1)
         retain, qos = P.PUBLISH_OPTS[P.STATUS]
         await c.publish(self.root + P.STATUS, b"online", retain, qos)
         self.up = True
         self.connects += 1
         self.publish_state()
         self.publish_telemetry()
+        if self.ota is not None:
+            self.ota.online()  # ask again for chunks lost with the last connection
         if not self.boot_reported:
             self.boot_reported = True
             self.event(
@@ -299,9 +312,11 @@ class Link:
                     pass
                 continue
             suffix, payload = item
-            retain, qos = P.PUBLISH_OPTS.get(suffix, (False, 0))
+            retain, qos = P.PUBLISH_OPTS.get(suffix) or OTA_OPTS.get(suffix, (False, 0))
             await c.publish(self.root + suffix, payload, retain, qos)
             ob.done(item)
+            if suffix == "ota/status" and self.ota is not None:
+                self.ota.sent(payload)  # acknowledged by the broker (QoS 1)
 
     # --- credential rotation (docs/protocol.md 3.2.1) ---------------------------------
 
@@ -355,6 +370,15 @@ class Link:
 
     def _on_message(self, topic, msg):
         # Called from the client's reader task: queue it, the main loop handles it.
+        # Chunks go straight to the updater (it only appends them to a file): they
+        # come faster than the 1 s loop and are too big to queue.
+        if topic.endswith(b"/ota/chunk"):
+            try:
+                if self.ota is not None:
+                    self.ota.chunk(msg)
+            except OSError as e:
+                print("link: chunk not written:", repr(e))
+            return
         if len(self.inbox) < 16:
             self.inbox.append((topic.decode(), msg))
 
@@ -414,6 +438,14 @@ class Link:
             suffix = topic[len(self.root) :]
             if suffix == P.CMD:
                 self._command(msg)
+            elif suffix == "ota/offer" and self.ota_load is not None:
+                try:
+                    if self.ota is None:
+                        self.ota = self.ota_load()
+                    self.ota.offer(msg)
+                except (OSError, MemoryError) as e:
+                    # No room in flash or heap: the offer comes again in a minute.
+                    print("link: offer not taken:", repr(e))
             elif suffix == P.CONFIG_SET:
                 applied = self.ctl.handle_config(msg)
                 self.pub(P.CONFIG_APPLIED, P.dumps(applied))

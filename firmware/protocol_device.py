@@ -506,6 +506,14 @@ def parse_bundle(payload):
     ca = obj.get("ca")
     if ca is not None and (not isinstance(ca, str) or "BEGIN CERTIFICATE" not in ca):
         raise ProtocolError("ca: PEM certificate expected")
+    # The key that authenticates OTA manifests (docs/ota.md): 32 bytes, hex.
+    ota_key = obj.get("ota_key")
+    if ota_key is not None and (
+        not isinstance(ota_key, str)
+        or len(ota_key) != 64
+        or any(ch not in "0123456789abcdef" for ch in ota_key)
+    ):
+        raise ProtocolError("ota_key: 64 lowercase hex digits expected")
     return {
         "v": 1,
         "device_id": device_id,
@@ -518,4 +526,5 @@ def parse_bundle(payload):
             "prefix": prefix,
         },
         "ca": ca,
+        "ota_key": ota_key,
     }

@@ -5,11 +5,13 @@ import hashlib
 import hmac
 import json
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
+from audit.services import audit_record
 from ota.models import MAX_CHUNK, Campaign, DeviceUpdate, Release
 
 
@@ -38,9 +40,13 @@ def release_create(*, upload, version, hardware_model, min_from_version="", note
 
 
 def device_ota_key(device_id: str) -> bytes:
-    """The device's manifest key: derived from the platform secret and the device id
-    (so it is never stored); handed to the device in its provisioning bundle."""
-    return salted_hmac("poolsaas.ota.device", device_id, algorithm="sha256").digest()
+    """The device's manifest key: derived from the OTA secret (settings.OTA_SECRET)
+    and the device id, so it is never stored; handed to the device in its
+    provisioning bundle ("ota_key", hex)."""
+    secret = settings.OTA_SECRET or None  # None: SECRET_KEY (development)
+    return salted_hmac(
+        "poolsaas.ota.device", device_id, secret=secret, algorithm="sha256"
+    ).digest()
 
 
 def manifest(update: DeviceUpdate) -> dict:
@@ -48,6 +54,7 @@ def manifest(update: DeviceUpdate) -> dict:
     body = {
         "c": update.campaign_id,
         "version": release.version,
+        "from": release.min_from_version,
         "model": release.hardware_model,
         "size": release.size,
         "sha256": release.sha256,
@@ -61,7 +68,9 @@ def manifest(update: DeviceUpdate) -> dict:
     return body
 
 
-def campaign_set_state(campaign: Campaign, action: str) -> Campaign:
+def campaign_set_state(campaign: Campaign, action: str, *, actor=None) -> Campaign:
+    """Start, pause, resume or cancel a campaign (a conditional UPDATE, so two
+    clicks cannot both act); audited as `ota.campaign_<action>`."""
     allowed = {
         "start": ({"draft"}, Campaign.State.RUNNING),
         "pause": ({"running"}, Campaign.State.PAUSED),
@@ -76,6 +85,13 @@ def campaign_set_state(campaign: Campaign, action: str) -> Campaign:
     if not n:
         raise ValueError(f"cannot {action} a {campaign.state} campaign")
     campaign.refresh_from_db()
+    audit_record(
+        action=f"ota.campaign_{action}",
+        tenant=campaign.tenant,
+        actor=actor,
+        target=campaign,
+        data={"release": str(campaign.release), "state": campaign.state},
+    )
     return campaign
 
 
@@ -152,17 +168,32 @@ REPORTABLE = {"downloading", "downloaded", "verified", "applying"} | {
 
 
 def device_update_report(
-    *, device_pk: int, campaign_id: int, state: str, percent=0, reason=""
+    *,
+    device_pk: int,
+    campaign_id: int,
+    state: str,
+    percent=0,
+    reason="",
+    version="",
 ) -> bool:
-    """A device's report: only its own update, only if not final already."""
+    """A device's report: only its own update, only if not final already. A device
+    that says "succeeded" while running another version than the release's came back
+    on its old one: recorded as rolled back."""
     if state not in REPORTABLE:
         return False
-    return bool(
-        DeviceUpdate.objects.filter(
-            campaign_id=campaign_id,
-            device_id=device_pk,
-            state__in=DeviceUpdate.ACTIVE,
-        ).update(
-            state=state, percent=max(0, min(100, int(percent))), reason=reason[:200]
-        )
+    try:
+        percent = max(0, min(100, int(percent)))
+    except (TypeError, ValueError):
+        percent = 0
+    updates = DeviceUpdate.objects.filter(
+        campaign_id=campaign_id, device_id=device_pk, state__in=DeviceUpdate.ACTIVE
     )
+    if state == "succeeded" and version:
+        expected = (
+            Campaign.objects.filter(pk=campaign_id)
+            .values_list("release__version", flat=True)
+            .first()
+        )
+        if expected is not None and version != expected:
+            state, reason = "rolled_back", f"running {version[:40]}, not {expected}"
+    return bool(updates.update(state=state, percent=percent, reason=reason[:200]))

@@ -185,6 +185,8 @@ TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 
+# Uploaded files (OTA releases): a folder by default, any storage backend in production.
+MEDIA_ROOT = env_str("MEDIA_ROOT", str(VAR_DIR / "media"))
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
@@ -247,6 +249,14 @@ if REDIS_URL:
     }
     CELERY_BROKER_URL = REDIS_URL
     CELERY_TASK_ALWAYS_EAGER = False
+    # One beat at a time, wherever several are started: RedBeat keeps the schedule
+    # in Redis under a lock; another beat waits for the lock and takes over once it
+    # lapses (the lock timeout, renewed at every tick of the holder).
+    CELERY_BEAT_SCHEDULER = "redbeat.RedBeatScheduler"
+    CELERY_REDBEAT_REDIS_URL = REDIS_URL
+    CELERY_REDBEAT_KEY_PREFIX = env_str("REDBEAT_KEY_PREFIX", "redbeat:")
+    CELERY_REDBEAT_LOCK_TIMEOUT = env_int("REDBEAT_LOCK_TIMEOUT", 60)
+    CELERY_BEAT_MAX_LOOP_INTERVAL = 10
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -287,6 +297,14 @@ MQTT_PUBLIC_TLS = env_bool("MQTT_PUBLIC_TLS", False)
 # The factory key that claim codes on device labels are derived from
 # (devices/services/claims.py). Empty: a key derived from SECRET_KEY, for development.
 DEVICE_CLAIM_KEY = env_str("DEVICE_CLAIM_KEY", "")
+# The secret OTA manifest keys are derived from (ota.services.device_ota_key; each
+# device gets its own key in its provisioning bundle). Empty: derived from SECRET_KEY,
+# for development. Changing it changes every device's key (re-provision them).
+OTA_SECRET = env_str("OTA_SECRET", "")
+# The bridge's OTA chunk budget (ota.mqtt), so that updates never starve telemetry:
+# chunks per second in all and per device (a chunk is up to 4 KB).
+OTA_CHUNKS_PER_S = env_int("OTA_CHUNKS_PER_S", 200)
+OTA_DEVICE_CHUNKS_PER_S = env_int("OTA_DEVICE_CHUNKS_PER_S", 16)
 # Tenants' own brokers may point at loopback/private addresses only in development;
 # in production that would let a tenant reach our internal network (SSRF).
 BROKER_ALLOW_PRIVATE_HOSTS = env_bool("BROKER_ALLOW_PRIVATE_HOSTS", DEBUG)

@@ -4,9 +4,16 @@ Every `refresh_interval` the topic directory is rebuilt from the access layer an
 broker connections are reconciled with the brokers in the database (so broker and
 device changes need no restart); every `silence_interval` devices not heard from for
 their silence window are marked offline; every `stats_interval` the stats are logged.
+
+Brokers: the platform broker is served by every bridge (shared subscriptions); any
+other broker (a tenant's own, or the platform's without $share) by the one bridge
+holding its lease (devices.services.leases), renewed at each refresh. A bridge that
+cannot renew (the database away) drops those connections once its lease has run
+out, since another bridge may hold it by then.
 """
 
 import logging
+import threading
 import time
 
 from django.conf import settings
@@ -21,6 +28,7 @@ from devices.mqtt import device_went_silent
 from devices.selectors import brokers_for_bridge, devices_for_bridge
 from devices.services.brokers import broker_ensure_platform, validate_broker_address
 from devices.services.ingest import devices_mark_silent
+from devices.services.leases import broker_leases_hold, broker_leases_release
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +58,7 @@ class ControlThread:
                 self.db_errors += 1
                 logger.exception("bridge control loop failed; retrying")
                 connection.close()
+            self._drop_lapsed_leases()
             if now >= next_stats:
                 next_stats = now + self.stats_interval
                 logger.info("bridge stats %s", self.stats())
@@ -57,9 +66,23 @@ class ControlThread:
             self._stop.wait(min(self.sweep_interval, self.refresh_interval))
         connection.close()
 
+    def shared(self, broker) -> bool:
+        """Served by every bridge (shared subscriptions), not under a lease."""
+        return broker.is_platform and settings.MQTT_SHARED_SUBSCRIPTIONS
+
     def refresh(self) -> None:
-        """Rebuild the topic directory and reconcile broker connections."""
+        """Renew the leases, rebuild the topic directory and reconcile broker
+        connections: the shared brokers and the leased ones this bridge holds."""
         brokers = list(brokers_for_bridge())
+        started = time.monotonic()
+        held = broker_leases_hold(
+            holder=self.name,
+            broker_ids=[b.pk for b in brokers if not self.shared(b)],
+            ttl=self.lease_ttl,
+        )
+        self.leases_until = started + self.lease_ttl
+        self.leased = held
+        brokers = [b for b in brokers if self.shared(b) or b.pk in held]
         broker_ids = [b.pk for b in brokers]
         directory = Directory.build(
             devices_for_bridge(broker_ids=broker_ids),
@@ -68,6 +91,8 @@ class ControlThread:
         )
         self.dispatcher.directory = directory
         self.dispatcher.over_quota = over_quota()
+        if self._stop.is_set():
+            return  # stopping: the connections are being closed, not to be rebuilt
         for broker in brokers:
             conn = self.connections.get(broker.pk)
             if conn is not None and conn.fingerprint != broker_fingerprint(broker):
@@ -94,6 +119,35 @@ class ControlThread:
             self.connections.pop(pk).stop()
         self._refreshed.set()
 
+    def _drop_lapsed_leases(self) -> None:
+        """Not renewed in time (the database away): another bridge may hold these
+        brokers by now, so this one lets them go."""
+        if not self.leased or time.monotonic() < self.leases_until:
+            return
+        for pk in self.leased:
+            conn = self.connections.pop(pk, None)
+            if conn is not None:
+                logger.warning("lease on broker %s lapsed; disconnecting", conn.name)
+                conn.stop()
+        self.leased = set()
+
+    def release_leases(self) -> None:
+        """Stopping: the leases go at once, for another bridge to take. On a thread
+        (and database connection) of its own: the caller's connection is left as it
+        is."""
+
+        def release() -> None:
+            try:
+                broker_leases_release(holder=self.name)
+            except Exception:  # noqa: BLE001 - they expire on their own
+                logger.warning("cannot release the broker leases", exc_info=True)
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=release, name="bridge-release", daemon=True)
+        thread.start()
+        thread.join(10)
+
     def _connect(self, broker) -> BrokerConnection | None:
         if not broker.is_platform:
             # A tenant's broker is checked again here, not only when it was saved:
@@ -111,8 +165,8 @@ class ControlThread:
                 enqueue=self._enqueue,
                 client_id=f"poolsaas-bridge-{self.name}-{broker.pk}"[:64],
                 # Several bridges share the platform broker's traffic; a broker
-                # without $share (the embedded one) gets one bridge.
-                shared=broker.is_platform and settings.MQTT_SHARED_SUBSCRIPTIONS,
+                # without $share (the embedded one) is leased to one bridge.
+                shared=self.shared(broker),
                 share_group=self.share_group,
                 keepalive=self.keepalive,
                 min_backoff=self.min_backoff,

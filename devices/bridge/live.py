@@ -10,9 +10,11 @@
   skips the others; pages also announce a group on BRIDGES_GROUP the moment they join
   it, so it is sent to from its first update. A page that opens reads the state from
   the database and gets live updates from then on.
-- Doorbell: receives on poolsaas.live.groups.DOORBELL and hands each ring to the
-  bridge (new commands, "config.publish" for a pool whose configuration changed, a
-  removed device's retained topics to clear).
+- Doorbell: receives on poolsaas.live.groups.DOORBELL (one bridge takes each ring)
+  and, in DOORBELL_GROUP, on a channel of its own (every bridge hears it), and hands
+  each ring to the bridge (new commands, whole; "config.publish" for a pool whose
+  configuration changed; a removed device's retained topics to clear). Its loop also
+  carries `send_now`: a device's answer to a command, ahead of every broadcast.
 """
 
 import asyncio
@@ -36,6 +38,9 @@ from poolsaas.live.groups import BRIDGES_GROUP
 
 logger = logging.getLogger(__name__)
 
+# Seconds between two joins of the doorbell group (well under its expiry).
+GROUP_REJOIN = 600.0
+
 
 class LiveChannel:
     def __init__(
@@ -43,11 +48,15 @@ class LiveChannel:
         *,
         doorbell: str | None,
         on_doorbell: Callable[[dict], None],
+        doorbell_group: str | None = None,
         window: float = 0.25,
         watch_interval: float = 1.0,
     ) -> None:
         self.doorbell = doorbell
+        self.doorbell_group = doorbell_group
         self.on_doorbell = on_doorbell
+        # Set once the doorbell listens (its channel is in doorbell_group).
+        self.doorbell_ready = threading.Event()
         self.window = window
         self.watch_interval = watch_interval
         self.loop = asyncio.new_event_loop()
@@ -72,6 +81,7 @@ class LiveChannel:
             target=self._run_doorbell, name="bridge-doorbell", daemon=True
         )
         self._doorbell_loop: asyncio.AbstractEventLoop | None = None
+        self._doorbell_layer = None
         self._doorbell_task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -118,6 +128,32 @@ class LiveChannel:
         """Thread-safe: send each message (no merging: events are all distinct)."""
         if messages and self._queue is not None:
             self.loop.call_soon_threadsafe(self._send_all, messages)
+
+    def send_now(self, messages: list[tuple[str, dict]]) -> None:
+        """Thread-safe: send each message ahead of every queued broadcast, on the
+        doorbell's own loop and Redis connection (a device's answer to a command must
+        not wait behind thousands of state updates). Falls back to send_events where
+        there is no doorbell (an in-memory layer)."""
+        loop, layer = self._doorbell_loop, self._doorbell_layer
+        if not messages:
+            return
+        if loop is None or layer is None or not loop.is_running():
+            self.send_events(messages)
+            return
+
+        def start():
+            for group, message in messages:
+                loop.create_task(self._urgent(layer, group, message))
+
+        loop.call_soon_threadsafe(start)
+
+    async def _urgent(self, layer, group: str, message: dict) -> None:
+        try:
+            await layer.group_send(group, message)
+            self.counters["sent"] += 1
+        except Exception:  # noqa: BLE001 - the write path says it again
+            self.counters["failed"] += 1
+            logger.debug("urgent group_send to %s failed", group, exc_info=True)
 
     def _send_all(self, messages: list[tuple[str, dict]]) -> None:
         for group, message in messages:
@@ -199,6 +235,7 @@ class LiveChannel:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+        self._doorbell_layer = layer
         self._doorbell_loop = loop
         task = loop.create_task(self._doorbell(layer))
         try:
@@ -214,9 +251,54 @@ class LiveChannel:
 
     async def _doorbell(self, layer) -> None:
         self._doorbell_task = asyncio.current_task()
+        listeners = [self._rings(lambda: layer.receive(self.doorbell))]
+        if self.doorbell_group:
+            listeners.append(self._group_rings(layer))
+        else:
+            self.doorbell_ready.set()
+        # All of them to the end (return_exceptions), so the group is left cleanly.
+        await asyncio.gather(*listeners, return_exceptions=True)
+
+    async def _group_rings(self, layer) -> None:
+        """Rings to every bridge: on a channel of this bridge's in doorbell_group,
+        joined again every GROUP_REJOIN seconds (channels-redis forgets a group
+        membership after its group_expiry, a day by default)."""
+        channel = await layer.new_channel("bridge-doorbell.")
+        joined = None
+        try:
+            while joined is None:
+                try:
+                    await layer.group_add(self.doorbell_group, channel)
+                    joined = time.monotonic()
+                except Exception:  # noqa: BLE001 - Redis away: try again
+                    logger.warning("cannot join the doorbell group", exc_info=True)
+                    await asyncio.sleep(1)
+            logger.info("bridge doorbell listening on %s", self.doorbell_group)
+            self.doorbell_ready.set()
+
+            async def receive():
+                nonlocal joined
+                if time.monotonic() - joined > GROUP_REJOIN:
+                    await layer.group_add(self.doorbell_group, channel)
+                    joined = time.monotonic()
+                try:
+                    return await asyncio.wait_for(layer.receive(channel), GROUP_REJOIN)
+                except TimeoutError:
+                    raise RedisTimeoutError from None
+
+            await self._rings(receive)
+        finally:
+            # Leaving: rings must not pile up on a channel nobody reads.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    layer.group_discard(self.doorbell_group, channel), 2
+                )
+
+    async def _rings(self, receive: Callable) -> None:
+        """Hand every message `receive()` gets to the bridge, for as long as it runs."""
         while True:
             try:
-                message = await layer.receive(self.doorbell)
+                message = await receive()
                 self.on_doorbell(message)
             except asyncio.CancelledError:
                 raise

@@ -16,8 +16,11 @@ they share state between threads; `doorbell` may be called from any thread):
   drain()                   worker, every flush_interval: the batch for `flush`
   flush(batch, out)         writer: write the batch; raise to have it kept and retried
   merge(held, newer, out)   writer: fold a newer batch into one held for a retry
-  publish(out)              publisher, every sweep_interval and when the doorbell rings
-  doorbell(message)         the bridges' doorbell rang (poolsaas.live.groups.DOORBELL)
+  publish(out)              publisher, every sweep_interval and when a ring asks for it
+  publish_now(out)          publisher, at once after each ring: what the rings carried
+  doorbell(message)         the bridges' doorbell rang (poolsaas.live.groups.DOORBELL,
+                            DOORBELL_GROUP); True when publish_now alone handles it,
+                            otherwise the publisher runs its sweep now
   stats()                   counters merged into the bridge's stats
   sheds(message)            worker, only for a tenant over its message quota: True
                             to drop it (default: its suffix is in `sheddable`)
@@ -118,6 +121,9 @@ class Room:
 
     name: str = "room"
     suffixes: tuple[str, ...] = ()
+    # Suffixes under a device's root that the bridge publishes to the device: the
+    # broker's per-device ACL lets it subscribe to them (devices.services.dynsec).
+    device_subscriptions: tuple[str, ...] = ()
     # Suffixes dropped for a tenant over its monthly message quota (billing): the
     # bulk of the traffic, never what commands and safety need.
     sheddable: tuple[str, ...] = ()
@@ -143,8 +149,11 @@ class Room:
     def publish(self, out: Outbox) -> None:
         return None
 
-    def doorbell(self, message: dict) -> None:
+    def publish_now(self, out: Outbox) -> None:
         return None
+
+    def doorbell(self, message: dict) -> bool:
+        return False
 
     def stats(self) -> dict[str, int]:
         return {}
@@ -256,6 +265,21 @@ class Dispatcher:
         counters["accepted"] += 1
         self.usage[device.tenant_id] += 1
         return True
+
+
+def room_topics() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What the rooms of settings.BRIDGE_ROOMS add to a device's own topics: the
+    suffixes a device publishes and those it subscribes to (class attributes; no room
+    is built)."""
+    published: list[str] = []
+    subscribed: list[str] = []
+    for path in settings.BRIDGE_ROOMS:
+        room = import_string(path)
+        published += [s for s in getattr(room, "suffixes", ()) if s not in published]
+        subscribed += [
+            s for s in getattr(room, "device_subscriptions", ()) if s not in subscribed
+        ]
+    return tuple(published), tuple(subscribed)
 
 
 def rooms_from_settings() -> list[Room]:

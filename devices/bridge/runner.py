@@ -8,9 +8,10 @@ own:
 - the worker and the writer (devices.bridge.worker): the inbox drained through the
   dispatcher, the rooms' live updates, their batches written every
   `flush_interval`, held and retried while the database is away;
-- the publisher (devices.bridge.publisher): every room's publishing, every
-  `sweep_interval` or at once when the doorbell rings;
-- the control loop (devices.bridge.control): every `refresh_interval` rebuilds the
+- the publisher and the ringer (devices.bridge.publisher): every room's sweep every
+  `sweep_interval`, and what a doorbell ring carried (a whole command) at once;
+- the control loop (devices.bridge.control): every `refresh_interval` renews the
+  leases on brokers served by one bridge (devices.services.leases), rebuilds the
   topic directory and reconciles broker connections; every `silence_interval` marks
   silent devices offline;
 - the live channel (devices.bridge.live): the asyncio loop of the channel layer.
@@ -29,7 +30,7 @@ from devices.bridge.live import LiveChannel
 from devices.bridge.publisher import PublisherThread
 from devices.bridge.rooms import Dispatcher, Outbox, Room, rooms_from_settings
 from devices.bridge.worker import RETRY_MIN_DELAY, WorkerThreads
-from poolsaas.live.groups import DOORBELL
+from poolsaas.live.groups import DOORBELL, DOORBELL_GROUP
 
 
 class Bridge(WorkerThreads, PublisherThread, ControlThread):
@@ -49,6 +50,7 @@ class Bridge(WorkerThreads, PublisherThread, ControlThread):
         max_backoff: float = 30.0,
         keepalive: int = 30,
         reconnect_hold: float = 3.0,
+        lease_ttl: float | None = None,
         live: bool = True,
         rooms: list[Room] | None = None,
     ) -> None:
@@ -65,6 +67,13 @@ class Bridge(WorkerThreads, PublisherThread, ControlThread):
         self.min_backoff, self.max_backoff = min_backoff, max_backoff
         self.keepalive = keepalive
         self.reconnect_hold = reconnect_hold
+        # A lease outlives two missed renewals (one each refresh_interval), and a
+        # slow refresh on a busy host.
+        self.lease_ttl = (
+            lease_ttl if lease_ttl is not None else max(3 * refresh_interval, 10.0)
+        )
+        self.leased: set[int] = set()
+        self.leases_until = 0.0
         self.dispatcher = Dispatcher(
             rooms=rooms if rooms is not None else rooms_from_settings()
         )
@@ -75,6 +84,7 @@ class Bridge(WorkerThreads, PublisherThread, ControlThread):
         self.live = (
             LiveChannel(
                 doorbell=DOORBELL,
+                doorbell_group=DOORBELL_GROUP,
                 on_doorbell=self._on_doorbell,
                 window=broadcast_window,
             )
@@ -94,6 +104,8 @@ class Bridge(WorkerThreads, PublisherThread, ControlThread):
         self.busy = {"handle": 0.0, "write": 0.0}
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._sweep_asked = False
+        self._rang = threading.Event()
         self._refreshed = threading.Event()
         self._threads = [
             threading.Thread(target=self._work, name="bridge-worker", daemon=True),
@@ -102,6 +114,7 @@ class Bridge(WorkerThreads, PublisherThread, ControlThread):
             threading.Thread(
                 target=self._publisher, name="bridge-commands", daemon=True
             ),
+            threading.Thread(target=self._ringer, name="bridge-rings", daemon=True),
         ]
 
     def room(self, name: str) -> Room:
@@ -138,11 +151,13 @@ class Bridge(WorkerThreads, PublisherThread, ControlThread):
             conn.stop()
         for thread in self._threads:
             thread.join(10)
+        self.release_leases()
         if self.live is not None:
             self.live.stop()
 
     def wake(self) -> None:
         """Run the publish sweep now (the doorbell does this from the channel layer)."""
+        self._sweep_asked = True
         self._wake.set()
 
     def stats(self) -> dict:
@@ -157,6 +172,7 @@ class Bridge(WorkerThreads, PublisherThread, ControlThread):
             connections={
                 pk: c.connected.is_set() for pk, c in self.connections.items()
             },
+            leased=sorted(self.leased),
             broker_faults={
                 pk: dict(c.counters) for pk, c in self.connections.items() if c.counters
             },

@@ -22,7 +22,7 @@ from devices.mqtt.credentials import (
 )
 from devices.mqtt.outgoing import Outgoing
 from devices.mqtt.topics import DeviceInfo, DeviceTopics, Effects
-from devices.services.commands import command_ack, command_complete
+from devices.services.commands import command_ack, command_answer, command_complete
 from devices.services.events import device_presence_event, event_payload
 from devices.services.ingest import ingest_write
 from firmware import protocol
@@ -71,6 +71,23 @@ def pool_event_message(
     )
 
 
+def command_answer_message(answer: tuple[DeviceInfo, dict]) -> tuple[str, dict] | None:
+    """A ps1 device's ack as its pool page shows it, before the write (None for an
+    ack that is not a command's, or a device without a pool)."""
+    device, ack = answer
+    command = command_answer(
+        command_id=ack["id"],
+        ok=ack["ok"],
+        error=ack.get("error"),
+        reason=ack.get("reason"),
+    )
+    if command is None or not device.pool_hex:
+        return None
+    return pool_group(device.pool_hex), messages.pool_command(
+        pool=device.pool_hex, command=command
+    )
+
+
 def device_went_silent(device: DeviceInfo, out: Outbox) -> None:
     """Live side of the silence rule (devices_mark_silent wrote the event)."""
     device.online = False
@@ -98,9 +115,10 @@ class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
 
     # --- publisher ---------------------------------------------------------------
 
-    def doorbell(self, message: dict) -> None:
-        if not self.credentials_doorbell(message):
-            Outgoing.doorbell(self, message)
+    def doorbell(self, message: dict) -> bool:
+        if self.credentials_doorbell(message):
+            return False  # the credentials sweep runs in the publisher's sweep
+        return Outgoing.doorbell(self, message)
 
     def publish(self, out: Outbox) -> None:
         try:
@@ -130,9 +148,16 @@ class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
     def updates(self, out: Outbox) -> None:
         effects = self.topics.effects
         pools, effects.pools = effects.pools, {}
+        answers, effects.answers = effects.answers, []
         live = out.live
         if live is None:
             return
+        if answers:
+            # A device answered a command: its page is told now; the batch write
+            # (command_ack) follows and says it again, whole.
+            live.send_now(
+                [m for m in map(command_answer_message, answers) if m is not None]
+            )
         fresh = live.newly_watched()
         if not pools and not fresh:
             return
@@ -171,7 +196,7 @@ class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
 
     def drain(self) -> Effects:
         effects = self.topics.drain()
-        effects.pools = {}
+        effects.pools, effects.answers = {}, []
         return effects
 
     # --- writer ------------------------------------------------------------------
@@ -256,6 +281,7 @@ class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
     def stats(self) -> dict[str, int]:
         return {
             "published": self.published,
+            "published_rung": self.published_rung,
             "config_published": self.config_published,
             "credentials_published": self.credentials_published,
         }

@@ -2,7 +2,12 @@
 retained config/set of outdated ps1 devices, pending commands, and the clearing of a
 removed device's retained topics. The database is the record of each; the doorbell
 (poolsaas.live.messages: command.new, config.publish, device.retained_clear) only
-makes it prompt."""
+makes it prompt.
+
+A command.new ring carries the command's topic and payload: `publish_now` claims it
+(command_claim, one conditional UPDATE) and publishes it without a sweep, on the
+broker connection of this bridge that serves its device; a ring for a device of
+another bridge's broker is left to that bridge, and a lost ring to the next sweep."""
 
 import collections
 import logging
@@ -17,9 +22,12 @@ from devices.selectors import (
     devices_config_outdated,
 )
 from devices.services.commands import (
+    command_claim,
     command_complete,
     command_fail,
+    command_release,
     command_v31_done,
+    command_wire,
     commands_claim,
     commands_expire,
     commands_match_device_state,
@@ -63,21 +71,73 @@ class Outgoing:
 
     def __init__(self) -> None:
         self.published = 0
+        # Of those, published straight from the doorbell's ring (no sweep).
+        self.published_rung = 0
         self.config_published = 0
         self._publish_requests: collections.deque = collections.deque(maxlen=10000)
+        # command.new rings that carry the command, for publish_now.
+        self._rung: collections.deque = collections.deque(maxlen=10000)
         # The config sweep's requests are pool codes (hex); per device pk the
         # (version, connection, online since) its config/set was last published for:
         # each is published once, again only after a reconnect of either side.
         self.config_sweep = Sweep()
         self._config_sent: dict[int, tuple[int, float, float]] = {}
 
-    def doorbell(self, message: dict) -> None:
+    def doorbell(self, message: dict) -> bool:
+        """Take a ring; True when publish_now alone handles it (no sweep needed)."""
         kind = message.get("type")
+        if kind == messages.COMMAND_NEW and isinstance(message.get("payload"), bytes):
+            self._rung.append(message)
+            return True
         if kind == messages.CONFIG_PUBLISH and isinstance(message.get("pool"), str):
             self.config_sweep.requests.append(message["pool"])
         elif kind == messages.RETAINED_CLEAR:
             # onboarding.retained_clear_request: a removed device's topics.
             self._publish_requests.append(message)
+        return False
+
+    def publish_now(self, out: Outbox) -> None:
+        """The commands the doorbell carried: claimed and published at once."""
+        brokers = None
+        while self._rung:
+            message = self._rung.popleft()
+            if brokers is None:
+                brokers = out.brokers()
+            try:
+                self._publish_rung(message, out, brokers)
+            except Exception:  # noqa: BLE001 - the sweep publishes it instead
+                out.db_error()
+                logger.exception("cannot publish a rung command; the sweep will")
+
+    def _publish_rung(self, message: dict, out: Outbox, brokers: dict) -> None:
+        command_id, topic, payload = (
+            message.get("command"),
+            message.get("topic"),
+            message["payload"],
+        )
+        info = out.directory.by_pk.get(message.get("device"))
+        if info is None or not (isinstance(topic, str) and isinstance(command_id, str)):
+            return  # not a device of this bridge's brokers: its own bridge publishes
+        device, suffix = out.directory.lookup(info.broker_id, topic)
+        if device is not info or suffix != protocol.CMD:
+            logger.warning("ignored a command ring for %r", topic[:200])
+            return
+        try:
+            carried = protocol.parse_command(payload)["id"]
+        except protocol.ProtocolError:
+            carried = None
+        if carried != command_id:
+            logger.warning("ignored a command ring whose payload is not its command")
+            return
+        if not self._device_reachable(info, out, brokers):
+            return  # after a reconnect: the sweep publishes once the device spoke
+        if not command_claim(command_id=command_id, device_pk=info.pk):
+            return  # another bridge, an earlier ring or a sweep took it (or expired)
+        if not out.publish(info.broker_id, topic, payload, qos=1):
+            command_release(command_id=command_id)
+            return
+        self.published += 1
+        self.published_rung += 1
 
     def publish(self, out: Outbox) -> None:
         """Every sweep: retained clears, configuration, expiry, pending commands,
@@ -181,11 +241,12 @@ class Outgoing:
             self._config_sent[pk] = (version, *key[1:])
             self.config_published += 1
 
-    def _device_reachable(self, device: Device, out: Outbox, brokers: dict) -> bool:
+    def _device_reachable(self, device, out: Outbox, brokers: dict) -> bool:
         """Right after the bridge (re)connects to a broker, hold a device's commands
         until it has spoken on this connection (both protocols publish on connect),
         so a command is not published before the device has resubscribed. After
-        `reconnect_hold` seconds publish anyway; the timeout has the last word."""
+        `reconnect_hold` seconds publish anyway; the timeout has the last word.
+        `device`: a Device or the directory's DeviceInfo (its pk and broker_id)."""
         connected_at = brokers.get(device.broker_id)
         if connected_at is None:
             return False
@@ -196,26 +257,14 @@ class Outgoing:
 
     def _publish_command(self, command: Command, out: Outbox) -> None:
         device: Device = command.device
-        root = device.topic_root
         try:
-            if device.protocol == LEGACY:
-                suffix, payload = protocol.encode_v31_set(command.op, command.value)
-            else:
-                suffix = protocol.CMD
-                payload = protocol.encode_command(
-                    command.code.hex,
-                    int(command.expires_at.timestamp()),
-                    command.op,
-                    command.value,
-                )
+            topic, payload = command_wire(command)
         except protocol.ProtocolError as exc:
             command_fail(command=command, error=f"Cannot be sent to this device: {exc}")
             return
-        if not out.publish(device.broker_id, f"{root}/{suffix}", payload, qos=1):
+        if not out.publish(device.broker_id, topic, payload, qos=1):
             # Not on the wire: back to pending for the next sweep (or its timeout).
-            Command.objects.filter(pk=command.pk, status=Command.Status.SENT).update(
-                status=Command.Status.PENDING, sent_at=None
-            )
+            command_release(command_id=command.code.hex)
             return
         self.published += 1
         expected = command.expected

@@ -59,6 +59,7 @@ class Effects:
     acks: list = field(default_factory=list)  # (device pk, ack dict)
     completions: list = field(default_factory=list)  # (command pk, device pk)
     pools: dict = field(default_factory=dict)  # pool hex -> DeviceInfo (to broadcast)
+    answers: list = field(default_factory=list)  # (DeviceInfo, ack dict), to show now
 
     def __bool__(self) -> bool:
         return bool(
@@ -194,6 +195,8 @@ class DeviceTopics:
             self._set(device, {"wifi": value})
         elif kind == "ack":
             self.effects.acks.append((device.pk, value))
+            if not retain:
+                self.effects.answers.append((device, value))
             if "state" in value:
                 snap = value["state"]
                 self._set(

@@ -3,11 +3,15 @@ switches a pool, and the transitions the bridge drives (sent, done, failed, time
 
 Life of a command: `command_send` validates and stores it pending (or failed at once
 when the device is offline), writes the audit event and, after commit, rings the
-bridge. A bridge claims it (pending -> sent, a conditional UPDATE so two bridges never
-publish the same command) and publishes it. It completes on the device's `ack` (ps1)
-or when the v3.1 state topic shows `Command.expected`; otherwise `commands_expire`
-turns it into a visible timeout. Every transition is broadcast to the pool's group
-and rewrites the command's one DeviceEvent, so the log shows one entry per command.
+bridges with the whole command (`doorbell_ring`: its topic and payload). The bridge
+holding the device's broker claims it (pending -> sent, a conditional UPDATE so that
+two bridges, or one ring heard twice, never publish the same command) and publishes
+it without reading it back; a lost ring costs one sweep of the database, which stays
+the record. It completes on the device's `ack` (ps1; the bridge tells the page at once
+with `command_answer`, before the write) or when the v3.1 state topic shows
+`Command.expected`; otherwise `commands_expire` turns it into a visible timeout.
+Every transition is broadcast to the pool's group and rewrites the command's one
+DeviceEvent, so the log shows one entry per command.
 """
 
 import datetime as dt
@@ -28,7 +32,7 @@ from devices.scheduling import next_local_midnight
 from devices.services.events import pool_event_broadcast
 from firmware import protocol
 from poolsaas.live import messages
-from poolsaas.live.groups import broadcast, doorbell_ring_now, pool_group
+from poolsaas.live.groups import broadcast, doorbell_ring_bridges, pool_group
 from tenants.models import Membership
 from tenants.roles import Action
 from tenants.selectors import membership_require
@@ -258,10 +262,43 @@ def _event(
     return event
 
 
+def command_wire(command: Command) -> tuple[str, bytes]:
+    """The topic and payload that carry a command to its device (ProtocolError when
+    it cannot be encoded for that device)."""
+    device = command.device
+    if device.protocol == Device.Protocol.LEGACY:
+        suffix, payload = protocol.encode_v31_set(command.op, command.value)
+    else:
+        suffix = protocol.CMD
+        payload = protocol.encode_command(
+            command.code.hex,
+            int(command.expires_at.timestamp()),
+            command.op,
+            command.value,
+        )
+    return f"{device.topic_root}/{suffix}", payload
+
+
 def doorbell_ring(command: Command) -> None:
-    """Wake a bridge now; best effort, since bridges also sweep the database (the
-    database stays the queue of record)."""
-    doorbell_ring_now(messages.command_new(command=command.code.hex))
+    """Hand a pending command to every bridge now, whole, so that the one holding its
+    device's broker publishes it at once (command_claim). Best effort: bridges also
+    sweep the database, the queue of record. A v3.1 command rings without its payload
+    (the bridge's sweep publishes it: it completes on the state known at send time)."""
+    topic = payload = None
+    if command.device.protocol != Device.Protocol.LEGACY:
+        try:
+            topic, payload = command_wire(command)
+        except protocol.ProtocolError:
+            pass  # the sweep fails it with the reason
+    doorbell_ring_bridges(
+        messages.command_new(
+            command=command.code.hex,
+            device=command.device_id,
+            broker=command.device.broker_id,
+            topic=topic,
+            payload=payload,
+        )
+    )
 
 
 def _command_create(
@@ -308,6 +345,10 @@ def _command_create(
         if command.is_final:
             command.completed_at = now
         command.save()
+        if command.status == Command.Status.PENDING:
+            # Registered first, so that it is the first thing sent after commit
+            # (before the page's and the log's broadcasts).
+            transaction.on_commit(lambda: doorbell_ring(command))
         audit_record(
             action="command.sent",
             tenant=pool.tenant,
@@ -326,7 +367,6 @@ def _command_create(
         )
         _event(command=command, new=True)
         if command.status == Command.Status.PENDING:
-            transaction.on_commit(lambda: doorbell_ring(command))
             # Metered by source once stored to go out (billing.metering).
             transaction.on_commit(
                 lambda: metering.command_sent(command.tenant_id, source)
@@ -381,6 +421,34 @@ def commands_claim(*, commands: list[Command]) -> list[Command]:
             command.sent_at = now
             won.append(command)
     return won
+
+
+def command_claim(*, command_id: str, device_pk: int) -> bool:
+    """Bridge, doorbell path: pending -> sent for the command a ring carried, when this
+    bridge wins it. The same conditional UPDATE as commands_claim (on the code and
+    the device, so a ring cannot name another device's command): a ring heard twice,
+    by two bridges, or after a sweep took the command, publishes it once."""
+    try:
+        code = protocol_code(command_id)
+    except ValueError:
+        return False
+    now = timezone.now()
+    return bool(
+        Command.objects.filter(
+            code=code,
+            device_id=device_pk,
+            status=Command.Status.PENDING,
+            expires_at__gt=now,
+        ).update(status=Command.Status.SENT, sent_at=now)
+    )
+
+
+def command_release(*, command_id: str) -> None:
+    """Bridge: a claimed command did not get on the wire (the broker went down):
+    back to pending, for the next sweep or its timeout."""
+    Command.objects.filter(
+        code=protocol_code(command_id), status=Command.Status.SENT
+    ).update(status=Command.Status.PENDING, sent_at=None)
 
 
 def _finish(
@@ -444,16 +512,40 @@ def command_ack(
             from_statuses=(*OPEN, Command.Status.TIMED_OUT),
         )
     else:
-        text = ACK_ERRORS.get(error or "failed", "The device refused the command")
-        if reason:
-            text = f"{text}: {reason}"
         finished = _finish(
             command=command,
             status=Command.Status.FAILED,
-            error=text,
+            error=command_ack_error(error=error, reason=reason),
             data={"ack_error": error},
         )
     return command if finished else None
+
+
+def command_ack_error(*, error: str | None, reason: str | None) -> str:
+    """Pure: the words for a ps1 device's refusal."""
+    text = ACK_ERRORS.get(error or "failed", "The device refused the command")
+    return f"{text}: {reason}" if reason else text
+
+
+def command_answer(
+    *,
+    command_id: str,
+    ok: bool,
+    error: str | None = None,
+    reason: str | None = None,
+) -> dict | None:
+    """Pure: what the pool's page is told the moment the bridge hears a ps1 ack, before
+    the write (command_ack then writes it and tells the page again, whole): the code
+    and final status of contract 3's pool.command. None for an id that is not a
+    command's (a credentials rotation's ack)."""
+    try:
+        code = protocol_code(command_id)
+    except ValueError:
+        return None
+    if ok:
+        return {"code": code.hex, "status": Command.Status.DONE, "error": ""}
+    text = command_ack_error(error=error, reason=reason)[:300]
+    return {"code": code.hex, "status": Command.Status.FAILED, "error": text}
 
 
 def protocol_code(command_id: str) -> uuid.UUID:

@@ -86,16 +86,24 @@ def device_acls(*, prefix: str, device_id: str) -> list[dict[str, Any]]:
     if not protocol.is_valid_prefix(prefix) or not protocol.is_valid_id(device_id):
         # Validated upstream too; here it also rules out '+' and '#' in an ACL.
         raise ValueError("Invalid topic prefix or device id.")
+    from devices.bridge.rooms import room_topics
+
+    # The protocol's topics, then those of the bridge's other rooms (OTA's).
+    published, subscribed = room_topics()
     root = f"{prefix}/{device_id}"
     acls = [
         {"acltype": "publishClientSend", "topic": f"{root}/{suffix}", "allow": True}
-        for suffix in protocol.DEVICE_TO_CLOUD
+        for suffix in _union(protocol.DEVICE_TO_CLOUD, published)
     ]
     acls += [
         {"acltype": "subscribeLiteral", "topic": f"{root}/{suffix}", "allow": True}
-        for suffix in protocol.DEVICE_SUBSCRIPTIONS
+        for suffix in _union(protocol.DEVICE_SUBSCRIPTIONS, subscribed)
     ]
     return acls
+
+
+def _union(first, second) -> list[str]:
+    return list(first) + [s for s in second if s not in first]
 
 
 def new_password() -> str:

@@ -15,12 +15,14 @@ import segno
 from django.conf import settings
 
 from devices.models import Broker, Device
+from ota.services import device_ota_key
 
 BUNDLE_VERSION = 1
 
 
 def bundle_build(*, device: Device, broker: Broker, password: str) -> dict[str, Any]:
-    """The bundle of a device: {"v": 1, "device_id", "auth", "mqtt": {...}, "ca"?}.
+    """The bundle of a device: {"v": 1, "device_id", "auth", "mqtt": {...}, "ca"?,
+    "ota_key"}.
 
     "auth" says what the password is: "device" (its own, issued now and shown this
     once) or "none" (the broker issues no per-device credentials; the password is
@@ -53,6 +55,8 @@ def bundle_build(*, device: Device, broker: Broker, password: str) -> dict[str, 
     }
     if ca:
         bundle["ca"] = ca
+    # The key that authenticates OTA manifests (docs/ota.md), derived, never stored.
+    bundle["ota_key"] = device_ota_key(device.device_id).hex()
     return bundle
 
 

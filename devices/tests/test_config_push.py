@@ -140,18 +140,24 @@ class BridgeProcess:
         self.proc: subprocess.Popen | None = None
         self.runs = 0
 
-    def start(self, *, refresh_interval: float = 0.5) -> "BridgeProcess":
+    def start(
+        self,
+        *,
+        refresh_interval: float = 0.5,
+        sweep_interval: float = 0.2,
+        args: tuple[str, ...] = (),
+    ) -> "BridgeProcess":
         assert self.proc is None
         self.runs += 1
         before = self.log().count(READY) if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.name = f"cfgtest-{uuid.uuid4().hex[:6]}-{self.runs}"
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "mqtt_bridge"]
-            + ["--name", f"cfgtest-{uuid.uuid4().hex[:6]}-{self.runs}"]
-            + ["--flush-interval", "0.1", "--sweep-interval", "0.2"]
+            [sys.executable, "manage.py", "mqtt_bridge", "--name", self.name]
+            + ["--flush-interval", "0.1", "--sweep-interval", str(sweep_interval)]
             + ["--refresh-interval", str(refresh_interval)]
             + ["--broadcast-window", "0.05"]
-            + ["--stats-interval", "3600"],
+            + ["--stats-interval", "3600", *args],
             cwd=settings.BASE_DIR,
             env=self.env,
             stdout=log,
@@ -180,6 +186,13 @@ class BridgeProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+    def kill(self) -> None:
+        """kill -9: no clean stop, no lease given back."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait(10)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -203,13 +203,45 @@ def test_device_acl_is_exact_topics_under_its_own_root():
             "valve/set",
             "timer/set",
             "wifi/clear",
+            # The OTA room's downlink (ota.mqtt.OtaRoom), and its uplink below.
+            "ota/offer",
+            "ota/chunk",
         )
     }
+    assert {"devices/ESP-A1B2C3/ota/get", "devices/ESP-A1B2C3/ota/status"} <= publish
     assert all(a["allow"] for a in acls)
     assert not any("+" in a["topic"] or "#" in a["topic"] for a in acls)
     for prefix, device_id in (("devices/#", "ESP-A1B2C3"), ("devices", "ESP+")):
         with pytest.raises(ValueError):
             device_acls(prefix=prefix, device_id=device_id)
+
+
+def test_device_acl_follows_the_bridge_rooms(settings):
+    settings.BRIDGE_ROOMS = ["devices.mqtt.DevicesRoom"]
+    topics = {a["topic"] for a in device_acls(prefix="devices", device_id="ESP-A1")}
+    assert not any("/ota/" in topic for topic in topics)
+    assert "devices/ESP-A1/telemetry" in topics
+
+
+@pytest.mark.mqtt
+def test_device_takes_its_own_ota_topics_only(clients, watcher, created):
+    mine, password = created(watcher.prefix)
+    other, _ = created(watcher.prefix)
+    root = f"{watcher.prefix}/{mine}"
+    device = clients(mine)
+    assert device.connect(mine, password)
+    assert device.subscribe(f"{root}/ota/offer")
+    assert device.subscribe(f"{root}/ota/chunk")
+    assert not device.subscribe(f"{watcher.prefix}/{other}/ota/chunk")
+    watcher.publish(f"{root}/ota/chunk", b"\x00\x00\x00\x01chunk")
+    assert device.messages.get(timeout=WAIT) == (
+        f"{root}/ota/chunk",
+        b"\x00\x00\x00\x01chunk",
+    )
+    device.publish(f"{root}/ota/get", b'{"c":1,"i":0}')
+    while (message := watcher.messages.get(timeout=WAIT))[0] != f"{root}/ota/get":
+        pass  # the watcher also reads the chunk it published
+    assert message == (f"{root}/ota/get", b'{"c":1,"i":0}')
 
 
 def test_dynsec_config_comes_from_settings(dynsec_settings):

@@ -24,6 +24,7 @@ from devices.services.provisioning import (
 )
 from devices.tests import test_dynsec
 from firmware import protocol
+from ota.services import device_ota_key
 
 # The broker fixtures of test_dynsec (a shared conftest would be the other way).
 dynsec_broker = test_dynsec.dynsec_broker
@@ -264,6 +265,8 @@ def test_ps1_device_on_the_tenants_own_broker_gets_a_bundle_with_its_ca(
             "prefix": "acme/pools",
         },
         "ca": CA,
+        # The device's own key for OTA manifests (docs/ota.md).
+        "ota_key": device_ota_key("ESP-0A0B0C").hex(),
     }
     assert protocol.parse_bundle(bundle_json(bundle).encode())["ca"] == CA
     # The new device is sent the pool's configuration.

@@ -330,6 +330,7 @@ class Board:
     def _spawn(self, cause):
         self._write("reset_cause", str(cause))
         (self.sim / "wdt").unlink(missing_ok=True)
+        (self.sim / "reset").unlink(missing_ok=True)
         self.boots.append(cause)
         cmd = [micropython()]
         if self.heap_kb:
@@ -378,6 +379,13 @@ class Board:
                 if proc is None or self._expect_exit:
                     continue
                 rc = proc.poll()
+                if rc is None and (self.sim / "reset").exists():
+                    # machine.reset() from a timer callback (standins/machine.py).
+                    proc.kill()
+                    proc.wait()
+                    self.lines.append("### soft reset")
+                    self._spawn(SOFT_RESET)
+                    continue
                 if rc is None:
                     if self._wdt_expired():
                         proc.kill()

@@ -448,6 +448,13 @@ def test_bundle():
     bundle["mqtt"]["port"] = 1883
     bundle["ca"] = "not a pem"
     raises(PE, P.parse_bundle, json.dumps(bundle))
+    del bundle["ca"]
+    assert P.parse_bundle(json.dumps(bundle))["ota_key"] is None
+    bundle["ota_key"] = "ab" * 32
+    assert P.parse_bundle(json.dumps(bundle))["ota_key"] == "ab" * 32
+    for bad in ("AB" * 32, "ab" * 31, 7):
+        bundle["ota_key"] = bad
+        raises(PE, P.parse_bundle, json.dumps(bundle))
 
 
 def test_event_data_checked_per_type_and_strings_storable():

@@ -860,8 +860,14 @@ def test_bundle_ranges():
 def test_bundle_round_trip():
     ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
     for value in (
-        {"v": 1, "device_id": "ESP-A1B2C3", "mqtt": MQTT, "ca": None},
-        {"v": 1, "device_id": "d" * 64, "mqtt": merged(MQTT, password=""), "ca": ca},
+        {"v": 1, "device_id": "ESP-A1B2C3", "mqtt": MQTT, "ca": None, "ota_key": None},
+        {
+            "v": 1,
+            "device_id": "d" * 64,
+            "mqtt": merged(MQTT, password=""),
+            "ca": ca,
+            "ota_key": "0f" * 32,
+        },
     ):
         assert P.parse_bundle(P.dumps(value)) == value
     raises(PE, P.parse_bundle, enc({"v": 1, "device_id": "x", "mqtt": MQTT, "ca": "x"}))

@@ -9,7 +9,7 @@ FW="$(dirname "$HERE")"
 ROOT="$(dirname "$FW")"
 VENV="${VENV:-$ROOT/.venv}"
 # Modules whose tests must also pass on MicroPython (the board's own interpreter).
-MP_TESTS=(test_protocol test_protocol_edges test_tzrules test_controller test_health test_portal test_link test_mqtt test_credentials)
+MP_TESTS=(test_protocol test_protocol_edges test_tzrules test_controller test_health test_portal test_link test_mqtt test_credentials test_updater)
 
 fail=0
 summary=()

@@ -77,5 +77,11 @@ echo "copying firmware..."
 for f in "$build"/*; do
     mp cp "$f" ":$(basename "$f")"
 done
+# A flash replaces whatever came over the air: the update folders would shadow the
+# modules just copied (otaboot puts fw/ first on sys.path).
+mp exec "import otaboot
+for d in ('fw', 'fw.new', 'fw.old', 'fw.bad'):
+    otaboot.rmtree(d)
+otaboot.clear()"
 mp reset
 echo "done: the board restarts; with no Wi-Fi configured it opens the PoolSaaS-XXXXXX portal"

@@ -47,8 +47,9 @@ def campaign(release, tenant_a, device_a, device_b):
 
 def _msg(device, suffix, body):
     info = SimpleNamespace(pk=device.pk)
+    topic = f"{device.topic_root}/{suffix}"
     return Message(
-        device.broker_id, "t", info, suffix, json.dumps(body).encode(), 0, False
+        device.broker_id, topic, info, suffix, json.dumps(body).encode(), 0, False
     )
 
 
@@ -109,3 +110,120 @@ def test_failed_report_keeps_reason(campaign, device_a):
     room.flush(room.drain(), out)
     u = DeviceUpdate.objects.get(device=device_a)
     assert (u.state, u.reason) == ("failed", "sha256 mismatch")
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_chunks_are_rationed_per_device_and_in_total(
+    campaign, device_a, settings, pool_a, platform_broker
+):
+    """OTA never starves telemetry: one worker pass serves at most PER_CALL chunks,
+    a second at most OTA_CHUNKS_PER_S in all and OTA_DEVICE_CHUNKS_PER_S per device;
+    what waits is served later, devices taking turns, nothing twice."""
+    from devices.models import Device, Pool
+    from ota.mqtt import MAX_WINDOW, PER_CALL
+
+    settings.OTA_CHUNKS_PER_S, settings.OTA_DEVICE_CHUNKS_PER_S = 40, 4
+    big = SimpleUploadedFile("big.bin", bytes(4096 * 30))
+    release = release_create(upload=big, version="1.3.0", hardware_model="esp32")
+    c = Campaign.objects.create(tenant=pool_a.tenant, release=release)
+    campaign_set_state(c, "start")
+    devices = [device_a] + [
+        Device.objects.create(
+            tenant=pool_a.tenant,
+            pool=Pool.objects.create(tenant=pool_a.tenant, name=f"Pool {n}"),
+            broker=platform_broker,
+            device_id=f"ESP-C0{n:04X}",
+        )
+        for n in range(19)
+    ]
+    for d in devices:
+        DeviceUpdate.objects.create(campaign=c, device=d, state="downloading")
+    clock = Clock()
+    room, out, ctx = OtaRoom(clock=clock), FakeOut(), Context(counters=Counter())
+    for d in devices:  # every device asks for 8 (more than a window: clipped to 4)
+        room.handle(_msg(d, "ota/get", {"c": c.pk, "i": 0, "n": 8}), ctx)
+    room.updates(out)
+    assert len(out.sent) == min(PER_CALL, 40)
+    for _ in range(5):  # more passes in the same instant: the total bucket is empty
+        room.updates(out)
+    assert len(out.sent) == min(PER_CALL, 40)
+    served = Counter()
+    seen = set()
+    for _second in range(1, 4):
+        clock.now += 1.0
+        for _ in range(10):
+            room.updates(out)
+    for topic, payload in out.sent:
+        campaign_id, index = HEADER.unpack(payload[:8])
+        assert (topic, index) not in seen  # nothing sent twice
+        seen.add((topic, index))
+        served[topic] += 1
+    # Every device got its whole window (4 each, 80 in all) within the budgets.
+    assert len(out.sent) == 20 * MAX_WINDOW
+    assert set(served.values()) == {MAX_WINDOW}
+    assert room.deferred > 0 and room.stats()["ota_chunks_sent"] == 80
+
+
+def test_one_device_cannot_take_more_than_its_rate(device_a, settings):
+    settings.OTA_CHUNKS_PER_S, settings.OTA_DEVICE_CHUNKS_PER_S = 1000, 2
+    big = SimpleUploadedFile("big.bin", bytes(4096 * 30))
+    release = release_create(upload=big, version="1.3.0", hardware_model="esp32")
+    campaign = Campaign.objects.create(tenant=device_a.tenant, release=release)
+    campaign_set_state(campaign, "start")
+    DeviceUpdate.objects.create(campaign=campaign, device=device_a, state="downloading")
+    clock = Clock()
+    room, out, ctx = OtaRoom(clock=clock), FakeOut(), Context(counters=Counter())
+    got = []
+    for _step in range(20):  # 2 s in tenths; the device always asks for more
+        want = len(got)
+        room.handle(
+            _msg(device_a, "ota/get", {"c": campaign.pk, "i": want, "n": 4}), ctx
+        )
+        room.updates(out)
+        got = [HEADER.unpack(p[:8])[1] for _, p in out.sent]
+        clock.now += 0.1
+    # A full window at first (4), then 2 a second: 4 + 2 * 2 in 2 s, in order.
+    assert got == list(range(len(got))) and 7 <= len(got) <= 8
+
+
+def test_manifest_verifies_on_the_device_with_its_bundle_key(
+    campaign, device_a, settings
+):
+    """The server's manifest, checked by the firmware's own parser with the key of
+    the device's provisioning bundle; another device's key is refused."""
+    from devices.services.provisioning import bundle_build
+    from firmware import updater
+    from firmware.protocol import parse_bundle
+    from firmware.tests.helpers import raises
+
+    settings.OTA_SECRET = "ota-secret-for-tests"
+    campaign_step(campaign.pk)
+    update = DeviceUpdate.objects.get(device=device_a)
+    bundle = bundle_build(device=device_a, broker=device_a.broker, password="pw")
+    parsed = parse_bundle(json.dumps(bundle).encode())
+    key = bytes.fromhex(parsed["ota_key"])
+    payload = json.dumps(manifest(update)).encode()
+    m = updater.parse_manifest(payload, key)
+    assert m["sha256"] == campaign.release.sha256 and m["chunks"] == 3
+    other = device_ota_key("ESP-FFFFFF")
+    assert "hmac" in str(raises(ValueError, updater.parse_manifest, payload, other))
+    settings.OTA_SECRET = "another-secret"  # the key depends on the OTA secret
+    assert device_ota_key(device_a.device_id) != key
+
+
+def test_succeeded_on_the_old_version_is_recorded_as_rolled_back(campaign, device_a):
+    from ota.services import device_update_report
+
+    campaign_step(campaign.pk)
+    kw = {"device_pk": device_a.pk, "campaign_id": campaign.pk}
+    assert device_update_report(state="applying", **kw)
+    assert device_update_report(state="succeeded", version="0.1.0", **kw)
+    u = DeviceUpdate.objects.get(device=device_a)
+    assert u.state == "rolled_back" and "0.1.0" in u.reason

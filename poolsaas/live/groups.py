@@ -5,8 +5,9 @@ Group names (contract 3 of the design), built from UUID hex only, never user tex
                 / pool.alert
   tenant.<hex>  a tenant's overview: tenant.pool / tenant.alert
   user.<hex>    one user's sockets: access.changed after a role change or removal
-The bridges listen on DOORBELL (one of them takes each ring) and BRIDGES_GROUP (all of
-them hear it). The messages themselves come from poolsaas.live.messages.
+The bridges listen on DOORBELL (one of them takes each ring), DOORBELL_GROUP and
+BRIDGES_GROUP (all of them hear those). The messages themselves come from
+poolsaas.live.messages.
 
 `broadcast` sends only after the surrounding transaction commits, so a browser never
 sees a change that was rolled back, and a broken channel layer (Redis down) is logged
@@ -30,6 +31,9 @@ logger = logging.getLogger(__name__)
 # The bridges' doorbell: rung after a command, a configuration change or a device
 # removal, so that the bridge acts at once instead of at its next database sweep.
 DOORBELL = "mqtt-bridge.commands"
+# Every bridge's doorbell is in this group too: a command goes to all of them, and the
+# one holding its device's broker publishes it (a tenant's broker has one bridge).
+DOORBELL_GROUP = "bridges.doorbell"
 # Every bridge's live sender is in this group, so it learns at once that a page started
 # watching a pool or tenant; its own read of the watch registry runs only every second,
 # and an update in between would otherwise be skipped as unwatched.
@@ -102,6 +106,20 @@ def doorbell_ring_now(message: dict[str, Any]) -> bool:
         return False
     try:
         async_to_sync(layer.send)(DOORBELL, message)
+    except Exception:  # noqa: BLE001 - a full or absent layer must not fail the caller
+        logger.info("bridge doorbell not rung for %s", message, exc_info=True)
+        return False
+    return True
+
+
+def doorbell_ring_bridges(message: dict[str, Any]) -> bool:
+    """Ring every bridge's doorbell at once (DOORBELL_GROUP); best effort (False when
+    not rung), since bridges also sweep the database."""
+    layer = get_channel_layer()
+    if layer is None:
+        return False
+    try:
+        async_to_sync(layer.group_send)(DOORBELL_GROUP, message)
     except Exception:  # noqa: BLE001 - a full or absent layer must not fail the caller
         logger.info("bridge doorbell not rung for %s", message, exc_info=True)
         return False

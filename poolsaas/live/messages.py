@@ -11,7 +11,7 @@ Group messages (to browsers' sockets):
   pool.alert                                           -> PoolConsumer (pool.<hex>)
   tenant.pool, tenant.alert                            -> TenantConsumer (tenant.<hex>)
   access.changed                                       -> both consumers (user.<hex>)
-Doorbell rings (to the bridges, on groups.DOORBELL or groups.BRIDGES_GROUP):
+Doorbell rings (to the bridges, on groups.DOORBELL, DOORBELL_GROUP or BRIDGES_GROUP):
   command.new, config.publish, device.retained_clear,
   device.credentials                                   -> the bridge's rooms
   watch                                                -> every bridge's live sender
@@ -89,9 +89,25 @@ def access_changed() -> dict[str, Any]:
     return {"type": ACCESS_CHANGED}
 
 
-def command_new(*, command: str) -> dict[str, Any]:
-    """Doorbell: a command is pending (devices.services.commands -> bridge)."""
-    return {"type": COMMAND_NEW, "command": command}
+def command_new(
+    *,
+    command: str,
+    device: int | None = None,
+    broker: int | None = None,
+    topic: str | None = None,
+    payload: bytes | None = None,
+) -> dict[str, Any]:
+    """Doorbell: a command is pending (devices.services.commands.doorbell_ring ->
+    every bridge, on groups.DOORBELL_GROUP). With its topic and payload, the bridge
+    holding `broker` publishes it at once; without, it sweeps the database now."""
+    return {
+        "type": COMMAND_NEW,
+        "command": command,
+        "device": device,
+        "broker": broker,
+        "topic": topic,
+        "payload": payload,
+    }
 
 
 def config_publish(*, pool: str) -> dict[str, Any]:

@@ -40,6 +40,11 @@ NAMES = {
     "PoolConsumer.pool_command": "devices.consumers",
     "command_v31_done": "devices.services.commands",
     "TenantMiddleware": "tenants.middleware",
+    "doorbell_ring_bridges": "poolsaas.live.groups",
+    "Outgoing.publish_now": "devices.mqtt.outgoing",
+    "command_claim": "devices.services.commands",
+    "command_answer": "devices.services.commands",
+    "LiveChannel.send_now": "devices.bridge.live",
 }
 
 

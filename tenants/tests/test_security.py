@@ -39,8 +39,9 @@ OPEN = {
     # The MQTT gateway's example page: static, no session (it logs in by the API).
     "mqtt_demo",
 }
-# The redirect "/" -> "/pools/" has no page of its own.
-NOT_A_PAGE = {"home"}
+# The redirect "/" -> "/pools/" has no page of its own; Stripe's webhook is a machine
+# endpoint checked by its signature (billing/tests/test_payments.py), never a session.
+NOT_A_PAGE = {"home", "stripe_webhook"}
 
 
 @pytest.fixture
@@ -85,6 +86,9 @@ def page_urls(world) -> dict[str, str]:
         "alert_detail": uuid.uuid4(),
         "alert_acknowledge": uuid.uuid4(),
         "alert_resolve": uuid.uuid4(),
+        "invoice_detail": uuid.uuid4(),
+        "invoice_pdf": uuid.uuid4(),
+        "invoice_csv": uuid.uuid4(),
     }
     names = {
         "pools",
@@ -98,6 +102,8 @@ def page_urls(world) -> dict[str, str]:
         "audit_export",
         "devices",
         "device_add",
+        "usage",
+        "invoices",
         "alerts",
         "alert_rules",
         *code,

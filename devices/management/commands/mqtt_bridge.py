@@ -1,7 +1,9 @@
 """`python manage.py mqtt_bridge`: the long-running MQTT bridge (devices.bridge).
 
 Several may run side by side: on the platform broker they share the subscriptions
-(MQTT shared subscriptions), and commands are claimed with a conditional UPDATE.
+(MQTT shared subscriptions); each other broker (a tenant's own) is held by one of them
+under a lease in the database, taken over within --lease-ttl when its bridge dies;
+commands are claimed with a conditional UPDATE.
 """
 
 import signal
@@ -26,6 +28,12 @@ class Command(BaseCommand):
         parser.add_argument("--broadcast-window", type=float, default=0.25)
         parser.add_argument("--stats-interval", type=float, default=60.0)
         parser.add_argument(
+            "--lease-ttl",
+            type=float,
+            default=None,
+            help="seconds a broker lease lasts unrenewed (3 refresh intervals, >= 10)",
+        )
+        parser.add_argument(
             "--run-for", type=float, default=None, help="stop after N seconds"
         )
 
@@ -46,6 +54,7 @@ class Command(BaseCommand):
                 silence_factor=options["silence_factor"],
                 broadcast_window=options["broadcast_window"],
                 stats_interval=options["stats_interval"],
+                lease_ttl=options["lease_ttl"],
             ).start()
             self.stdout.write(f"mqtt bridge {bridge.name} running")
             done.wait(options["run_for"])

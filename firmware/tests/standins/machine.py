@@ -75,7 +75,49 @@ def unique_id():
 
 def reset():
     print("machine.reset()")
+    # From a timer's callback SystemExit would only end the callback: the file tells
+    # the emulator to reset the board either way.
+    _sim.write("reset", "")
     sys.exit(RESET_EXIT)
+
+
+class Timer:
+    """A one-shot or periodic timer whose callback is scheduled into the main
+    thread between bytecodes, like the ESP32's (soft) timer callbacks."""
+
+    ONE_SHOT = 0
+    PERIODIC = 1
+
+    def __init__(self, id=-1, **kw):
+        self._gen = 0
+        if kw:
+            self.init(**kw)
+
+    def init(self, mode=PERIODIC, period=-1, callback=None, freq=None):
+        import _thread
+
+        self._gen += 1
+        gen = self._gen
+        if freq:
+            period = 1000 // freq
+
+        def run():
+            import time
+
+            import micropython
+
+            while self._gen == gen:
+                time.sleep_ms(period)
+                if self._gen != gen:
+                    return
+                micropython.schedule(callback, self)
+                if mode == Timer.ONE_SHOT:
+                    return
+
+        _thread.start_new_thread(run, ())
+
+    def deinit(self):
+        self._gen += 1
 
 
 def freq(hz=None):

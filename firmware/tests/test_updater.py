@@ -1,0 +1,310 @@
+"""firmware.updater and firmware.otaboot: manifest check, chunked download with resume,
+verification, the swap, the trial and the rollback (CPython and MicroPython).
+
+The board's file system is a temporary folder (`root`); nothing here needs a network.
+"""
+
+import binascii
+import hashlib
+import json
+import os
+
+try:
+    from firmware import otaboot, updater
+    from firmware.tests.helpers import raises, tmpdir
+except ImportError:  # MicroPython: flat filesystem
+    import otaboot
+    import updater
+    from helpers import raises, tmpdir
+
+KEY = b"k" * 32
+CHUNK = 256
+
+
+def pack(files):
+    out = [b"PSB1\n"]
+    for name, data in files:
+        out.append((name + " " + str(len(data)) + "\n").encode())
+        out.append(data)
+    return b"".join(out)
+
+
+APP_V2 = [("app.py", b"VERSION = 2\n" * 40), ("link.py", b"# link v2\n" * 30)]
+
+
+def manifest(blob, c=7, key=KEY, version="1.2.0", model="esp32", sha=None):
+    m = {
+        "c": c,
+        "version": version,
+        "from": "",
+        "model": model,
+        "size": len(blob),
+        "sha256": sha or binascii.hexlify(hashlib.sha256(blob).digest()).decode(),
+        "chunk": CHUNK,
+        "chunks": (len(blob) + CHUNK - 1) // CHUNK,
+    }
+    m["hmac"] = binascii.hexlify(
+        updater.hmac_sha256(key, updater.canonical(m))
+    ).decode()
+    return json.dumps(m).encode()
+
+
+def chunk(blob, i, c=7):
+    return (
+        c.to_bytes(4, "big") + i.to_bytes(4, "big") + blob[i * CHUNK : (i + 1) * CHUNK]
+    )
+
+
+class Sent:
+    def __init__(self):
+        self.items = []
+
+    def __call__(self, suffix, payload):
+        self.items.append((suffix, payload))
+
+    def gets(self):
+        return [json.loads(p) for s, p in self.items if s == updater.GET]
+
+    def states(self):
+        return [json.loads(p)["state"] for s, p in self.items if s == updater.STATUS]
+
+    def last_status(self):
+        return [json.loads(p) for s, p in self.items if s == updater.STATUS][-1]
+
+
+def board(files=None):
+    """A board root with a current application folder (fw/) when files are given."""
+    root = tmpdir()
+    if files:
+        os.mkdir(root + "/fw")
+        for name, data in files:
+            with open(root + "/fw/" + name, "wb") as f:
+                f.write(data)
+    return root
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def make(root, sent, version="1.0.0"):
+    return updater.Updater(KEY, version, "esp32", sent, root, {"trial_s": 30})
+
+
+def download(u, blob, start=0, c=7):
+    n = (len(blob) + CHUNK - 1) // CHUNK
+    for i in range(start, n):
+        assert u.chunk(chunk(blob, i, c))
+
+
+def test_hmac_sha256_is_rfc_4231_case_2():
+    mac = updater.hmac_sha256(b"Jefe", b"what do ya want for nothing?")
+    assert binascii.hexlify(mac) == (
+        b"5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    )
+
+
+def test_canonical_is_sorted_compact_json():
+    m = json.loads(manifest(b"x" * 600))
+    m.pop("hmac")
+    text = updater.canonical(m).decode()
+    assert text.startswith('{"c":7,"chunk":256,"chunks":3,"from":"","model":"esp32"')
+    assert json.loads(text) == m
+    try:
+        import hmac
+
+        expected = json.dumps(m, sort_keys=True, separators=(",", ":"))
+        assert text == expected
+        assert hmac.new(KEY, text.encode(), "sha256").digest() == (
+            updater.hmac_sha256(KEY, text.encode())
+        )
+    except (ImportError, TypeError):  # MicroPython: no hmac, json has no sort_keys
+        pass
+
+
+def test_manifest_with_a_bad_hmac_or_changed_field_is_refused():
+    blob = pack(APP_V2)
+    assert updater.parse_manifest(manifest(blob), KEY)["size"] == len(blob)
+    e = raises(ValueError, updater.parse_manifest, manifest(blob, key=b"x" * 32), KEY)
+    assert "hmac" in str(e)
+    m = json.loads(manifest(blob))
+    m["sha256"] = "0" * 64  # the image swapped, the MAC kept
+    e = raises(ValueError, updater.parse_manifest, json.dumps(m).encode(), KEY)
+    assert "hmac" in str(e)
+    raises(ValueError, updater.parse_manifest, b"[1]", KEY)
+    raises(ValueError, updater.parse_manifest, manifest(blob), b"")
+
+
+def test_bad_hmac_offer_writes_nothing_and_reports_failed():
+    root, sent = board(APP_V2[:1]), Sent()
+    u = make(root, sent)
+    assert not u.offer(manifest(pack(APP_V2), key=b"x" * 32))
+    assert sent.gets() == [] and sent.states() == ["failed"]
+    assert "hmac" in sent.last_status()["reason"]
+    assert not otaboot.exists(root + "/fw.new") and otaboot.load(root) == {}
+
+
+def test_download_verify_swap_trial_confirm():
+    v1 = [("app.py", b"VERSION = 1\n")]
+    root, sent = board(v1), Sent()
+    blob = pack(APP_V2)
+    u = make(root, sent)
+    assert u.offer(manifest(blob))
+    assert sent.gets()[0] == {"c": 7, "i": 0, "n": 4}
+    assert u.chunk(chunk(blob, 0))
+    assert not u.chunk(chunk(blob, 0))  # a duplicate
+    assert not u.chunk(chunk(blob, 1, c=8))  # another campaign's
+    assert not u.chunk(chunk(blob, 2))  # out of order: asked for again later
+    download(u, blob, start=1)
+    assert u.ignored == 3
+    assert u.step() and sent.states()[-2:] == ["downloaded", "verified"]
+    assert read(root + "/fw.new/app.py") == APP_V2[0][1]
+    u.apply()
+    assert sent.states()[-1] == "applying"
+    u.sent(u.report)  # "applying" delivered before the reboot: not a healthy report
+    assert otaboot.load(root)["phase"] == "trial"
+    assert read(root + "/fw/app.py") == APP_V2[0][1]
+    assert read(root + "/fw.old/app.py") == v1[0][1]
+    assert not otaboot.exists(root + "/fw.new")
+    st = otaboot.decide(root)  # the reboot into the new version
+    assert st["phase"] == "trial" and st["boots"] == 1 and st["trial_s"] == 30
+    sent2 = Sent()
+    u2 = make(root, sent2, version="1.2.0")
+    assert sent2.last_status()["state"] == "succeeded"
+    u2.sent(u2.report)  # delivered (PUBACK): healthy
+    assert otaboot.load(root) == {}  # nothing left to do or report
+    assert otaboot.decide(root) == {}
+
+
+def test_resume_after_reboot_from_the_first_missing_chunk():
+    root, sent = board(), Sent()
+    blob = pack(APP_V2 + [("extra.py", b"#" * 700)])
+    n = (len(blob) + CHUNK - 1) // CHUNK
+    u = make(root, sent)
+    u.offer(manifest(blob))
+    for i in range(3):
+        u.chunk(chunk(blob, i))
+    # Power cut in the middle of writing chunk 3: half of it reached the flash.
+    u.f.write(blob[3 * CHUNK : 3 * CHUNK + 100])
+    u.f.close()
+    sent2 = Sent()
+    u2 = make(root, sent2)
+    assert u2.downloading and u2.next == 3
+    u2.online()
+    assert sent2.gets() == [{"c": 7, "i": 3, "n": n - 3}]
+    download(u2, blob, start=3)
+    assert u2.next == n and u2.step()
+    assert read(root + "/fw.new/app.py") == APP_V2[0][1]
+
+
+def test_resume_after_a_dropped_link_asks_again():
+    root, sent = board(), Sent()
+    blob = pack(APP_V2)
+    u = make(root, sent)
+    u.offer(manifest(blob))
+    u.chunk(chunk(blob, 0))
+    u.online()  # reconnected: the chunks asked for before may be lost
+    assert sent.gets()[-1]["i"] == 1
+
+
+def test_wrong_image_hash_is_refused_and_the_old_version_stays():
+    v1 = [("app.py", b"VERSION = 1\n")]
+    root, sent = board(v1), Sent()
+    blob = pack(APP_V2)
+    u = make(root, sent)
+    u.offer(manifest(blob, sha="ab" * 32))
+    download(u, blob)
+    assert not u.step()
+    assert sent.last_status()["state"] == "failed"
+    assert sent.last_status()["reason"] == "sha256 mismatch"
+    assert not otaboot.exists(root + "/fw.new") and otaboot.load(root) == {}
+    assert read(root + "/fw/app.py") == v1[0][1]
+
+
+def test_bundle_with_a_permanent_file_is_refused():
+    root, sent = board(), Sent()
+    blob = pack([("main.py", b"import evil\n")])
+    u = make(root, sent)
+    u.offer(manifest(blob))
+    download(u, blob)
+    u.step()
+    assert sent.last_status()["state"] == "failed"
+    assert "refused" in sent.last_status()["reason"]
+
+
+def test_rollback_after_too_many_trial_boots():
+    v1 = [("app.py", b"VERSION = 1\n")]
+    root, sent = board(v1), Sent()
+    blob = pack(APP_V2)
+    u = make(root, sent)
+    u.offer(manifest(blob))
+    download(u, blob)
+    u.step()
+    u.apply()
+    for _boot in (1, 2, 3):
+        assert otaboot.decide(root)["phase"] == "trial"
+    st = otaboot.decide(root)  # the fourth boot without a healthy report
+    assert st["phase"] == "rolled_back" and "3 boots" in st["reason"]
+    assert read(root + "/fw/app.py") == v1[0][1]
+    assert not otaboot.exists(root + "/fw.old")
+    sent2 = Sent()
+    u2 = make(root, sent2)
+    assert sent2.last_status()["state"] == "rolled_back"
+    assert not u2.offer(manifest(blob))  # the rollback is reported first
+    u2.sent(u2.report)
+    assert otaboot.load(root) == {}
+
+
+def test_first_update_rolls_back_to_the_factory_modules():
+    root, sent = board(), Sent()
+    u = make(root, sent)
+    blob = pack(APP_V2)
+    u.offer(manifest(blob))
+    download(u, blob)
+    u.step()
+    u.apply()
+    assert otaboot.folder(root) == root + "/fw"
+    otaboot.decide(root)
+    otaboot.rollback(root, otaboot.load(root), "no healthy report within 30 s")
+    assert otaboot.folder(root) is None
+    assert otaboot.load(root)["phase"] == "rolled_back"
+
+
+def test_a_swap_cut_by_a_power_loss_is_finished_at_boot():
+    v1 = [("app.py", b"VERSION = 1\n")]
+    for cut in ("before", "after_old"):
+        root = board(v1)
+        os.mkdir(root + "/fw.new")
+        with open(root + "/fw.new/app.py", "wb") as f:
+            f.write(b"VERSION = 2\n")
+        otaboot.save(root, {"phase": "swap", "c": 7, "prev": True})
+        if cut == "after_old":
+            os.rename(root + "/fw", root + "/fw.old")
+        st = otaboot.decide(root)
+        assert st["phase"] == "trial", cut
+        assert read(root + "/fw/app.py") == b"VERSION = 2\n", cut
+        assert read(root + "/fw.old/app.py") == b"VERSION = 1\n", cut
+
+
+def test_a_rollback_cut_by_a_power_loss_is_finished_at_boot():
+    root = board([("app.py", b"VERSION = 2\n")])
+    os.mkdir(root + "/fw.old")
+    with open(root + "/fw.old/app.py", "wb") as f:
+        f.write(b"VERSION = 1\n")
+    otaboot.save(root, {"phase": "rollback", "c": 7, "prev": True, "reason": "x"})
+    os.rename(root + "/fw", root + "/fw.bad")  # cut after the first rename
+    assert otaboot.decide(root)["phase"] == "rolled_back"
+    assert read(root + "/fw/app.py") == b"VERSION = 1\n"
+    assert not otaboot.exists(root + "/fw.bad")
+
+
+def test_offer_of_the_running_version_or_another_model_is_refused():
+    root, sent = board(), Sent()
+    u = make(root, sent, version="1.2.0")
+    assert not u.offer(manifest(pack(APP_V2)))
+    assert "already" in sent.last_status()["reason"]
+    u = make(root, sent)
+    assert not u.offer(manifest(pack(APP_V2), model="esp32s3"))
+    assert "model" in sent.last_status()["reason"]
+    assert sent.gets() == []
