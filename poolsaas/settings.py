@@ -360,7 +360,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # Several models have a `status`; the invoice's gets its own name.
-    "ENUM_NAME_OVERRIDES": {"InvoiceStatusEnum": "billing.models.Invoice.Status"},
+    "ENUM_NAME_OVERRIDES": {
+        "InvoiceStatusEnum": "billing.models.Invoice.Status",
+        "AlertKindEnum": "alerts.models.Kind",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "poolsaas.api.schema.add_error_responses",
