@@ -348,6 +348,26 @@ async def latency_receiver(pool_codes, stop_at, warm_until):
     return latencies
 
 
+def busy_per_message(bridge, tenant, topics, rate: int) -> float:
+    """The bridge's worker + writer seconds per accepted message at a fixed `rate`
+    for 8 s (its own busy counters): steadier than the maximum on a loaded host."""
+
+    def busy_accepted():
+        st = bridge.stats
+        return sum((st.get("busy") or {}).values()), st.get("accepted", 0)
+
+    bridge.wait_stats(lambda st: st.get("inbox", 1) == 0, timeout=60)
+    time.sleep(2.5)  # the next stats line, after the idle
+    busy0, accepted0 = busy_accepted()
+    host, port = os.environ["MQTT_URL"].removeprefix("mqtt://").split(":")
+    start_at, wait = run_publishers(host, int(port), topics, rate=rate, duration=8.0)
+    measure_rows(tenant.pk, until_idle=2.0, limit=90, not_before=start_at + 9)
+    wait()
+    time.sleep(2.5)
+    busy1, accepted1 = busy_accepted()
+    return (busy1 - busy0) / max(1, accepted1 - accepted0)
+
+
 # --- alert rules (--rules) ---------------------------------------------------------
 
 EVALUATOR = """
@@ -542,7 +562,7 @@ def main() -> int:
         topics = [f"{prefix}/{device_id}/telemetry" for device_id in ids]
 
         phases = set(args.phases.split(","))
-        ceiling = sustained = maximum = unmetered = 0.0
+        ceiling = sustained = maximum = unmetered = max_on = 0.0
         latencies: list = []
         rss_loaded = rss_peak = rss_empty
         # 1. the ceiling (before the devices exist, so the bridge is not subscribed).
@@ -739,19 +759,37 @@ def main() -> int:
                 with_rules = rules_compare(args, env, tenant, find_maximum, maximum)
             rss_loaded = max(rss_loaded, bridge.rss_kb())
         if args.metering_pair:
-            # The same maximum with usage metering off (billing.metering), bridges
-            # restarted; metering's cost is the ratio of the two.
-            bridge.stop()
-            bridge = Bridges(dict(env, USAGE_METERING="false"), args.bridges, None)
-            bridge.wait_stats(lambda s: s.get("devices") == args.devices)
-            bridge.wait_stats(lambda s: all(s.get("connections", {0: 0}).values()))
-            unmetered = find_maximum("unmetered")
+            # Usage metering (billing.metering) on, then off, each on restarted and
+            # warmed-up bridges: the bridge's busy time per message at a fixed rate,
+            # and the maximum. Metering's cost is the ratio.
+            rate = int(args.max_rates.split(",")[0])
+            pair = {}
+            for metered in (True, False):
+                # Both on freshly started bridges, so that start-up costs alike.
+                bridge.stop()
+                bridge = Bridges(
+                    dict(env, USAGE_METERING="true" if metered else "false"),
+                    args.bridges,
+                    None,
+                )
+                bridge.wait_stats(lambda s: s.get("devices") == args.devices)
+                bridge.wait_stats(lambda s: all(s.get("connections", {0: 0}).values()))
+                busy_per_message(bridge, tenant, topics, rate)  # warm-up
+                busy = busy_per_message(bridge, tenant, topics, rate)
+                top = find_maximum("metering " + ("on" if metered else "off"))
+                pair[metered] = (busy, top)
+            (busy_on, max_on), (busy_off, max_off) = pair[True], pair[False]
+            unmetered = max_off
             print(
-                f"[metering] maximum with metering {maximum:,.0f} msg/s, without "
-                f"{unmetered:,.0f} msg/s: ratio {maximum / max(1.0, unmetered):.3f} "
-                f"(cost {100 * (1 - maximum / max(1.0, unmetered)):.1f} %)"
+                f"[metering] busy per message at {rate:,} msg/s: with metering "
+                f"{1e6 * busy_on:.1f} µs, without {1e6 * busy_off:.1f} µs "
+                f"({100 * (busy_on / max(1e-9, busy_off) - 1):+.1f} %)"
             )
-
+            print(
+                f"[metering] maximum with metering {max_on:,.0f} msg/s, without "
+                f"{max_off:,.0f} msg/s: ratio {max_on / max(1.0, max_off):.3f}"
+            )
+            maximum = maximum or max_on
         measure_rows(tenant.pk, until_idle=1.0)
         rss_loaded = max(rss_loaded, bridge.rss_kb() if "maximum" not in phases else 0)
         per_device = (rss_loaded - rss_empty) / args.devices
@@ -788,7 +826,7 @@ def main() -> int:
                     "latency_p50_ms": round(pct(latencies, 0.5), 1),
                     "latency_p99_ms": round(pct(latencies, 0.99), 1),
                     "kib_per_device": round(per_device, 2),
-                    "metering_ratio": round(maximum / unmetered, 3)
+                    "metering_ratio": round(max_on / unmetered, 3)
                     if unmetered
                     else None,
                     **(with_rules or {}),

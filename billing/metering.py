@@ -34,6 +34,10 @@ MESSAGES_IN = "messages_in"
 MESSAGES_DROPPED = "messages_dropped"
 API_CALLS = "api_calls"
 SAMPLES_STORED = "samples_stored"
+# The MQTT gateway (gateway/usage.py): started minutes of its sockets, and PUBLISH
+# packets to and from its clients.
+GATEWAY_SOCKET_MINUTES = "socket_minutes:gateway"
+GATEWAY_MESSAGES = "gateway_messages"
 # A gauge, not a counter: devices heard from since midnight UTC, one row per day,
 # taken from the devices' last_seen_at by the roll-up (nothing on the hot path).
 ACTIVE_DEVICES = "active_devices"

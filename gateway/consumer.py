@@ -6,6 +6,11 @@ thread, through gateway.access (tenants.auth, the devices' access layer and
 command_send). The gateway never opens a broker connection: live changes arrive as
 the bridge's pool.state messages on the channel layer.
 
+Each accepted socket holds a slot of its user's in gateway.sockets (the cap, shared
+by the web processes through Redis) and a gateway.usage.SocketUsage; a heartbeat task
+refreshes the one and hands the other to billing.metering, and the close frees and
+hands on both.
+
 Groups: `user.<hex>` (access.changed closes the socket when the login or the
 membership changed), `pool.<hex>` of the pools a subscription needs, and
 `gateway.client.<hash>` of the user's client id (a newer socket with the same client
@@ -20,6 +25,7 @@ import logging
 import time
 from collections import defaultdict
 
+from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -28,9 +34,11 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DatabaseError
 from django.http import Http404
 
+from billing import metering
 from devices.consumers.base import Bucket
 from firmware import protocol
-from gateway import access, codec, session, topics
+from gateway import access, codec, session, sockets, topics
+from gateway.usage import SocketUsage
 from poolsaas.live import groups as broadcast
 from poolsaas.middleware import _client_ip
 from poolsaas.request_context import RequestContext
@@ -49,17 +57,23 @@ SUBPROTOCOL = "mqtt"
 COMMAND_RATE = 5.0
 COMMAND_BURST = 5.0
 
-# Sockets open in this process, per user code: the cap of GATEWAY_MAX_SOCKETS_PER_USER
-# (per web process; docs/gateway.md).
-_open_per_user: dict[str, set[str]] = defaultdict(set)
 # What the gateway refused or dropped, by reason (logged, and read by tests/metrics).
 counters: dict[str, int] = defaultdict(int)
 
 
+def client_digest(user_hex: str, client_id: str) -> str:
+    """One user's client id as hex (never the client's own text in a key)."""
+    return hashlib.sha256(f"{user_hex}\0{client_id}".encode()).hexdigest()[:32]
+
+
 def client_group(user_hex: str, client_id: str) -> str:
-    """The group of one user's client id: hex only, never the client's own text."""
-    digest = hashlib.sha256(f"{user_hex}\0{client_id}".encode()).hexdigest()[:32]
-    return f"gateway.client.{digest}"
+    """The group of one user's client id."""
+    return f"gateway.client.{client_digest(user_hex, client_id)}"
+
+
+def _blocking(fn):
+    """Redis round trips of the cap and metering, off the event loop."""
+    return sync_to_async(fn, thread_sensitive=False)
 
 
 def _max_sockets() -> int:
@@ -86,6 +100,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             now=time.monotonic(), max_subscriptions=_max_subscriptions()
         )
         self._timer: asyncio.TimerHandle | None = None
+        self._slot: str | None = None
+        self.usage: SocketUsage | None = None
+        self._beat: asyncio.Task | None = None
         self._lock = asyncio.Lock()
         self._closed = False
         if SUBPROTOCOL not in (self.scope.get("subprotocols") or []):
@@ -116,8 +133,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             except Exception:
                 logger.exception("gateway: the will failed")
         await self._leave_all()
-        if self.caller is not None:
-            _open_per_user[self.caller.user.code.hex].discard(self.channel_name)
+        await self._end()
 
     async def dispatch(self, message):
         # A channel message this consumer does not know is skipped.
@@ -163,8 +179,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self._closed = True
         logger.info("gateway socket closed: %s", reason)
         await self._leave_all()
-        if self.caller is not None:
-            _open_per_user[self.caller.user.code.hex].discard(self.channel_name)
+        await self._end()
         await self.close()
 
     def _schedule(self):
@@ -196,6 +211,52 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                 logger.warning("gateway: cannot leave %s", group, exc_info=True)
         self.groups.clear()
 
+    # --- the slot and the usage ------------------------------------------------
+
+    async def _end(self):
+        """Free the slot and hand on the last usage, once."""
+        if self._beat is not None:
+            # Not when the heartbeat itself ends the socket: it would cancel this.
+            if self._beat is not asyncio.current_task():
+                self._beat.cancel()
+            self._beat = None
+        slot, self._slot = self._slot, None
+        usage, self.usage = self.usage, None
+        if slot is None or self.caller is None:
+            return
+        user_hex = self.caller.user.code.hex
+        channel = self.channel_name
+        used = usage.drain(time.monotonic()) if usage is not None else {}
+
+        def end():
+            sockets.socket_release(user=user_hex, slot=slot, channel=channel)
+            metering.add_many(used)
+
+        await _blocking(end)()
+
+    async def _heartbeat(self):
+        """Every GATEWAY_HEARTBEAT_SECONDS while the socket is accepted: keep the
+        slot counted and hand the usage so far to metering."""
+        user_hex = self.caller.user.code.hex
+        channel, slot = self.channel_name, self._slot
+
+        def beat(used: dict[tuple[int, str], int]) -> bool:
+            metering.add_many(used)
+            return sockets.socket_refresh(user=user_hex, slot=slot, channel=channel)
+
+        while not self._closed:
+            await asyncio.sleep(sockets.heartbeat())
+            usage = self.usage
+            if usage is None or self._closed:
+                return
+            # Drained here, in the loop that counts: no count slips between threads.
+            if not await _blocking(beat)(usage.drain(time.monotonic())):
+                # Another socket (another process's, maybe) owns the client id now.
+                async with self._lock:
+                    if not self._closed:
+                        await self._terminate("a newer connection took the client id")
+                return
+
     # --- CONNECT ---------------------------------------------------------------
 
     async def _authenticate(self, action: session.Authenticate) -> int:
@@ -216,12 +277,17 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             logger.warning("gateway: database unavailable at CONNECT", exc_info=True)
             return codec.SERVER_UNAVAILABLE
         user_hex = caller.user.code.hex
-        if len(_open_per_user[user_hex]) >= _max_sockets():
+        slot = client_digest(user_hex, action.client_id)
+        claimed = await _blocking(sockets.socket_claim)(
+            user=user_hex, slot=slot, channel=self.channel_name, cap=_max_sockets()
+        )
+        if not claimed:
             counters["connect_over_cap"] += 1
             logger.info("gateway: socket cap reached for user %s", user_hex)
             return codec.NOT_AUTHORISED
-        self.caller = caller
-        _open_per_user[user_hex].add(self.channel_name)
+        self.caller, self._slot = caller, slot
+        self.usage = SocketUsage(caller.membership.tenant_id, time.monotonic())
+        self._beat = asyncio.ensure_future(self._heartbeat())
         await self._join(broadcast.user_group(user_hex))
         group = client_group(user_hex, action.client_id)
         # Tell the older socket of this client id to go first, then join: the newer
@@ -267,7 +333,13 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         for topic in dict.fromkeys(wanted):
             payload = retained.get(topic)
             if payload is not None:
-                await self._run(self.session.deliver(topic, payload, retain=True))
+                await self._deliver(topic, payload, retain=True)
+
+    async def _deliver(self, topic: str, payload: bytes, *, retain: bool = False):
+        actions = self.session.deliver(topic, payload, retain=retain)
+        if self.usage is not None:
+            self.usage.message(sum(isinstance(a, session.Send) for a in actions))
+        await self._run(actions)
 
     def _state_of(self, device, state, online, now) -> dict[str, bytes]:
         messages = topics.state_messages(
@@ -311,6 +383,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     async def _publish(self, action: session.Publish):
         if self.caller is None:
             return
+        if self.usage is not None:
+            self.usage.message()
         roots = {device.root: device for device in self.devices}
         found = topics.split(action.topic, roots)
         if found is None:
@@ -385,7 +459,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                 device, message.get("state") or {}, bool(message.get("online")), now
             )
             for topic, payload in topics.changed(before, after):
-                await self._run(self.session.deliver(topic, payload))
+                await self._deliver(topic, payload)
 
     async def access_changed(self, message):
         async with self._lock:

@@ -18,6 +18,8 @@ Choices where MQTT leaves room (docs/gateway.md says them to clients):
 - A will is kept and handed on as a `Publish(will=True)` when the connection ends
   without DISCONNECT, like any publish (so it can only ever be a command).
 - The retain flag of a client's PUBLISH is passed on; commands are never retained.
+- PUBACK (and PUBREC) come after the `Publish` action: the consumer carries the
+  actions out in order, so the acknowledgement means the publish was handled.
 """
 
 from __future__ import annotations
@@ -359,8 +361,11 @@ class Session:
         action = Publish(packet.topic, packet.payload, packet.qos, packet.retain)
         if packet.qos == 0:
             return [action]
+        # The acknowledgement follows the hand-on: a client that has its PUBACK knows
+        # the gateway has decided (a command sent, or the publish refused), and a
+        # crash in between loses no acknowledged message.
         if packet.qos == 1:
-            return [Send(codec.puback(packet.packet_id)), action]
+            return [action, Send(codec.puback(packet.packet_id))]
         # QoS 2, method B of MQTT 4.3.3: hand on at the first PUBLISH of an id,
         # acknowledge its repeats without handing them on again.
         if packet.packet_id in self._qos2:
@@ -368,7 +373,7 @@ class Session:
         if len(self._qos2) >= MAX_QOS2_INFLIGHT:
             raise _Violation("too many QoS 2 messages in flight")
         self._qos2.add(packet.packet_id)
-        return [Send(codec.pubrec(packet.packet_id)), action]
+        return [action, Send(codec.pubrec(packet.packet_id))]
 
     def _subscribe(self, packet: codec.Subscribe) -> list[Action]:
         room = self.max_subscriptions - len(self.subscriptions)

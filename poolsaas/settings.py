@@ -218,10 +218,14 @@ STRIPE_API_KEY = env_str("STRIPE_API_KEY", "")
 STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "")
 STRIPE_API_BASE = env_str("STRIPE_API_BASE", "https://api.stripe.com")
 
-# The MQTT gateway (/mqtt): open sockets per user (per web process) and topic
-# filters per socket.
+# The MQTT gateway (/mqtt): live sockets (client ids) per user across all web
+# processes, topic filters per socket, how often a socket refreshes its slot and
+# hands its usage to metering, and how long a slot counts without a refresh (a web
+# process that died frees its users' slots after that).
 GATEWAY_MAX_SOCKETS_PER_USER = env_int("GATEWAY_MAX_SOCKETS_PER_USER", 10)
 GATEWAY_MAX_SUBSCRIPTIONS = env_int("GATEWAY_MAX_SUBSCRIPTIONS", 100)
+GATEWAY_HEARTBEAT_SECONDS = env_int("GATEWAY_HEARTBEAT_SECONDS", 20)
+GATEWAY_SOCKET_TTL = env_int("GATEWAY_SOCKET_TTL", 60)
 
 # Redis, when set, carries the channel layer, Celery, throttling state and the cache.
 REDIS_URL = env_str("REDIS_URL", "")

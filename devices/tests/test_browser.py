@@ -6,6 +6,7 @@ Screenshots of the pool page at phone and desktop sizes go to test-artifacts/.
 """
 
 import gc
+import http.client
 import json
 import os
 import re
@@ -57,22 +58,22 @@ def _needs():
         pytest.skip("the live server process needs a database it can share")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, proc, timeout=20.0):
+def _wait_healthy(port: int, proc, timeout=30.0):
+    """Until daphne answers GET /api/health (a listening socket alone says nothing:
+    the kernel accepts connections before daphne serves them)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"daphne exited with {proc.returncode}")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            conn.request("GET", "/api/health")
+            if conn.getresponse().status == 200:
                 return
-        except OSError:
+        except (OSError, http.client.HTTPException):
             time.sleep(0.1)
+        finally:
+            conn.close()
     raise RuntimeError("daphne did not start")
 
 
@@ -125,19 +126,26 @@ def live_url(transactional_db):
     # The escape hatch is for this test process only: the server keeps Django's
     # async-safety checks.
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    port = _free_port()
+    # The listening socket is made here and handed to daphne (--fd): a port picked
+    # free and bound later could be taken by another process in between.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    port = listener.getsockname()[1]
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / "daphne.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+        [sys.executable, "-m", "daphne", "--fd", str(listener.fileno())]
         + ["poolsaas.asgi:application"],
         cwd=settings.BASE_DIR,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        pass_fds=[listener.fileno()],
     )
+    listener.close()  # daphne holds its own copy
     try:
-        _wait_port(port, proc)
+        _wait_healthy(port, proc)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()

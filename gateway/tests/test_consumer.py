@@ -301,16 +301,97 @@ async def test_newer_socket_with_the_same_client_id_wins(olivia, online_device):
     await other.disconnect()
 
 
+async def refused_over_the_cap(membership, client_id):
+    comm, ok, _ = await opened()
+    await comm.send_to(
+        bytes_data=connect(await access_token(membership), client_id=client_id)
+    )
+    [(kind, body)] = await packets(comm, 1)
+    assert (kind, body) == (0x20, b"\x00\x05")
+    await assert_closed(comm)
+
+
 async def test_sockets_per_user_are_capped(olivia, settings):
     settings.GATEWAY_MAX_SOCKETS_PER_USER = 2
     first = await connected_as(olivia, client_id="a")
     second = await connected_as(olivia, client_id="b")
-    comm, ok, _ = await opened()
-    await comm.send_to(bytes_data=connect(await access_token(olivia), client_id="c"))
-    [(kind, body)] = await packets(comm, 1)
-    assert (kind, body) == (0x20, b"\x00\x05")
-    await first.disconnect()
+    await refused_over_the_cap(olivia, "c")
+    # At the cap, a reconnect with a client id already held takes over its slot.
+    again = await connected_as(olivia, client_id="a")
+    await assert_closed(first)
+    await refused_over_the_cap(olivia, "c")
+    # A socket that leaves frees its slot.
     await second.disconnect()
+    third = await connected_as(olivia, client_id="c")
+    await refused_over_the_cap(olivia, "d")
+    await again.disconnect()
+    await third.disconnect()
+
+
+def usage_total(tenant_id: int, kind: str) -> int:
+    """The tenant's count of `kind` in every minute bucket not yet rolled up."""
+    from billing import metering
+
+    r = metering.client()
+    return sum(
+        int(r.hget(key, f"{tenant_id}:{kind}") or 0)
+        for key in r.scan_iter(match=f"{metering.PREFIX}*")
+    )
+
+
+async def eventually(predicate, what: str):
+    for _ in range(200):
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.redis
+async def test_socket_minutes_and_messages_are_metered_per_tenant(
+    olivia, carol, online_device, settings
+):
+    from billing.metering import GATEWAY_MESSAGES, GATEWAY_SOCKET_MINUTES
+
+    if not settings.REDIS_URL:
+        pytest.skip("metering is off without REDIS_URL")
+    settings.GATEWAY_HEARTBEAT_SECONDS = 0.1
+    a, b = olivia.tenant_id, carol.tenant_id
+
+    def totals():
+        return {
+            (t, k): usage_total(t, k)
+            for t in (a, b)
+            for k in (GATEWAY_SOCKET_MINUTES, GATEWAY_MESSAGES)
+        }
+
+    before = totals()
+
+    def used():
+        return {key: n - before[key] for key, n in totals().items()}
+
+    comm = await connected_as(olivia)
+    await comm.send_to(bytes_data=subscribe(1, "#"))
+    assert len(await packets(comm, 1 + 4)) == 5  # SUBACK, four retained messages
+    await comm.send_to(
+        bytes_data=publish("devices/ESP-A1A1A1/pump/set", b"ON", qos=1, packet_id=2)
+    )
+    assert (await packets(comm, 1)) == [(0x40, b"\x00\x02")]
+    other = await connected_as(carol)
+    await other.send_to(bytes_data=subscribe(1, "#"))
+    assert (await packets(other, 1)) == [(0x90, b"\x00\x01\x80")]
+    expected = {
+        (a, GATEWAY_SOCKET_MINUTES): 1,
+        (a, GATEWAY_MESSAGES): 5,  # four out, one in
+        (b, GATEWAY_SOCKET_MINUTES): 1,
+        (b, GATEWAY_MESSAGES): 0,
+    }
+    # Handed to metering by the heartbeat, while the sockets are open...
+    await eventually(lambda: used() == expected, "the heartbeat's counts")
+    # ...and the close adds nothing already counted.
+    await comm.disconnect()
+    await other.disconnect()
+    assert used() == expected
 
 
 async def test_garbage_closes_only_that_socket(olivia):

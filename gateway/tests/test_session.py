@@ -320,11 +320,11 @@ def test_qos2_publish_is_handed_on_once_however_often_it_is_repeated():
     assert len(of(Publish, session.feed(first, 4))) == 1
 
 
-def test_qos1_publish_is_acknowledged_before_it_is_handed_on():
+def test_qos1_publish_is_acknowledged_after_it_is_handed_on():
     actions = connected().feed(codec.publish(PUMP_SET, b"ON", qos=1, packet_id=9), 1)
     assert actions == [
-        Send(b"\x40\x02\x00\x09"),
         Publish(PUMP_SET, b"ON", 1, False),
+        Send(b"\x40\x02\x00\x09"),
     ]
 
 

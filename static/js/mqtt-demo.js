@@ -8,6 +8,8 @@
   const conn = document.getElementById("demo-conn");
   const rows = document.getElementById("demo-devices");
   const log = document.getElementById("demo-log");
+  const subs = document.getElementById("demo-subs");
+  const filterForm = document.getElementById("demo-subscribe");
   const devices = new Map(); // root ("<prefix>/<device id>") -> row
   let client = null;
 
@@ -39,9 +41,15 @@
     button.className = "demo-pump";
     button.textContent = "Switch pump";
     button.addEventListener("click", () => {
-      const on = cell(row, "pump").textContent === "ON";
-      client.publish(`${root}/pump/set`, on ? "OFF" : "ON", { qos: 1 });
-      note(`published ${root}/pump/set ${on ? "OFF" : "ON"}`);
+      // The cell changes only when the device says so (its state topic), never
+      // here: a refused publish must leave no false state on the page.
+      const topic = `${root}/pump/set`;
+      const payload = cell(row, "pump").textContent === "ON" ? "OFF" : "ON";
+      note(`published ${topic} ${payload}`);
+      // The gateway acknowledges a QoS 1 publish once it has handled it.
+      client.publish(topic, payload, { qos: 1 }, (error) => {
+        note(error ? `not sent: ${topic} ${error.message}` : `acknowledged ${topic} ${payload}`);
+      });
     });
     td.append(button);
     row.append(td);
@@ -49,6 +57,33 @@
     devices.set(root, row);
     return row;
   }
+
+  // Subscribe and show what the gateway granted: QoS 0 or 1, or 0x80 (a filter
+  // that matches none of this tenant's device topics).
+  function subscribe(filters) {
+    client.subscribe(filters, { qos: 1 }, (error, requested, packet) => {
+      const codes = (packet && packet.granted) || [];
+      requested.forEach((sub, i) => {
+        const li = document.createElement("li");
+        li.dataset.filter = sub.topic;
+        const code = codes[i];
+        li.dataset.code = String(code);
+        li.textContent =
+          code === undefined
+            ? `${sub.topic}: no answer (${error ? error.message : "?"})`
+            : code & 0x80
+              ? `${sub.topic}: refused (0x${code.toString(16)})`
+              : `${sub.topic}: granted QoS ${code}`;
+        subs.append(li);
+      });
+    });
+  }
+
+  filterForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = document.getElementById("demo-filter");
+    if (client && client.connected && input.value) subscribe([input.value]);
+  });
 
   function onMessage(topic, payload, packet) {
     const text = new TextDecoder().decode(payload);
@@ -86,7 +121,8 @@
     });
     client.on("connect", () => {
       conn.textContent = "connected";
-      client.subscribe(["+/+/pump/state", "+/+/valve/state", "+/+/temperature/state"]);
+      subs.replaceChildren();
+      subscribe(["+/+/pump/state", "+/+/valve/state", "+/+/temperature/state"]);
     });
     client.on("message", onMessage);
     client.on("close", () => {
