@@ -396,6 +396,7 @@ def _notify_on_commit(alert: Alert, event: str) -> None:
 
     pk = alert.pk
     transaction.on_commit(lambda: tasks.notify.delay(pk, event))
+    alert_broadcast(alert=alert)
 
 
 def alert_payload(*, alert: Alert, event: str) -> dict:
@@ -634,3 +635,386 @@ def webhook_post(
         delivery.error = str(exc)[:300]
     delivery.save()
     return delivery
+
+
+# --- what members do from the pages and the API: acknowledge, resolve, rules and
+# webhooks. Each checks the role, writes the audit trail and, for alerts, tells the
+# pool page and the overview (after commit, like every broadcast). -----------------
+
+from django.http import Http404  # noqa: E402
+
+RULE_LIMITS = {
+    # kind: (lowest threshold, highest threshold, what the threshold is)
+    Kind.WATER_ABOVE: (-10.0, 50.0, "a water temperature in °C"),
+    Kind.WATER_BELOW: (-10.0, 50.0, "a water temperature in °C"),
+    Kind.FREEZE_RISK: (-10.0, 50.0, "a water temperature in °C"),
+    Kind.DEVICE_OFFLINE: (1.0, 10080.0, "minutes offline (at most a week)"),
+    Kind.PUMP_RUNTIME: (0.5, 24.0, "hours of pump running a day"),
+    Kind.RELAY_SWITCHES: (1.0, 100000.0, "relay switches a day"),
+    Kind.COMMAND_FAILED: (1.0, 10080.0, "minutes to look back (at most a week)"),
+}
+MAX_HYSTERESIS = 10.0
+MAX_RENOTIFY_MINUTES = 10080
+WEBHOOK_SECRET_MIN = 16
+WEBHOOK_SECRET_MAX = 200
+
+
+def alert_broadcast(*, alert: Alert) -> None:
+    """Send the alert as it is now to its pool's page and its tenant's overview, once
+    the transaction commits (poolsaas.live.groups.broadcast)."""
+    from alerts.selectors import alert_as_dict
+    from poolsaas.live import groups, messages
+
+    data = alert_as_dict(alert)
+    tenant_code = alert.pool.tenant.code
+    groups.broadcast(
+        groups.pool_group(alert.pool.code),
+        messages.pool_alert(pool=data["pool"], alert=data),
+    )
+    groups.broadcast(
+        groups.tenant_group(tenant_code),
+        messages.tenant_alert(pool=data["pool"], alert=data),
+    )
+
+
+def _alert_reload(alert: Alert) -> Alert:
+    return Alert.objects.select_related("pool", "acknowledged_by").get(pk=alert.pk)
+
+
+def alert_acknowledge_by_member(*, membership, alert: Alert) -> Alert:
+    """A member (operator or higher) says "seen, on it": the first one is recorded
+    with the time (alert_acknowledge), audited and shown live; a second click
+    changes nothing. A resolved alert has nothing left to acknowledge."""
+    from audit.services import audit_record
+    from tenants.roles import Action
+    from tenants.selectors import membership_require
+
+    membership_require(membership=membership, action=Action.CONTROL)
+    if alert.tenant_id != membership.tenant_id:
+        raise Http404("No such alert.")
+    if alert.state != Alert.State.FIRING:
+        raise ValidationError(
+            "This alert is resolved: there is nothing to acknowledge."
+        )
+    with transaction.atomic():
+        if alert_acknowledge(membership=membership, alert=alert):
+            alert = _alert_reload(alert)
+            audit_record(
+                action="alert.acknowledged",
+                tenant=membership.tenant,
+                actor=membership.user,
+                target=alert,
+                data={"pool": alert.pool.code.hex, "kind": alert.kind},
+            )
+            alert_broadcast(alert=alert)
+        else:
+            alert = _alert_reload(alert)
+    return alert
+
+
+def alert_resolve_by_member(*, membership, alert: Alert) -> Alert:
+    """A member (operator or higher) closes a firing alert by hand (alert_resolve:
+    the same claim and notifications as the evaluator's). If the condition still
+    holds, the next evaluation opens a new alert."""
+    from audit.services import audit_record
+    from tenants.roles import Action
+    from tenants.selectors import membership_require
+
+    membership_require(membership=membership, action=Action.CONTROL)
+    if alert.tenant_id != membership.tenant_id:
+        raise Http404("No such alert.")
+    with transaction.atomic():
+        if alert.state != Alert.State.FIRING or not alert_resolve(
+            alert=alert, now=timezone.now()
+        ):
+            raise ValidationError("This alert is resolved already.")
+        audit_record(
+            action="alert.resolved",
+            tenant=membership.tenant,
+            actor=membership.user,
+            target=alert,
+            data={"pool": alert.pool.code.hex, "kind": alert.kind},
+        )
+    return _alert_reload(alert)
+
+
+def _finite(name: str, value, errors: dict) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        errors[name] = "Enter a number."
+        return None
+    if number != number or number in (float("inf"), float("-inf")):
+        errors[name] = "Enter a finite number."
+        return None
+    return number
+
+
+def alert_rule_validate(
+    *, kind: str, threshold, hysteresis, renotify_minutes
+) -> tuple[float, float, int]:
+    """The rule's numbers, checked against its kind; ValidationError by field."""
+    errors: dict[str, str] = {}
+    if kind not in Kind.values:
+        raise ValidationError({"kind": f"Choose one of {', '.join(Kind.values)}."})
+    low, high, what = RULE_LIMITS[Kind(kind)]
+    threshold = _finite("threshold", threshold, errors)
+    if threshold is not None and not low <= threshold <= high:
+        errors["threshold"] = f"Enter {what} from {low:g} to {high:g}."
+    hysteresis = _finite("hysteresis", hysteresis, errors)
+    if hysteresis is not None and not 0 <= hysteresis <= MAX_HYSTERESIS:
+        errors["hysteresis"] = f"Enter a hysteresis from 0 to {MAX_HYSTERESIS:g}."
+    renotify = _finite("renotify_minutes", renotify_minutes, errors)
+    if renotify is not None and (
+        renotify != int(renotify) or not 0 <= renotify <= MAX_RENOTIFY_MINUTES
+    ):
+        errors["renotify_minutes"] = (
+            f"Enter whole minutes from 0 (never) to {MAX_RENOTIFY_MINUTES}."
+        )
+    if errors:
+        raise ValidationError(errors)
+    return threshold, hysteresis, int(renotify)
+
+
+def _rule_audit(membership, rule: AlertRule, action: str, fields=None) -> None:
+    from audit.services import audit_record
+
+    data = {
+        "kind": rule.kind,
+        "pool": rule.pool.code.hex if rule.pool_id else None,
+    }
+    if fields is not None:
+        data["fields"] = fields
+    audit_record(
+        action=action,
+        tenant=membership.tenant,
+        actor=membership.user,
+        target=rule,
+        data=data,
+    )
+
+
+def alert_rule_create(
+    *,
+    membership,
+    kind: str,
+    threshold,
+    hysteresis=1.0,
+    renotify_minutes=0,
+    enabled: bool = True,
+    pool=None,
+) -> AlertRule:
+    """A tenant default (no pool) or a pool's override of one kind (admins)."""
+    from tenants.roles import Action
+    from tenants.selectors import membership_require
+
+    membership_require(membership=membership, action=Action.MANAGE)
+    if pool is not None and pool.tenant_id != membership.tenant_id:
+        raise Http404("No such pool.")
+    threshold, hysteresis, renotify = alert_rule_validate(
+        kind=kind,
+        threshold=threshold,
+        hysteresis=hysteresis,
+        renotify_minutes=renotify_minutes,
+    )
+    taken = (
+        "This pool already has its own rule of this kind: change that one."
+        if pool is not None
+        else "There is a default rule of this kind already: change that one."
+    )
+    try:
+        with transaction.atomic():
+            rule = AlertRule.objects.create(
+                tenant_id=membership.tenant_id,
+                pool=pool,
+                kind=kind,
+                threshold=threshold,
+                hysteresis=hysteresis,
+                renotify_minutes=renotify,
+                enabled=bool(enabled),
+            )
+            _rule_audit(membership, rule, "alert_rule.created")
+    except IntegrityError:
+        raise ValidationError({"kind": taken}) from None
+    return rule
+
+
+def alert_rule_update(
+    *, membership, rule: AlertRule, threshold, hysteresis, renotify_minutes, enabled
+) -> AlertRule:
+    """Change a rule's numbers (admins); its kind and pool stay."""
+    from tenants.roles import Action
+    from tenants.selectors import membership_require
+
+    membership_require(membership=membership, action=Action.MANAGE)
+    if rule.tenant_id != membership.tenant_id:
+        raise Http404("No such rule.")
+    threshold, hysteresis, renotify = alert_rule_validate(
+        kind=rule.kind,
+        threshold=threshold,
+        hysteresis=hysteresis,
+        renotify_minutes=renotify_minutes,
+    )
+    new = {
+        "threshold": threshold,
+        "hysteresis": hysteresis,
+        "renotify_minutes": renotify,
+        "enabled": bool(enabled),
+    }
+    changed = sorted(k for k, v in new.items() if getattr(rule, k) != v)
+    if not changed:
+        return rule
+    with transaction.atomic():
+        for key, value in new.items():
+            setattr(rule, key, value)
+        rule.save(update_fields=changed)
+        _rule_audit(membership, rule, "alert_rule.changed", changed)
+    return rule
+
+
+def alert_rule_delete(*, membership, rule: AlertRule) -> None:
+    """Remove a rule (admins): a pool's override goes back to the tenant default."""
+    from tenants.roles import Action
+    from tenants.selectors import membership_require
+
+    membership_require(membership=membership, action=Action.MANAGE)
+    if rule.tenant_id != membership.tenant_id:
+        raise Http404("No such rule.")
+    with transaction.atomic():
+        _rule_audit(membership, rule, "alert_rule.deleted")
+        rule.delete()
+
+
+def webhook_secret_validate(secret: str) -> None:
+    if not isinstance(secret, str) or not secret.strip():
+        raise ValidationError({"secret": "Enter a signing secret."})
+    if not WEBHOOK_SECRET_MIN <= len(secret) <= WEBHOOK_SECRET_MAX:
+        raise ValidationError(
+            {
+                "secret": f"Use {WEBHOOK_SECRET_MIN} to {WEBHOOK_SECRET_MAX} "
+                "characters: the receiver checks signatures with it."
+            }
+        )
+
+
+def _webhook_url_check(url) -> str:
+    if not isinstance(url, str) or len(url) > 500:
+        raise ValidationError(
+            {"url": "Enter an http(s) URL of at most 500 characters."}
+        )
+    try:
+        webhook_url_validate(url)
+    except ValidationError as exc:
+        raise ValidationError({"url": exc.messages}) from None
+    return url
+
+
+def _webhook_audit(membership, webhook, action: str, fields) -> None:
+    from audit.services import audit_record
+
+    # The URL's host only: its path or query may carry the receiver's token.
+    host = urllib.parse.urlsplit(webhook.url).hostname or ""
+    audit_record(
+        action=action,
+        tenant=membership.tenant,
+        actor=membership.user,
+        target=webhook,
+        data={"host": host, "fields": fields},
+    )
+
+
+def webhook_subscribe(
+    *, membership, url: str, secret: str, enabled: bool = True
+) -> WebhookSubscription:
+    """A member's new subscription (admins): the role and the secret's length are
+    checked, webhook_create checks the address, the audit trail records it."""
+    from tenants.roles import Action
+    from tenants.selectors import membership_require
+
+    membership_require(membership=membership, action=Action.MANAGE)
+    url = _webhook_url_check(url)
+    webhook_secret_validate(secret)
+    with transaction.atomic():
+        webhook = webhook_create(membership=membership, url=url, secret=secret)
+        if not enabled:
+            webhook.enabled = False
+            webhook.save(update_fields=["enabled"])
+        _webhook_audit(membership, webhook, "webhook.created", ["url", "secret"])
+    return webhook
+
+
+def webhook_update(
+    *, membership, webhook: WebhookSubscription, url=None, secret=None, enabled=None
+) -> WebhookSubscription:
+    """Change a subscription (admins): None leaves a field as it is; a new secret
+    replaces the stored one, which is never read back."""
+    from tenants.roles import Action
+    from tenants.selectors import membership_require
+
+    membership_require(membership=membership, action=Action.MANAGE)
+    if webhook.tenant_id != membership.tenant_id:
+        raise Http404("No such webhook.")
+    changed = []
+    if url is not None and url != webhook.url:
+        webhook.url = _webhook_url_check(url)
+        changed.append("url")
+    if secret is not None:
+        webhook_secret_validate(secret)
+        webhook.secret = secret
+        changed.append("secret")
+    if enabled is not None and bool(enabled) != webhook.enabled:
+        webhook.enabled = bool(enabled)
+        changed.append("enabled")
+    if changed:
+        with transaction.atomic():
+            webhook.save(update_fields=changed)
+            _webhook_audit(membership, webhook, "webhook.changed", changed)
+    return webhook
+
+
+def webhook_delete(*, membership, webhook: WebhookSubscription) -> None:
+    """Remove a subscription (admins); its deliveries stay in the log."""
+    from tenants.roles import Action
+    from tenants.selectors import membership_require
+
+    membership_require(membership=membership, action=Action.MANAGE)
+    if webhook.tenant_id != membership.tenant_id:
+        raise Http404("No such webhook.")
+    with transaction.atomic():
+        _webhook_audit(membership, webhook, "webhook.deleted", [])
+        webhook.delete()
+
+
+def alert_rule_set(
+    *,
+    membership,
+    kind: str,
+    threshold,
+    hysteresis=1.0,
+    renotify_minutes=0,
+    enabled: bool = True,
+    pool=None,
+) -> AlertRule:
+    """The rules pages' save: the tenant default (no pool) or the pool's override
+    of `kind`, created or changed (admins)."""
+    if kind not in Kind.values:
+        raise ValidationError({"kind": f"Choose one of {', '.join(Kind.values)}."})
+    numbers = {
+        "threshold": threshold,
+        "hysteresis": hysteresis,
+        "renotify_minutes": renotify_minutes,
+        "enabled": enabled,
+    }
+    with transaction.atomic():
+        rule = (
+            AlertRule.objects.select_for_update()
+            .filter(
+                tenant_id=membership.tenant_id,
+                pool_id=pool.pk if pool is not None else None,
+                kind=kind,
+            )
+            .first()
+        )
+        if rule is not None:
+            return alert_rule_update(membership=membership, rule=rule, **numbers)
+    return alert_rule_create(membership=membership, kind=kind, pool=pool, **numbers)

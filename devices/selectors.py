@@ -153,6 +153,7 @@ def pool_snapshot(*, membership: Membership, pool: Pool, limit: int = 30) -> dic
         .select_related("actor")
         .order_by("-ts")[:limit]
     )
+    from alerts.selectors import pool_alerts_firing
     from devices.services.programs import pool_config_status
 
     programs = Program.objects.filter(pool_id=pool.pk).order_by("slot")
@@ -173,6 +174,9 @@ def pool_snapshot(*, membership: Membership, pool: Pool, limit: int = 30) -> dic
         "programs": [
             {"slot": p.slot, "enabled": p.enabled, "days": p.days} for p in programs
         ],
+        # The pool's firing alerts (the alerts app's; its changes arrive as
+        # pool.alert deltas).
+        "alerts": pool_alerts_firing(pool=pool),
         "role": membership.role,
         "can_control": role_allows(membership.role, Action.CONTROL),
         "now": timezone.now().isoformat(),

@@ -13,6 +13,7 @@ v1 = [
     path("", include("devices.api.urls")),
     path("", include("telemetry.api.urls")),
     path("", include("audit.api.urls")),
+    path("", include("alerts.api.urls")),
     path("", include("billing.api.urls")),
 ]
 

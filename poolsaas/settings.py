@@ -364,7 +364,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # Several models have a `status`; the invoice's gets its own name.
-    "ENUM_NAME_OVERRIDES": {"InvoiceStatusEnum": "billing.models.Invoice.Status"},
+    "ENUM_NAME_OVERRIDES": {
+        "InvoiceStatusEnum": "billing.models.Invoice.Status",
+        # Alerts and invoices both have a `kind`: each gets its own name.
+        "AlertKindEnum": "alerts.models.Kind",
+        "InvoiceKindEnum": "billing.models.Invoice.Kind",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "poolsaas.api.schema.add_error_responses",

@@ -17,6 +17,7 @@ urlpatterns = [
     path("", include("tenants.urls")),
     path("", include("devices.urls")),
     path("", include("telemetry.urls")),
+    path("", include("alerts.urls")),
     path("audit/", include("audit.urls")),
     path("billing/", include("billing.urls")),
     path("", include("gateway.urls")),

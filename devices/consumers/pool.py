@@ -180,6 +180,10 @@ class PoolConsumer(LiveConsumer):
     async def pool_event(self, message):
         await self.send_json({"type": "event", "event": message.get("event") or {}})
 
+    async def pool_alert(self, message):
+        # An alert of this pool fired, was acknowledged or resolved (alerts.services).
+        await self.send_json({"type": "alert", "alert": message.get("alert") or {}})
+
     async def pool_settings(self, message):
         # Names or programs changed elsewhere: the page reloads its snapshot.
         await self._send_snapshot()

@@ -19,9 +19,15 @@ class TenantConsumer(LiveConsumer):
         self.live_group = broadcast.tenant_group(membership.tenant.code)
 
     async def snapshot(self) -> dict:
+        from alerts.selectors import alerts_firing_as_dicts
+
         return {
             "type": "hello",
             "tenant": self.membership.tenant.code.hex,
+            # What is firing now (the alerts app's); changes follow as tenant.alert.
+            "alerts": await database_sync_to_async(alerts_firing_as_dicts)(
+                membership=self.membership
+            ),
             "now": timezone.now().isoformat(),
         }
 
@@ -49,5 +55,15 @@ class TenantConsumer(LiveConsumer):
                 "online": message.get("online"),
                 "state": message.get("state") or {},
                 "last_seen": message.get("last_seen"),
+            }
+        )
+
+    async def tenant_alert(self, message):
+        # An alert of one of the tenant's pools changed (alerts.services).
+        await self.send_json(
+            {
+                "type": "alert",
+                "pool": message.get("pool"),
+                "alert": message.get("alert") or {},
             }
         )

@@ -7,6 +7,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from alerts.selectors import alerts_firing_as_dicts
 from billing.selectors import usage_banner
 from devices.forms import PoolForm, apply_service_errors
 from devices.selectors import pool_get_for_member, pools_for_member
@@ -27,6 +28,8 @@ def _pools_page(request, *, add_form=None, status=200):
             "page": page.get_page(request.GET.get("page")),
             "search": search,
             "add_form": add_form,
+            # What is firing across the tenant (the alerts app's live panel).
+            "firing_alerts": alerts_firing_as_dicts(membership=request.membership),
             "usage_banner": usage_banner(tenant=request.membership.tenant),
         },
         status=status,

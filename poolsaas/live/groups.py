@@ -2,7 +2,8 @@
 
 Group names (contract 3 of the design), built from UUID hex only, never user text:
   pool.<hex>    one pool's page: pool.state / pool.command / pool.event / pool.settings
-  tenant.<hex>  a tenant's overview: tenant.pool
+                / pool.alert
+  tenant.<hex>  a tenant's overview: tenant.pool / tenant.alert
   user.<hex>    one user's sockets: access.changed after a role change or removal
 The bridges listen on DOORBELL (one of them takes each ring), DOORBELL_GROUP and
 BRIDGES_GROUP (all of them hear those). The messages themselves come from

@@ -7,8 +7,9 @@ channel-layer message dict (poolsaas/tests/test_live_messages.py greps for it). 
 devices.consumers and with the bridge's doorbell handler.
 
 Group messages (to browsers' sockets):
-  pool.state, pool.command, pool.event, pool.settings  -> PoolConsumer (pool.<hex>)
-  tenant.pool                                          -> TenantConsumer (tenant.<hex>)
+  pool.state, pool.command, pool.event, pool.settings,
+  pool.alert                                           -> PoolConsumer (pool.<hex>)
+  tenant.pool, tenant.alert                            -> TenantConsumer (tenant.<hex>)
   access.changed                                       -> both consumers (user.<hex>)
 Doorbell rings (to the bridges, on groups.DOORBELL, DOORBELL_GROUP or BRIDGES_GROUP):
   command.new, config.publish, device.retained_clear,
@@ -23,6 +24,8 @@ POOL_COMMAND = "pool.command"
 POOL_EVENT = "pool.event"
 POOL_SETTINGS = "pool.settings"
 TENANT_POOL = "tenant.pool"
+POOL_ALERT = "pool.alert"
+TENANT_ALERT = "tenant.alert"
 ACCESS_CHANGED = "access.changed"
 COMMAND_NEW = "command.new"
 CONFIG_PUBLISH = "config.publish"
@@ -66,6 +69,18 @@ def pool_settings(*, pool: str) -> dict[str, Any]:
     """The pool's configuration changed: pages reload it (devices.services.programs ->
     PoolConsumer.pool_settings)."""
     return {"type": POOL_SETTINGS, "pool": pool}
+
+
+def pool_alert(*, pool: str, alert: dict) -> dict[str, Any]:
+    """An alert of the pool fired, was acknowledged or resolved (alerts.services ->
+    PoolConsumer.pool_alert); `alert` is alerts.selectors.alert_as_dict."""
+    return {"type": POOL_ALERT, "pool": pool, "alert": alert}
+
+
+def tenant_alert(*, pool: str, alert: dict) -> dict[str, Any]:
+    """The same alert change for the tenant's overview (alerts.services ->
+    TenantConsumer.tenant_alert)."""
+    return {"type": TENANT_ALERT, "pool": pool, "alert": alert}
 
 
 def access_changed() -> dict[str, Any]:

@@ -391,6 +391,8 @@
     ws.onmessage = function (e) {
       var msg;
       try { msg = JSON.parse(e.data); } catch (err) { return; }
+      // Other parts of the page (static/js/alerts.js) follow the same socket.
+      document.dispatchEvent(new CustomEvent("poolsaas:socket", { detail: msg }));
       if (msg.type === "snapshot" && refreshing) {
         refreshing = false;
         pool = msg.pool;

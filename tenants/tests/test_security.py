@@ -81,6 +81,11 @@ def page_urls(world) -> dict[str, str]:
         "member_role": world["member"].code,
         "member_remove": world["member"].code,
         "invitation_revoke": world["invitation"].code,
+        "pool_alerts": world["pool"].code,
+        "pool_rules": world["pool"].code,
+        "alert_detail": uuid.uuid4(),
+        "alert_acknowledge": uuid.uuid4(),
+        "alert_resolve": uuid.uuid4(),
         "invoice_detail": uuid.uuid4(),
         "invoice_pdf": uuid.uuid4(),
         "invoice_csv": uuid.uuid4(),
@@ -99,6 +104,8 @@ def page_urls(world) -> dict[str, str]:
         "device_add",
         "usage",
         "invoices",
+        "alerts",
+        "alert_rules",
         *code,
     }
     return {
@@ -174,6 +181,10 @@ def _csrf_posts(world) -> dict[str, str]:
         "device_add",
         "device_replace",
         "device_remove",
+        "alert_rules",
+        "pool_rules",
+        "alert_acknowledge",
+        "alert_resolve",
     }
     posts = {name: urls[name] for name in state_changing}
     posts["tenant_switch"] = reverse("tenant_switch")
