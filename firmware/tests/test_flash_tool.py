@@ -27,9 +27,10 @@ flash = os.environ["FAKE_FLASH"]
 with open(os.path.join(flash, "..", "mpremote.log"), "a") as log:
     log.write(" ".join([cmd] + [a for a in rest if "\n" not in a]) + "\n")
 if cmd == "exec":
-    env = dict(os.environ, MICROPYPATH=os.environ["FAKE_ROM"])
+    # On the board, exec runs in its root, among the modules just copied.
+    env = dict(os.environ, MICROPYPATH=os.environ["FAKE_ROM"] + ":" + flash)
     sys.exit(subprocess.run([os.environ["FAKE_MICROPYTHON"], "-c", rest[0]],
-                            env=env).returncode)
+                            env=env, cwd=flash).returncode)
 if cmd == "cp":
     shutil.copy(rest[0], os.path.join(flash, rest[1].lstrip(":")))
 elif cmd == "rm":
@@ -79,7 +80,11 @@ def station(tmp_path, firmware_build):
 
 def test_flash_writes_the_claim_code_of_the_boards_own_id(station):
     run, flash, sim, key = station
+    # An update left on the board would shadow the flashed modules: the flash clears it.
+    (flash / "fw").mkdir()
+    (flash / "fw" / "app.py").write_text("raise SystemExit('the old update')\n")
     out = run(CLAIM_KEY_FILE=str(key))  # the stand-in's MAC ends in a1:b2:c3
+    assert not (flash / "fw").exists()
     assert "Device id: ESP-A1B2C3" in out and "Claim code: BBNR-MAGF-JV94" in out
     assert (flash / "claim.txt").read_text() == "BBNRMAGFJV94"
     assert "factory-test-key" not in "".join(p.read_text("latin-1") for p in
