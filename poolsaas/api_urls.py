@@ -15,6 +15,7 @@ v1 = [
     path("", include("audit.api.urls")),
     path("", include("alerts.api.urls")),
     path("", include("billing.api.urls")),
+    path("ota/", include("ota.api.urls")),
 ]
 
 app_name = "api"

@@ -18,6 +18,7 @@ urlpatterns = [
     path("", include("devices.urls")),
     path("", include("telemetry.urls")),
     path("", include("alerts.urls")),
+    path("", include("ota.urls")),
     path("audit/", include("audit.urls")),
     path("billing/", include("billing.urls")),
     path("", include("gateway.urls")),
