@@ -369,6 +369,9 @@ SPECTACULAR_SETTINGS = {
         # Alerts and invoices both have a `kind`: each gets its own name.
         "AlertKindEnum": "alerts.models.Kind",
         "InvoiceKindEnum": "billing.models.Invoice.Kind",
+        # Campaigns and their devices both have a `state` (and so do alerts).
+        "CampaignStateEnum": "ota.models.Campaign.State",
+        "DeviceUpdateStateEnum": "ota.models.DeviceUpdate.State",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

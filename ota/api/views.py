@@ -275,19 +275,9 @@ CAMPAIGN_DETAIL_EXAMPLE = {
 
 
 def _state_action(name: str, summary: str, state: str):
-    @extend_schema(
-        summary=summary,
-        request=None,
-        responses={200: s.CampaignDetailSerializer},
-        examples=[
-            _ex(
-                name.capitalize(),
-                {**CAMPAIGN_DETAIL_EXAMPLE, "state": state},
-                response_only=True,
-            )
-        ],
-    )
-    @action(detail=True, methods=["post"], url_path=name, url_name=name)
+    """One of start/pause/resume/cancel: the same view, named for its action (the
+    router maps a method to the function's name, so it is set before decorating)."""
+
     def handler(self, request, code=None):
         from ota import services
 
@@ -298,8 +288,20 @@ def _state_action(name: str, summary: str, state: str):
             raise _service_error(exc) from None
         return Response(_detail(campaign))
 
-    handler.__name__ = name
-    return handler
+    handler.__name__ = handler.__qualname__ = name
+    documented = extend_schema(
+        summary=summary,
+        request=None,
+        responses={200: s.CampaignDetailSerializer},
+        examples=[
+            _ex(
+                name.capitalize(),
+                {**CAMPAIGN_DETAIL_EXAMPLE, "state": state},
+                response_only=True,
+            )
+        ],
+    )(handler)
+    return action(detail=True, methods=["post"])(documented)
 
 
 @extend_schema_view(

@@ -154,9 +154,9 @@ def test_campaigns_empty_state(login, victor):
     assert b"New campaign" not in page.content
 
 
-def _form(release, **extra):
+def _form(chosen, **extra):
     data = {
-        "release": release.code,
+        "release": chosen.code,
         "target": "all",
         "rate_per_minute": 10,
         "growth_factor": 1,
@@ -215,7 +215,7 @@ def test_preview_of_chosen_pools_only(login, adam, platform_release, fleet, pool
         ({"abort_percent": 0}, "greater than or equal to 1"),
         ({"window_start": "02:00"}, "both ends"),
         ({"below_version": "two"}, "MAJOR.MINOR.PATCH"),
-        ({"release": "not-a-code"}, "Select a valid choice"),
+        ({"release": "not-a-code"}, "is not a valid UUID"),
     ],
 )
 def test_bad_campaign_input_is_a_400_and_creates_nothing(
