@@ -98,8 +98,7 @@ class CampaignForm(forms.Form):
         self.fields["pools"].queryset = pools
         self.fields["devices"].queryset = devices
         self.fields["release"].label_from_instance = lambda r: (
-            f"{r.hardware_model} {r.version}"
-            + ("" if r.tenant_id else " (platform)")
+            f"{r.hardware_model} {r.version}" + ("" if r.tenant_id else " (platform)")
         )
         self.fields["devices"].label_from_instance = lambda d: (
             f"{d.device_id}" + (f" · {d.pool.name}" if d.pool_id else "")

@@ -132,7 +132,9 @@ def test_preview_counts_and_reasons(adam, platform_release, fleet):
     assert not Campaign.objects.exists()
 
 
-def test_create_start_pause_resume_cancel_audited(adam, victor, platform_release, fleet):
+def test_create_start_pause_resume_cancel_audited(
+    adam, victor, platform_release, fleet
+):
     client = api_client(adam)
     response = client.post(
         f"{BASE}/campaigns/",

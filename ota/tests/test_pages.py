@@ -241,7 +241,10 @@ def test_foreign_pools_and_releases_are_not_offered(
     client = login(adam)
     html = client.get(reverse("ota_campaign_add")).content.decode()
     assert str(pool_b.code) not in html and "9.9.9" not in html
-    for extra in ({"release": theirs.code}, {"target": "pools", "pools": [pool_b.code]}):
+    for extra in (
+        {"release": theirs.code},
+        {"target": "pools", "pools": [pool_b.code]},
+    ):
         response = client.post(
             reverse("ota_campaign_add"), _form(platform_release, step="create", **extra)
         )
@@ -272,9 +275,11 @@ def test_operator_and_viewer_cannot_create(login, olivia, victor, platform_relea
 def test_progress_page_counts_rows_and_buttons(login, adam, victor, running_a, fleet):
     old, current = fleet
     report(running_a, old, "downloading", percent=40)
-    html = login(victor).get(
-        reverse("ota_campaign_detail", args=[running_a.code])
-    ).content.decode()
+    html = (
+        login(victor)
+        .get(reverse("ota_campaign_detail", args=[running_a.code]))
+        .content.decode()
+    )
     assert f'data-campaign="{running_a.code.hex}"' in html
     assert f'<tr data-device="{old.code.hex}">' in html
     assert 'value="40"' in html  # the progress bar
@@ -341,11 +346,7 @@ def test_progress_page_queries_do_not_grow_with_devices(
 def test_live_json_carries_counts_and_rows(login, victor, running_a, fleet):
     old, _ = fleet
     report(running_a, old, "downloading", percent=60)
-    body = (
-        login(victor)
-        .get(reverse("ota_campaign_live", args=[running_a.code]))
-        .json()
-    )
+    body = login(victor).get(reverse("ota_campaign_live", args=[running_a.code])).json()
     assert body["campaign"] == running_a.code.hex
     assert body["state"] == "running"
     assert body["counts"]["downloading"] == 1 and body["counts"]["total"] == 2

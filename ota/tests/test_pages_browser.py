@@ -122,7 +122,9 @@ def test_preview_create_start_and_watch_a_device_live_on_a_phone(
     expect(page.locator('[data-count="downloading"] .n')).to_have_text("1")
     _in_a_thread(lambda: report(campaign, old, "downloading", percent=80))
     expect(row.locator("progress")).to_have_attribute("value", "80")
-    _in_a_thread(lambda: report(campaign, old, "succeeded", percent=100, version="1.4.0"))
+    _in_a_thread(
+        lambda: report(campaign, old, "succeeded", percent=100, version="1.4.0")
+    )
     expect(row.locator('[data-field="state"]')).to_have_text("Succeeded")
     expect(page.locator('[data-count="succeeded"] .n')).to_have_text("1")
     expect(page.locator('[data-count="downloading"] .n')).to_have_text("0")

@@ -32,7 +32,9 @@ def pool_page_context(*, membership, pool, device) -> dict:
     if device is None:
         return {"ota_history": [], "ota_consent": []}
     return {
-        "ota_history": list(access.device_updates(device=device)[:HISTORY_ON_POOL_PAGE]),
+        "ota_history": list(
+            access.device_updates(device=device)[:HISTORY_ON_POOL_PAGE]
+        ),
         "ota_consent": access.pool_consent_pending(pool=pool),
         "ota_may_consent": role_allows(membership.role, Action.CONTROL),
     }
@@ -65,7 +67,10 @@ def pool_consent(request, code, campaign):
         messages.success(
             request,
             f"Update to {release.version} "
-            + ("accepted: it starts in the campaign's next step." if answer == "accept"
-               else "declined: this pool's device keeps its version."),
+            + (
+                "accepted: it starts in the campaign's next step."
+                if answer == "accept"
+                else "declined: this pool's device keeps its version."
+            ),
         )
     return redirect("pool_detail", pool.code)
