@@ -181,6 +181,9 @@ class DeviceUpdate(models.Model):
     reason = models.CharField(max_length=200, blank=True)
     version_before = models.CharField(max_length=40, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # Attempts that ended failed, rolled back or timed out (the abort threshold
+    # counts a device that failed and waits for its retry as failed).
+    failures = models.PositiveIntegerField(default=0)
     day_attempts = models.PositiveIntegerField(default=0)
     attempt_day = models.DateField(null=True, blank=True)
     batch = models.PositiveIntegerField(default=0)

@@ -155,6 +155,11 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name='deviceupdate',
+            name='failures',
+            field=models.PositiveIntegerField(default=0),
+        ),
+        migrations.AddField(
+            model_name='deviceupdate',
             name='finished_at',
             field=models.DateTimeField(blank=True, null=True),
         ),

@@ -1,5 +1,6 @@
 """What devices report about their update (ota/status, through the bridge room)."""
 
+from django.db.models import F
 from django.utils import timezone
 
 from ota.live import broadcast_update
@@ -57,7 +58,12 @@ def device_update_report(
         fields["percent"] = 100
     if state in DeviceUpdate.FINAL:
         fields["finished_at"] = now
-    n = DeviceUpdate.objects.filter(pk=update.pk, state__in=sources).update(**fields)
+    extra = {}
+    if state in DeviceUpdate.FAILURES and update.state != state:
+        extra["failures"] = F("failures") + 1
+    n = DeviceUpdate.objects.filter(pk=update.pk, state__in=sources).update(
+        **fields, **extra
+    )
     if n:
         for name, value in fields.items():
             setattr(update, name, value)

@@ -37,7 +37,12 @@ def _claim(campaign_id: int, seconds: int = CLAIM_S) -> bool:
 
 def _set(update: DeviceUpdate, sources, **fields) -> bool:
     """Move one row if it is still in one of `sources`; broadcast the change."""
-    n = DeviceUpdate.objects.filter(pk=update.pk, state__in=sources).update(**fields)
+    extra = {}
+    if fields.get("state") in DeviceUpdate.FAILURES:
+        extra["failures"] = F("failures") + 1
+    n = DeviceUpdate.objects.filter(pk=update.pk, state__in=sources).update(
+        **fields, **extra
+    )
     if n:
         for name, value in fields.items():
             setattr(update, name, value)
@@ -82,12 +87,19 @@ def _sweep_silent(campaign: Campaign, now) -> None:
 
 
 def _abort_if_over(campaign: Campaign, now) -> bool:
-    counts = dict(
-        campaign.updates.values_list("state").annotate(n=Count("pk")).order_by()
+    # A device that failed counts as failed until it succeeds (also while it waits
+    # for a retry), so that retries cannot hide a bad release from the threshold.
+    agg = campaign.updates.aggregate(
+        ok=Count("pk", filter=Q(state="succeeded")),
+        failed=Count(
+            "pk",
+            filter=Q(state__in=DeviceUpdate.FAILURES)
+            | (Q(failures__gt=0) & ~Q(state__in=("succeeded", "skipped"))),
+        ),
     )
-    done = sum(counts.get(s, 0) for s in ("succeeded", *DeviceUpdate.FAILURES))
-    failed = sum(counts.get(s, 0) for s in DeviceUpdate.FAILURES)
-    if done < campaign.abort_after or failed / done < campaign.abort_ratio:
+    failed = agg["failed"]
+    done = agg["ok"] + failed
+    if done == 0 or done < campaign.abort_after or failed / done < campaign.abort_ratio:
         return False
     reason = (
         f"{failed} of {done} devices failed "
