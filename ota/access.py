@@ -10,7 +10,7 @@ consent request on their pool's page (Action.CONTROL). Platform releases (no
 tenant) are visible to every tenant and are managed by staff in the admin only.
 """
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
 from devices.models import Device, Pool
@@ -97,6 +97,21 @@ def campaign_get_for_member(
         raise Http404(NOT_FOUND_CAMPAIGN) from None
     membership_require(membership=membership, action=action)
     return campaign
+
+
+def campaigns_state_counts(campaigns) -> dict[int, dict[str, int]]:
+    """{campaign id: {state: n}} for a page of campaigns, in one query (the list
+    page shows each one's progress)."""
+    out: dict[int, dict[str, int]] = {c.pk: {} for c in campaigns}
+    rows = (
+        DeviceUpdate.objects.filter(campaign_id__in=list(out))
+        .values_list("campaign_id", "state")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    for campaign_id, state, n in rows:
+        out[campaign_id][state] = n
+    return out
 
 
 def campaign_updates(*, campaign: Campaign) -> QuerySet[DeviceUpdate]:

@@ -298,6 +298,18 @@ def test_campaign_list_shows_progress(login, victor, running_a):
     assert "0 of 2 updated" in html
 
 
+def test_campaign_list_queries_do_not_grow(
+    login, adam, platform_release, fleet, django_assert_max_num_queries
+):
+    for _ in range(6):
+        make_campaign(adam, platform_release)
+    client = login(adam)
+    client.get(reverse("ota_campaigns"))
+    with django_assert_max_num_queries(12):
+        page = client.get(reverse("ota_campaigns"))
+    assert page.content.decode().count("0 of 0 updated") == 6
+
+
 def test_the_device_table_is_paginated(login, adam, platform_release, platform_broker):
     from ota.services import campaign_set_state, campaign_step
     from ota.views.campaigns import PAGE_SIZE

@@ -40,7 +40,8 @@ def campaigns(request):
     page = Paginator(access.campaigns_for_member(membership=membership), 25).get_page(
         request.GET.get("page")
     )
-    rows = [(c, counts_for(c)) for c in page]
+    counts = access.campaigns_state_counts(page)
+    rows = [(c, counts_for(c, counts[c.pk])) for c in page]
     return render(
         request,
         "ota/campaigns.html",

@@ -23,12 +23,12 @@ def state_choices() -> list[tuple[str, str]]:
     return list(DeviceUpdate.State.choices)
 
 
-def counts_for(campaign: Campaign) -> dict[str, int]:
+def counts_for(campaign: Campaign, raw: dict[str, int] | None = None) -> dict[str, int]:
     """Every per-device state with its count (zeros included, in the model's
-    order), from the engine's selector."""
+    order), from the engine's selector (or counts read already for a list)."""
     from ota.selectors import campaign_counts
 
-    raw = dict(campaign_counts(campaign))
+    raw = dict(campaign_counts(campaign) if raw is None else raw)
     counts = {state: int(raw.get(state, 0)) for state, _ in state_choices()}
     for state, n in raw.items():
         counts.setdefault(state, int(n))
