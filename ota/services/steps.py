@@ -2,14 +2,19 @@
 
 One worker at a time: the step claims the campaign's row with a conditional UPDATE
 on `claimed_until` (healthchecks' sendalerts does the same); a worker that dies
-mid-step leaves the claim to lapse (CLAIM_S) and the next worker's step goes on
-from the rows as they are: every change below is its own small conditional UPDATE,
-so a step cut anywhere leaves nothing half-done that the next one would repeat.
+mid-step leaves the claim to lapse (settings.OTA_CLAIM_S) and the next worker's
+step goes on from the rows as they are: each change below is a conditional UPDATE
+(a row moves only from the state it was read in), and the offers of one step and
+the campaign's rate credit are one transaction, so a step cut anywhere leaves
+nothing half-done that the next one would repeat or lose.
 """
 
 import datetime
+import logging
 import math
+import time
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
@@ -20,14 +25,15 @@ from ota.models import Campaign, DeviceUpdate
 from ota.services.campaigns import campaign_enrol, updates_close
 from ota.services.targeting import in_window, local_now, skip_reason, version_of
 
-CLAIM_S = 55
+logger = logging.getLogger(__name__)
 SCAN = 2000  # queued rows looked at per step (held back by window or daily cap)
 
 
-def _claim(campaign_id: int, seconds: int = CLAIM_S) -> bool:
+def _claim(campaign_id: int, seconds: int | None = None) -> bool:
     """One worker at a time: a conditional UPDATE on the row (a dead worker's claim
-    lapses after `seconds`, and another continues)."""
+    lapses after `seconds`, settings.OTA_CLAIM_S, and another continues)."""
     now = timezone.now()
+    seconds = settings.OTA_CLAIM_S if seconds is None else seconds
     return bool(
         Campaign.objects.filter(pk=campaign_id, state=Campaign.State.RUNNING)
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
@@ -165,6 +171,7 @@ def _offer(campaign: Campaign, now) -> int:
     budget = math.floor(credit)
     batch = campaign.batch + 1
     offered = 0
+    delay = settings.OTA_STEP_OFFER_DELAY_MS / 1000
     with transaction.atomic():
         queued = (
             _rows(campaign, ("queued",))
@@ -199,6 +206,9 @@ def _offer(campaign: Campaign, now) -> int:
                 batch=batch,
             ):
                 offered += 1
+                logger.info("ota: offering %s in campaign %s", u.device, campaign.pk)
+                if delay:
+                    time.sleep(delay)
         Campaign.objects.filter(pk=campaign.pk).update(
             credit=max(0.0, credit - offered) if campaign.rate_per_minute else 0.0,
             stepped_at=now,
