@@ -109,11 +109,10 @@ def test_preview_create_start_and_watch_a_device_live_on_a_phone(
     # The engine's step enrols and offers (what Celery beat runs every 15 s).
     _in_a_thread(lambda: campaign_step(campaign.pk))
     row = page.locator(f'tr[data-device="{old.code.hex}"]')
-    # Enrolled after the page loaded: the refresh after "hello" may not have it;
-    # a reload is how a page learns of new rows.
-    page.reload()
-    expect(page.locator("#page-conn")).to_have_text("live")
+    # The page had no rows (a draft enrols nobody): the first "ota" message makes
+    # it read itself again, with the rows of the devices now enrolled.
     expect(row.locator('[data-field="state"]')).to_have_text("Offered")
+    expect(page.locator("#page-conn")).to_have_text("live")
     page.evaluate("window.__sameDocument = true")
 
     _in_a_thread(lambda: report(campaign, old, "downloading", percent=40))
