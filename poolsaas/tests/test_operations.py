@@ -230,3 +230,55 @@ def test_metrics_without_a_token_are_for_this_host_only(client, settings):
 
 def test_ready_refuses_other_methods(client):
     assert client.post("/api/ready").status_code == 405
+
+
+def manage(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=settings.BASE_DIR,
+        env={**os.environ, "DEBUG": "true", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_celery_check_needs_the_broker_and_a_worker(tmp_path, redis_server):
+    env = {"REDIS_URL": redis_server.url}
+    alone = manage("celery_check", "--timeout", "1", env=env)
+    assert alone.returncode == 1
+    assert "no answer to the ping from any worker" in alone.stderr
+
+    name = f"opscheck-{os.getpid()}@localhost"
+    with open(tmp_path / "worker.log", "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "poolsaas", "worker"]
+            + ["--pool", "solo", "-n", name, "--without-gossip", "--without-mingle"],
+            cwd=settings.BASE_DIR,
+            env={**os.environ, "DEBUG": "true", **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        checks = []
+
+        def answers() -> bool:
+            checks.append(manage("celery_check", "--worker", name, env=env))
+            return checks[-1].returncode == 0 or worker.poll() is not None
+
+        wait_for(answers, timeout=90, what="the worker to answer the ping")
+        assert checks[-1].returncode == 0, (tmp_path / "worker.log").read_text()
+        assert f"celery ok: {name}" in checks[-1].stdout
+        other = manage(
+            "celery_check", "--worker", "nobody@nowhere", "--timeout", "1", env=env
+        )
+        assert other.returncode == 1
+    finally:
+        worker.terminate()
+        worker.wait(20)
+
+    redis_server.stop()
+    down = manage("celery_check", "--timeout", "1", env=env)
+    assert down.returncode == 1
+    assert "celery broker unreachable" in down.stderr
+    assert str(redis_server.port) not in down.stderr
