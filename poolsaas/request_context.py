@@ -65,8 +65,9 @@ _task_tokens: dict[str, contextvars.Token] = {}
 
 
 def task_bind(task_id: str | None) -> None:
-    """Celery's task_prerun (poolsaas.celery): the task's id is the request id."""
-    if task_id:
+    """Celery's task_prerun (poolsaas.celery): the task's id is the request id, in a
+    worker. A task run inline (no Redis) keeps the request's context it runs in."""
+    if task_id and _current.get() is None:
         _task_tokens[task_id] = _current.set(
             RequestContext(request_id=task_id, source="celery")
         )

@@ -54,3 +54,11 @@ def test_the_web_log_format_shows_the_request_id(client, caplog):
     assert "%(request_id)s" in settings.LOGGING["formatters"]["plain"]["format"]
     response = client.get("/api/health", HTTP_X_REQUEST_ID="req-0123456789")
     assert response["X-Request-ID"] == "req-0123456789"
+
+
+def test_a_task_run_inline_keeps_the_request_it_runs_in():
+    with bind_request_context(RequestContext(request_id="web-req-123")):
+        task_bind("task-id-2")
+        assert record().request_id == "web-req-123"
+        task_unbind("task-id-2")
+        assert record().request_id == "web-req-123"
