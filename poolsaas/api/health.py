@@ -15,6 +15,7 @@
 import asyncio
 import hmac
 
+import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
@@ -41,8 +42,6 @@ def _database() -> None:
 
 
 async def _redis(url: str) -> None:
-    import redis.asyncio as aioredis
-
     timeout = settings.READY_TIMEOUT
     client = aioredis.Redis.from_url(
         url, socket_connect_timeout=timeout, socket_timeout=timeout
