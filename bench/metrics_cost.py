@@ -13,7 +13,7 @@ their ratios to A are printed:
   C  A + a prometheus-client Counter.inc() per message (what the bridge does not
      do: shown for scale).
 Times are CPU time of this process (time.process_time), which a loaded machine
-disturbs far less than wall-clock time. Then each addition alone (a million calls),
+disturbs far less than wall-clock time. Then each addition alone (100,000 calls),
 as a share of one message's dispatch, and one scrape of the bridge's collector.
 """
 
