@@ -3,6 +3,8 @@ from django.http import HttpResponsePermanentRedirect
 from django.templatetags.static import static
 from django.urls import include, path
 
+from poolsaas.api.health import metrics
+
 
 def favicon(request):
     # Pages link the SVG icon; browsers still ask for /favicon.ico on the others
@@ -12,6 +14,7 @@ def favicon(request):
 
 urlpatterns = [
     path("favicon.ico", favicon),
+    path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/", include("poolsaas.api_urls")),
     path("", include("tenants.urls")),

@@ -16,6 +16,7 @@ from django.http import Http404
 
 from poolsaas.api.parsers import json_loads_bounded
 from poolsaas.live import groups as broadcast
+from poolsaas.metrics import SocketCount
 from poolsaas.middleware import _client_ip
 from poolsaas.request_context import RequestContext
 from tenants.auth import (
@@ -80,6 +81,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     live_group: str | None = None
 
     async def connect(self):
+        self.socket_count = SocketCount("live")
+        self.socket_count.opened()
         self.caller: Caller | None = None
         self.groups_joined: list[str] = []
         self._auth_timer = None
@@ -210,6 +213,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         await super().dispatch(message)
 
     async def disconnect(self, code):
+        if hasattr(self, "socket_count"):
+            self.socket_count.closed()
         for timer in (self._auth_timer, self._expiry_timer):
             if timer is not None:
                 timer.cancel()
