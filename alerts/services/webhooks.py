@@ -1,11 +1,16 @@
 """Webhook subscriptions: signing, the address guard, the POST and its log."""
 
+import base64
 import hashlib
 import hmac
+import http.client
 import json
+import logging
+import ssl
 import time
 import urllib.parse
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import Http404
@@ -16,7 +21,11 @@ from alerts.models import (
     WebhookSubscription,
 )
 from alerts.services.deliveries import alert_payload
-from devices.services.brokers.addresses import validate_broker_address
+from devices.services.brokers.addresses import broker_socket, validate_broker_address
+
+logger = logging.getLogger(__name__)
+WEBHOOK_TIMEOUT = 10  # seconds, to connect and for each read
+WEBHOOK_MAX_ANSWER = 65536  # bytes of the answer read (and dropped)
 
 
 def webhook_sign(*, secret: str, body: bytes, timestamp: int) -> str:
@@ -37,10 +46,7 @@ def webhook_verify(*, secret: str, body: bytes, header: str, now: int, window=30
 
 def webhook_url_validate(url: str) -> None:
     """The same guard as for brokers: no internal addresses."""
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ValidationError("Enter an http(s) URL.")
-    validate_broker_address(parsed.hostname)
+    validate_broker_address(_url_parts(url).hostname)
 
 
 def webhook_create(*, membership, url: str, secret: str) -> WebhookSubscription:
@@ -56,12 +62,76 @@ def webhook_backoff(retries: int) -> int:
     return min(600, 5 * 2**retries)
 
 
+class _VettedHTTPConnection(http.client.HTTPConnection):
+    """Connects to an address of the one resolution that was vetted
+    (devices.services.brokers.addresses.broker_socket), so a name that answers a
+    public address to the check and an internal one to the connect (DNS
+    rebinding) reaches nothing. The Host header keeps the URL's name."""
+
+    def connect(self) -> None:
+        self.sock = broker_socket(self.host, self.port, timeout=self.timeout)
+
+
+class _VettedHTTPSConnection(http.client.HTTPSConnection):
+    """The same for https: TCP to the vetted address, then TLS with the URL's
+    name for SNI and for the certificate's host name check."""
+
+    def connect(self) -> None:
+        sock = broker_socket(self.host, self.port, timeout=self.timeout)
+        try:
+            self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+
+
+def _tls_context() -> ssl.SSLContext:
+    # WEBHOOK_CA_FILE: a private CA (tests, on-premises receivers); else certifi's.
+    import certifi
+
+    cafile = getattr(settings, "WEBHOOK_CA_FILE", "") or certifi.where()
+    return ssl.create_default_context(cafile=cafile)
+
+
+def _url_parts(url: str) -> urllib.parse.SplitResult:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValidationError("Enter an http(s) URL.")
+    return parsed
+
+
+def _post(url: str, body: bytes, headers: dict) -> int:
+    """POST `body` to `url` through the vetted connection; the status code. No
+    proxy and no redirects: either would reach an address we did not check."""
+    parsed = _url_parts(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    if parsed.scheme == "https":
+        conn = _VettedHTTPSConnection(
+            parsed.hostname, port, timeout=WEBHOOK_TIMEOUT, context=_tls_context()
+        )
+    else:
+        conn = _VettedHTTPConnection(parsed.hostname, port, timeout=WEBHOOK_TIMEOUT)
+    if parsed.username is not None:
+        user = urllib.parse.unquote(parsed.username)
+        password = urllib.parse.unquote(parsed.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        headers = {**headers, "Authorization": f"Basic {token}"}
+    path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read(WEBHOOK_MAX_ANSWER)
+        return response.status
+    finally:
+        conn.close()
+
+
 def webhook_post(
     *, alert: Alert, webhook: WebhookSubscription, event: str, attempt: int
 ) -> Delivery:
-    """POST one signed event; the Delivery row logs the attempt."""
-    import requests
-
+    """POST one signed event; the Delivery row logs the attempt. The URL's name is
+    resolved once, its addresses checked by the brokers' guard, and the POST goes
+    to one of those very addresses."""
     body = json.dumps(alert_payload(alert=alert, event=event)).encode()
     header = webhook_sign(secret=webhook.secret, body=body, timestamp=int(time.time()))
     delivery = Delivery(
@@ -72,21 +142,27 @@ def webhook_post(
         attempt=attempt,
     )
     try:
-        webhook_url_validate(webhook.url)  # the name may resolve elsewhere now
-        response = requests.post(
+        delivery.status_code = _post(
             webhook.url,
-            data=body,
-            headers={"Content-Type": "application/json", "Poolsaas-Signature": header},
-            timeout=10,
-            allow_redirects=False,
+            body,
+            {"Content-Type": "application/json", "Poolsaas-Signature": header},
         )
-        delivery.status_code = response.status_code
-        delivery.ok = 200 <= response.status_code < 300
+        delivery.ok = 200 <= delivery.status_code < 300
         if delivery.ok:
             delivery.status = Delivery.Status.SENT
-    except (ValidationError, OSError, requests.RequestException) as exc:
-        delivery.error = str(exc)[:300]
+    except (ValidationError, OSError, http.client.HTTPException, ValueError) as exc:
+        delivery.error = (
+            " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+        )[:300] or type(exc).__name__
     delivery.save()
+    logger.info(
+        "webhook %s of alert %s, attempt %s: %s %s",
+        webhook.pk,
+        alert.pk,
+        attempt,
+        delivery.status_code or "-",
+        delivery.status,
+    )
     return delivery
 
 
