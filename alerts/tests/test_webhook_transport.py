@@ -76,6 +76,21 @@ def rebinding_dns(monkeypatch):
 
 
 @pytest.fixture
+def loopback_is_public(monkeypatch, settings):
+    """The guard on (no private hosts), with 127.0.0.1 standing for a public
+    receiver: the rebinding answer (UNROUTABLE) is still refused."""
+    from devices.services.brokers import addresses
+
+    real = addresses._special_kind
+    monkeypatch.setattr(
+        addresses,
+        "_special_kind",
+        lambda address: "" if str(address) == "127.0.0.1" else real(address),
+    )
+    settings.BROKER_ALLOW_PRIVATE_HOSTS = False
+
+
+@pytest.fixture
 def alert(device_a):
     rule = AlertRule.objects.create(
         tenant=device_a.tenant, kind=Kind.FREEZE_RISK, threshold=4
@@ -83,17 +98,16 @@ def alert(device_a):
     return alert_fire(pool=device_a.pool, rule=rule, value=2.0, now=NOW).alert
 
 
-def _webhook(alice, settings, url):
-    settings.BROKER_ALLOW_PRIVATE_HOSTS = True  # saved while allowed
+def _webhook(alice, url):
     return webhook_create(membership=alice, url=url, secret="s" * 16)
 
 
 def test_the_post_goes_to_the_address_that_was_checked(
-    alice, alert, settings, rebinding_dns
+    alice, alert, rebinding_dns, loopback_is_public
 ):
     receiver = Receiver()
     try:
-        webhook = _webhook(alice, settings, f"http://{NAME}:{receiver.port}/hook")
+        webhook = _webhook(alice, f"http://{NAME}:{receiver.port}/hook")
         rebinding_dns.clear()
         delivery = webhook_post(alert=alert, webhook=webhook, event="fired", attempt=1)
         assert (delivery.ok, delivery.status_code, delivery.error) == (True, 204, "")
@@ -108,7 +122,8 @@ def test_an_internal_answer_is_refused_and_nothing_is_sent(
 ):
     receiver = Receiver()
     try:
-        webhook = _webhook(alice, settings, f"http://{NAME}:{receiver.port}/hook")
+        settings.BROKER_ALLOW_PRIVATE_HOSTS = True  # saved while allowed
+        webhook = _webhook(alice, f"http://{NAME}:{receiver.port}/hook")
         rebinding_dns.clear()
         settings.BROKER_ALLOW_PRIVATE_HOSTS = False
         delivery = webhook_post(alert=alert, webhook=webhook, event="fired", attempt=1)
@@ -160,12 +175,12 @@ def _tls_receiver(tmp_path, name: str):
 
 
 def test_https_keeps_sni_and_the_certificate_check_on_the_name(
-    alice, alert, settings, rebinding_dns, tmp_path
+    alice, alert, settings, rebinding_dns, loopback_is_public, tmp_path
 ):
     receiver, cert_file = _tls_receiver(tmp_path, NAME)
     try:
         settings.WEBHOOK_CA_FILE = str(cert_file)
-        webhook = _webhook(alice, settings, f"https://{NAME}:{receiver.port}/hook")
+        webhook = _webhook(alice, f"https://{NAME}:{receiver.port}/hook")
         rebinding_dns.clear()
         delivery = webhook_post(alert=alert, webhook=webhook, event="fired", attempt=1)
         assert (delivery.ok, delivery.status_code, delivery.error) == (True, 204, "")
@@ -177,12 +192,13 @@ def test_https_keeps_sni_and_the_certificate_check_on_the_name(
 
 
 def test_https_refuses_a_certificate_for_another_name(
-    alice, alert, settings, rebinding_dns, tmp_path
+    alice, alert, settings, rebinding_dns, loopback_is_public, tmp_path
 ):
     receiver, cert_file = _tls_receiver(tmp_path, "someone-else.test")
     try:
         settings.WEBHOOK_CA_FILE = str(cert_file)
-        webhook = _webhook(alice, settings, f"https://{NAME}:{receiver.port}/hook")
+        webhook = _webhook(alice, f"https://{NAME}:{receiver.port}/hook")
+        rebinding_dns.clear()
         delivery = webhook_post(alert=alert, webhook=webhook, event="fired", attempt=1)
         assert (delivery.ok, delivery.status_code) == (False, None)
         assert "certificate" in delivery.error.lower()
