@@ -156,6 +156,8 @@ class Delivery(models.Model):
     ok = models.BooleanField(default=False)
     error = models.CharField(max_length=300, blank=True)
     at = models.DateTimeField(auto_now_add=True)
+    # A failed e-mail whose next attempt was taken (alerts.services.email_retry).
+    retried = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["at"]

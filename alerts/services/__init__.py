@@ -8,10 +8,13 @@ from alerts.services.conditions import (
     device_day_step,
 )
 from alerts.services.deliveries import (
+    EMAIL_MAX_ATTEMPTS,
     alert_email,
     alert_payload,
     alert_recipients,
     alerts_release_held,
+    delivery_backoff,
+    email_retry,
 )
 from alerts.services.evaluation import _rules_by_pool, alerts_evaluate
 from alerts.services.preferences import (
@@ -56,6 +59,7 @@ from alerts.services.webhooks import (
 
 __all__ = [
     "DAY_KINDS",
+    "EMAIL_MAX_ATTEMPTS",
     "MAX_HYSTERESIS",
     "MAX_RENOTIFY_MINUTES",
     "RULE_LIMITS",
@@ -83,7 +87,9 @@ __all__ = [
     "alerts_release_held",
     "condition",
     "device_day_runtime_h",
+    "delivery_backoff",
     "device_day_step",
+    "email_retry",
     "preference_wants",
     "quiet_until",
     "webhook_backoff",

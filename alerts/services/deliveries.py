@@ -1,8 +1,10 @@
 """Telling people: the payload, who is e-mailed, quiet hours held and released."""
 
 import datetime as dt
+import logging
 
 from django.core.mail import send_mail
+from django.db import transaction
 from django.utils import timezone
 
 from alerts.models import (
@@ -12,6 +14,10 @@ from alerts.models import (
 )
 from alerts.services.conditions import _zone
 from alerts.services.preferences import preference_wants, quiet_until
+
+logger = logging.getLogger(__name__)
+# Attempts per e-mail, the first one included (as webhooks: alerts.tasks).
+EMAIL_MAX_ATTEMPTS = 6
 
 
 def alert_payload(*, alert: Alert, event: str) -> dict:
@@ -56,11 +62,72 @@ def alert_email(
         held = quiet_until(preference=preference, kind=alert.kind, now=now, zone=zone)
         if held:
             delivery.status, delivery.held_until = Delivery.Status.HELD, held
+            delivery.save()
         else:
-            _email_send(delivery)
-        delivery.save()
+            _email_attempt(delivery)
         deliveries.append(delivery)
     return deliveries
+
+
+def delivery_backoff(retries: int) -> int:
+    """Seconds before the next attempt after `retries` failed ones: 5, 10, 20 ...
+    capped at 10 minutes (e-mail and webhooks alike)."""
+    return min(600, 5 * 2**retries)
+
+
+def _email_attempt(delivery: Delivery, *, update_fields=None) -> None:
+    """Send, save the attempt, log it, and when it failed and attempts are left,
+    schedule the next one (alerts.retry_email) after the backoff."""
+    _email_send(delivery)
+    delivery.save(update_fields=update_fields)
+    log = logger.info if delivery.ok else logger.warning
+    log(
+        "e-mail %s of alert %s (%s), attempt %s: %s %s",
+        delivery.pk,
+        delivery.alert_id,
+        delivery.event,
+        delivery.attempt,
+        delivery.status,
+        delivery.error,
+    )
+    if not delivery.ok and delivery.attempt < EMAIL_MAX_ATTEMPTS:
+        from alerts import tasks
+
+        pk, countdown = delivery.pk, delivery_backoff(delivery.attempt - 1)
+        transaction.on_commit(
+            lambda: tasks.retry_email.apply_async((pk,), countdown=countdown)
+        )
+
+
+def email_retry(*, delivery_pk: int) -> Delivery | None:
+    """The next attempt after the failed e-mail `delivery_pk`: a new Delivery row
+    (attempt + 1) to the same recipient. None when there is nothing to retry (it
+    was sent, or it was retried already: a task run twice sends once)."""
+    failed = (
+        Delivery.objects.select_related("alert__pool", "alert__tenant")
+        .filter(pk=delivery_pk, channel=Delivery.Channel.EMAIL, ok=False)
+        .exclude(status=Delivery.Status.HELD)
+        .first()
+    )
+    if failed is None or failed.attempt >= EMAIL_MAX_ATTEMPTS:
+        return None
+    # Claimed by the failed row: a task run twice (acks late, a worker lost)
+    # finds it marked and sends nothing.
+    claimed = Delivery.objects.filter(pk=failed.pk, retried=False).update(retried=True)
+    if not claimed:
+        return None
+    retry = Delivery.objects.create(
+        alert=failed.alert,
+        event=failed.event,
+        channel=Delivery.Channel.EMAIL,
+        recipient=failed.recipient,
+        held_until=failed.held_until,
+        attempt=failed.attempt + 1,
+        error="sending",
+    )
+    retry.alert = failed.alert
+    _email_attempt(retry)
+    return retry
 
 
 def _email_send(delivery: Delivery) -> None:
@@ -96,9 +163,8 @@ def alerts_release_held(*, now: dt.datetime | None = None, limit: int = 500) -> 
         ).update(status=Delivery.Status.FAILED, error="sending")
         if not claimed:
             continue
-        _email_send(delivery)
         delivery.at = now  # when it went out; held_until keeps when it was due
-        delivery.save(update_fields=["ok", "status", "error", "at"])
+        _email_attempt(delivery, update_fields=["ok", "status", "error", "at"])
         sent += delivery.ok
     return sent
 

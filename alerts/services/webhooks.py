@@ -20,7 +20,7 @@ from alerts.models import (
     Delivery,
     WebhookSubscription,
 )
-from alerts.services.deliveries import alert_payload
+from alerts.services.deliveries import alert_payload, delivery_backoff
 from devices.services.brokers.addresses import broker_socket, validate_broker_address
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def webhook_create(*, membership, url: str, secret: str) -> WebhookSubscription:
 def webhook_backoff(retries: int) -> int:
     """Seconds before the next attempt after `retries` failed ones: 5, 10, 20 ...
     capped at 10 minutes."""
-    return min(600, 5 * 2**retries)
+    return delivery_backoff(retries)
 
 
 class _VettedHTTPConnection(http.client.HTTPConnection):
