@@ -15,6 +15,7 @@ class Kind(models.TextChoices):
     PUMP_RUNTIME = "pump_runtime", "Pump running too long today"
     RELAY_SWITCHES = "relay_switches", "Too many relay switches today"
     COMMAND_FAILED = "command_failed", "A command failed"
+    OTA_FAILED = "ota_failed", "A firmware update failed or rolled back"
 
 
 # Alerts that a user can let through their quiet hours (AlertPreference).
@@ -29,6 +30,7 @@ THRESHOLD_UNITS = {
     Kind.PUMP_RUNTIME: "hours a day",
     Kind.RELAY_SWITCHES: "switches a day",
     Kind.COMMAND_FAILED: "minutes looked back",
+    Kind.OTA_FAILED: "minutes looked back",
 }
 
 
@@ -95,6 +97,10 @@ class Alert(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     acknowledged_at = models.DateTimeField(null=True, blank=True)
+    # Since when the evaluator has seen the condition clear while it is firing,
+    # for kinds whose hysteresis is a time (device_offline: back online for
+    # `hysteresis` minutes before it resolves). None while the condition holds.
+    clear_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-fired_at"]

@@ -32,17 +32,21 @@ def condition(
     is missing (no reading yet) keeps what we had."""
     if kind == Kind.DEVICE_OFFLINE:
         if online:
+            # Its hysteresis is a time: the evaluator keeps a firing alert until
+            # the device has been back for `hysteresis` minutes (Alert.clear_since).
             return False
-        if last_seen_at is None:
+        if firing or last_seen_at is None:
+            # Once firing, offline at all keeps it: a device that shows up for a
+            # moment does not restart the N minutes and notify again.
             return firing
         return now - last_seen_at >= dt.timedelta(minutes=threshold)
     if kind == Kind.PUMP_RUNTIME:
         return _above(runtime_h, threshold, hysteresis, firing)
     if kind == Kind.RELAY_SWITCHES:
         return _above(switches_today, threshold, hysteresis, firing)
-    if kind == Kind.COMMAND_FAILED:
+    if kind in (Kind.COMMAND_FAILED, Kind.OTA_FAILED):
         if last_failed_at is None or (last_done_at and last_done_at > last_failed_at):
-            return False  # a later command went through
+            return False  # a later command (or update) went through
         # Only a recent failure fires; a firing one lasts `hysteresis` minutes more.
         window = threshold + (hysteresis if firing else 0)
         return now - last_failed_at <= dt.timedelta(minutes=window)
@@ -56,6 +60,13 @@ def condition(
     # Freeze risk: cold water standing still; a running pump does not resolve it
     # while the water stays cold, but cold water alone does not fire it.
     return cold and (firing or not pump)
+
+
+# Kinds whose hysteresis is minutes of the all-clear, held by the evaluator.
+CLEARED_OVER_TIME = frozenset({Kind.DEVICE_OFFLINE})
+# Kinds about a tenant, not a device: not in the per-device loop.
+TENANT_KINDS = frozenset()
+DEVICE_KINDS = tuple(k for k in Kind.values if k not in TENANT_KINDS)
 
 
 def _above(value, threshold: float, hysteresis: float, firing: bool) -> bool:

@@ -16,7 +16,9 @@ from alerts.models import (
     Kind,
 )
 from alerts.services.conditions import (
+    CLEARED_OVER_TIME,
     DAY_KINDS,
+    DEVICE_KINDS,
     _switch_total,
     _zone_named,
     condition,
@@ -25,6 +27,7 @@ from alerts.services.conditions import (
 )
 from alerts.services.transitions import (
     Transition,
+    alert_clear_mark,
     alert_fire,
     alert_renotify,
     alert_resolve,
@@ -57,6 +60,38 @@ def _commands_outcome(device_pks, since) -> dict:
         )
     )
     return {row["device_id"]: (row["failed"], row["done"]) for row in rows}
+
+
+def _updates_outcome(device_pks, since) -> dict:
+    """{device pk: (last failed at, last succeeded at)} of firmware updates
+    (ota.models.DeviceUpdate) that changed since `since`, one query. Read from the
+    OTA rows, so the OTA services need no hook: an update reaching failed,
+    rolled_back or timed_out shows up at the next evaluation."""
+    from ota.models import DeviceUpdate
+
+    failed = [
+        DeviceUpdate.State.FAILED,
+        DeviceUpdate.State.ROLLED_BACK,
+        DeviceUpdate.State.TIMED_OUT,
+    ]
+    rows = (
+        DeviceUpdate.objects.filter(device_id__in=device_pks, updated_at__gte=since)
+        .values("device_id")
+        .annotate(
+            failed=Max("updated_at", filter=Q(state__in=failed)),
+            done=Max("updated_at", filter=Q(state=DeviceUpdate.State.SUCCEEDED)),
+        )
+        .order_by()
+    )
+    return {row["device_id"]: (row["failed"], row["done"]) for row in rows}
+
+
+def _window_outcomes(kind, devices, rule_of, fetch, now) -> dict:
+    rules = [r for r in (rule_of(d, kind) for d in devices) if r]
+    if not rules:
+        return {}
+    longest = max(r.threshold + r.hysteresis for r in rules)
+    return fetch([d.pk for d in devices], now - dt.timedelta(minutes=longest))
 
 
 class _DeviceRow(NamedTuple):
@@ -109,13 +144,14 @@ def alerts_evaluate(*, now: dt.datetime | None = None) -> list[Transition]:
     # only for the devices under such a rule.
     day_pks = {d.pk for d in devices if any(rule_of(d, k) for k in DAY_KINDS)}
     days = {d.device_id: d for d in DeviceDay.objects.filter(device_id__in=day_pks)}
-    command_rules = [r for r in (rule_of(d, Kind.COMMAND_FAILED) for d in devices) if r]
-    outcomes = {}
-    if command_rules:
-        longest = max(r.threshold + r.hysteresis for r in command_rules)
-        outcomes = _commands_outcome(
-            [d.pk for d in devices], now - dt.timedelta(minutes=longest)
-        )
+    outcomes = {
+        Kind.COMMAND_FAILED: _window_outcomes(
+            Kind.COMMAND_FAILED, devices, rule_of, _commands_outcome, now
+        ),
+        Kind.OTA_FAILED: _window_outcomes(
+            Kind.OTA_FAILED, devices, rule_of, _updates_outcome, now
+        ),
+    }
     day_new, day_changed = [], []
     zones: dict[str, ZoneInfo] = {}
 
@@ -147,14 +183,14 @@ def alerts_evaluate(*, now: dt.datetime | None = None) -> list[Transition]:
             measures["runtime_h"] = device_day_runtime_h(day, now)
             if total is not None and day.switches_base is not None:
                 measures["switches_today"] = total - day.switches_base
-        failed_at, done_at = outcomes.get(device.pk, (None, None))
-        for kind in Kind.values:
+        for kind in DEVICE_KINDS:
             rule = overrides.get((device.pool_id, kind)) or defaults.get(
                 (device.tenant_id, kind)
             )
             if rule is None:
                 continue
             open_alert = firing.get((device.pool_id, kind))
+            failed_at, done_at = outcomes.get(kind, {}).get(device.pk, (None, None))
             should = rule.enabled and condition(
                 kind=kind,
                 threshold=rule.threshold,
@@ -172,10 +208,15 @@ def alerts_evaluate(*, now: dt.datetime | None = None) -> list[Transition]:
             if should and open_alert is None:
                 value = _alert_value(kind, temperature, measures, device, now)
                 changes.append(("fire", device.pool_id, rule, value))
-            elif should and rule.renotify_minutes:
-                changes.append(("renotify", open_alert, rule, None))
-            elif not should and open_alert is not None:
-                changes.append(("resolve", open_alert, rule, None))
+            elif should:
+                if open_alert.clear_since is not None:
+                    changes.append(("unclear", open_alert, rule, None))
+                if rule.renotify_minutes:
+                    changes.append(("renotify", open_alert, rule, None))
+            elif open_alert is not None:
+                step = _clear_step(kind, rule, open_alert, now)
+                if step != "wait":
+                    changes.append((step, open_alert, rule, None))
 
     pools = Pool.objects.in_bulk(
         {pool for action, pool, _, _ in changes if action == "fire"}
@@ -186,6 +227,9 @@ def alerts_evaluate(*, now: dt.datetime | None = None) -> list[Transition]:
             transition = alert_fire(pool=pools[target], rule=rule, value=value, now=now)
         elif action == "renotify":
             transition = alert_renotify(alert=target, rule=rule, now=now)
+        elif action in ("clearing", "unclear"):
+            alert_clear_mark(alert=target, since=now if action == "clearing" else None)
+            continue
         else:
             transition = alert_resolve(alert=target, now=now)
         if transition:
@@ -198,6 +242,19 @@ def alerts_evaluate(*, now: dt.datetime | None = None) -> list[Transition]:
             day_changed, ["day", "pump_on_s", "pump_since", "switches_base"]
         )
     return transitions
+
+
+def _clear_step(kind, rule, alert: Alert, now) -> str:
+    """A firing alert whose condition is clear: resolve it, or for a kind whose
+    hysteresis is a time, start the all-clear clock ("clearing") and resolve only
+    once it has run `hysteresis` minutes ("wait")."""
+    if kind not in CLEARED_OVER_TIME or not rule.enabled or rule.hysteresis <= 0:
+        return "resolve"
+    if alert.clear_since is None:
+        return "clearing"
+    if now - alert.clear_since >= dt.timedelta(minutes=rule.hysteresis):
+        return "resolve"
+    return "wait"
 
 
 def _day_fields(day: DeviceDay) -> tuple:
@@ -214,6 +271,6 @@ def _alert_value(kind, temperature, measures, device, now) -> float | None:
         if device.last_seen_at is None:
             return None
         return round((now - device.last_seen_at).total_seconds() / 60, 1)
-    if kind == Kind.COMMAND_FAILED:
+    if kind in (Kind.COMMAND_FAILED, Kind.OTA_FAILED):
         return None
     return temperature

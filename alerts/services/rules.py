@@ -18,6 +18,7 @@ RULE_LIMITS = {
     Kind.PUMP_RUNTIME: (0.5, 24.0, "hours of pump running a day"),
     Kind.RELAY_SWITCHES: (1.0, 100000.0, "relay switches a day"),
     Kind.COMMAND_FAILED: (1.0, 10080.0, "minutes to look back (at most a week)"),
+    Kind.OTA_FAILED: (1.0, 10080.0, "minutes to look back (at most a week)"),
 }
 MAX_HYSTERESIS = 10.0
 MAX_RENOTIFY_MINUTES = 10080

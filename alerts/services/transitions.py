@@ -64,6 +64,18 @@ def alert_renotify(*, alert: Alert, rule, now) -> Transition | None:
     return Transition(alert, "renotify")
 
 
+def alert_clear_mark(*, alert: Alert, since) -> bool:
+    """Start (`since` a time) or stop (None) the all-clear clock of a firing alert
+    (Alert.clear_since). Conditional on the value read, so two evaluators agree;
+    nobody is notified."""
+    claimed = Alert.objects.filter(
+        pk=alert.pk, state=Alert.State.FIRING, clear_since=alert.clear_since
+    ).update(clear_since=since)
+    if claimed:
+        alert.clear_since = since
+    return bool(claimed)
+
+
 def alert_acknowledge(*, membership, alert: Alert) -> bool:
     """Record who acknowledged a firing alert first; later calls change nothing."""
     return bool(
