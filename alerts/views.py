@@ -17,8 +17,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from alerts import selectors, services
-from alerts.forms import RuleForm
-from alerts.models import Alert, Kind
+from alerts.forms import PreferenceForm, RuleForm
+from alerts.models import SAFETY_KINDS, Alert, AlertPreference, Kind
 from devices.forms import apply_service_errors
 from devices.selectors import pool_get_for_member
 from devices.views.member_page import member_page
@@ -219,3 +219,37 @@ def alert_resolve(request, code):
             request, f"{alert.get_kind_display()} on {alert.pool.name}: resolved."
         )
     return _back(request, alert)
+
+
+@member_page
+def alert_preferences(request):
+    """The member's own preferences: which kinds, e-mail or the dashboard only,
+    quiet hours (in each pool's zone), and whether safety alerts break them."""
+    membership = request.membership
+    preference = AlertPreference.objects.filter(membership=membership).first()
+    form = PreferenceForm(preference=preference)
+    status = 200
+    if request.method == "POST":
+        form = PreferenceForm(request.POST)
+        if form.is_valid():
+            try:
+                services.alert_preference_set(
+                    membership=membership, **form.cleaned_data
+                )
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                messages.success(request, "Your alert preferences are saved.")
+                return HttpResponseRedirect(request.path)
+        status = 400
+    return render(
+        request,
+        "alerts/preferences.html",
+        {
+            "form": form,
+            "preference": preference,
+            "gets_defaults": membership.role in ("owner", "admin"),
+            "safety_labels": [Kind(k).label for k in sorted(SAFETY_KINDS)],
+        },
+        status=status,
+    )

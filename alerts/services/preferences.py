@@ -3,6 +3,7 @@
 import datetime as dt
 
 from django.core.exceptions import ValidationError
+from django.db import transaction
 
 from alerts.models import (
     SAFETY_KINDS,
@@ -35,17 +36,32 @@ def alert_preference_set(
         errors["quiet_end"] = "Quiet hours cannot start and end at the same time."
     if errors:
         raise ValidationError(errors)
-    preference, _ = AlertPreference.objects.update_or_create(
-        membership=membership,
-        defaults={
-            "tenant_id": membership.tenant_id,
-            "kinds": kinds,
-            "channel": channel,
-            "quiet_start": quiet_start,
-            "quiet_end": quiet_end,
-            "safety_ignores_quiet": safety_ignores_quiet,
-        },
-    )
+    from audit.services import audit_record
+
+    new = {
+        "kinds": kinds,
+        "channel": channel,
+        "quiet_start": quiet_start,
+        "quiet_end": quiet_end,
+        "safety_ignores_quiet": bool(safety_ignores_quiet),
+    }
+    with transaction.atomic():
+        old = AlertPreference.objects.filter(membership=membership).first()
+        preference, created = AlertPreference.objects.update_or_create(
+            membership=membership,
+            defaults={"tenant_id": membership.tenant_id, **new},
+        )
+        changed = sorted(
+            k for k, v in new.items() if old is None or getattr(old, k) != v
+        )
+        if changed:
+            audit_record(
+                action="alert_preference.changed",
+                tenant=membership.tenant,
+                actor=membership.user,
+                target=preference,
+                data={"fields": changed},
+            )
     return preference
 
 

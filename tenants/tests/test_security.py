@@ -106,6 +106,7 @@ def page_urls(world) -> dict[str, str]:
         "invoices",
         "alerts",
         "alert_rules",
+        "alert_preferences",
         *code,
     }
     return {
