@@ -16,6 +16,7 @@ class Kind(models.TextChoices):
     RELAY_SWITCHES = "relay_switches", "Too many relay switches today"
     COMMAND_FAILED = "command_failed", "A command failed"
     OTA_FAILED = "ota_failed", "A firmware update failed or rolled back"
+    QUOTA_WARNING = "quota_warning", "Usage quota warning"
 
 
 # Alerts that a user can let through their quiet hours (AlertPreference).
@@ -31,6 +32,7 @@ THRESHOLD_UNITS = {
     Kind.RELAY_SWITCHES: "switches a day",
     Kind.COMMAND_FAILED: "minutes looked back",
     Kind.OTA_FAILED: "minutes looked back",
+    Kind.QUOTA_WARNING: "% of a plan limit",
 }
 
 
@@ -83,8 +85,13 @@ class Alert(models.Model):
     tenant = models.ForeignKey(
         "tenants.Tenant", on_delete=models.CASCADE, related_name="alerts"
     )
+    # None for an alert about the whole tenant (quota_warning: TENANT_KINDS).
     pool = models.ForeignKey(
-        "devices.Pool", on_delete=models.CASCADE, related_name="alerts"
+        "devices.Pool",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="alerts",
     )
     kind = models.CharField(max_length=20, choices=Kind)
     state = models.CharField(max_length=10, choices=State, default=State.FIRING)
@@ -110,11 +117,26 @@ class Alert(models.Model):
                 fields=["pool", "kind"],
                 condition=Q(state="firing"),
                 name="alert_one_firing_per_pool_kind",
-            )
+            ),
+            # The same claim for the tenant-wide kinds (no pool).
+            models.UniqueConstraint(
+                fields=["tenant", "kind"],
+                condition=Q(state="firing", pool__isnull=True),
+                name="alert_one_firing_per_tenant_kind",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.kind} on pool {self.pool_id} ({self.state})"
+
+    @property
+    def where(self) -> str:
+        """What it is about, for people: the pool's name, or the tenant's."""
+        return self.pool.name if self.pool_id else self.tenant.name
+
+    @property
+    def zone_name(self) -> str:
+        return self.pool.timezone if self.pool_id else "UTC"
 
 
 class WebhookSubscription(models.Model):

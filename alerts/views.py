@@ -178,6 +178,8 @@ def _back(request, alert):
         target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
     ):
         return HttpResponseRedirect(target)
+    if alert.pool_id is None:
+        return HttpResponseRedirect(reverse("alerts"))
     return HttpResponseRedirect(reverse("pool_alerts", args=[alert.pool.code]))
 
 
@@ -196,7 +198,7 @@ def alert_acknowledge(request, code):
     else:
         messages.success(
             request,
-            f"{alert.get_kind_display()} on {alert.pool.name}: acknowledged by "
+            f"{alert.get_kind_display()} on {alert.where}: acknowledged by "
             f"{alert.acknowledged_by.email if alert.acknowledged_by else 'someone'}.",
         )
     return _back(request, alert)
@@ -216,7 +218,7 @@ def alert_resolve(request, code):
         messages.error(request, " ".join(exc.messages))
     else:
         messages.success(
-            request, f"{alert.get_kind_display()} on {alert.pool.name}: resolved."
+            request, f"{alert.get_kind_display()} on {alert.where}: resolved."
         )
     return _back(request, alert)
 

@@ -65,7 +65,7 @@ def condition(
 # Kinds whose hysteresis is minutes of the all-clear, held by the evaluator.
 CLEARED_OVER_TIME = frozenset({Kind.DEVICE_OFFLINE})
 # Kinds about a tenant, not a device: not in the per-device loop.
-TENANT_KINDS = frozenset()
+TENANT_KINDS = frozenset({Kind.QUOTA_WARNING})
 DEVICE_KINDS = tuple(k for k in Kind.values if k not in TENANT_KINDS)
 
 

@@ -12,7 +12,7 @@ from alerts.models import (
     AlertPreference,
     Delivery,
 )
-from alerts.services.conditions import _zone
+from alerts.services.conditions import _zone_named
 from alerts.services.preferences import preference_wants, quiet_until
 
 logger = logging.getLogger(__name__)
@@ -24,8 +24,8 @@ def alert_payload(*, alert: Alert, event: str) -> dict:
     return {
         "event": f"alert.{event}",
         "alert": str(alert.code),
-        "pool": str(alert.pool.code),
-        "pool_name": alert.pool.name,
+        "pool": str(alert.pool.code) if alert.pool_id else None,
+        "pool_name": alert.where,
         "kind": alert.kind,
         "state": alert.state,
         "value": alert.value,
@@ -53,7 +53,7 @@ def alert_email(
     """E-mail everyone who wants this alert (text and HTML), one Delivery per
     recipient; in a recipient's quiet hours the e-mail is held until they end."""
     now = now or timezone.now()
-    zone = _zone(alert.pool)
+    zone = _zone_named(alert.zone_name)
     deliveries = []
     for address, preference in alert_recipients(alert=alert):
         delivery = Delivery(
@@ -132,7 +132,7 @@ def email_retry(*, delivery_pk: int) -> Delivery | None:
 
 def _email_send(delivery: Delivery) -> None:
     alert, event = delivery.alert, delivery.event
-    what = f"{alert.get_kind_display()} on {alert.pool.name}: {event}"
+    what = f"{alert.get_kind_display()} on {alert.where}: {event}"
     text = f"{what}\nValue: {alert.value}\nThreshold: {alert.threshold}\n"
     if delivery.held_until:
         text += "Held during your quiet hours.\n"

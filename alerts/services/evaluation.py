@@ -19,6 +19,7 @@ from alerts.services.conditions import (
     CLEARED_OVER_TIME,
     DAY_KINDS,
     DEVICE_KINDS,
+    TENANT_KINDS,
     _switch_total,
     _zone_named,
     condition,
@@ -116,7 +117,7 @@ def alerts_evaluate(*, now: dt.datetime | None = None) -> list[Transition]:
         r.tenant_id for r in overrides.values()
     }
     firing = {
-        (a.pool_id, a.kind): a
+        (a.pool_id or f"tenant-{a.tenant_id}", a.kind): a
         for a in Alert.objects.filter(state=Alert.State.FIRING).select_related("pool")
     }
     devices = [
@@ -218,13 +219,15 @@ def alerts_evaluate(*, now: dt.datetime | None = None) -> list[Transition]:
                 if step != "wait":
                     changes.append((step, open_alert, rule, None))
 
+    changes += _tenant_changes(defaults, firing, now)
     pools = Pool.objects.in_bulk(
         {pool for action, pool, _, _ in changes if action == "fire"}
     )
     transitions = []
     for action, target, rule, value in changes:
         if action == "fire":
-            transition = alert_fire(pool=pools[target], rule=rule, value=value, now=now)
+            pool = pools[target] if target is not None else None
+            transition = alert_fire(pool=pool, rule=rule, value=value, now=now)
         elif action == "renotify":
             transition = alert_renotify(alert=target, rule=rule, now=now)
         elif action in ("clearing", "unclear"):
@@ -242,6 +245,46 @@ def alerts_evaluate(*, now: dt.datetime | None = None) -> list[Transition]:
             day_changed, ["day", "pump_on_s", "pump_since", "switches_base"]
         )
     return transitions
+
+
+def _quota_levels(tenant_ids, now) -> dict:
+    """{tenant id: the highest usage warning level (80, 100) of this period}, from
+    billing's UsageWarning rows (one query; billing needs no hook)."""
+    from billing.models import UsageWarning
+    from billing.selectors import period_bounds
+
+    start, _ = period_bounds(now)
+    rows = (
+        UsageWarning.objects.filter(tenant_id__in=tenant_ids, period_start=start)
+        .values("tenant_id")
+        .annotate(level=Max("level"))
+        .order_by()
+    )
+    return {row["tenant_id"]: row["level"] for row in rows}
+
+
+def _tenant_changes(defaults, firing, now) -> list:
+    """The tenant-wide kinds (no pool): a quota warning fires while the period
+    has a warning at or above the rule's percent, and resolves with the period."""
+    rules = {t: r for (t, kind), r in defaults.items() if kind in TENANT_KINDS}
+    if not rules:
+        return []
+    levels = _quota_levels(list(rules), now)
+    open_alerts = {
+        (a.tenant_id, a.kind): a for a in firing.values() if a.pool_id is None
+    }
+    changes = []
+    for tenant_id, rule in rules.items():
+        open_alert = open_alerts.get((tenant_id, rule.kind))
+        level = levels.get(tenant_id)
+        should = rule.enabled and level is not None and level >= rule.threshold
+        if should and open_alert is None:
+            changes.append(("fire", None, rule, float(level)))
+        elif should and rule.renotify_minutes:
+            changes.append(("renotify", open_alert, rule, None))
+        elif not should and open_alert is not None:
+            changes.append(("resolve", open_alert, rule, None))
+    return changes
 
 
 def _clear_step(kind, rule, alert: Alert, now) -> str:

@@ -8,6 +8,7 @@ from alerts.models import (
     AlertRule,
     Kind,
 )
+from alerts.services.conditions import TENANT_KINDS
 
 RULE_LIMITS = {
     # kind: (lowest threshold, highest threshold, what the threshold is)
@@ -19,6 +20,7 @@ RULE_LIMITS = {
     Kind.RELAY_SWITCHES: (1.0, 100000.0, "relay switches a day"),
     Kind.COMMAND_FAILED: (1.0, 10080.0, "minutes to look back (at most a week)"),
     Kind.OTA_FAILED: (1.0, 10080.0, "minutes to look back (at most a week)"),
+    Kind.QUOTA_WARNING: (80.0, 100.0, "80 or 100 (% of a plan limit)"),
 }
 MAX_HYSTERESIS = 10.0
 MAX_RENOTIFY_MINUTES = 10080
@@ -97,6 +99,10 @@ def alert_rule_create(
     membership_require(membership=membership, action=Action.MANAGE)
     if pool is not None and pool.tenant_id != membership.tenant_id:
         raise Http404("No such pool.")
+    if pool is not None and kind in TENANT_KINDS:
+        raise ValidationError(
+            {"kind": "This alert is about the whole tenant: set it in the defaults."}
+        )
     threshold, hysteresis, renotify = alert_rule_validate(
         kind=kind,
         threshold=threshold,

@@ -25,7 +25,7 @@ def alert_fire(*, pool, rule, value, now) -> Transition | None:
     try:
         with transaction.atomic():
             alert = Alert.objects.create(
-                tenant_id=pool.tenant_id,
+                tenant_id=rule.tenant_id,
                 pool=pool,
                 kind=rule.kind,
                 value=value,
@@ -100,19 +100,26 @@ def alert_broadcast(*, alert: Alert) -> None:
     from poolsaas.live import groups, messages
 
     data = alert_as_dict(alert)
-    tenant_code = alert.pool.tenant.code
-    groups.broadcast(
-        groups.pool_group(alert.pool.code),
-        messages.pool_alert(pool=data["pool"], alert=data),
-    )
+    tenant_code = alert.tenant.code
+    if alert.pool_id:
+        groups.broadcast(
+            groups.pool_group(alert.pool.code),
+            messages.pool_alert(pool=data["pool"], alert=data),
+        )
     groups.broadcast(
         groups.tenant_group(tenant_code),
         messages.tenant_alert(pool=data["pool"], alert=data),
     )
 
 
+def _pool_hex(alert: Alert) -> str | None:
+    return alert.pool.code.hex if alert.pool_id else None
+
+
 def _alert_reload(alert: Alert) -> Alert:
-    return Alert.objects.select_related("pool", "acknowledged_by").get(pk=alert.pk)
+    return Alert.objects.select_related("pool", "tenant", "acknowledged_by").get(
+        pk=alert.pk
+    )
 
 
 def alert_acknowledge_by_member(*, membership, alert: Alert) -> Alert:
@@ -138,7 +145,7 @@ def alert_acknowledge_by_member(*, membership, alert: Alert) -> Alert:
                 tenant=membership.tenant,
                 actor=membership.user,
                 target=alert,
-                data={"pool": alert.pool.code.hex, "kind": alert.kind},
+                data={"pool": _pool_hex(alert), "kind": alert.kind},
             )
             alert_broadcast(alert=alert)
         else:
@@ -167,6 +174,6 @@ def alert_resolve_by_member(*, membership, alert: Alert) -> Alert:
             tenant=membership.tenant,
             actor=membership.user,
             target=alert,
-            data={"pool": alert.pool.code.hex, "kind": alert.kind},
+            data={"pool": _pool_hex(alert), "kind": alert.kind},
         )
     return _alert_reload(alert)

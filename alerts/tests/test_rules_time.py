@@ -194,7 +194,7 @@ FIRE = {
 
 
 def test_every_kind_is_in_the_renotify_table():
-    assert set(FIRE) == set(Kind.values) - {"quota_warning"}
+    assert set(FIRE) == set(Kind.values) - {"quota_warning"}  # tested below
 
 
 @pytest.mark.parametrize("kind", sorted(FIRE))
@@ -210,3 +210,86 @@ def test_renotify_interval_of_every_kind(tenant_a, device_a, kind):
     assert events(alerts_evaluate(now=t0 + 60 * MIN)) == [(kind, "renotify")]
     alert = Alert.objects.get()
     assert alert.state == "firing" and alert.last_notified_at == t0 + 60 * MIN
+
+
+# --- usage quota warnings (billing's 80 % / 100 %), an alert about the tenant ---
+
+
+def warn(tenant, level, now):
+    from billing.models import UsageWarning
+    from billing.selectors import period_bounds
+
+    start, _ = period_bounds(now)
+    return UsageWarning.objects.create(
+        tenant=tenant,
+        period_start=start,
+        limit="messages_per_month",
+        level=level,
+        used=level,
+        allowed=100,
+    )
+
+
+def test_a_quota_warning_fires_for_the_tenant_and_resolves_with_the_period(
+    tenant_a, tenant_b, device_a, alice, adam
+):
+    from django.core import mail
+
+    from alerts.services import alert_email, alert_payload
+
+    rule(tenant_a, Kind.QUOTA_WARNING, 80)
+    rule(tenant_b, Kind.QUOTA_WARNING, 100)
+    now = timezone.now()
+    assert alerts_evaluate(now=now) == []
+    warn(tenant_a, 80, now)
+    warn(tenant_b, 80, now)  # below tenant B's 100
+    (fired,) = alerts_evaluate(now=now)
+    assert (fired.alert.kind, fired.event, fired.alert.tenant_id) == (
+        "quota_warning",
+        "fired",
+        tenant_a.pk,
+    )
+    assert fired.alert.pool_id is None and fired.alert.value == 80
+    assert alerts_evaluate(now=now) == []  # once
+    warn(tenant_a, 100, now)
+    assert alerts_evaluate(now=now) == []  # still the same episode
+    payload = alert_payload(alert=fired.alert, event="fired")
+    assert payload["pool"] is None and payload["pool_name"] == tenant_a.name
+    alert_email(alert=fired.alert, event="fired")
+    assert sorted(m.to[0] for m in mail.outbox) == ["adam@acme.test", "alice@acme.test"]
+    assert f"Usage quota warning on {tenant_a.name}" in mail.outbox[0].subject
+    # The next period has no warning yet: resolved.
+    next_period = now + dt.timedelta(days=32)
+    assert events(alerts_evaluate(now=next_period)) == [("quota_warning", "resolved")]
+
+
+def test_a_quota_rule_is_for_the_tenant_not_a_pool(alice, pool_a):
+    from django.core.exceptions import ValidationError
+
+    from alerts.selectors import pool_rules_for_member
+    from alerts.services import alert_rule_create
+
+    with pytest.raises(ValidationError, match="whole tenant"):
+        alert_rule_create(
+            membership=alice, kind=Kind.QUOTA_WARNING, threshold=80, pool=pool_a
+        )
+    assert not AlertRule.objects.exists()
+    kinds = [r.kind for r in pool_rules_for_member(membership=alice, pool=pool_a)]
+    assert "quota_warning" not in kinds and "ota_failed" in kinds
+
+
+def test_a_tenant_alert_shows_on_the_pages_and_the_api(login, alice, tenant_a, pool_a):
+    from poolsaas.api.testing import api_client
+
+    rule(tenant_a, Kind.QUOTA_WARNING, 80)
+    now = timezone.now()
+    warn(tenant_a, 100, now)
+    (fired,) = alerts_evaluate(now=now)
+    client = login(alice)
+    for url in ("/alerts/", f"/alerts/{fired.alert.code}/", "/pools/"):
+        page = client.get(url)
+        assert page.status_code == 200, url
+        assert "Usage quota warning" in page.content.decode(), url
+    body = api_client(alice).get("/api/v1/alerts/").json()
+    rows = body["results"] if isinstance(body, dict) else body
+    assert [(r["kind"], r["pool"]) for r in rows] == [("quota_warning", None)]
