@@ -34,13 +34,13 @@ def test_preferences_fit_a_phone_and_save(live_url, browser, victor):  # noqa: F
     assert overflow <= 0, f"{overflow}px wider than a {PHONE['width']}px phone"
     # One end of the quiet hours only: refused, with the reason, nothing saved.
     page.fill("#id_quiet_start", "22:00")
-    page.click("button[type=submit]")
+    page.click(".pref-form button[type=submit]")
     expect(page.locator(".field-error")).to_contain_text("Give both ends")
     assert not AlertPreference.objects.filter(membership=victor).exists()
     page.fill("#id_quiet_start", "22:00")
     page.fill("#id_quiet_end", "07:00")
     page.check("input[name=kinds][value=freeze_risk]")
-    page.click("button[type=submit]")
+    page.click(".pref-form button[type=submit]")
     expect(page.locator("body")).to_contain_text("Your alert preferences are saved.")
     pref = AlertPreference.objects.get(membership=victor)
     assert (pref.kinds, str(pref.quiet_start), str(pref.quiet_end)) == (
