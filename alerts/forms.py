@@ -30,3 +30,46 @@ class RuleForm(forms.Form):
             if not isinstance(field, forms.BooleanField):
                 field.widget.attrs.setdefault("inputmode", "decimal")
                 field.widget.attrs.setdefault("step", "any")
+
+
+class PreferenceForm(forms.Form):
+    """A member's own alert preferences (alerts.services.alert_preference_set
+    checks them; the form parses)."""
+
+    channel = forms.ChoiceField(label="How", widget=forms.RadioSelect, initial="email")
+    kinds = forms.MultipleChoiceField(
+        label="Which alerts",
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: every kind.",
+    )
+    quiet_start = forms.TimeField(
+        label="Quiet from",
+        required=False,
+        widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+    )
+    quiet_end = forms.TimeField(
+        label="until",
+        required=False,
+        widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+    )
+    safety_ignores_quiet = forms.BooleanField(
+        label="Freeze risk and device offline reach me during quiet hours",
+        required=False,
+        initial=True,
+    )
+
+    def __init__(self, *args, preference=None, **kwargs):
+        from alerts.models import AlertPreference, Kind
+
+        if preference is not None and "initial" not in kwargs:
+            kwargs["initial"] = {
+                "channel": preference.channel,
+                "kinds": preference.kinds,
+                "quiet_start": preference.quiet_start,
+                "quiet_end": preference.quiet_end,
+                "safety_ignores_quiet": preference.safety_ignores_quiet,
+            }
+        super().__init__(*args, **kwargs)
+        self.fields["channel"].choices = AlertPreference.Channel.choices
+        self.fields["kinds"].choices = Kind.choices

@@ -15,6 +15,8 @@ class Kind(models.TextChoices):
     PUMP_RUNTIME = "pump_runtime", "Pump running too long today"
     RELAY_SWITCHES = "relay_switches", "Too many relay switches today"
     COMMAND_FAILED = "command_failed", "A command failed"
+    OTA_FAILED = "ota_failed", "A firmware update failed or rolled back"
+    QUOTA_WARNING = "quota_warning", "Usage quota warning"
 
 
 # Alerts that a user can let through their quiet hours (AlertPreference).
@@ -29,6 +31,8 @@ THRESHOLD_UNITS = {
     Kind.PUMP_RUNTIME: "hours a day",
     Kind.RELAY_SWITCHES: "switches a day",
     Kind.COMMAND_FAILED: "minutes looked back",
+    Kind.OTA_FAILED: "minutes looked back",
+    Kind.QUOTA_WARNING: "% of a plan limit",
 }
 
 
@@ -81,8 +85,13 @@ class Alert(models.Model):
     tenant = models.ForeignKey(
         "tenants.Tenant", on_delete=models.CASCADE, related_name="alerts"
     )
+    # None for an alert about the whole tenant (quota_warning: TENANT_KINDS).
     pool = models.ForeignKey(
-        "devices.Pool", on_delete=models.CASCADE, related_name="alerts"
+        "devices.Pool",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="alerts",
     )
     kind = models.CharField(max_length=20, choices=Kind)
     state = models.CharField(max_length=10, choices=State, default=State.FIRING)
@@ -95,6 +104,10 @@ class Alert(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     acknowledged_at = models.DateTimeField(null=True, blank=True)
+    # Since when the evaluator has seen the condition clear while it is firing,
+    # for kinds whose hysteresis is a time (device_offline: back online for
+    # `hysteresis` minutes before it resolves). None while the condition holds.
+    clear_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-fired_at"]
@@ -104,11 +117,26 @@ class Alert(models.Model):
                 fields=["pool", "kind"],
                 condition=Q(state="firing"),
                 name="alert_one_firing_per_pool_kind",
-            )
+            ),
+            # The same claim for the tenant-wide kinds (no pool).
+            models.UniqueConstraint(
+                fields=["tenant", "kind"],
+                condition=Q(state="firing", pool__isnull=True),
+                name="alert_one_firing_per_tenant_kind",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.kind} on pool {self.pool_id} ({self.state})"
+
+    @property
+    def where(self) -> str:
+        """What it is about, for people: the pool's name, or the tenant's."""
+        return self.pool.name if self.pool_id else self.tenant.name
+
+    @property
+    def zone_name(self) -> str:
+        return self.pool.timezone if self.pool_id else "UTC"
 
 
 class WebhookSubscription(models.Model):
@@ -156,6 +184,8 @@ class Delivery(models.Model):
     ok = models.BooleanField(default=False)
     error = models.CharField(max_length=300, blank=True)
     at = models.DateTimeField(auto_now_add=True)
+    # A failed e-mail whose next attempt was taken (alerts.services.email_retry).
+    retried = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["at"]

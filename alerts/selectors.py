@@ -20,6 +20,7 @@ from alerts.models import (
     Kind,
     WebhookSubscription,
 )
+from alerts.services.conditions import TENANT_KINDS
 from devices.models import Pool
 from tenants.models import Membership
 from tenants.roles import Action
@@ -38,9 +39,9 @@ def alert_as_dict(alert: Alert) -> dict:
     webhook payload is alerts.services.alert_payload, a contract of its own)."""
     return {
         "code": alert.code.hex,
-        "pool": alert.pool.code.hex,
-        "pool_name": alert.pool.name,
-        "pool_timezone": alert.pool.timezone,
+        "pool": alert.pool.code.hex if alert.pool_id else None,
+        "pool_name": alert.where,
+        "pool_timezone": alert.zone_name,
         "kind": alert.kind,
         "label": alert.get_kind_display(),
         "unit": UNITS.get(alert.kind, ""),
@@ -57,7 +58,7 @@ def alert_as_dict(alert: Alert) -> dict:
 
 
 def _alerts() -> QuerySet[Alert]:
-    return Alert.objects.select_related("pool", "acknowledged_by")
+    return Alert.objects.select_related("pool", "tenant", "acknowledged_by")
 
 
 def alerts_for_member(
@@ -161,6 +162,7 @@ def pool_rules_for_member(*, membership: Membership, pool: Pool) -> list[Effecti
     return [
         EffectiveRule(kind, label, UNITS[kind], defaults.get(kind), overrides.get(kind))
         for kind, label in Kind.choices
+        if kind not in TENANT_KINDS  # about the tenant: no pool override
     ]
 
 

@@ -7,6 +7,7 @@ from alerts.services import (
     alert_email,
     alerts_evaluate,
     alerts_release_held,
+    email_retry,
     webhook_backoff,
     webhook_post,
 )
@@ -45,3 +46,10 @@ def deliver_webhook(self, alert_pk: int, webhook_pk: int, event: str) -> None:
     )
     if not delivery.ok and self.request.retries < self.max_retries:
         raise self.retry(countdown=webhook_backoff(self.request.retries))
+
+
+@shared_task(name="alerts.retry_email", ignore_result=True)
+def retry_email(delivery_pk: int) -> None:
+    """The next attempt of a failed e-mail (scheduled with its backoff by the
+    service, which schedules the one after if this fails too)."""
+    email_retry(delivery_pk=delivery_pk)

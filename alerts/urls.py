@@ -5,6 +5,7 @@ from alerts import views
 urlpatterns = [
     path("alerts/", views.alerts, name="alerts"),
     path("alerts/rules/", views.tenant_rules, name="alert_rules"),
+    path("alerts/preferences/", views.alert_preferences, name="alert_preferences"),
     path("alerts/<str:code>/", views.alert_detail, name="alert_detail"),
     path(
         "alerts/<str:code>/acknowledge/",

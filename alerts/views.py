@@ -17,8 +17,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from alerts import selectors, services
-from alerts.forms import RuleForm
-from alerts.models import Alert, Kind
+from alerts.forms import PreferenceForm, RuleForm
+from alerts.models import SAFETY_KINDS, Alert, AlertPreference, Kind
 from devices.forms import apply_service_errors
 from devices.selectors import pool_get_for_member
 from devices.views.member_page import member_page
@@ -178,6 +178,8 @@ def _back(request, alert):
         target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
     ):
         return HttpResponseRedirect(target)
+    if alert.pool_id is None:
+        return HttpResponseRedirect(reverse("alerts"))
     return HttpResponseRedirect(reverse("pool_alerts", args=[alert.pool.code]))
 
 
@@ -196,7 +198,7 @@ def alert_acknowledge(request, code):
     else:
         messages.success(
             request,
-            f"{alert.get_kind_display()} on {alert.pool.name}: acknowledged by "
+            f"{alert.get_kind_display()} on {alert.where}: acknowledged by "
             f"{alert.acknowledged_by.email if alert.acknowledged_by else 'someone'}.",
         )
     return _back(request, alert)
@@ -216,6 +218,40 @@ def alert_resolve(request, code):
         messages.error(request, " ".join(exc.messages))
     else:
         messages.success(
-            request, f"{alert.get_kind_display()} on {alert.pool.name}: resolved."
+            request, f"{alert.get_kind_display()} on {alert.where}: resolved."
         )
     return _back(request, alert)
+
+
+@member_page
+def alert_preferences(request):
+    """The member's own preferences: which kinds, e-mail or the dashboard only,
+    quiet hours (in each pool's zone), and whether safety alerts break them."""
+    membership = request.membership
+    preference = AlertPreference.objects.filter(membership=membership).first()
+    form = PreferenceForm(preference=preference)
+    status = 200
+    if request.method == "POST":
+        form = PreferenceForm(request.POST)
+        if form.is_valid():
+            try:
+                services.alert_preference_set(
+                    membership=membership, **form.cleaned_data
+                )
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                messages.success(request, "Your alert preferences are saved.")
+                return HttpResponseRedirect(request.path)
+        status = 400
+    return render(
+        request,
+        "alerts/preferences.html",
+        {
+            "form": form,
+            "preference": preference,
+            "gets_defaults": membership.role in ("owner", "admin"),
+            "safety_labels": [Kind(k).label for k in sorted(SAFETY_KINDS)],
+        },
+        status=status,
+    )

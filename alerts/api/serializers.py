@@ -10,7 +10,9 @@ from alerts.services import WEBHOOK_SECRET_MAX, WEBHOOK_SECRET_MIN
 
 class AlertSerializer(serializers.ModelSerializer):
     pool = serializers.SerializerMethodField(help_text="The pool's code.")
-    pool_name = serializers.CharField(source="pool.name", read_only=True)
+    pool_name = serializers.CharField(
+        source="where", read_only=True, help_text="The pool's name (or the tenant's)."
+    )
     label = serializers.CharField(source="get_kind_display", read_only=True)
     acknowledged_by = serializers.SerializerMethodField(
         help_text="E-mail of the member who acknowledged it first, or null."
@@ -35,8 +37,8 @@ class AlertSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     @extend_schema_field(serializers.UUIDField())
-    def get_pool(self, alert) -> str:
-        return str(alert.pool.code)
+    def get_pool(self, alert) -> str | None:
+        return str(alert.pool.code) if alert.pool_id else None
 
     @extend_schema_field(serializers.EmailField(allow_null=True))
     def get_acknowledged_by(self, alert) -> str | None:

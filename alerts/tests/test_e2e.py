@@ -14,6 +14,7 @@ receiver to (it does not call our own webhook_verify).
 Every wait is on a condition with a bounded timeout.
 """
 
+import datetime as dt
 import email
 import email.policy
 import hashlib
@@ -30,14 +31,16 @@ import time
 import uuid
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from zoneinfo import ZoneInfo
 
 import pytest
 import redis
 from aiosmtpd.controller import Controller
 from django.conf import settings
+from django.utils import timezone
 
 from alerts.models import Alert, AlertRule, Delivery, Kind
-from alerts.services import webhook_create
+from alerts.services import alert_preference_set, webhook_create
 from devices.models import Device
 from devices.tests.test_bridge import wait_for
 from devices.tests.test_config_push import (  # noqa: F401 - fixtures
@@ -167,9 +170,12 @@ class SmtpSink:
 
     def about(self, event: str) -> list[tuple[str, EmailMessage]]:
         return sorted(
-            (m["X-Envelope-To"], m)
-            for m in list(self.messages)
-            if m["Subject"].endswith(f": {event}")
+            (
+                (m["X-Envelope-To"], m)
+                for m in list(self.messages)
+                if m["Subject"].endswith(f": {event}")
+            ),
+            key=lambda pair: (pair[0], pair[1]["Subject"]),
         )
 
     def stop(self):
@@ -463,3 +469,86 @@ def test_freeze_fires_once_notifies_and_resolves_with_hysteresis(
     ]
     notified = sum(worker.counts("alerts.notify")[1] for worker in workers)
     assert notified == 2
+
+
+# Far from UTC, so that quiet hours read in UTC (or the server's zone) would miss.
+POOL_ZONE = "Pacific/Kiritimati"  # UTC+14
+# How long the quiet hours still last when the water drops: long enough for one
+# evaluation and the notify tasks under load, short enough to wait for the end.
+QUIET_LEFT = dt.timedelta(seconds=40)
+
+
+def test_quiet_hours_hold_a_non_safety_alert_and_let_freeze_through(
+    bridge,  # noqa: F811 - the fixture
+    sim_device,
+    workers,
+    smtp,
+    alice,
+    adam,
+):
+    """Alice is in her quiet hours, read in the pool's zone: the water-below e-mail
+    is held and sent when they end, marked as held; the freeze risk (a safety
+    alert, safety_ignores_quiet on) reaches her at once. Adam has no preferences
+    and gets both at once."""
+    device, sim = sim_device
+    pool = device.pool
+    pool.timezone = POOL_ZONE
+    pool.save(update_fields=["timezone"])
+    for kind, threshold in ((Kind.FREEZE_RISK, 4.0), (Kind.WATER_BELOW, 10.0)):
+        AlertRule.objects.create(
+            tenant=device.tenant, kind=kind, threshold=threshold, hysteresis=1.0
+        )
+    bridge.start()
+    sim.start().wait_connected()
+    set_water(sim, device, 2.0)
+    assert Device.objects.get(pk=device.pk).state["pump"] is False
+
+    local_now = timezone.now().astimezone(ZoneInfo(POOL_ZONE))
+    quiet_end = (local_now + QUIET_LEFT).time().replace(microsecond=0)
+    alert_preference_set(
+        membership=alice,
+        quiet_start=(local_now - dt.timedelta(hours=1)).time().replace(microsecond=0),
+        quiet_end=quiet_end,
+        safety_ignores_quiet=True,
+    )
+    evaluate_on_both(workers, rounds=1)
+    wait_for(
+        lambda: Delivery.objects.filter(channel="email").count() == 4,
+        timeout=TIMEOUT,
+        what="the four e-mail deliveries of the two alerts",
+    )
+    wait_for(lambda: settled(workers), timeout=TIMEOUT, what="the workers to settle")
+
+    def mails(label: str) -> list[str]:
+        return sorted(to for to, m in smtp.about("fired") if label in m["Subject"])
+
+    held = Delivery.objects.get(status="held")
+    assert (held.recipient, held.alert.kind, held.event) == (
+        "alice@acme.test",
+        "water_below",
+        "fired",
+    )
+    assert timezone.now() < held.held_until, "the quiet hours ended too early"
+    local_end = held.held_until.astimezone(ZoneInfo(POOL_ZONE))
+    assert local_end.time() == quiet_end
+    assert mails("Freeze risk") == ["adam@acme.test", "alice@acme.test"]
+    assert mails("Water below") == ["adam@acme.test"]
+
+    # After the quiet hours, the next evaluation sends what was held, once.
+    def released() -> bool:
+        if timezone.now() >= held.held_until:
+            evaluate_on_both(workers, rounds=1)
+        return mails("Water below") == ["adam@acme.test", "alice@acme.test"]
+
+    wait_for(released, timeout=TIMEOUT, what="the held e-mail after quiet hours")
+    evaluate_on_both(workers, rounds=2)
+    assert mails("Water below") == ["adam@acme.test", "alice@acme.test"]
+    (late,) = [
+        m
+        for to, m in smtp.about("fired")
+        if to == "alice@acme.test" and "Water below" in m["Subject"]
+    ]
+    assert "Held during your quiet hours" in late.get_body(("plain",)).get_content()
+    held.refresh_from_db()
+    assert held.status == "sent" and held.at >= held.held_until
+    assert Alert.objects.filter(state="firing").count() == 2

@@ -69,8 +69,8 @@
     what.appendChild(label);
     if (showPool) {
       what.appendChild(document.createTextNode(" "));
-      var link = el("a", "", a.pool_name);
-      link.href = "/pools/" + a.pool + "/";
+      var link = el(a.pool ? "a" : "span", "", a.pool_name);
+      if (a.pool) { link.href = "/pools/" + a.pool + "/"; }
       what.appendChild(link);
     }
     what.appendChild(document.createTextNode(" "));

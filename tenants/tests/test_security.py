@@ -116,6 +116,7 @@ def page_urls(world) -> dict[str, str]:
         "ota_campaign_add",
         "ota_releases",
         "ota_release_add",
+        "alert_preferences",
         *code,
     }
 
