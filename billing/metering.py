@@ -38,6 +38,12 @@ SAMPLES_STORED = "samples_stored"
 # packets to and from its clients.
 GATEWAY_SOCKET_MINUTES = "socket_minutes:gateway"
 GATEWAY_MESSAGES = "gateway_messages"
+# The dashboard's JSON sockets (devices/consumers): started minutes, counted with the
+# gateway's pure counting (gateway/usage.py).
+DASHBOARD_SOCKET_MINUTES = "socket_minutes:dashboard"
+# Bytes of firmware images sent to devices by the OTA room (ota/): the otaengine helper
+# adds them with `add(tenant_id, OTA_BYTES, n)` / `add_many`.
+OTA_BYTES = "ota_bytes"
 # A gauge, not a counter: devices heard from since midnight UTC, one row per day,
 # taken from the devices' last_seen_at by the roll-up (nothing on the hot path).
 ACTIVE_DEVICES = "active_devices"
