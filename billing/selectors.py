@@ -176,6 +176,12 @@ def invoice_get_for_member(*, membership, code, action="manage"):
 
 # Counters that a plan limits per month: usage kind -> billing.limits key.
 COUNTER_LIMITS = {metering.MESSAGES_IN: "messages"}
+# Shown on the usage page and in the API even before anything was counted.
+COUNTERS_SHOWN = (
+    metering.MESSAGES_IN,
+    metering.DASHBOARD_SOCKET_MINUTES,
+    metering.OTA_BYTES,
+)
 
 
 def usage_daily(*, tenant, since, until) -> dict[str, list[tuple]]:
@@ -210,7 +216,7 @@ def usage_for_period(*, tenant, now=None) -> dict:
     daily = usage_daily(tenant=tenant, since=start, until=end)
     totals = usage_totals(tenant, since=start, until=end)
     rows = []
-    for kind in sorted(set(totals) | set(COUNTER_LIMITS)):
+    for kind in sorted(set(totals) | set(COUNTER_LIMITS) | set(COUNTERS_SHOWN)):
         limit = allowed.get(COUNTER_LIMITS.get(kind, ""))
         gauge = kind in metering.GAUGES
         running, series = 0, []
