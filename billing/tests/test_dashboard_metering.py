@@ -54,9 +54,7 @@ async def test_the_close_hands_on_what_no_heartbeat_did(
     assert usage_total(olivia.tenant_id, KIND) == 1
 
 
-async def test_a_refused_socket_counts_nothing(
-    carol, pool_a, settings, redis_clean
-):
+async def test_a_refused_socket_counts_nothing(carol, pool_a, settings, redis_clean):
     settings.LIVE_USAGE_HEARTBEAT_SECONDS = 0.1
     # Another tenant's pool: refused at the handshake, never accepted.
     comm = socket(pool_path(pool_a), cookie=await session_cookie(carol))
