@@ -10,7 +10,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Max, Sum
+from django.db.models import Count, F, Max, Sum
+from django.db.models.functions import TruncDay
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -122,6 +123,71 @@ def usage_rollup(*, now: float | None = None) -> int:
     active_devices_record(now=at)
     quota_snapshot_publish(now=at)
     return written
+
+
+# --- compaction ----------------------------------------------------------------------
+
+
+def compact_after_days() -> int:
+    """Minute rows older than this many days are folded into one row per UTC day.
+    More than a bucket's TTL in Redis (7 days), so that no bucket left behind by a
+    roll-up that died can be stored again into a day already compacted."""
+    days = int(getattr(settings, "USAGE_COMPACT_AFTER_DAYS", 8))
+    return max(days, metering.BUCKET_TTL // 86400 + 1)
+
+
+def usage_day_compact(*, tenant_id: int, day: dt.datetime) -> int:
+    """Fold one tenant's counter rows of one UTC day into a row at its midnight, in
+    one short transaction: the midnight row is *set* to the day's sum (itself
+    included), then the other rows of the day are deleted. Run twice, or on two
+    workers at once, the sum is the same and the day counts once (each statement
+    sees the day either before or after the other's commit). Gauges already have one
+    row per day and are left alone. Returns the rows folded away."""
+    end = day + dt.timedelta(days=1)
+    rows = UsageCounter.objects.filter(
+        tenant_id=tenant_id, minute__gte=day, minute__lt=end
+    ).exclude(kind__in=metering.GAUGES)
+    with transaction.atomic():
+        sums = list(rows.values("kind").annotate(n=Sum("value")).order_by("kind"))
+        UsageCounter.objects.bulk_create(
+            [
+                UsageCounter(
+                    tenant_id=tenant_id, kind=r["kind"], minute=day, value=r["n"]
+                )
+                for r in sums
+            ],
+            update_conflicts=True,
+            unique_fields=["tenant", "kind", "minute"],
+            update_fields=["value"],
+        )
+        folded, _ = rows.exclude(minute=day).delete()
+    return folded
+
+
+def usage_compact(*, now: dt.datetime | None = None, max_days: int = 500) -> int:
+    """The daily beat step: every (tenant, UTC day) older than compact_after_days()
+    that still has rows other than its midnight row, folded by usage_day_compact, at
+    most `max_days` of them per run (the next run continues). Each is its own short
+    transaction over rows no writer touches any more (the roll-up writes recent
+    minutes only), so the metering paths never wait. Returns the rows folded away."""
+    now = now or timezone.now()
+    cutoff = (now - dt.timedelta(days=compact_after_days())).astimezone(dt.UTC)
+    cutoff = cutoff.replace(hour=0, minute=0, second=0, microsecond=0)
+    pending = (
+        UsageCounter.objects.filter(minute__lt=cutoff)
+        .exclude(kind__in=metering.GAUGES)
+        .annotate(day=TruncDay("minute", tzinfo=dt.UTC))
+        .exclude(minute=F("day"))
+        .values_list("tenant_id", "day")
+        .distinct()
+        .order_by("day", "tenant_id")[:max_days]
+    )
+    folded = 0
+    for tenant_id, day in list(pending):
+        folded += usage_day_compact(tenant_id=tenant_id, day=day)
+    if folded:
+        logger.info("usage compacted: %s rows folded into daily rows", folded)
+    return folded
 
 
 # --- billing periods ------------------------------------------------------------------
