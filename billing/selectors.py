@@ -12,6 +12,11 @@ from billing.limits import LIMITS
 from billing.models import Plan, UsageCounter, UsageWarning
 from tenants.models import Tenant
 
+# The "period" of the warnings about a fixed resource (pools, devices, members):
+# they are claimed once when the level is reached, not once a month
+# (billing.services.usage_warnings_send).
+FIXED_PERIOD = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
 
 def usage_totals(tenant, *, since=None, until=None) -> dict[str, int]:
     """{kind: total} of a tenant's rolled-up usage (since a datetime, and before
@@ -107,9 +112,14 @@ def plan_usage(*, tenant: Tenant, now: dt.datetime | None = None) -> list[dict]:
 
 
 def usage_warnings_current(*, tenant: Tenant, now: dt.datetime | None = None):
-    """The warnings of the tenant's current period, for the dashboard banner."""
+    """The warnings in force, for the dashboard banner: this period's about monthly
+    limits, and those about fixed resources still reached."""
     start, _ = period_bounds(now or timezone.now())
-    return list(UsageWarning.objects.filter(tenant=tenant, period_start=start))
+    return list(
+        UsageWarning.objects.filter(
+            tenant=tenant, period_start__in=[start, FIXED_PERIOD]
+        )
+    )
 
 
 def usage_banner(*, tenant: Tenant, now: dt.datetime | None = None) -> list[str]:

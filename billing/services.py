@@ -18,7 +18,7 @@ from django.utils import timezone
 from billing import metering
 from billing.limits import LIMITS, upgrade_path
 from billing.models import BillingPeriod, Plan, UsageCounter, UsageWarning
-from billing.selectors import limit_used, period_bounds, plan_usage
+from billing.selectors import FIXED_PERIOD, limit_used, period_bounds, plan_usage
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -286,7 +286,14 @@ def _owners_emails(tenant_id: int) -> list[str]:
 
 
 def usage_warning_record(
-    *, tenant: Tenant, limit: str, level: int, used: int, allowed: int, start
+    *,
+    tenant: Tenant,
+    limit: str,
+    level: int,
+    used: int,
+    allowed: int,
+    start,
+    mail: bool = True,
 ) -> bool:
     """Claim the warning of (tenant, period, limit, level) and mail the owners after
     commit. False, and nothing sent, when it was claimed before: one e-mail per
@@ -303,6 +310,8 @@ def usage_warning_record(
             )
     except IntegrityError:
         return False
+    if not mail:
+        return True
     spec = LIMITS[limit]
     plan = tenant.plan
     body = render_to_string(
@@ -330,23 +339,43 @@ def usage_warning_record(
 
 
 def usage_warnings_send(*, now: dt.datetime | None = None) -> int:
-    """Check every tenant with a plan against its limits; warn at 80 % and at 100 %
-    (once each per period and limit). Returns the warnings sent."""
+    """Check every tenant with a plan against its limits; warn at 80 % and at 100 %.
+
+    A monthly limit (device messages, OTA campaigns) warns once per period and
+    level. A fixed resource (pools, devices, members) warns once when the level is
+    reached, whatever the period (its claim is kept under FIXED_PERIOD, not the
+    month: the Free plan's one pool is 100 % every month, and that is its normal
+    use, not news); the claim is dropped when the use falls below the level again, so
+    reaching it again warns again. Returns the warnings sent."""
     now = now or timezone.now()
     start, _ = period_bounds(now)
     sent = 0
     tenants = Tenant.objects.filter(plan__isnull=False, status=Tenant.Status.ACTIVE)
     for tenant in tenants.select_related("plan").order_by("pk").iterator(500):
         for row in plan_usage(tenant=tenant, now=now):
-            for level in (100, WARN_AT):
-                if row["allowed"] and row["percent"] >= level:
-                    sent += usage_warning_record(
-                        tenant=tenant,
-                        limit=row["limit"],
-                        level=level,
-                        used=row["used"],
-                        allowed=row["allowed"],
-                        start=start,
-                    )
-                    break
+            monthly = LIMITS[row["limit"]].monthly
+            reached = [
+                level
+                for level in (100, WARN_AT)
+                if row["allowed"] and row["percent"] >= level
+            ]
+            if not monthly:
+                # Re-armed below the level: the next time it is reached is news.
+                UsageWarning.objects.filter(
+                    tenant=tenant, period_start=FIXED_PERIOD, limit=row["limit"]
+                ).exclude(level__in=reached).delete()
+            # The highest level reached is mailed; a fixed resource also claims the
+            # lower ones, silently, so that coming down from 100 % to 80 % (a pool
+            # deleted) says nothing.
+            for level in reached if not monthly else reached[:1]:
+                claimed = usage_warning_record(
+                    tenant=tenant,
+                    limit=row["limit"],
+                    level=level,
+                    used=row["used"],
+                    allowed=row["allowed"],
+                    start=start if monthly else FIXED_PERIOD,
+                    mail=level == reached[0],
+                )
+                sent += claimed and level == reached[0]
     return sent
