@@ -254,6 +254,29 @@ def plan_limit_form_check(form, *, tenant: Tenant, limit: str) -> None:
         form.add_error(None, exc.messages[0])
 
 
+def plan_rate_take(*, tenant: Tenant) -> str | None:
+    """One request of the tenant's plan rate (`api_requests_per_minute`) for a path
+    outside the REST API that integrators call like it (the MQTT gateway's
+    commands): the same token bucket as the API's TenantThrottle, so both share the
+    plan's rate. None when allowed (or without a plan), else the refusal in words."""
+    if tenant.plan_id is None:
+        return None
+    from poolsaas.api.throttling import bucket_take
+
+    plan = Plan.objects.get(pk=tenant.plan_id)
+    bucket = bucket_take(
+        key=f"tenant:{tenant.code.hex}",
+        per_minute=plan.api_requests_per_minute,
+        name="tenant",
+    )
+    if bucket.allowed:
+        return None
+    return (
+        limit_message(limit="api_rate", plan=plan, allowed=plan.api_requests_per_minute)
+        + f" Retry in {max(1, round(bucket.retry_after))} s."
+    )
+
+
 # --- over quota and warnings ----------------------------------------------------------
 
 
