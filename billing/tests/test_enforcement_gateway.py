@@ -12,7 +12,7 @@ from devices.models import Command
 from gateway import consumer as gateway_consumer
 from gateway.tests.test_consumer import (  # noqa: F401 - the fixture
     connected_as,
-    online_device,
+    online_device,  # noqa: F811
     packets,
     publish,
 )
@@ -23,9 +23,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 async def test_gateway_commands_over_the_plans_rate_are_refused_naming_it(
     olivia,
-    online_device,
+    online_device,  # noqa: F811
     make_plan,
-    caplog,  # noqa: F811
+    caplog,
 ):
     def set_plan():
         tenant = olivia.tenant
