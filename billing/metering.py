@@ -20,6 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from operator import attrgetter, itemgetter
 
 from django.conf import settings
 
@@ -119,10 +120,18 @@ def current(tenant_id: int, kind: str, *, now: float | None = None) -> int:
     return int(value or 0)
 
 
+_device_of = itemgetter(0)
+_tenant_of = attrgetter("tenant_id")
+
+
 def samples_metered(*, samples: Iterable[tuple], dropped: Mapping[int, int]) -> None:
     """Count a written batch of history samples, (device, ts, ...) tuples, per tenant,
     leaving out the devices whose rows the database refused."""
-    stored = Counter(s[0].tenant_id for s in samples if s[0].pk not in dropped)
+    if dropped:
+        samples = [s for s in samples if s[0].pk not in dropped]
+    # Counted in C (Counter over map): no Python step per sample on the writer's
+    # path in the usual case, a batch without refused rows.
+    stored = Counter(map(_tenant_of, map(_device_of, samples)))
     add_many({(tenant, SAMPLES_STORED): n for tenant, n in stored.items()})
 
 

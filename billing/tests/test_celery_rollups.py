@@ -71,9 +71,10 @@ def test_two_workers_roll_up_the_same_buckets_at_once_and_count_once(
     run_on_both(workers, "billing.rollup_usage")
     assert usage_totals(tenant_a)[metering.MESSAGES_IN] == expected[tenant_a.pk]
     assert usage_totals(tenant_b)["api_calls"] == expected[tenant_b.pk]
-    assert UsageCounter.objects.filter(
-        tenant=tenant_a, kind=metering.MESSAGES_IN
-    ).count() == 240
+    assert (
+        UsageCounter.objects.filter(tenant=tenant_a, kind=metering.MESSAGES_IN).count()
+        == 240
+    )
     assert not list(redis_clean.scan_iter(match=f"{metering.PREFIX}*"))
 
 
