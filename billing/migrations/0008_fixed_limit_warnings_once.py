@@ -25,6 +25,7 @@ def forwards(apps, schema_editor):
     UsageWarning.objects.filter(limit__in=FIXED_LIMITS).exclude(pk__in=keep).delete()
     UsageWarning.objects.filter(pk__in=keep).update(period_start=FIXED_PERIOD)
 
+
 class Migration(migrations.Migration):
     dependencies = [("billing", "0007_tenant_billing_proxy")]
 

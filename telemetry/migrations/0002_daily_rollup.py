@@ -5,36 +5,55 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('devices', '0009_bridge_leases'),
-        ('telemetry', '0001_initial'),
-        ('tenants', '0002_sessions_two_factor'),
+        ("devices", "0009_bridge_leases"),
+        ("telemetry", "0001_initial"),
+        ("tenants", "0002_sessions_two_factor"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DailyRollup',
+            name="DailyRollup",
             fields=[
-                ('id', models.BigAutoField(primary_key=True, serialize=False)),
-                ('day', models.DateField()),
-                ('start', models.DateTimeField()),
-                ('seconds', models.PositiveIntegerField(default=86400)),
-                ('samples', models.PositiveIntegerField(default=0)),
-                ('temperature_n', models.PositiveIntegerField(default=0)),
-                ('temperature_sum', models.FloatField(blank=True, null=True)),
-                ('temperature_min', models.FloatField(blank=True, null=True)),
-                ('temperature_max', models.FloatField(blank=True, null=True)),
-                ('pump_n', models.PositiveIntegerField(default=0)),
-                ('pump_on_n', models.PositiveIntegerField(default=0)),
-                ('mode1_n', models.PositiveIntegerField(default=0)),
-                ('mode2_n', models.PositiveIntegerField(default=0)),
-                ('device', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='daily_rollups', to='devices.device')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant')),
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                ("day", models.DateField()),
+                ("start", models.DateTimeField()),
+                ("seconds", models.PositiveIntegerField(default=86400)),
+                ("samples", models.PositiveIntegerField(default=0)),
+                ("temperature_n", models.PositiveIntegerField(default=0)),
+                ("temperature_sum", models.FloatField(blank=True, null=True)),
+                ("temperature_min", models.FloatField(blank=True, null=True)),
+                ("temperature_max", models.FloatField(blank=True, null=True)),
+                ("pump_n", models.PositiveIntegerField(default=0)),
+                ("pump_on_n", models.PositiveIntegerField(default=0)),
+                ("mode1_n", models.PositiveIntegerField(default=0)),
+                ("mode2_n", models.PositiveIntegerField(default=0)),
+                (
+                    "device",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="daily_rollups",
+                        to="devices.device",
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="tenants.tenant",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['device', 'start'], name='rollup_device_start')],
-                'constraints': [models.UniqueConstraint(fields=('device', 'day'), name='telemetry_rollup_once_a_day')],
+                "indexes": [
+                    models.Index(fields=["device", "start"], name="rollup_device_start")
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("device", "day"), name="telemetry_rollup_once_a_day"
+                    )
+                ],
             },
         ),
     ]
