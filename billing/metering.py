@@ -20,6 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from operator import attrgetter, itemgetter
 
 from django.conf import settings
 
@@ -38,6 +39,9 @@ SAMPLES_STORED = "samples_stored"
 # packets to and from its clients.
 GATEWAY_SOCKET_MINUTES = "socket_minutes:gateway"
 GATEWAY_MESSAGES = "gateway_messages"
+# The dashboard's JSON sockets (devices/consumers): started minutes, counted with the
+# gateway's pure counting (gateway/usage.py).
+DASHBOARD_SOCKET_MINUTES = "socket_minutes:dashboard"
 # Bytes of OTA chunks (header included) the bridges served (ota.mqtt).
 OTA_BYTES = "ota_bytes"
 # A gauge, not a counter: devices heard from since midnight UTC, one row per day,
@@ -115,10 +119,18 @@ def current(tenant_id: int, kind: str, *, now: float | None = None) -> int:
     return int(value or 0)
 
 
+_device_of = itemgetter(0)
+_tenant_of = attrgetter("tenant_id")
+
+
 def samples_metered(*, samples: Iterable[tuple], dropped: Mapping[int, int]) -> None:
     """Count a written batch of history samples, (device, ts, ...) tuples, per tenant,
     leaving out the devices whose rows the database refused."""
-    stored = Counter(s[0].tenant_id for s in samples if s[0].pk not in dropped)
+    if dropped:
+        samples = [s for s in samples if s[0].pk not in dropped]
+    # Counted in C (Counter over map): no Python step per sample on the writer's
+    # path in the usual case, a batch without refused rows.
+    stored = Counter(map(_tenant_of, map(_device_of, samples)))
     add_many({(tenant, SAMPLES_STORED): n for tenant, n in stored.items()})
 
 

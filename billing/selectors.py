@@ -12,6 +12,11 @@ from billing.limits import LIMITS
 from billing.models import Plan, UsageCounter, UsageWarning
 from tenants.models import Tenant
 
+# The "period" of the warnings about a fixed resource (pools, devices, members):
+# they are claimed once when the level is reached, not once a month
+# (billing.services.usage_warnings_send).
+FIXED_PERIOD = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
 
 def usage_totals(tenant, *, since=None, until=None) -> dict[str, int]:
     """{kind: total} of a tenant's rolled-up usage (since a datetime, and before
@@ -107,9 +112,14 @@ def plan_usage(*, tenant: Tenant, now: dt.datetime | None = None) -> list[dict]:
 
 
 def usage_warnings_current(*, tenant: Tenant, now: dt.datetime | None = None):
-    """The warnings of the tenant's current period, for the dashboard banner."""
+    """The warnings in force, for the dashboard banner: this period's about monthly
+    limits, and those about fixed resources still reached."""
     start, _ = period_bounds(now or timezone.now())
-    return list(UsageWarning.objects.filter(tenant=tenant, period_start=start))
+    return list(
+        UsageWarning.objects.filter(
+            tenant=tenant, period_start__in=[start, FIXED_PERIOD]
+        )
+    )
 
 
 def usage_banner(*, tenant: Tenant, now: dt.datetime | None = None) -> list[str]:
@@ -176,6 +186,12 @@ def invoice_get_for_member(*, membership, code, action="manage"):
 
 # Counters that a plan limits per month: usage kind -> billing.limits key.
 COUNTER_LIMITS = {metering.MESSAGES_IN: "messages"}
+# Shown on the usage page and in the API even before anything was counted.
+COUNTERS_SHOWN = (
+    metering.MESSAGES_IN,
+    metering.DASHBOARD_SOCKET_MINUTES,
+    metering.OTA_BYTES,
+)
 
 
 def usage_daily(*, tenant, since, until) -> dict[str, list[tuple]]:
@@ -210,7 +226,7 @@ def usage_for_period(*, tenant, now=None) -> dict:
     daily = usage_daily(tenant=tenant, since=start, until=end)
     totals = usage_totals(tenant, since=start, until=end)
     rows = []
-    for kind in sorted(set(totals) | set(COUNTER_LIMITS)):
+    for kind in sorted(set(totals) | set(COUNTER_LIMITS) | set(COUNTERS_SHOWN)):
         limit = allowed.get(COUNTER_LIMITS.get(kind, ""))
         gauge = kind in metering.GAUGES
         running, series = 0, []

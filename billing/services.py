@@ -10,14 +10,15 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Max, Sum
+from django.db.models import Count, F, Max, Sum
+from django.db.models.functions import TruncDay
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from billing import metering
 from billing.limits import LIMITS, upgrade_path
 from billing.models import BillingPeriod, Plan, UsageCounter, UsageWarning
-from billing.selectors import limit_used, period_bounds, plan_usage
+from billing.selectors import FIXED_PERIOD, limit_used, period_bounds, plan_usage
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,71 @@ def usage_rollup(*, now: float | None = None) -> int:
     return written
 
 
+# --- compaction ----------------------------------------------------------------------
+
+
+def compact_after_days() -> int:
+    """Minute rows older than this many days are folded into one row per UTC day.
+    More than a bucket's TTL in Redis (7 days), so that no bucket left behind by a
+    roll-up that died can be stored again into a day already compacted."""
+    days = int(getattr(settings, "USAGE_COMPACT_AFTER_DAYS", 8))
+    return max(days, metering.BUCKET_TTL // 86400 + 1)
+
+
+def usage_day_compact(*, tenant_id: int, day: dt.datetime) -> int:
+    """Fold one tenant's counter rows of one UTC day into a row at its midnight, in
+    one short transaction: the midnight row is *set* to the day's sum (itself
+    included), then the other rows of the day are deleted. Run twice, or on two
+    workers at once, the sum is the same and the day counts once (each statement
+    sees the day either before or after the other's commit). Gauges already have one
+    row per day and are left alone. Returns the rows folded away."""
+    end = day + dt.timedelta(days=1)
+    rows = UsageCounter.objects.filter(
+        tenant_id=tenant_id, minute__gte=day, minute__lt=end
+    ).exclude(kind__in=metering.GAUGES)
+    with transaction.atomic():
+        sums = list(rows.values("kind").annotate(n=Sum("value")).order_by("kind"))
+        UsageCounter.objects.bulk_create(
+            [
+                UsageCounter(
+                    tenant_id=tenant_id, kind=r["kind"], minute=day, value=r["n"]
+                )
+                for r in sums
+            ],
+            update_conflicts=True,
+            unique_fields=["tenant", "kind", "minute"],
+            update_fields=["value"],
+        )
+        folded, _ = rows.exclude(minute=day).delete()
+    return folded
+
+
+def usage_compact(*, now: dt.datetime | None = None, max_days: int = 500) -> int:
+    """The daily beat step: every (tenant, UTC day) older than compact_after_days()
+    that still has rows other than its midnight row, folded by usage_day_compact, at
+    most `max_days` of them per run (the next run continues). Each is its own short
+    transaction over rows no writer touches any more (the roll-up writes recent
+    minutes only), so the metering paths never wait. Returns the rows folded away."""
+    now = now or timezone.now()
+    cutoff = (now - dt.timedelta(days=compact_after_days())).astimezone(dt.UTC)
+    cutoff = cutoff.replace(hour=0, minute=0, second=0, microsecond=0)
+    pending = (
+        UsageCounter.objects.filter(minute__lt=cutoff)
+        .exclude(kind__in=metering.GAUGES)
+        .annotate(day=TruncDay("minute", tzinfo=dt.UTC))
+        .exclude(minute=F("day"))
+        .values_list("tenant_id", "day")
+        .distinct()
+        .order_by("day", "tenant_id")[:max_days]
+    )
+    folded = 0
+    for tenant_id, day in list(pending):
+        folded += usage_day_compact(tenant_id=tenant_id, day=day)
+    if folded:
+        logger.info("usage compacted: %s rows folded into daily rows", folded)
+    return folded
+
+
 # --- billing periods ------------------------------------------------------------------
 
 
@@ -188,6 +254,29 @@ def plan_limit_form_check(form, *, tenant: Tenant, limit: str) -> None:
         form.add_error(None, exc.messages[0])
 
 
+def plan_rate_take(*, tenant: Tenant) -> str | None:
+    """One request of the tenant's plan rate (`api_requests_per_minute`) for a path
+    outside the REST API that integrators call like it (the MQTT gateway's
+    commands): the same token bucket as the API's TenantThrottle, so both share the
+    plan's rate. None when allowed (or without a plan), else the refusal in words."""
+    if tenant.plan_id is None:
+        return None
+    from poolsaas.api.throttling import bucket_take
+
+    plan = Plan.objects.get(pk=tenant.plan_id)
+    bucket = bucket_take(
+        key=f"tenant:{tenant.code.hex}",
+        per_minute=plan.api_requests_per_minute,
+        name="tenant",
+    )
+    if bucket.allowed:
+        return None
+    return (
+        limit_message(limit="api_rate", plan=plan, allowed=plan.api_requests_per_minute)
+        + f" Retry in {max(1, round(bucket.retry_after))} s."
+    )
+
+
 # --- over quota and warnings ----------------------------------------------------------
 
 
@@ -220,7 +309,14 @@ def _owners_emails(tenant_id: int) -> list[str]:
 
 
 def usage_warning_record(
-    *, tenant: Tenant, limit: str, level: int, used: int, allowed: int, start
+    *,
+    tenant: Tenant,
+    limit: str,
+    level: int,
+    used: int,
+    allowed: int,
+    start,
+    mail: bool = True,
 ) -> bool:
     """Claim the warning of (tenant, period, limit, level) and mail the owners after
     commit. False, and nothing sent, when it was claimed before: one e-mail per
@@ -237,6 +333,8 @@ def usage_warning_record(
             )
     except IntegrityError:
         return False
+    if not mail:
+        return True
     spec = LIMITS[limit]
     plan = tenant.plan
     body = render_to_string(
@@ -264,23 +362,43 @@ def usage_warning_record(
 
 
 def usage_warnings_send(*, now: dt.datetime | None = None) -> int:
-    """Check every tenant with a plan against its limits; warn at 80 % and at 100 %
-    (once each per period and limit). Returns the warnings sent."""
+    """Check every tenant with a plan against its limits; warn at 80 % and at 100 %.
+
+    A monthly limit (device messages, OTA campaigns) warns once per period and
+    level. A fixed resource (pools, devices, members) warns once when the level is
+    reached, whatever the period (its claim is kept under FIXED_PERIOD, not the
+    month: the Free plan's one pool is 100 % every month, and that is its normal
+    use, not news); the claim is dropped when the use falls below the level again, so
+    reaching it again warns again. Returns the warnings sent."""
     now = now or timezone.now()
     start, _ = period_bounds(now)
     sent = 0
     tenants = Tenant.objects.filter(plan__isnull=False, status=Tenant.Status.ACTIVE)
     for tenant in tenants.select_related("plan").order_by("pk").iterator(500):
         for row in plan_usage(tenant=tenant, now=now):
-            for level in (100, WARN_AT):
-                if row["allowed"] and row["percent"] >= level:
-                    sent += usage_warning_record(
-                        tenant=tenant,
-                        limit=row["limit"],
-                        level=level,
-                        used=row["used"],
-                        allowed=row["allowed"],
-                        start=start,
-                    )
-                    break
+            monthly = LIMITS[row["limit"]].monthly
+            reached = [
+                level
+                for level in (100, WARN_AT)
+                if row["allowed"] and row["percent"] >= level
+            ]
+            if not monthly:
+                # Re-armed below the level: the next time it is reached is news.
+                UsageWarning.objects.filter(
+                    tenant=tenant, period_start=FIXED_PERIOD, limit=row["limit"]
+                ).exclude(level__in=reached).delete()
+            # The highest level reached is mailed; a fixed resource also claims the
+            # lower ones, silently, so that coming down from 100 % to 80 % (a pool
+            # deleted) says nothing.
+            for level in reached if not monthly else reached[:1]:
+                claimed = usage_warning_record(
+                    tenant=tenant,
+                    limit=row["limit"],
+                    level=level,
+                    used=row["used"],
+                    allowed=row["allowed"],
+                    start=start if monthly else FIXED_PERIOD,
+                    mail=level == reached[0],
+                )
+                sent += claimed and level == reached[0]
     return sent

@@ -8,6 +8,13 @@ def rollup_usage() -> int:
     return usage_rollup()
 
 
+@shared_task(name="billing.compact_usage", ignore_result=True)
+def compact_usage() -> int:
+    from billing.services import usage_compact
+
+    return usage_compact()
+
+
 @shared_task(name="billing.send_usage_warnings", ignore_result=True)
 def send_usage_warnings() -> int:
     from billing.services import usage_warnings_send

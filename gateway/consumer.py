@@ -35,6 +35,7 @@ from django.db import DatabaseError
 from django.http import Http404
 
 from billing import metering
+from billing.services import plan_rate_take
 from devices.consumers.base import Bucket
 from firmware import protocol
 from gateway import access, codec, session, sockets, topics
@@ -403,6 +404,14 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             return
         if not self.commands.take():
             self._refuse("rate limited", action.topic)
+            return
+        # The plan's API rate, shared with the REST API (billing).
+        refusal = await database_sync_to_async(plan_rate_take)(
+            tenant=self.caller.membership.tenant
+        )
+        if refusal is not None:
+            self._refuse("plan limit", action.topic)
+            logger.info("gateway: %s", refusal)
             return
         try:
             await database_sync_to_async(access.gateway_command_send)(

@@ -39,13 +39,21 @@ app.conf.beat_schedule = {
         "schedule": 60.0,
         "options": {"expires": 55},
     },
+    # Minute usage rows older than USAGE_COMPACT_AFTER_DAYS folded into daily rows
+    # (idempotent; a day at a time, in short transactions).
+    "billing.compact_usage": {
+        "task": "billing.compact_usage",
+        "schedule": 3600.0,
+        "options": {"expires": 3500},
+    },
     # 80 % and 100 % of a plan limit: one e-mail per period and limit (claimed rows).
     "billing.send_usage_warnings": {
         "task": "billing.send_usage_warnings",
         "schedule": 300.0,
         "options": {"expires": 290},
     },
-    # History past each plan's retention, in small batches (never long locks).
+    # Daily telemetry roll-ups of the days just ended, then history past each plan's
+    # retention, in small batches (never long locks).
     "telemetry.prune_history": {
         "task": "telemetry.prune_history",
         "schedule": 3600.0,

@@ -99,6 +99,8 @@ def telemetry_buckets(
             mode1_share=models.Avg(mode_share(1)),
             mode2_share=models.Avg(mode_share(2)),
             n=models.Count("id"),
+            t_n=models.Count("temperature"),
+            pump_n=models.Count("pump"),
         )
         .order_by("bucket")
     )
@@ -114,7 +116,15 @@ def telemetry_history(*, pool: Pool, start, end, size: int) -> list[dict]:
     in mode 2, and `seconds`, the part of the bucket inside [start, end) (the running
     bucket counts only its elapsed part), from which running time is estimated."""
     offset = pool_utc_offset(pool=pool, at=end)
-    rows = telemetry_buckets(pool=pool, start=start, end=end, size=size, offset=offset)
+    boundary = raw_boundary(pool=pool, start=start)
+    if boundary is None:
+        rows = telemetry_buckets(
+            pool=pool, start=start, end=end, size=size, offset=offset
+        )
+    else:
+        rows = _with_rollups(
+            pool=pool, start=start, end=end, size=size, offset=offset, boundary=boundary
+        )
     first, last = start.timestamp(), end.timestamp()
 
     def rounded(value):
@@ -130,12 +140,108 @@ def telemetry_history(*, pool: Pool, start, end, size: int) -> list[dict]:
             "pump_on": rounded(row["pump_share"]),
             "mode1": rounded(row["mode1_share"]),
             "mode2": rounded(row["mode2_share"]),
+            "size": row.get("size", size),
             "seconds": max(
-                0, min(last, row["start"] + size) - max(first, row["start"])
+                0,
+                min(last, row["start"] + row.get("size", size))
+                - max(first, row["start"]),
             ),
         }
         for row in rows
     ]
+
+
+def raw_boundary(*, pool: Pool, start) -> dt.datetime | None:
+    """Where a range starting at `start` can be read from raw samples: the first
+    local midnight after the plan's raw retention (`history_days`) begins, or None
+    when the whole range is within it (or the tenant, without a plan, keeps
+    everything), and no later than the end of the last rolled-up day. What is before
+    it comes from the daily roll-ups."""
+    from django.utils import timezone
+
+    from tenants.models import Tenant
+
+    days = (
+        Tenant.objects.filter(pk=pool.tenant_id)
+        .values_list("plan__history_days", flat=True)
+        .first()
+    )
+    if days is None:
+        return None
+    raw_from = timezone.now() - dt.timedelta(days=days)
+    if start >= raw_from:
+        return None
+    # Only as far as the roll-ups go: retention keeps the samples of every day not
+    # rolled up yet (a roll-up catching up, or before its first run).
+    from telemetry.rollups import rolled_up_until
+
+    device = pool_device(pool)
+    frontier = rolled_up_until(device) if device is not None else None
+    if frontier is None or frontier <= start:
+        return None
+    tz = ZoneInfo(pool.timezone)
+    local = raw_from.astimezone(tz)
+    midnight = dt.datetime.combine(local.date(), dt.time(0), tzinfo=tz)
+    if midnight < local:
+        midnight = dt.datetime.combine(
+            local.date() + dt.timedelta(days=1), dt.time(0), tzinfo=tz
+        )
+    return min(midnight.astimezone(dt.UTC), frontier)
+
+
+def _merged(a: dict, b: dict) -> dict:
+    """Two partial rows of one bucket (roll-up days and raw samples) as one."""
+
+    def total(row, share, n):
+        return (row[share] or 0.0) * row[n]
+
+    t_n, pump_n = a["t_n"] + b["t_n"], a["pump_n"] + b["pump_n"]
+    mins = [v for v in (a["t_min"], b["t_min"]) if v is not None]
+    maxs = [v for v in (a["t_max"], b["t_max"]) if v is not None]
+    out = {
+        **a,
+        "n": a["n"] + b["n"],
+        "t_n": t_n,
+        "pump_n": pump_n,
+        "t_avg": (total(a, "t_avg", "t_n") + total(b, "t_avg", "t_n")) / t_n
+        if t_n
+        else None,
+        "t_min": min(mins) if mins else None,
+        "t_max": max(maxs) if maxs else None,
+    }
+    for share in ("pump_share", "mode1_share", "mode2_share"):
+        out[share] = (
+            (total(a, share, "pump_n") + total(b, share, "pump_n")) / pump_n
+            if pump_n
+            else None
+        )
+    return out
+
+
+def _with_rollups(*, pool: Pool, start, end, size: int, offset: int, boundary):
+    """The buckets of a range reaching past raw retention: the daily roll-ups
+    before `boundary`, the raw samples after it; a bucket across it (daily or wider
+    buckets) has both, merged."""
+    from telemetry.rollups import rollup_buckets
+
+    device = pool_device(pool)
+    if device is None:
+        return []
+    old = rollup_buckets(
+        device_id=device.pk,
+        start=start,
+        end=min(boundary, end),
+        size=size,
+        offset=offset,
+    )
+    new = (
+        telemetry_buckets(pool=pool, start=boundary, end=end, size=size, offset=offset)
+        if boundary < end
+        else []
+    )
+    if old and new and old[-1]["start"] == new[0]["start"]:
+        old[-1] = _merged(old[-1], new.pop(0))
+    return old + new
 
 
 def telemetry_for_export(*, pool: Pool, start, end):

@@ -7,7 +7,8 @@ and events in one transaction and isolates the rows the database refuses.
 Retention lives here too: `history_prune` deletes, for every tenant with a plan,
 the samples, device events and finished commands older than the plan's
 `history_days` (billing.Plan), in small batches (see its docstring); run hourly by
-telemetry/tasks.py. A tenant without a plan keeps its history.
+telemetry/tasks.py. A tenant without a plan keeps its history. Before a device's
+samples go, its days are rolled up (telemetry.rollups), kept far longer.
 """
 
 import datetime as dt
@@ -17,6 +18,7 @@ from django.db import connection
 from django.utils import timezone
 
 from telemetry.models import TelemetrySample
+from telemetry.rollups import device_rollup, rolled_up_until
 
 logger = logging.getLogger(__name__)
 
@@ -124,16 +126,22 @@ def history_prune(
     )
     for tenant_id, days in tenants.order_by("pk"):
         cutoff = now - dt.timedelta(days=days)
-        for device_id in Device.objects.filter(tenant_id=tenant_id).values_list(
-            "pk", flat=True
-        ):
-            out["samples"] += _prune(
-                TelemetrySample.objects.filter(device_id=device_id, ts__lt=cutoff),
-                batch=batch,
-                budget=budget,
-            )
+        devices = Device.objects.filter(tenant_id=tenant_id).select_related("pool")
+        for device in devices.only("pk", "tenant_id", "pool__timezone"):
+            # The days about to go are rolled up first, and no sample of a day not
+            # rolled up yet is deleted (a roll-up still catching up holds them).
+            device_rollup(device, now=now)
+            frontier = rolled_up_until(device)
+            if frontier is not None:
+                out["samples"] += _prune(
+                    TelemetrySample.objects.filter(
+                        device_id=device.pk, ts__lt=min(cutoff, frontier)
+                    ),
+                    batch=batch,
+                    budget=budget,
+                )
             out["events"] += _prune(
-                DeviceEvent.objects.filter(device_id=device_id, ts__lt=cutoff),
+                DeviceEvent.objects.filter(device_id=device.pk, ts__lt=cutoff),
                 batch=batch,
                 budget=budget,
             )

@@ -55,7 +55,7 @@ def pool_history(request, code):
         # Each point sits mid-bucket; the running bucket's at most at "now".
         "temperature": [
             [
-                min(row["start"].timestamp() + size / 2, now_ts),
+                min(row["start"].timestamp() + row["size"] / 2, now_ts),
                 row["temperature_avg"],
                 row["temperature_min"],
                 row["temperature_max"],

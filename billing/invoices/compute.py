@@ -150,8 +150,9 @@ USAGE_LABELS = {
     "samples_stored": "Stored telemetry samples",
     "active_devices": "Active devices (highest day)",
     "ota_bytes": "OTA bytes",
-    "gateway_minutes": "Gateway socket minutes",
-    "dashboard_minutes": "Dashboard socket minutes",
+    "socket_minutes:gateway": "Gateway socket minutes",
+    "socket_minutes:dashboard": "Dashboard socket minutes",
+    "gateway_messages": "Gateway messages",
 }
 
 

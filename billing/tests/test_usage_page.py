@@ -28,6 +28,8 @@ def counted(tenant_a, tenant_b):
         (tenant_a, "messages_in", 90_000, this_month(1, 13)),
         (tenant_a, "messages_in", 30_000, this_month(2)),
         (tenant_a, "api_calls", 420, this_month(2)),
+        (tenant_a, "socket_minutes:dashboard", 95, this_month(2)),
+        (tenant_a, "ota_bytes", 1_048_576, this_month(2)),
         # Last month's and another tenant's: not on this page.
         (tenant_a, "messages_in", 999_999, this_month(1) - dt.timedelta(days=3)),
         (tenant_b, "messages_in", 77_777, this_month(1)),
@@ -46,6 +48,10 @@ def test_usage_page_shows_each_counter_against_its_limit(login, victor, counted)
     assert rows["messages_in"]["limit"] == 300_000
     assert rows["messages_in"]["percent"] == 90.0
     assert rows["api_calls"]["used"] == 420 and rows["api_calls"]["limit"] is None
+    assert rows["socket_minutes:dashboard"]["used"] == 95
+    assert rows["socket_minutes:dashboard"]["label"] == "Dashboard socket minutes"
+    assert rows["ota_bytes"]["used"] == 1_048_576
+    assert rows["ota_bytes"]["label"] == "OTA bytes"
     chart = response.context["chart"]
     messages = next(s for s in chart["series"] if s["kind"] == "messages_in")
     day1, day2 = (this_month(1).date().isoformat(), this_month(2).date().isoformat())
@@ -88,6 +94,14 @@ def test_usage_api_gives_the_period_by_kind(victor, carol, counted):
         "percent": 90.0,
     }
     assert kinds["api_calls"]["used"] == 420
+    assert kinds["socket_minutes:dashboard"]["used"] == 95
+    assert kinds["ota_bytes"] == {
+        "kind": "ota_bytes",
+        "label": "OTA bytes",
+        "used": 1_048_576,
+        "limit": None,
+        "percent": None,
+    }
     limits = {row["limit"]: row for row in body["limits"]}
     assert limits["messages"]["allowed"] == 300_000
     assert limits["devices"] == {
@@ -98,5 +112,10 @@ def test_usage_api_gives_the_period_by_kind(victor, carol, counted):
         "percent": 0,
     }
     other = api_client(carol).get("/api/v1/usage/").json()
-    assert {k["kind"]: k["used"] for k in other["kinds"]} == {"messages_in": 77_777}
+    # Another tenant's: its own only (nothing counted shows as 0).
+    assert {k["kind"]: k["used"] for k in other["kinds"]} == {
+        "messages_in": 77_777,
+        "ota_bytes": 0,
+        "socket_minutes:dashboard": 0,
+    }
     assert_error(api_client().get("/api/v1/usage/"), 401)

@@ -92,3 +92,104 @@ def test_the_dashboard_shows_the_banner(client, login, alice, victor, make_plan,
     assert 'id="usage-banner"' in html
     assert "You have used 80 % of your plan&#x27;s pools (4 of 5)." in html
     assert "Upgrade to Business (200 pools)" in html
+
+
+def test_a_fixed_limit_warns_once_when_reached_not_every_month(
+    alice, tenant_a, make_plan, check
+):
+    """The Free plan's one pool is 100 % of its pools: said once, not monthly."""
+    tenant_a.plan = make_plan(max_pools=1, max_members=100)
+    tenant_a.save()
+    Pool.objects.create(tenant=tenant_a, name="The one")
+    assert check(now=NOW) == 1
+    assert "pools limit reached" in mail.outbox[0].subject
+    assert "New pools are refused." in mail.outbox[0].body
+    for months in (0, 1, 2, 13):
+        assert check(now=NOW + dt.timedelta(days=31 * months)) == 0
+    assert len(mail.outbox) == 1
+    # The banner still says so, in a later month too.
+    from billing.selectors import usage_banner
+
+    later = NOW + dt.timedelta(days=62)
+    assert usage_banner(tenant=tenant_a, now=later) == [
+        "You have reached your plan's pools (1). Upgrade to Business (200 pools) on "
+        "the Billing page, or ask us for more."
+    ]
+
+
+def test_a_fixed_limit_reached_again_after_falling_below_warns_again(
+    alice, tenant_a, make_plan, check
+):
+    tenant_a.plan = make_plan(max_pools=5, max_members=100)
+    tenant_a.save()
+    pools = [Pool.objects.create(tenant=tenant_a, name=f"P{i}") for i in range(5)]
+    assert check(now=NOW) == 1  # 100 %
+    # Down to 80 %: nothing to say (coming down is not news)...
+    pools.pop().delete()
+    assert check(now=NOW) == 0
+    # ...down to 60 %, then up to 80 % and 100 % again: each said once more.
+    pools.pop().delete()
+    assert check(now=NOW) == 0
+    assert not UsageWarning.objects.filter(tenant=tenant_a, limit="pools").exists()
+    Pool.objects.create(tenant=tenant_a, name="again 4")
+    assert check(now=NOW) == 1
+    Pool.objects.create(tenant=tenant_a, name="again 5")
+    assert check(now=NOW) == 1
+    assert check(now=NOW + dt.timedelta(days=40)) == 0
+    subjects = [m.subject for m in mail.outbox]
+    assert len(subjects) == 3
+    assert "80 % of your pools used" in subjects[1]
+    assert "pools limit reached" in subjects[2]
+
+
+def test_a_monthly_limit_still_warns_every_period(alice, tenant_a, make_plan, check):
+    tenant_a.plan = make_plan(messages_per_month=100)
+    tenant_a.save()
+    messages_used(tenant_a, 100)
+    december = NOW + dt.timedelta(days=20)
+    messages_used(tenant_a, 100, at=december)
+    assert check(now=NOW) == 1
+    assert check(now=december) == 1
+    assert check(now=december) == 0
+
+
+def test_the_migration_keeps_one_claim_per_fixed_limit_so_nobody_is_mailed_again(
+    alice, tenant_a, make_plan, check
+):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module(
+        "billing.migrations.0008_fixed_limit_warnings_once"
+    )
+    tenant_a.plan = make_plan(max_pools=1, messages_per_month=100)
+    tenant_a.save()
+    Pool.objects.create(tenant=tenant_a, name="The one")
+    messages_used(tenant_a, 100)
+    # Claims made before the change: one a month for the pool, and this month's
+    # message warning (monthly: left as it is).
+    for month in (10, 11):
+        start = dt.datetime(2026, month, 1, tzinfo=dt.UTC)
+        for limit in ("pools", "messages"):
+            UsageWarning.objects.create(
+                tenant=tenant_a,
+                period_start=start,
+                limit=limit,
+                level=100,
+                used=1,
+                allowed=1,
+            )
+    migration.forwards(apps, None)
+    rows = sorted(
+        UsageWarning.objects.filter(tenant=tenant_a).values_list(
+            "limit", "period_start"
+        )
+    )
+    assert rows == [
+        ("messages", dt.datetime(2026, 10, 1, tzinfo=dt.UTC)),
+        ("messages", dt.datetime(2026, 11, 1, tzinfo=dt.UTC)),
+        ("pools", migration.FIXED_PERIOD),
+    ]
+    assert check(now=NOW) == 0
+    assert mail.outbox == []

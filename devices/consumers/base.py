@@ -8,12 +8,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
+from billing import metering
+from billing.metering import DASHBOARD_SOCKET_MINUTES
+from gateway.usage import SocketUsage
 from poolsaas.api.parsers import json_loads_bounded
 from poolsaas.live import groups as broadcast
 from poolsaas.metrics import SocketCount
@@ -48,6 +53,15 @@ SOURCE = "websocket"
 # Per socket, every message (snapshots cost queries too).
 MESSAGE_RATE = 10.0
 MESSAGE_BURST = 20.0
+
+
+def usage_heartbeat() -> float:
+    """Seconds between two hand-overs of a socket's minutes to billing.metering."""
+    return float(getattr(settings, "LIVE_USAGE_HEARTBEAT_SECONDS", 60))
+
+
+# Metering's Redis round trip, off the event loop.
+_meter = sync_to_async(metering.add_many, thread_sensitive=False)
 
 
 class Bucket:
@@ -87,6 +101,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.groups_joined: list[str] = []
         self._auth_timer = None
         self._expiry_timer = None
+        # Socket minutes of the caller's tenant (billing), from authorisation on.
+        self.usage: SocketUsage | None = None
+        self._usage_beat = None
         self.client_ip, self.user_agent = self._client()
         self.message_bucket = Bucket(rate=MESSAGE_RATE, burst=MESSAGE_BURST)
         try:
@@ -189,7 +206,32 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         await broadcast.watch_announce(self.channel_layer, self.live_group)
         if accept_first:
             await self.accept()
+        self.usage = SocketUsage(
+            caller.membership.tenant_id,
+            time.monotonic(),
+            minutes_kind=DASHBOARD_SOCKET_MINUTES,
+        )
+        self._usage_beat = asyncio.ensure_future(self._usage_heartbeat())
         await self.send_json(await self.snapshot())
+
+    async def _usage_heartbeat(self):
+        """Hand the socket's started minutes to metering every usage_heartbeat()
+        seconds (the rest at the close): a web process that dies loses no more than
+        one heartbeat's worth."""
+        while True:
+            await asyncio.sleep(usage_heartbeat())
+            usage = self.usage
+            if usage is None:
+                return
+            await _meter(usage.drain(time.monotonic()))
+
+    async def _usage_end(self):
+        beat, self._usage_beat = self._usage_beat, None
+        if beat is not None:
+            beat.cancel()
+        usage, self.usage = self.usage, None
+        if usage is not None:
+            await _meter(usage.drain(time.monotonic()))
 
     def _authorise(self, resolve: Callable[[], Caller]) -> Caller:
         caller = resolve()
@@ -218,6 +260,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         for timer in (self._auth_timer, self._expiry_timer):
             if timer is not None:
                 timer.cancel()
+        await self._usage_end()
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
         self.groups_joined = []
