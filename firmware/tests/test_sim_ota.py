@@ -82,9 +82,7 @@ def test_sim_updates_through_the_board_updater_and_reboots_into_the_new_version(
     assert ota.version == "1.2.0"
     assert bridge.states()[-1] == "succeeded"
     assert bridge.status[-1]["version"] == "1.2.0"
-    assert {"downloading", "downloaded", "verified", "applying"} <= set(
-        bridge.states()
-    )
+    assert {"downloading", "downloaded", "verified", "applying"} <= set(bridge.states())
     # The trial is over (the report was acknowledged): nothing left in ota.json.
     assert otaboot.load(ota.root) == {}
     assert (tmp_path / "dev" / "fw" / "app.py").read_bytes() == APP_V2[0][1]
