@@ -8,6 +8,11 @@ device (OTA_DEVICE_CHUNKS_PER_S), at most PER_CALL chunks each time the worker c
 by. What is not served yet waits (the newest request per device), devices taking
 turns; the device asks again if a chunk is lost. Which device may have which
 release is looked up once per AUTH_TTL seconds, not per chunk.
+
+The chunks of a release being served are read from storage once per bridge, in
+chunk-size pieces (never the whole file in one read, never per request), and kept
+ready to send (header included) for as long as the release is in use, within
+CACHE_BYTES; a release that does not fit is read per chunk through a small cache.
 """
 
 import collections
@@ -26,7 +31,8 @@ MAX_WINDOW = 4  # chunks one request may ask for
 PER_CALL = 32  # chunks served per worker pass at most (telemetry waits meanwhile)
 MAX_WAITING = 10000  # devices with a request waiting; beyond, the oldest is dropped
 AUTH_TTL = 5.0
-CACHE_CHUNKS = 256
+CACHE_CHUNKS = 256  # per-chunk cache of releases too large for CACHE_BYTES
+CACHE_BYTES = 8 * 1024 * 1024  # releases' chunks held ready to send, in all
 REOFFER_S = 60
 
 
@@ -65,6 +71,10 @@ class OtaRoom(Room):
         self.buckets: dict[int, _Bucket] = {}
         self._auth: dict[tuple[int, int], tuple[float, object]] = {}
         self._cache: collections.OrderedDict = collections.OrderedDict()
+        # (campaign, release) -> the payloads of every chunk, header included.
+        self._payloads: collections.OrderedDict = collections.OrderedDict()
+        self._payload_bytes = 0
+        self.storage_reads = 0
 
     def handle(self, message: Message, ctx: Context) -> bool:
         try:
@@ -138,6 +148,36 @@ class OtaRoom(Room):
         self._auth[key] = (now, release)
         return release
 
+    def _payloads_of(self, campaign_id: int, release) -> list | None:
+        """Every chunk of the release ready to send in this campaign: read from
+        storage the first time (chunk by chunk), then from memory. None when the
+        release is larger than CACHE_BYTES."""
+        key = (campaign_id, release.pk)
+        found = self._payloads.get(key)
+        if found is not None:
+            self._payloads.move_to_end(key)
+            return found
+        if release.size > CACHE_BYTES:
+            return None
+        payloads = []
+        with release.file.open("rb") as f:
+            for index in range(release.chunk_count):
+                data = f.read(release.chunk_size)
+                payloads.append(HEADER.pack(campaign_id, index) + data)
+        self.storage_reads += 1
+        self._payloads[key] = payloads
+        self._payload_bytes += release.size
+        while self._payload_bytes > CACHE_BYTES and len(self._payloads) > 1:
+            (_, pk), old = self._payloads.popitem(last=False)
+            self._payload_bytes -= sum(len(p) - HEADER.size for p in old)
+        return payloads
+
+    def _payload(self, campaign_id: int, release, index: int) -> bytes:
+        payloads = self._payloads_of(campaign_id, release)
+        if payloads is not None:
+            return payloads[index]
+        return HEADER.pack(campaign_id, index) + self._chunk(release, index)
+
     def _chunk(self, release, index: int) -> bytes:
         key = (release.pk, index)
         data = self._cache.get(key)
@@ -145,6 +185,7 @@ class OtaRoom(Room):
             with release.file.open("rb") as f:
                 f.seek(index * release.chunk_size)
                 data = f.read(release.chunk_size)
+            self.storage_reads += 1
             self._cache[key] = data
             while len(self._cache) > CACHE_CHUNKS:
                 self._cache.popitem(last=False)
@@ -177,7 +218,7 @@ class OtaRoom(Room):
                 if not self.total.take(now, self.rate, min(self.rate, PER_CALL)):
                     bucket.tokens += 1  # not this device's fault: give it back
                     break
-                payload = HEADER.pack(campaign_id, index) + self._chunk(release, index)
+                payload = self._payload(campaign_id, release, index)
                 if out.publish(broker_id, f"{root}ota/chunk", payload, qos=0):
                     self.chunks_sent += 1
                 served += 1
@@ -211,4 +252,8 @@ class OtaRoom(Room):
                 self.offered[update.pk] = now
 
     def stats(self) -> dict[str, int]:
-        return {"ota_chunks_sent": self.chunks_sent, "ota_deferred": self.deferred}
+        return {
+            "ota_chunks_sent": self.chunks_sent,
+            "ota_deferred": self.deferred,
+            "ota_storage_reads": self.storage_reads,
+        }

@@ -71,6 +71,8 @@ class SimOta:
         self.boots = 0
         self.crashes = 0
         self.dropped_at = None  # the first missing chunk when the link dropped
+        self.missing_at_reconnect = None  # the first missing one when it came back
+        self._asks_at_online = 0
         self.link_down_until = 0.0
         self.chunks_in = 0
         self._corrupted = False
@@ -137,7 +139,15 @@ class SimOta:
         """The host's connection is up (again): ask again, report again."""
         with self.lock:
             if self.link_up:
-                self.updater.online()
+                self._online()
+
+    def _online(self):
+        u = self.updater
+        if self.dropped_at is not None and self.missing_at_reconnect is None:
+            if u.downloading:
+                self.missing_at_reconnect = u.next
+                self._asks_at_online = len(self.asks)
+        u.online()
 
     def offer(self, payload):
         with self.lock:
@@ -170,7 +180,6 @@ class SimOta:
         if u.next < max(1, int(u.m["chunks"] * self.drop_at)):
             return
         self.dropped_at = u.next
-        self._asks_at_drop = len(self.asks)
         if self._drop is not None:
             threading.Thread(target=self._drop, daemon=True).start()
         else:
@@ -178,11 +187,14 @@ class SimOta:
             self._was_down = True
 
     def resumed_from(self):
-        """The first chunk asked for after the link dropped (None: no drop yet, or
-        not asked again yet): the first missing one, never 0."""
-        if self.dropped_at is None or len(self.asks) <= self._asks_at_drop:
+        """The first chunk asked for after the link came back (None: no drop yet,
+        or not back yet); `missing_at_reconnect` is what it should be. (What was in
+        flight when the link dropped may still have arrived.)"""
+        if self.missing_at_reconnect is None:
             return None
-        return self.asks[self._asks_at_drop][0]
+        if len(self.asks) <= self._asks_at_online:
+            return None
+        return self.asks[self._asks_at_online][0]
 
     # --- the main loop's part -------------------------------------------------------
 
@@ -200,7 +212,7 @@ class SimOta:
                 return
             if getattr(self, "_was_down", False):
                 self._was_down = False
-                self.updater.online()
+                self._online()
             still = []
             for info, payload in self._acks:
                 if info.is_published():

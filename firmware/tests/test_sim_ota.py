@@ -136,6 +136,7 @@ def test_drop_switch_cuts_the_link_and_the_download_resumes_at_the_first_missing
     bridge.run(ota)
     assert ota.dropped_at == n // 2
     # What was in flight when the link dropped was lost; asked again from there.
+    assert ota.missing_at_reconnect == ota.dropped_at
     assert ota.resumed_from() == ota.dropped_at
     assert ota.version == "1.2.0" and bridge.states()[-1] == "succeeded"
     assert ota.chunks_in == n  # no chunk fetched twice into the file
