@@ -42,10 +42,14 @@ class _Bucket:
     def __init__(self, tokens: float, at: float) -> None:
         self.tokens, self.at = tokens, at
 
-    def take(self, now: float, rate: float, cap: float) -> bool:
+    def ready(self, now: float, rate: float, cap: float) -> bool:
+        """Refilled to `now`: is there a token (none is taken)?"""
         self.tokens = min(cap, self.tokens + (now - self.at) * rate)
         self.at = now
-        if self.tokens >= 1:
+        return self.tokens >= 1
+
+    def take(self, now: float, rate: float, cap: float) -> bool:
+        if self.ready(now, rate, cap):
             self.tokens -= 1
             return True
         return False
@@ -67,9 +71,13 @@ class OtaRoom(Room):
         self.chunks_sent = 0
         self.deferred = 0
         now = clock()
-        self.total = _Bucket(min(self.rate, PER_CALL), now)
+        # 0: no limit in all (only the per-device one and PER_CALL).
+        self.total_cap = min(self.rate, PER_CALL) if self.rate else PER_CALL
+        self.total = _Bucket(self.total_cap, now)
         self.buckets: dict[int, _Bucket] = {}
         self._auth: dict[tuple[int, int], tuple[float, object]] = {}
+        # campaign -> (when, its release, the devices with an active update)
+        self._campaigns: dict[int, tuple[float, object, frozenset]] = {}
         self._cache: collections.OrderedDict = collections.OrderedDict()
         # (campaign, release) -> the payloads of every chunk, header included.
         self._payloads: collections.OrderedDict = collections.OrderedDict()
@@ -128,10 +136,15 @@ class OtaRoom(Room):
         running campaign), or None; cached for AUTH_TTL seconds."""
         from ota.models import DeviceUpdate
 
+        known = self._campaign(campaign_id, now)
+        if known is not None and device_pk in known[2]:
+            return known[1]
         key = (device_pk, campaign_id)
         hit = self._auth.get(key)
         if hit is not None and now - hit[0] < AUTH_TTL:
             return hit[1]
+        # Not among the campaign's active devices a moment ago (offered since, or
+        # not this campaign's at all): asked for on its own.
         update = (
             DeviceUpdate.objects.select_related("campaign__release")
             .filter(
@@ -147,6 +160,31 @@ class OtaRoom(Room):
             self._auth.clear()
         self._auth[key] = (now, release)
         return release
+
+    def _campaign(self, campaign_id: int, now: float):
+        """(when, release, device pks with an active update) of a running campaign,
+        one query per AUTH_TTL seconds for all its devices; None if not running."""
+        from ota.models import Campaign, DeviceUpdate
+
+        hit = self._campaigns.get(campaign_id)
+        if hit is not None and now - hit[0] < AUTH_TTL:
+            return hit
+        campaign = (
+            Campaign.objects.select_related("release")
+            .filter(pk=campaign_id, state="running")
+            .first()
+        )
+        if campaign is None:
+            found = (now, None, frozenset())
+        else:
+            pks = DeviceUpdate.objects.filter(
+                campaign_id=campaign_id, state__in=DeviceUpdate.ACTIVE
+            ).values_list("device_id", flat=True)
+            found = (now, campaign.release, frozenset(pks))
+        if len(self._campaigns) > 1000:
+            self._campaigns.clear()
+        self._campaigns[campaign_id] = found
+        return found
 
     def _payloads_of(self, campaign_id: int, release) -> list | None:
         """Every chunk of the release ready to send in this campaign: read from
@@ -202,6 +240,9 @@ class OtaRoom(Room):
         for _ in range(len(self.wants)):
             if served >= PER_CALL or not self.wants:
                 break
+            if self.rate and not self.total.ready(now, self.rate, self.total_cap):
+                self.deferred += 1  # the device at the front waits
+                break  # nothing left for anyone in this pass
             pk, want = self.wants.popitem(last=False)
             broker_id, root, campaign_id, index, end = want
             release = self._release(pk, campaign_id, now)
@@ -215,7 +256,7 @@ class OtaRoom(Room):
             while index < end and served < PER_CALL:
                 if not bucket.take(now, self.device_rate, MAX_WINDOW):
                     break
-                if not self.total.take(now, self.rate, min(self.rate, PER_CALL)):
+                if self.rate and not self.total.take(now, self.rate, self.total_cap):
                     bucket.tokens += 1  # not this device's fault: give it back
                     break
                 payload = self._payload(campaign_id, release, index)
