@@ -317,14 +317,13 @@ def main() -> int:  # noqa: PLR0915 - one straight run, phase after phase
     from django.conf import settings
     from django.core.files.base import ContentFile
     from django.core.management import call_command
-    from django.utils import timezone
 
     call_command("migrate", verbosity=0)
     from devices.models import Device, Pool
     from devices.services.brokers import broker_ensure_platform
     from firmware.sim.load import LoadRun
     from ota.models import Campaign, DeviceUpdate, Release
-    from ota.services import device_ota_key, release_create
+    from ota.services import campaign_set_state, device_ota_key, release_create
     from ota.tasks import advance_campaigns
     from tenants.models import Tenant
 
@@ -434,11 +433,9 @@ def main() -> int:  # noqa: PLR0915 - one straight run, phase after phase
         )
         cpu0 = bridge.cpu_seconds()
         sent0 = bridge.stats.get("ota_chunks_sent", 0)
-        # Started as campaign_set_state does (the same conditional UPDATE), but not
-        # audited: the bench's tenant must be removable afterwards.
-        Campaign.objects.filter(pk=campaign.pk, state="draft").update(
-            state="running", started_at=timezone.now()
-        )
+        # Audited like any start: the bench's tenant row stays behind (with its
+        # audit trail, append-only); everything else of it is removed.
+        campaign_set_state(campaign, "start")
         started = time.monotonic()
         camp_from = (time.time() - EPOCH) * 1000
         samples = []  # (t, chunks sent by the bridge)

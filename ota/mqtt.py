@@ -76,13 +76,17 @@ class OtaRoom(Room):
         self.total = _Bucket(self.total_cap, now)
         self.buckets: dict[int, _Bucket] = {}
         self._auth: dict[tuple[int, int], tuple[float, object]] = {}
-        # campaign -> (when, its release, the devices with an active update)
-        self._campaigns: dict[int, tuple[float, object, frozenset]] = {}
+        # campaign -> (when, its release, the devices with an active update, tenant)
+        self._campaigns: dict[int, tuple] = {}
         self._cache: collections.OrderedDict = collections.OrderedDict()
         # (campaign, release) -> the payloads of every chunk, header included.
         self._payloads: collections.OrderedDict = collections.OrderedDict()
         self._payload_bytes = 0
         self.storage_reads = 0
+        # OTA bytes served per tenant, for billing.metering (handed over each second)
+        self._tenant: dict[int, int] = {}
+        self.metered: collections.Counter = collections.Counter()
+        self._metered_at = now
 
     def handle(self, message: Message, ctx: Context) -> bool:
         try:
@@ -138,6 +142,7 @@ class OtaRoom(Room):
 
         known = self._campaign(campaign_id, now)
         if known is not None and device_pk in known[2]:
+            self._tenant[device_pk] = known[3]
             return known[1]
         key = (device_pk, campaign_id)
         hit = self._auth.get(key)
@@ -156,13 +161,16 @@ class OtaRoom(Room):
             .first()
         )
         release = update.campaign.release if update is not None else None
+        if update is not None:
+            self._tenant[device_pk] = update.tenant_id
         if len(self._auth) > 4 * MAX_WAITING:
             self._auth.clear()
         self._auth[key] = (now, release)
         return release
 
     def _campaign(self, campaign_id: int, now: float):
-        """(when, release, device pks with an active update) of a running campaign,
+        """(when, release, device pks with an active update, tenant) of a running
+        campaign,
         one query per AUTH_TTL seconds for all its devices; None if not running."""
         from ota.models import Campaign, DeviceUpdate
 
@@ -175,12 +183,12 @@ class OtaRoom(Room):
             .first()
         )
         if campaign is None:
-            found = (now, None, frozenset())
+            found = (now, None, frozenset(), None)
         else:
             pks = DeviceUpdate.objects.filter(
                 campaign_id=campaign_id, state__in=DeviceUpdate.ACTIVE
             ).values_list("device_id", flat=True)
-            found = (now, campaign.release, frozenset(pks))
+            found = (now, campaign.release, frozenset(pks), campaign.tenant_id)
         if len(self._campaigns) > 1000:
             self._campaigns.clear()
         self._campaigns[campaign_id] = found
@@ -262,14 +270,27 @@ class OtaRoom(Room):
                 payload = self._payload(campaign_id, release, index)
                 if out.publish(broker_id, f"{root}ota/chunk", payload, qos=0):
                     self.chunks_sent += 1
+                    self.metered[self._tenant.get(pk)] += len(payload)
                 served += 1
                 index += 1
             if index < end:
                 want[3] = index
                 self.wants[pk] = want  # back of the line
                 self.deferred += 1
+        if self.metered and now - self._metered_at >= 1.0:
+            self._meter(now)
         if len(self.buckets) > 4 * MAX_WAITING:
             self.buckets = {pk: b for pk, b in self.buckets.items() if pk in self.wants}
+
+    def _meter(self, now: float) -> None:
+        """OTA bytes served per tenant to the usage counters (one round trip)."""
+        from billing import metering
+
+        counts, self.metered = self.metered, collections.Counter()
+        self._metered_at = now
+        metering.add_many(
+            {(t, metering.OTA_BYTES): n for t, n in counts.items() if t is not None}
+        )
 
     def publish(self, out: Outbox) -> None:
         """Offer the manifest to every device whose update is offered (again after

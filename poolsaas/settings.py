@@ -309,6 +309,11 @@ OTA_SECRET = env_str("OTA_SECRET", "")
 # chunks per second in all and per device (a chunk is up to 4 KB).
 OTA_CHUNKS_PER_S = env_int("OTA_CHUNKS_PER_S", 200)
 OTA_DEVICE_CHUNKS_PER_S = env_int("OTA_DEVICE_CHUNKS_PER_S", 16)
+# How long a Celery worker holds a campaign for its step (ota.services.steps); a
+# dead worker's claim lapses after it. OTA_STEP_OFFER_DELAY_MS slows each offer
+# (tests only: lets a test kill a worker in the middle of a step).
+OTA_CLAIM_S = env_int("OTA_CLAIM_S", 55)
+OTA_STEP_OFFER_DELAY_MS = env_int("OTA_STEP_OFFER_DELAY_MS", 0)
 # Tenants' own brokers may point at loopback/private addresses only in development;
 # in production that would let a tenant reach our internal network (SSRF).
 BROKER_ALLOW_PRIVATE_HOSTS = env_bool("BROKER_ALLOW_PRIVATE_HOSTS", DEBUG)
