@@ -20,7 +20,7 @@ own tenant, devices and release under a random topic prefix, all removed at the 
 - Bare broker: a paho publisher and a paho subscriber (another process) moving the
   same chunks (devices x chunks, 8-byte header + 4 KB, QoS 0, one topic per device)
   through the same Mosquitto in the same run: MB/s at the subscriber.
-- Telemetry: --telemetry-rate stamped messages/s from the same devices all along
+- Telemetry: --telemetry-rate (50) stamped messages/s from the same devices all along
   (raw MQTT publisher), received as pool.state on the channel layer by watchers of
   --watch pools (as pages do); p50/p99 in the 15 s before the campaign and during it.
 """
@@ -270,7 +270,7 @@ def main() -> int:  # noqa: PLR0915 - one straight run, phase after phase
     parser.add_argument("--size", type=int, default=256 * 1024)
     parser.add_argument("--chunks-per-s", type=int, default=None)
     parser.add_argument("--device-chunks-per-s", type=int, default=None)
-    parser.add_argument("--telemetry-rate", type=int, default=200)
+    parser.add_argument("--telemetry-rate", type=int, default=50)
     parser.add_argument("--watch", type=int, default=100)
     parser.add_argument("--baseline-s", type=float, default=15.0)
     parser.add_argument("--limit-s", type=float, default=240.0)
