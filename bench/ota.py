@@ -430,6 +430,7 @@ def main() -> int:  # noqa: PLR0915 - one straight run, phase after phase
             target_all=True,
             rate_per_minute=1_000_000,  # unlimited: every device at the first step
             abort_after=args.devices + 1,
+            retries=0,
         )
         cpu0 = bridge.cpu_seconds()
         sent0 = bridge.stats.get("ota_chunks_sent", 0)

@@ -92,8 +92,15 @@ def test_twenty_simulated_devices_update_one_resumes_after_a_drop_one_fails(
     rows, sims = fleet()
     release = upload_release(staff_client, BUNDLE, "1.2.0")
     assert release.chunk_count == 10
+    # No retries (the corrupted device's failure is final) and no abort on one
+    # failure in 20.
     campaign = Campaign.objects.create(
-        tenant=rows[0].tenant, release=release, target_all=False, rate_per_minute=1000
+        tenant=rows[0].tenant,
+        release=release,
+        target_all=False,
+        rate_per_minute=1000,
+        retries=0,
+        abort_after=DEVICES + 1,
     )
     campaign.target_devices.set(rows)
     campaign_set_state(campaign, "start")
@@ -104,7 +111,7 @@ def test_twenty_simulated_devices_update_one_resumes_after_a_drop_one_fails(
         done = updates.filter(state__in=DeviceUpdate.FINAL).count()
         return done == DEVICES
 
-    wait_for(finished, timeout=180, what="all 20 updates final")
+    wait_for(finished, timeout=300, what="all 20 updates final")
     states = {
         u.device_id: (u.state, u.reason)
         for u in DeviceUpdate.objects.filter(campaign=campaign)
