@@ -95,6 +95,17 @@ def _ota_switches(args):
     }
 
 
+def _ota_load(ids, args, creds):
+    """Load mode's OTA devices: those with an ota_key in the creds file."""
+    out = {}
+    for i in ids:
+        key = creds.get(i, {}).get("ota_key")
+        if args.ota_dir and key:
+            out[i] = _ota_switches(args)
+            out[i]["key"] = key
+    return out
+
+
 def _run_fleet(ids, args, creds, wait):
     """One process: a Fleet of full devices (own connection each) until wait()
     returns."""
@@ -200,11 +211,7 @@ def main(argv=None):
             connections=args.connections,
             username=args.username,
             password=args.password,
-            ota={
-                i: {"key": creds[i]["ota_key"], **_ota_switches(args)}
-                for i in ids
-                if args.ota_dir and creds.get(i, {}).get("ota_key")
-            },
+            ota=_ota_load(ids, args, creds),
             ota_dir=args.ota_dir,
         ).start()
         logging.info(
