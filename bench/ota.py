@@ -233,6 +233,16 @@ async def receive(pool_codes, stop_at):
     return seen
 
 
+def clear_retained(host, port, topics) -> None:
+    """The load devices' retained `status` (a shared broker keeps it otherwise)."""
+    sock = mqtt_connect(host, port, f"otabench-clear-{uuid.uuid4().hex[:8]}")
+    for topic in topics:
+        body = len(topic.encode()).to_bytes(2, "big") + topic.encode()
+        sock.sendall(b"\x31" + bytes([len(body)]) + body)  # PUBLISH, retain, empty
+    sock.sendall(b"\xe0\x00")
+    sock.close()
+
+
 def remove(tenant) -> None:
     """The bench's rows (a tenant with audit events of its own stays: the trail is
     append-only)."""
@@ -535,6 +545,7 @@ def main() -> int:  # noqa: PLR0915 - one straight run, phase after phase
         if run is not None:
             run.stop()
         bridge.stop()
+        clear_retained(host, port, [f"{prefix}/{i}/status" for i in ids])
         remove(tenant)
         release.file.delete(save=False)
         Release.objects.filter(pk=release.pk).delete()
