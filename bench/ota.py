@@ -48,6 +48,7 @@ from bench._common import (  # noqa: E402
     mqtt_connect,
     pct,
     publish_packet,
+    varint,
 )
 from bench.ingest import EPOCH, telemetry  # noqa: E402
 
@@ -238,7 +239,7 @@ def clear_retained(host, port, topics) -> None:
     sock = mqtt_connect(host, port, f"otabench-clear-{uuid.uuid4().hex[:8]}")
     for topic in topics:
         body = len(topic.encode()).to_bytes(2, "big") + topic.encode()
-        sock.sendall(b"\x31" + bytes([len(body)]) + body)  # PUBLISH, retain, empty
+        sock.sendall(b"\x31" + varint(len(body)) + body)  # PUBLISH, retain, empty
     sock.sendall(b"\xe0\x00")
     sock.close()
 
