@@ -211,10 +211,10 @@ class ServerProcess:
 class BridgeProcess(ServerProcess):
     """One `manage.py mqtt_bridge`, its stats (logged every second) in `stats`."""
 
-    def __init__(self, env, profile: str | None = None):
+    def __init__(self, env, profile: str | None = None, args: tuple = ()):
         self.stats: dict = {}
         bridge = [sys.executable, str(ROOT / "manage.py"), "mqtt_bridge"]
-        bridge += ["--stats-interval", "1"]
+        bridge += ["--stats-interval", "1", *args]
         super().__init__(bridge, env, profile, stderr=subprocess.PIPE)
         self.log: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()

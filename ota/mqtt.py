@@ -8,6 +8,11 @@ device (OTA_DEVICE_CHUNKS_PER_S), at most PER_CALL chunks each time the worker c
 by. What is not served yet waits (the newest request per device), devices taking
 turns; the device asks again if a chunk is lost. Which device may have which
 release is looked up once per AUTH_TTL seconds, not per chunk.
+
+The chunks of a release being served are read from storage once per bridge, in
+chunk-size pieces (never the whole file in one read, never per request), and kept
+ready to send (header included) for as long as the release is in use, within
+CACHE_BYTES; a release that does not fit is read per chunk through a small cache.
 """
 
 import collections
@@ -26,7 +31,8 @@ MAX_WINDOW = 4  # chunks one request may ask for
 PER_CALL = 32  # chunks served per worker pass at most (telemetry waits meanwhile)
 MAX_WAITING = 10000  # devices with a request waiting; beyond, the oldest is dropped
 AUTH_TTL = 5.0
-CACHE_CHUNKS = 256
+CACHE_CHUNKS = 256  # per-chunk cache of releases too large for CACHE_BYTES
+CACHE_BYTES = 8 * 1024 * 1024  # releases' chunks held ready to send, in all
 REOFFER_S = 60
 
 
@@ -36,10 +42,14 @@ class _Bucket:
     def __init__(self, tokens: float, at: float) -> None:
         self.tokens, self.at = tokens, at
 
-    def take(self, now: float, rate: float, cap: float) -> bool:
+    def ready(self, now: float, rate: float, cap: float) -> bool:
+        """Refilled to `now`: is there a token (none is taken)?"""
         self.tokens = min(cap, self.tokens + (now - self.at) * rate)
         self.at = now
-        if self.tokens >= 1:
+        return self.tokens >= 1
+
+    def take(self, now: float, rate: float, cap: float) -> bool:
+        if self.ready(now, rate, cap):
             self.tokens -= 1
             return True
         return False
@@ -61,10 +71,18 @@ class OtaRoom(Room):
         self.chunks_sent = 0
         self.deferred = 0
         now = clock()
-        self.total = _Bucket(min(self.rate, PER_CALL), now)
+        # 0: no limit in all (only the per-device one and PER_CALL).
+        self.total_cap = min(self.rate, PER_CALL) if self.rate else PER_CALL
+        self.total = _Bucket(self.total_cap, now)
         self.buckets: dict[int, _Bucket] = {}
         self._auth: dict[tuple[int, int], tuple[float, object]] = {}
+        # campaign -> (when, its release, the devices with an active update, tenant)
+        self._campaigns: dict[int, tuple] = {}
         self._cache: collections.OrderedDict = collections.OrderedDict()
+        # (campaign, release) -> the payloads of every chunk, header included.
+        self._payloads: collections.OrderedDict = collections.OrderedDict()
+        self._payload_bytes = 0
+        self.storage_reads = 0
         # OTA bytes served per tenant, for billing.metering (handed over each second)
         self._tenant: dict[int, int] = {}
         self.metered: collections.Counter = collections.Counter()
@@ -122,10 +140,16 @@ class OtaRoom(Room):
         running campaign), or None; cached for AUTH_TTL seconds."""
         from ota.models import DeviceUpdate
 
+        known = self._campaign(campaign_id, now)
+        if known is not None and device_pk in known[2]:
+            self._tenant[device_pk] = known[3]
+            return known[1]
         key = (device_pk, campaign_id)
         hit = self._auth.get(key)
         if hit is not None and now - hit[0] < AUTH_TTL:
             return hit[1]
+        # Not among the campaign's active devices a moment ago (offered since, or
+        # not this campaign's at all): asked for on its own.
         update = (
             DeviceUpdate.objects.select_related("campaign__release")
             .filter(
@@ -144,6 +168,62 @@ class OtaRoom(Room):
         self._auth[key] = (now, release)
         return release
 
+    def _campaign(self, campaign_id: int, now: float):
+        """(when, release, device pks with an active update, tenant) of a running
+        campaign,
+        one query per AUTH_TTL seconds for all its devices; None if not running."""
+        from ota.models import Campaign, DeviceUpdate
+
+        hit = self._campaigns.get(campaign_id)
+        if hit is not None and now - hit[0] < AUTH_TTL:
+            return hit
+        campaign = (
+            Campaign.objects.select_related("release")
+            .filter(pk=campaign_id, state="running")
+            .first()
+        )
+        if campaign is None:
+            found = (now, None, frozenset(), None)
+        else:
+            pks = DeviceUpdate.objects.filter(
+                campaign_id=campaign_id, state__in=DeviceUpdate.ACTIVE
+            ).values_list("device_id", flat=True)
+            found = (now, campaign.release, frozenset(pks), campaign.tenant_id)
+        if len(self._campaigns) > 1000:
+            self._campaigns.clear()
+        self._campaigns[campaign_id] = found
+        return found
+
+    def _payloads_of(self, campaign_id: int, release) -> list | None:
+        """Every chunk of the release ready to send in this campaign: read from
+        storage the first time (chunk by chunk), then from memory. None when the
+        release is larger than CACHE_BYTES."""
+        key = (campaign_id, release.pk)
+        found = self._payloads.get(key)
+        if found is not None:
+            self._payloads.move_to_end(key)
+            return found
+        if release.size > CACHE_BYTES:
+            return None
+        payloads = []
+        with release.file.open("rb") as f:
+            for index in range(release.chunk_count):
+                data = f.read(release.chunk_size)
+                payloads.append(HEADER.pack(campaign_id, index) + data)
+        self.storage_reads += 1
+        self._payloads[key] = payloads
+        self._payload_bytes += release.size
+        while self._payload_bytes > CACHE_BYTES and len(self._payloads) > 1:
+            (_, pk), old = self._payloads.popitem(last=False)
+            self._payload_bytes -= sum(len(p) - HEADER.size for p in old)
+        return payloads
+
+    def _payload(self, campaign_id: int, release, index: int) -> bytes:
+        payloads = self._payloads_of(campaign_id, release)
+        if payloads is not None:
+            return payloads[index]
+        return HEADER.pack(campaign_id, index) + self._chunk(release, index)
+
     def _chunk(self, release, index: int) -> bytes:
         key = (release.pk, index)
         data = self._cache.get(key)
@@ -151,6 +231,7 @@ class OtaRoom(Room):
             with release.file.open("rb") as f:
                 f.seek(index * release.chunk_size)
                 data = f.read(release.chunk_size)
+            self.storage_reads += 1
             self._cache[key] = data
             while len(self._cache) > CACHE_CHUNKS:
                 self._cache.popitem(last=False)
@@ -167,6 +248,9 @@ class OtaRoom(Room):
         for _ in range(len(self.wants)):
             if served >= PER_CALL or not self.wants:
                 break
+            if self.rate and not self.total.ready(now, self.rate, self.total_cap):
+                self.deferred += 1  # the device at the front waits
+                break  # nothing left for anyone in this pass
             pk, want = self.wants.popitem(last=False)
             broker_id, root, campaign_id, index, end = want
             release = self._release(pk, campaign_id, now)
@@ -180,10 +264,10 @@ class OtaRoom(Room):
             while index < end and served < PER_CALL:
                 if not bucket.take(now, self.device_rate, MAX_WINDOW):
                     break
-                if not self.total.take(now, self.rate, min(self.rate, PER_CALL)):
+                if self.rate and not self.total.take(now, self.rate, self.total_cap):
                     bucket.tokens += 1  # not this device's fault: give it back
                     break
-                payload = HEADER.pack(campaign_id, index) + self._chunk(release, index)
+                payload = self._payload(campaign_id, release, index)
                 if out.publish(broker_id, f"{root}ota/chunk", payload, qos=0):
                     self.chunks_sent += 1
                     self.metered[self._tenant.get(pk)] += len(payload)
@@ -230,4 +314,8 @@ class OtaRoom(Room):
                 self.offered[update.pk] = now
 
     def stats(self) -> dict[str, int]:
-        return {"ota_chunks_sent": self.chunks_sent, "ota_deferred": self.deferred}
+        return {
+            "ota_chunks_sent": self.chunks_sent,
+            "ota_deferred": self.deferred,
+            "ota_storage_reads": self.storage_reads,
+        }

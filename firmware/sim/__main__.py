@@ -33,7 +33,8 @@ def build_parser():
     p.add_argument("--password", help="MQTT password for every device")
     p.add_argument(
         "--creds",
-        help='JSON file {"<device id>": {"username": .., "password": ..}, ...}',
+        help='JSON file {"<device id>": {"username": .., "password": .., '
+        '"ota_key": ..}, ...}',
     )
     p.add_argument("--ca", help="CA certificate file for mqtts://")
     p.add_argument("--prefix", default=P.DEFAULT_PREFIX, help="topic prefix")
@@ -61,8 +62,48 @@ def build_parser():
     p.add_argument(
         "--connections", type=int, default=25, help="load mode connections per process"
     )
+    p.add_argument(
+        "--ota-dir",
+        help="take OTA updates (devices whose --creds entry has an ota_key): each "
+        "device's board folder goes under this folder",
+    )
+    p.add_argument(
+        "--ota-fail-verify",
+        action="store_true",
+        help="OTA: corrupt one chunk (the verification fails)",
+    )
+    p.add_argument(
+        "--ota-crash-new",
+        action="store_true",
+        help="OTA: the new version crashes at start (rolled back)",
+    )
+    p.add_argument(
+        "--ota-drop-at",
+        type=float,
+        default=0.0,
+        help="OTA: drop the link once at this share of the transfer (0..1)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
+
+
+def _ota_switches(args):
+    return {
+        "fail_verify": args.ota_fail_verify,
+        "crash_new": args.ota_crash_new,
+        "drop_at": args.ota_drop_at,
+    }
+
+
+def _ota_load(ids, args, creds):
+    """Load mode's OTA devices: those with an ota_key in the creds file."""
+    out = {}
+    for i in ids:
+        key = creds.get(i, {}).get("ota_key")
+        if args.ota_dir and key:
+            out[i] = _ota_switches(args)
+            out[i]["key"] = key
+    return out
 
 
 def _run_fleet(ids, args, creds, wait):
@@ -88,6 +129,9 @@ def _run_fleet(ids, args, creds, wait):
                 garbage_every=args.garbage_every,
                 silent_after=args.silent_after,
                 ca_certs=args.ca,
+                ota_key=c.get("ota_key") if args.ota_dir else None,
+                ota_root=os.path.join(args.ota_dir, i) if args.ota_dir else None,
+                ota_opts=_ota_switches(args),
             )
         )
     fleet = Fleet(devices).start()
@@ -167,6 +211,8 @@ def main(argv=None):
             connections=args.connections,
             username=args.username,
             password=args.password,
+            ota=_ota_load(ids, args, creds),
+            ota_dir=args.ota_dir,
         ).start()
         logging.info(
             "load mode: %d virtual devices (own topics) over %d MQTT connections in "

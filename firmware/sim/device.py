@@ -22,6 +22,7 @@ from firmware.sim.pool import PoolModel
 log = logging.getLogger("firmware.sim")
 
 SIM_FW = "ps1-0.1.0-sim"
+OTA_OFFER, OTA_CHUNK = "ota/offer", "ota/chunk"
 
 
 def parse_broker_url(url):
@@ -43,6 +44,11 @@ class VirtualDevice:
     without DISCONNECT (the broker publishes the will, paho reconnects); garbage_every
     publishes a malformed telemetry payload; silent_after stops publishing anything
     while staying connected.
+
+    OTA (docs/ota.md, "Simulator"): with `ota_key` (the provisioning bundle's, hex)
+    the device takes updates through firmware/updater.py into the folder `ota_root`
+    (firmware.sim.ota.SimOta); `ota_opts` passes its switches (fail_verify,
+    crash_new, drop_at: the TCP socket is shut mid-transfer, paho reconnects).
     """
 
     def __init__(
@@ -65,6 +71,10 @@ class VirtualDevice:
         seed=None,
         reconnect_delay=(1, 8),
         ca_certs=None,
+        ota_key=None,
+        ota_root=None,
+        ota_version="0.1.0",
+        ota_opts=None,
     ):
         if not P.is_valid_id(device_id):
             raise ValueError(f"bad device id {device_id!r}")
@@ -107,12 +117,28 @@ class VirtualDevice:
         self._switch = None
         self._switch_client = None
         self._ack_on_connect = None
+        self.fw = SIM_FW
+        self.ota = None
+        if ota_key:
+            from firmware.sim.ota import SimOta
+
+            if ota_root is None:
+                raise ValueError("ota_key needs ota_root (the device's folder)")
+            self.ota = SimOta(
+                ota_key,
+                ota_root,
+                self._ota_send,
+                version=ota_version,
+                drop=self.drop_connection,
+                on_version=self._ota_version,
+                **(ota_opts or {}),
+            )
         self._boot()
 
     # --- lifecycle --------------------------------------------------------------------
 
     def _boot(self):
-        self.controller = ctl.Controller(self.clock, self.store, fw=SIM_FW)
+        self.controller = ctl.Controller(self.clock, self.store, fw=self.fw)
         if not self.legacy:
             self.controller.device_id = self.device_id
             self.controller.on_credentials = self._credentials
@@ -280,6 +306,17 @@ class VirtualDevice:
             return False
         return self.clock() - self.boot_time >= self.silent_after
 
+    def _ota_send(self, suffix, payload, qos):
+        c = self._client
+        if c is None or not self.connected.is_set():
+            return None
+        return c.publish(self.root + suffix, payload, qos=qos)
+
+    def _ota_version(self, version):
+        """The application that booted (after a swap or a rollback) is `version`:
+        telemetry says so from now on."""
+        self.fw = f"ps1-{version}-sim"
+
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
             log.warning("%s: connect refused: %s", self.device_id, reason_code)
@@ -289,6 +326,8 @@ class VirtualDevice:
             return
         subs = P.V31_CLOUD_TO_DEVICE if self.legacy else P.DEVICE_SUBSCRIPTIONS
         client.subscribe([(self.root + s, 1) for s in subs])
+        if self.ota is not None:
+            client.subscribe([(self.root + OTA_OFFER, 1), (self.root + OTA_CHUNK, 0)])
         with self.lock:
             self.connects += 1
             if not self.legacy:
@@ -310,6 +349,8 @@ class VirtualDevice:
                     )
             self._after_switch(client)
         self.connected.set()
+        if self.ota is not None:
+            self.ota.online()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.connected.clear()
@@ -318,6 +359,14 @@ class VirtualDevice:
         if not msg.topic.startswith(self.root):
             return  # a stale subscription of a persistent session
         suffix = msg.topic[len(self.root) :]
+        if self.ota is not None and suffix in (OTA_OFFER, OTA_CHUNK):
+            # Straight to the updater (its own lock), as the board's MQTT reader does.
+            if suffix == OTA_CHUNK:
+                self.ota.chunk(msg.payload)
+            else:
+                self.received.append((suffix, bytes(msg.payload)))
+                self.ota.offer(msg.payload)
+            return
         self.received.append((suffix, bytes(msg.payload)))
         if not msg.payload and msg.retain:
             return  # a retained message being deleted, not a message
@@ -467,7 +516,10 @@ class VirtualDevice:
                 return
             self._flush()
             interval = self.interval or c.config["telemetry_interval"]
-            if not self.legacy and now - self._last_tel >= interval:
+            if not self.legacy and (
+                now - self._last_tel >= interval or self.controller.fw != self.fw
+            ):
+                self.controller.fw = self.fw
                 self._publish_telemetry()
             temp_every = self.interval if self.legacy and self.interval else 60
             if c.temp is not None and (
@@ -495,6 +547,8 @@ class VirtualDevice:
                 )
                 suffix = P.TEMPERATURE_STATE if self.legacy else P.TELEMETRY
                 self._pub(suffix, garbage)
+        if self.ota is not None and self.connected.is_set():
+            self.ota.step()
         if self.drop_every and now - self._last_drop >= self.drop_every:
             self._last_drop = now
             self.drop_connection()

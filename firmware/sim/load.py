@@ -6,9 +6,17 @@ For load (the bridge benchmark, bench/sim.py) each virtual device keeps its own
 controller, pool model and topics, and publishes its own telemetry at its own rate, but
 many devices share one connection and several processes share the work. Load devices
 publish `status` online/offline and telemetry; they take no commands.
+
+With `ota` ({device id: {"key": hex, switches...}}) those devices also take updates
+(firmware.sim.ota.SimOta, each in its own folder under `ota_dir`): their connection
+subscribes to their `ota/offer` and `ota/chunk`, and the updater runs in the
+connection's network thread as on a board; a link drop (`drop_at`) cuts that device
+alone off for a while (the connection is shared). At the end each worker puts what
+its OTA devices did on `results` (device id -> version, chunks, drop point, asks).
 """
 
 import multiprocessing as mp
+import os
 import time
 
 import paho.mqtt.client as mqtt
@@ -33,7 +41,55 @@ def _client(host, port, name, username, password):
     return c
 
 
-def _worker(ids, opts, sent, ready, go):
+def _ota_devices(ids, opts, conns, controllers):
+    """SimOta per device of `ids` named in opts["ota"]; each connection subscribes
+    to its devices' OTA topics and hands what arrives to them."""
+    from firmware.sim.ota import SimOta
+
+    wanted = opts.get("ota") or {}
+    routes = {c: {} for c in conns}
+    devices = {}
+    for n, device_id in enumerate(ids):
+        if device_id not in wanted:
+            continue
+        conn = conns[n % len(conns)]
+        root = P.topic(opts["prefix"], device_id, "")
+        spec = dict(wanted[device_id])
+        key = spec.pop("key")
+
+        def send(suffix, payload, qos, conn=conn, root=root):
+            return conn.publish(root + suffix, payload, qos=qos)
+
+        def on_version(version, c=controllers[n]):
+            c.fw = "ps1-" + version + "-load"
+
+        ota = SimOta(
+            key,
+            os.path.join(opts["ota_dir"], device_id),
+            send,
+            on_version=on_version,
+            **spec,
+        )
+        devices[device_id] = ota
+        routes[conn][root + "ota/offer"] = ota.offer
+        routes[conn][root + "ota/chunk"] = ota.chunk
+    for conn, table in routes.items():
+        if not table:
+            continue
+
+        def on_message(client, userdata, msg, table=table):
+            handler = table.get(msg.topic)
+            if handler is not None:
+                handler(msg.payload)
+
+        conn.on_message = on_message
+        topics = [(t, 1 if t.endswith("offer") else 0) for t in table]
+        for i in range(0, len(topics), 100):
+            conn.subscribe(topics[i : i + 100])
+    return devices
+
+
+def _worker(ids, opts, sent, ready, go, results=None):
     host, port, _, url_user, url_pw = parse_broker_url(opts["broker"])
     user = opts.get("username") or url_user
     pw = opts.get("password") or url_pw
@@ -51,6 +107,7 @@ def _worker(ids, opts, sent, ready, go):
             (c, PoolModel(seed=device_id), P.topic(opts["prefix"], device_id, ""), conn)
         )
         conn.publish(P.topic(opts["prefix"], device_id, P.STATUS), b"online", 1, True)
+    otas = _ota_devices(ids, opts, conns, [d[0] for d in devices])
     ready.release()
     go.wait()
     t0 = time.monotonic()
@@ -59,10 +116,15 @@ def _worker(ids, opts, sent, ready, go):
     count = 0
     flushed = 0
     end = t0 + opts["duration"] if opts["duration"] else None
+    next_ota = t0
     while not opts["stop"].is_set():
         t = time.monotonic()
         if end is not None and t >= end:
             break
+        if otas and t >= next_ota:
+            next_ota = t + 0.1  # retries, verification and swaps ten times a second
+            for ota in otas.values():
+                ota.step()
         # Every device whose slot in the current period has come publishes now.
         due = int((t - t0) / period * k)
         while count < due:
@@ -81,6 +143,21 @@ def _worker(ids, opts, sent, ready, go):
         time.sleep(0.002)
     with sent.get_lock():
         sent.value += count - flushed
+    if results is not None:
+        results.put(
+            {
+                device_id: {
+                    "version": ota.version,
+                    "chunks_in": ota.chunks_in,
+                    "dropped_at": ota.dropped_at,
+                    "asks": len(ota.asks),
+                    "resumed_from": ota.resumed_from(),
+                    "crashes": ota.crashes,
+                    "reports": [r[0] for r in ota.reports],
+                }
+                for device_id, ota in otas.items()
+            }
+        )
     for _, _, root, conn in devices:
         conn.publish(root + P.STATUS, b"offline", 1, True)
     time.sleep(0.5)
@@ -103,8 +180,12 @@ class LoadRun:
         connections=25,
         username=None,
         password=None,
+        ota=None,
+        ota_dir=None,
     ):
         self.ctx = mp.get_context("fork")
+        self.results = self.ctx.Queue() if ota else None
+        self.ota_done = None  # device id -> what its updater did, after stop()
         self.ids = list(ids)
         self.sent = self.ctx.Value("q", 0)
         self._ready = self.ctx.Semaphore(0)
@@ -119,13 +200,15 @@ class LoadRun:
             "username": username,
             "password": password,
             "stop": self._stop,
+            "ota": ota,
+            "ota_dir": ota_dir,
         }
         slices = [s for s in (self.ids[i::processes] for i in range(processes)) if s]
         self.connections = sum(max(1, min(connections, len(s))) for s in slices)
         self.procs = [
             self.ctx.Process(
                 target=_worker,
-                args=(s, opts, self.sent, self._ready, self._go),
+                args=(s, opts, self.sent, self._ready, self._go, self.results),
                 daemon=True,
             )
             for s in slices
@@ -142,7 +225,17 @@ class LoadRun:
 
     def stop(self):
         self._stop.set()
+        if self.results is not None and self.ota_done is None:
+            self.ota_done = self.ota_results()
         self.join()
+
+    def ota_results(self, timeout=30):
+        """Device id -> what its updater did (read while the workers end)."""
+        out = {}
+        if self.results is not None:
+            for _ in self.procs:
+                out.update(self.results.get(timeout=timeout))
+        return out
 
     def join(self, timeout=None):
         for p in self.procs:

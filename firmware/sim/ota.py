@@ -1,0 +1,234 @@
+"""Over-the-air updates in the simulator: the board's own `firmware/updater.py` (offer
+checked with the device's OTA key, chunks pulled by index, resume from the first
+missing one, hashed while written, verified, unpacked) and `firmware/otaboot.py`
+(swap, trial boots, rollback), each device over a real folder of its own.
+
+The host (a VirtualDevice, or a load-mode worker sharing one connection among many
+devices) hands over what arrives on `ota/offer` and `ota/chunk`, calls `online()`
+after each (re)connect and `step()` a few times a second, and publishes what `send`
+is given. Switches (docs/ota.md, "Simulator"):
+
+- fail_verify: one chunk is corrupted as it is written, so the whole hash fails and
+  the device reports `failed` (sha256 mismatch);
+- crash_new: the new version crashes at start (before it can report), boot after
+  boot, until otaboot rolls back after its trial boots; the old version then reports
+  `rolled_back`;
+- drop_at (0..1): the link drops once when that share of the chunks is in. With a
+  `drop` callback (a VirtualDevice: its TCP socket is shut under paho, which
+  reconnects) the host does it; otherwise (load mode, a shared connection) this
+  device alone is cut off for `drop_for` seconds: what arrives meanwhile is lost
+  and nothing is sent. Either way the download goes on from its first missing chunk.
+"""
+
+import binascii
+import json
+import os
+import threading
+import time
+
+from firmware import otaboot, updater
+
+VERSION_FILE = "sim_version"  # in an application folder: the version it holds
+
+
+class SimOta:
+    """One simulated device's updates. `send(suffix, payload, qos)` publishes and
+    returns paho's MQTTMessageInfo (or None when it could not)."""
+
+    def __init__(
+        self,
+        key,
+        root,
+        send,
+        *,
+        version="0.1.0",
+        model="esp32",
+        fail_verify=False,
+        crash_new=False,
+        drop_at=0.0,
+        drop_for=2.0,
+        drop=None,
+        trial_boots=3,
+        on_version=None,
+    ):
+        self.key = binascii.unhexlify(key) if isinstance(key, str) else key
+        self.root = str(root)
+        os.makedirs(self.root, exist_ok=True)
+        self._send_out = send
+        self.factory_version = version
+        self.model = model
+        self.fail_verify = fail_verify
+        self.crash_new = crash_new
+        self.drop_at = drop_at
+        self.drop_for = drop_for
+        self._drop = drop
+        self.trial_boots = trial_boots
+        self.on_version = on_version
+        self.lock = threading.RLock()
+        # What happened, for tests and benches.
+        self.asks = []  # (first index, n) of every ota/get sent
+        self.reports = []  # (state, reason) of every ota/status sent
+        self.boots = 0
+        self.crashes = 0
+        self.dropped_at = None  # the first missing chunk when the link dropped
+        self.missing_at_reconnect = None  # the first missing one when it came back
+        self._asks_at_online = 0
+        self.link_down_until = 0.0
+        self.chunks_in = 0
+        self._corrupted = False
+        self._acks = []  # (MQTTMessageInfo, payload) of status reports in flight
+        self._boot()
+
+    # --- boot ---------------------------------------------------------------------
+
+    def _running_version(self):
+        f = otaboot.folder(self.root)
+        if f:
+            try:
+                with open(f + "/" + VERSION_FILE) as fh:
+                    return fh.read().strip()
+            except OSError:
+                pass
+        return self.factory_version
+
+    def _boot(self):
+        """What main.py does: otaboot decides (a trial boot counted, a rollback after
+        too many), then the application starts; a crashing new version resets and
+        boots again (bounded by the trial boots)."""
+        for _ in range(self.trial_boots + 2):
+            self.boots += 1
+            st = otaboot.decide(self.root)
+            if st.get("phase") == "trial" and self.crash_new:
+                self.crashes += 1  # crashed at import: the trial watchdog resets
+                continue
+            break
+        self.version = self._running_version()
+        self.updater = updater.Updater(
+            self.key,
+            self.version,
+            self.model,
+            self._send,
+            self.root,
+            {"trial_boots": self.trial_boots},
+        )
+        if self.on_version is not None:
+            self.on_version(self.version)
+
+    # --- the link -----------------------------------------------------------------
+
+    @property
+    def link_up(self):
+        return time.monotonic() >= self.link_down_until
+
+    def _send(self, suffix, payload):
+        if not self.link_up:
+            return
+        if suffix == updater.GET:
+            body = json.loads(payload)
+            self.asks.append((body["i"], body["n"]))
+            info = self._send_out(suffix, payload, 0)
+        else:
+            info = self._send_out(suffix, payload, 1)
+            if suffix == updater.STATUS:
+                body = json.loads(payload)
+                self.reports.append((body["state"], body["reason"]))
+                if info is not None:
+                    self._acks = self._acks[-20:] + [(info, payload)]
+
+    def online(self):
+        """The host's connection is up (again): ask again, report again."""
+        with self.lock:
+            if self.link_up:
+                self._online()
+
+    def _online(self):
+        u = self.updater
+        if self.dropped_at is not None and self.missing_at_reconnect is None:
+            if u.downloading:
+                self.missing_at_reconnect = u.next
+                self._asks_at_online = len(self.asks)
+        u.online()
+
+    def offer(self, payload):
+        with self.lock:
+            if self.link_up:
+                self.updater.offer(bytes(payload))
+
+    def chunk(self, payload):
+        with self.lock:
+            if not self.link_up:
+                return False
+            u = self.updater
+            if self.fail_verify and not self._corrupted and u.downloading:
+                if len(payload) > updater.HEADER and u.next == u.m["chunks"] // 2:
+                    i = int.from_bytes(payload[4:8], "big")
+                    if i == u.next:
+                        data = bytearray(payload)
+                        data[-1] ^= 0xFF  # a bit flipped on the way to flash
+                        payload = bytes(data)
+                        self._corrupted = True
+            ok = u.chunk(payload)
+            if ok:
+                self.chunks_in += 1
+                self._maybe_drop()
+            return ok
+
+    def _maybe_drop(self):
+        u = self.updater
+        if not self.drop_at or self.dropped_at is not None or not u.downloading:
+            return
+        if u.next < max(1, int(u.m["chunks"] * self.drop_at)):
+            return
+        self.dropped_at = u.next
+        if self._drop is not None:
+            threading.Thread(target=self._drop, daemon=True).start()
+        else:
+            self.link_down_until = time.monotonic() + self.drop_for
+            self._was_down = True
+
+    def resumed_from(self):
+        """The first chunk asked for after the link came back (None: no drop yet,
+        or not back yet); `missing_at_reconnect` is what it should be. (What was in
+        flight when the link dropped may still have arrived.)"""
+        if self.missing_at_reconnect is None:
+            return None
+        if len(self.asks) <= self._asks_at_online:
+            return None
+        return self.asks[self._asks_at_online][0]
+
+    # --- the main loop's part -------------------------------------------------------
+
+    @property
+    def busy(self):
+        """An update under way (downloading, verifying, or a report to deliver)."""
+        u = self.updater
+        return u.downloading or u.ready or bool(self._acks) or u.final is not None
+
+    def step(self):
+        """A loop turn: acknowledged reports, the end of a virtual outage, retries,
+        a finished download verified, a verified one swapped in and rebooted."""
+        with self.lock:
+            if not self.link_up:
+                return
+            if getattr(self, "_was_down", False):
+                self._was_down = False
+                self._online()
+            still = []
+            for info, payload in self._acks:
+                if info.is_published():
+                    self.updater.sent(payload)
+                elif info.rc == 0:
+                    still.append((info, payload))
+            self._acks = still
+            if self.updater.step():
+                self._apply()
+
+    def _apply(self):
+        """The app's part of the swap: relays off (nothing to switch here), the
+        version written into the staging folder, otaboot's swap, a reboot."""
+        new = otaboot.path(self.root, otaboot.NEW)
+        with open(new + "/" + VERSION_FILE, "w") as fh:
+            fh.write(self.updater.m["version"])
+        self.updater.apply()
+        self._acks = []
+        self._boot()  # the new version reports `succeeded` (or the old, rolled_back)

@@ -1,0 +1,158 @@
+"""A campaign of 20 simulated devices (firmware.sim, each taking updates through the
+board's own firmware/updater.py) over the real bridge process and Mosquitto: 18
+update normally, one has its TCP connection dropped half-way through the transfer
+and resumes from its first missing chunk, one has a chunk corrupted on its way to
+flash and reports the failed verification. The Celery beat step is called in a loop,
+as beat would. No timing is asserted; every wait is on a condition with a bound.
+"""
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from devices.models import Device, Pool
+from devices.tests.test_bridge import wait_for
+from devices.tests.test_config_push import (  # noqa: F401 - fixtures
+    bridge,
+    prefix,
+)
+from firmware.sim import VirtualDevice
+from firmware.tools.bundle import pack
+from ota.models import Campaign, DeviceUpdate
+from ota.services import campaign_set_state, device_ota_key
+from ota.tasks import advance_campaigns
+from ota.tests.test_ota_e2e import (  # noqa: F401 - fixtures
+    media,
+    staff_client,
+    upload_release,
+)
+
+pytestmark = [
+    pytest.mark.mqtt,
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+]
+
+DEVICES = 20
+# About 40 KB: ten chunks, so that "half-way" is a real point in the transfer.
+BUNDLE = pack({"config.py": b'FW_VERSION = "ps1-1.2.0"\n', "pad.py": b"#" * 40000})
+
+
+@pytest.fixture
+def fleet(tenant_a, platform_broker, prefix, tmp_path):  # noqa: F811
+    """20 devices of tenant A (rows), and their simulators (started by `run`)."""
+    sims = []
+
+    def make():
+        rows = []
+        for n in range(DEVICES):
+            pool = Pool.objects.create(tenant=tenant_a, name=f"OTA sim {n}")
+            rows.append(
+                Device.objects.create(
+                    tenant=tenant_a,
+                    pool=pool,
+                    broker=platform_broker,
+                    device_id=f"ESP-{uuid.uuid4().hex[:6].upper()}",
+                    topic_prefix=prefix,
+                )
+            )
+        switches = {0: {"drop_at": 0.5}, 1: {"fail_verify": True}}
+        for n, row in enumerate(rows):
+            sims.append(
+                VirtualDevice(
+                    row.device_id,
+                    prefix=prefix,
+                    clean_session=True,
+                    reconnect_delay=(1, 2),
+                    # The key of the device's provisioning bundle.
+                    ota_key=device_ota_key(row.device_id).hex(),
+                    ota_root=str(tmp_path / "boards" / row.device_id),
+                    ota_opts=switches.get(n),
+                ).start()
+            )
+        for sim in sims:
+            sim.wait_connected(30)
+        return rows, sims
+
+    yield make
+    for sim in sims:
+        sim.begin_stop()
+    for sim in sims:
+        sim.finish_stop()
+
+
+def test_twenty_simulated_devices_update_one_resumes_after_a_drop_one_fails(
+    bridge,  # noqa: F811
+    media,  # noqa: F811
+    staff_client,  # noqa: F811
+    fleet,
+):
+    bridge.start()
+    rows, sims = fleet()
+    release = upload_release(staff_client, BUNDLE, "1.2.0")
+    assert release.chunk_count == 10
+    # No retries (the corrupted device's failure is final) and no abort on one
+    # failure in 20.
+    campaign = Campaign.objects.create(
+        tenant=rows[0].tenant,
+        release=release,
+        target_all=False,
+        rate_per_minute=1000,
+        retries=0,
+        abort_after=DEVICES + 1,
+    )
+    campaign.target_devices.set(rows)
+    campaign_set_state(campaign, "start")
+
+    def finished():
+        advance_campaigns()
+        updates = DeviceUpdate.objects.filter(campaign=campaign)
+        done = updates.filter(state__in=DeviceUpdate.FINAL).count()
+        return done == DEVICES
+
+    wait_for(finished, timeout=300, what="all 20 updates final")
+    states = {
+        u.device_id: (u.state, u.reason)
+        for u in DeviceUpdate.objects.filter(campaign=campaign)
+    }
+    dropped, corrupted = rows[0], rows[1]
+    assert states[dropped.pk] == ("succeeded", "")
+    assert states.pop(corrupted.pk) == ("failed", "sha256 mismatch")
+    assert {s for s, _ in states.values()} == {"succeeded"}, states
+
+    # The dropped device: its socket went down half-way, it asked again from the
+    # first chunk it did not have (not from 0), and no chunk was written twice.
+    drop = sims[0].ota
+    assert drop.dropped_at == release.chunk_count // 2
+    assert sims[0].connects >= 2
+    # (What was in flight when the socket went down may still have arrived.)
+    assert drop.missing_at_reconnect >= drop.dropped_at > 0
+    assert drop.resumed_from() == drop.missing_at_reconnect
+    assert min(i for i, _ in drop.asks[drop._asks_at_online :]) == (
+        drop.missing_at_reconnect
+    )
+    assert drop.chunks_in == release.chunk_count
+
+    # Every other device runs the new version from fw/, and says so in telemetry;
+    # the corrupted one stays on its old version with nothing staged.
+    for row, sim in zip(rows, sims, strict=True):
+        if row is corrupted:
+            assert sim.ota.version == "0.1.0"
+            assert not Path(sim.ota.root, "fw").exists()
+            assert not Path(sim.ota.root, "fw.new").exists()
+            continue
+        assert sim.ota.version == "1.2.0", row.device_id
+        assert sim.ota.crashes == 0
+    wait_for(
+        lambda: (
+            Device.objects.filter(
+                pk__in=[r.pk for r in rows], firmware_version="ps1-1.2.0-sim"
+            ).count()
+            == DEVICES - 1
+        ),
+        timeout=60,
+        what="telemetry naming the new version",
+    )
+    # (Its telemetry at connect may have come before the bridge knew the device.)
+    assert Device.objects.get(pk=corrupted.pk).firmware_version != "ps1-1.2.0-sim"
