@@ -39,9 +39,11 @@ OPEN = {
     # The MQTT gateway's example page: static, no session (it logs in by the API).
     "mqtt_demo",
 }
-# The redirect "/" -> "/pools/" has no page of its own; Stripe's webhook is a machine
-# endpoint checked by its signature (billing/tests/test_payments.py), never a session.
-NOT_A_PAGE = {"home", "stripe_webhook"}
+# The redirect "/" -> "/pools/" has no page of its own. Machine endpoints have their
+# own guards, never a session: Stripe's webhook its signature
+# (billing/tests/test_payments.py), /metrics a token or loopback only
+# (poolsaas/tests/test_operations.py).
+NOT_A_PAGE = {"home", "stripe_webhook", "metrics"}
 
 
 @pytest.fixture
