@@ -21,6 +21,11 @@ class Plan(models.Model):
     )
     api_requests_per_minute = models.PositiveIntegerField(default=600)
     ota_campaigns_per_month = models.PositiveIntegerField(default=5)
+    ota_own_releases = models.BooleanField(
+        "own OTA releases",
+        default=False,
+        help_text="The tenant's admins may upload their own firmware releases.",
+    )
     price_cents = models.PositiveIntegerField(
         default=0, help_text="Monthly price in cents (of `currency`)."
     )

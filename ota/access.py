@@ -38,7 +38,7 @@ def own_releases_allowed(*, tenant) -> bool:
     plan = getattr(tenant, "plan", None)
     if plan is None:
         return True
-    return bool(getattr(plan, "ota_own_releases", False))
+    return plan.ota_own_releases
 
 
 def releases_for_member(*, membership: Membership) -> QuerySet[Release]:

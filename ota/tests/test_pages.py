@@ -113,6 +113,19 @@ def test_plan_without_own_releases_hides_them(login, adam, own_release):
     response = client.get(reverse("ota_release_add"))
     assert response.status_code == 403
     assert b"Your plan does not include releases" in response.content
+    plan.ota_own_releases = True
+    plan.save()
+    page = client.get(reverse("ota_releases")).content.decode()
+    assert "1.5.0" in page and "Upload a release" in page
+    assert client.get(reverse("ota_release_add")).status_code == 200
+
+
+def test_the_business_plan_includes_own_releases(db):
+    from billing.models import Plan
+
+    assert set(
+        Plan.objects.filter(ota_own_releases=True).values_list("code", flat=True)
+    ) == {"business"}
 
 
 def test_admin_retires_own_release_audited(login, adam, own_release):
