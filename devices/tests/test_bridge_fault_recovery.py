@@ -29,13 +29,19 @@ import uuid
 
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from devices.models import Broker, Command, Device, Pool
 from devices.services import commands as command_services
 from devices.services.commands import command_send
-from devices.tests.test_bridge import HOST, PrivateMosquitto, Publisher, esp_id
+from devices.tests.test_bridge import (  # noqa: F401 - make_bridge: a fixture
+    HOST,
+    PrivateMosquitto,
+    Publisher,
+    esp_id,
+    make_bridge,
+)
 from devices.tests.test_bridge import wait_for as _wait_for
 from devices.tests.test_bridge_core import telemetry
 from devices.tests.test_bridge_scale import (  # noqa: F401 - fixtures
@@ -475,3 +481,45 @@ def test_a_database_restart_the_bridge_writes_everything_it_accepted(
     assert bridge.proc.poll() is None
     stats = final_stats(bridge)
     assert stats["db_errors"] >= 1, stats  # it did see the database go
+
+
+# --- the write path: an ack the database refused after the rows went in --------------
+
+
+def test_an_ack_the_database_refused_after_the_rows_is_retried_not_dropped(
+    make_bridge,  # noqa: F811
+    sims,  # noqa: F811
+    pool_a,
+    platform_broker,
+    prefix,  # noqa: F811
+    alice,
+    monkeypatch,
+):
+    """The database goes away between a batch's rows and its acks (the in-process
+    bridge, its command_ack refusing once as a dropped connection does): the ack is
+    kept and settled at the next try, and the rows are not written again."""
+    import devices.mqtt as room
+
+    real, refused = room.command_ack, []
+
+    def once_away(**kwargs):
+        if not refused:
+            refused.append(kwargs["command_id"])
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(**kwargs)
+
+    monkeypatch.setattr(room, "command_ack", once_away)
+    device = make(pool_a, platform_broker, prefix)
+    bridge = make_bridge()
+    assert bridge.wait_ready()
+    sims(device, interval=5)
+    wait_for(lambda: online(device), "the device online")
+    command = command_send(membership=alice, pool=pool_a, op="override_clear")
+    wait_for(lambda: settled([command]), "the command final")
+    assert refused == [command.code.hex]
+    assert statuses([command]) == ["done"]
+    assert bridge.write_failures >= 1
+    stamps = list(
+        TelemetrySample.objects.filter(device=device).values_list("ts", flat=True)
+    )
+    assert stamps and len(stamps) == len(set(stamps))
