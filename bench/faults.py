@@ -132,7 +132,6 @@ class Stack:
             MQTT_URL=f"mqtt://127.0.0.1:{s.mosquitto.port}",
             LOG_LEVEL="INFO",
             PYTHONUNBUFFERED="1",
-            COMMAND_TIMEOUT_SECONDS=str(args.command_timeout),
         )
         self.logs = s.folder
         self.bridges: dict[str, ServerProcess] = {}
@@ -534,7 +533,12 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=500, help="telemetry msg/s")
     parser.add_argument("--command-devices", type=int, default=5, help="of each kind")
     parser.add_argument("--command-rate", type=float, default=2.0, help="commands/s")
-    parser.add_argument("--command-timeout", type=int, default=15)
+    parser.add_argument(
+        "--command-timeout",
+        type=int,
+        default=15,
+        help="the servers' command timeout (settings.COMMAND_TIMEOUT_SECONDS, 15)",
+    )
     parser.add_argument("--down", type=float, default=2.0, help="s each service is off")
     parser.add_argument("--steady", type=float, default=5.0, help="s before and after")
     parser.add_argument("--faults", default="bridge,mosquitto,redis,postgres")

@@ -113,8 +113,12 @@ def test_commands_accepted_before_a_bridge_kill_are_delivered_or_failed(
     prefix,  # noqa: F811
     alice,
     monkeypatch,
+    settings,
     legacy,
 ):
+    # Time for a bridge to start on a busy machine before a command expires (one
+    # that did expire would be reported, but here each must be delivered).
+    settings.COMMAND_TIMEOUT_SECONDS = 300
     device = make(pool_a, platform_broker, prefix, legacy=legacy)
     # Its database poll runs once, at start: what it has not published by the
     # kill, it never will.
@@ -181,8 +185,10 @@ def test_a_broker_restart_under_traffic_the_bridge_reconnects_and_commands_go_ou
     pool_a,
     prefix,  # noqa: F811
     alice,
+    settings,
     legacy,
 ):
+    settings.COMMAND_TIMEOUT_SECONDS = 300  # a busy machine: delivered, not expired
     broker = Broker.objects.create(
         tenant=pool_a.tenant,
         name="Acme own",
@@ -443,7 +449,9 @@ def test_a_database_restart_the_bridge_writes_everything_it_accepted(
     platform_broker,
     prefix,  # noqa: F811
     alice,
+    settings,
 ):
+    settings.COMMAND_TIMEOUT_SECONDS = 300  # a busy machine: delivered, not expired
     device = make(pool_a, platform_broker, prefix)
     second = Pool.objects.create(tenant=pool_a.tenant, name="Acme second pool")
     other = make(second, platform_broker, prefix)
@@ -494,6 +502,7 @@ def test_an_ack_the_database_refused_after_the_rows_is_retried_not_dropped(
     prefix,  # noqa: F811
     alice,
     monkeypatch,
+    settings,
 ):
     """The database goes away between a batch's rows and its acks (the in-process
     bridge, its command_ack refusing once as a dropped connection does): the ack is
@@ -509,6 +518,7 @@ def test_an_ack_the_database_refused_after_the_rows_is_retried_not_dropped(
         return real(**kwargs)
 
     monkeypatch.setattr(room, "command_ack", once_away)
+    settings.COMMAND_TIMEOUT_SECONDS = 300  # a busy machine: delivered, not expired
     device = make(pool_a, platform_broker, prefix)
     bridge = make_bridge()
     assert bridge.wait_ready()
