@@ -462,8 +462,8 @@ def run_fault(name, inject, stack, fixture, stream, args, sent) -> dict:
         time.sleep(1)
     offered = sum(sent["sent"][first:last])
     skipped = sum(sent["skipped"][first:last])
-    commands = settle(stream, BASE + first, window_end, args.command_timeout + 20)
     return {
+        "window": (BASE + first, window_end),
         "fault": name,
         "outage": ended - began,
         "telemetry back": back_tel,
@@ -471,7 +471,6 @@ def run_fault(name, inject, stack, fixture, stream, args, sent) -> dict:
         "sent": offered,
         "stored": previous,
         "not sent": skipped,
-        **commands,
     }
 
 
@@ -542,6 +541,9 @@ def main() -> int:
     parser.add_argument("--down", type=float, default=2.0, help="s each service is off")
     parser.add_argument("--steady", type=float, default=5.0, help="s before and after")
     parser.add_argument("--faults", default="bridge,mosquitto,redis,postgres")
+    parser.add_argument(
+        "--settle", type=float, default=120, help="s after the timeout for the rest"
+    )
     parser.add_argument("--soak", type=float, default=0, help="minutes: RSS, no faults")
     parser.add_argument("--keep", action="store_true", help="keep the logs folder")
     args = parser.parse_args()
@@ -624,6 +626,12 @@ def main() -> int:
             rows.append(row)
             print(row, flush=True)
         stream.stop()
+        # Every accepted command must end final: what is still open after the
+        # timeout and then --settle s more (a busy machine's sweeps lag) is lost.
+        deadline = time.monotonic() + args.command_timeout + args.settle
+        for row in rows:
+            left = max(1.0, deadline - time.monotonic())
+            row.update(settle(stream, *row["window"], left))
         print_table(rows)
         load = os.getloadavg()
         print(f"\nload average at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
