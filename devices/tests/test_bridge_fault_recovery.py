@@ -97,7 +97,8 @@ def make(pool, broker, topic_prefix, *, legacy=False) -> Device:
 # it does); for ps1, commands its controller answers without a switching limit.
 OPS = {
     False: [("override_clear", None), ("pump", "ON"), ("override_clear", None)],
-    True: [("pump", "ON"), ("valve", 2), ("pump", "OFF")],
+    # (none undoes another: a v3.1 device may report only the last of a burst)
+    True: [("pump", "ON"), ("valve", 2), ("timer", {"mode": 2, "duration": 600})],
 }
 
 
