@@ -57,6 +57,8 @@ class LiveChannel:
         self.on_doorbell = on_doorbell
         # Set once the doorbell listens (its channel is in doorbell_group).
         self.doorbell_ready = threading.Event()
+        # Join doorbell_group again at the next receive (Redis was away).
+        self._rejoin = False
         self.window = window
         self.watch_interval = watch_interval
         self.loop = asyncio.new_event_loop()
@@ -278,9 +280,11 @@ class LiveChannel:
 
             async def receive():
                 nonlocal joined
-                if time.monotonic() - joined > GROUP_REJOIN:
+                # Also after Redis was away: a restarted Redis has forgotten the
+                # group, and rings would go nowhere until the next rejoin.
+                if self._rejoin or time.monotonic() - joined > GROUP_REJOIN:
                     await layer.group_add(self.doorbell_group, channel)
-                    joined = time.monotonic()
+                    joined, self._rejoin = time.monotonic(), False
                 try:
                     return await asyncio.wait_for(layer.receive(channel), GROUP_REJOIN)
                 except TimeoutError:
@@ -305,6 +309,7 @@ class LiveChannel:
             except RedisTimeoutError:
                 continue  # an idle blocking pop; nothing wrong
             except Exception:  # noqa: BLE001 - Redis away: the DB sweep carries on
+                self._rejoin = True
                 logger.warning("doorbell receive failed; retrying", exc_info=True)
                 await asyncio.sleep(1)
 

@@ -11,6 +11,8 @@ retained topics) is devices.mqtt.outgoing. See devices.bridge.rooms for the hook
 import logging
 import time
 
+from django.db import InterfaceError, OperationalError
+
 from billing.metering import samples_metered
 from devices.bridge.directory import LEGACY, iso
 from devices.bridge.rooms import Context, Message, Outbox, Room
@@ -36,6 +38,8 @@ logger = logging.getLogger(__name__)
 MAX_RETRY_SAMPLES = 200_000
 MAX_RETRY_EVENTS = 50_000
 MAX_RETRY_ACKS = 20_000
+# What a lost database connection raises: worth a retry, unlike a bad row.
+DB_AWAY = (OperationalError, InterfaceError)
 
 
 def pool_snapshot_messages(device: DeviceInfo) -> list[tuple[str, dict]]:
@@ -242,12 +246,16 @@ class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
             # good; the rest of the batch is written.
             out.counters["rows_dropped"] += sum(dropped.values())
             batch.events = [e for e in batch.events if e[0].pk not in dropped]
-        if batch.samples:
-            samples_metered(samples=batch.samples, dropped=dropped)
+        samples, written = batch.samples, batch.events
+        # Written: from here on a retry of this batch (a raise) is only for what is
+        # still unsettled, never the rows again.
+        batch.writes, batch.samples, batch.events = {}, [], []
+        if samples:
+            samples_metered(samples=samples, dropped=dropped)
         if out.live is not None:
             events = [
                 pool_event_message(device, ts=ts, kind=kind, message=message)
-                for device, ts, kind, message, _ in batch.events
+                for device, ts, kind, message, _ in written
                 if device.pool_hex
             ]
             if events:
@@ -255,9 +263,17 @@ class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
         self._settle_commands(batch)
 
     def _settle_commands(self, effects: Effects) -> None:
+        """Settle the batch's acks and v3.1 completions. Those the database could
+        not take (it went away after the rows were written) stay in `effects` and
+        the flush raises, so the writer retries them with the next batch: an ack the
+        bridge accepted is never dropped for an outage."""
         acks, rotations = split_rotation_acks(effects.acks)
+        retry_acks, retry_completions, failed = [], [], None
         # A rotation's ack (a `k…` id) settles the rotation, never a command.
-        settle_rotation_acks(rotations)
+        try:
+            settle_rotation_acks(rotations)
+        except DB_AWAY as exc:
+            retry_acks, failed = list(rotations), exc
         for device_pk, ack in acks:
             try:
                 command_ack(
@@ -267,16 +283,25 @@ class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
                     error=ack.get("error"),
                     reason=ack.get("reason"),
                 )
+            except DB_AWAY as exc:
+                retry_acks.append((device_pk, ack))
+                failed = exc
             except Exception:  # noqa: BLE001
                 logger.exception("cannot settle ack %s", ack.get("id"))
-        for command_pk, _device_pk in effects.completions:
+        for command_pk, device_pk in effects.completions:
             try:
                 command = Command.objects.select_related("actor").get(pk=command_pk)
                 command_complete(command=command)
             except Command.DoesNotExist:
                 pass
+            except DB_AWAY as exc:
+                retry_completions.append((command_pk, device_pk))
+                failed = exc
             except Exception:  # noqa: BLE001
                 logger.exception("cannot complete command %s", command_pk)
+        effects.acks, effects.completions = retry_acks, retry_completions
+        if failed is not None:
+            raise failed
 
     def stats(self) -> dict[str, int]:
         return {

@@ -6,6 +6,7 @@ REDIS_URL is set (updated by one Lua script, so concurrent web workers cannot bo
 the last token), the in-process LocMem cache otherwise.
 """
 
+import logging
 import math
 import threading
 import time
@@ -13,7 +14,11 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS, cache
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework.throttling import BaseThrottle
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_RATES = {"anon": 60, "user": 1200, "tenant": 600}
 
@@ -134,27 +139,59 @@ def buckets_take(wants: list[Want]) -> list[Bucket]:
         args = [now]
         for limit in limits:
             args += [limit, limit / 60.0]
-        flat = script(keys=keys, args=args) if keys else []
+        try:
+            flat = script(keys=keys, args=args) if keys else []
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            # Redis away (a restart): this process's own buckets meanwhile, so the
+            # API keeps answering, still limited (per process), instead of a 500.
+            _warn_fallback(exc)
+            return _take_locally(wants, limits, keys, now, _fallback_get, _fallback_set)
         return [
             Bucket(want.name, limit, bool(int(allowed)), float(tokens))
             for want, limit, allowed, tokens in zip(
                 wants, limits, flat[0::2], flat[1::2], strict=False
             )
         ]
+    return _take_locally(wants, limits, keys, now, cache.get, cache.set)
+
+
+def _take_locally(wants, limits, keys, now, get, put) -> list[Bucket]:
     taken = []
     with _local_lock:
         for want, limit, key in zip(wants, limits, keys, strict=True):
             rate = limit / 60.0
-            tokens, ts = cache.get(key) or (float(limit), now)
+            tokens, ts = get(key) or (float(limit), now)
             tokens = min(limit, tokens + max(0.0, now - ts) * rate)
             allowed = tokens >= 1
             if allowed:
                 tokens -= 1
-            cache.set(key, (tokens, now), timeout=math.ceil(limit / rate) + 1)
+            put(key, (tokens, now), timeout=math.ceil(limit / rate) + 1)
             taken.append(Bucket(want.name, limit, allowed, tokens))
             if not allowed:
                 break
     return taken
+
+
+# The buckets of this process while Redis is away: key -> (tokens, at).
+_fallback: dict[str, tuple[float, float]] = {}
+_fallback_warned = [0.0]
+
+
+def _fallback_get(key: str):
+    return _fallback.get(key)
+
+
+def _fallback_set(key: str, value, timeout: int) -> None:
+    if len(_fallback) > 100_000:
+        _fallback.clear()  # an outage long enough to fill it: start again
+    _fallback[key] = value
+
+
+def _warn_fallback(exc: Exception) -> None:
+    now = time.monotonic()
+    if now - _fallback_warned[0] > 10:
+        _fallback_warned[0] = now
+        logger.warning("rate limits: Redis away (%s); this process's buckets", exc)
 
 
 def bucket_take(*, key: str, per_minute: int, name: str) -> Bucket:
