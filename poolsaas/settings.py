@@ -7,6 +7,7 @@ and MQTT_URL to run on PostgreSQL, Redis/Celery and Mosquitto.
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from csp.constants import NONE, SELF
@@ -234,13 +235,20 @@ USAGE_METERING = env_bool("USAGE_METERING", True)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels-redis's pub/sub layer, bounded per socket and counted
+            # (poolsaas/live/layer.py; docs/architecture.md, "The live path").
+            "BACKEND": "poolsaas.live.layer.LiveChannelLayer",
             # redis-py 8 times out reads after 5 s by default, which breaks the
             # layer's blocking receive on an idle socket (channels_redis#422).
             "CONFIG": {
                 "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
-                "capacity": 1000,
-                "expiry": 30,
+                # Pub/sub channels are server-wide: named after the Redis database.
+                "prefix": env_str(
+                    "LIVE_CHANNEL_PREFIX",
+                    "poolsaas.db%s." % (urlsplit(REDIS_URL).path.strip("/") or "0"),
+                ),
+                # Per socket: messages it may be behind before it is resynchronised.
+                "capacity": env_int("LIVE_SOCKET_CAPACITY", 1000),
             },
         }
     }
