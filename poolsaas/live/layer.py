@@ -144,6 +144,14 @@ class LiveChannelLayer(RedisPubSubChannelLayer):
     async def group_send_many(self, pairs: list[tuple[str, dict]]) -> None:
         await self._get_layer().group_send_many(pairs)
 
+    async def close_pools(self) -> None:
+        """Close this loop's connections (as the core layer's close_pools). A plain
+        method: the pub/sub layer's attribute fallback needs a running loop, and the
+        bridge looks this up before running it."""
+        layer = self._layers.pop(asyncio.get_running_loop(), None)
+        if layer is not None:
+            await layer.flush()
+
     def _get_layer(self):
         loop = asyncio.get_running_loop()
         try:
