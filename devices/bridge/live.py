@@ -278,15 +278,22 @@ class LiveChannel:
             logger.info("bridge doorbell listening on %s", self.doorbell_group)
             self.doorbell_ready.set()
 
+            waiting: asyncio.Future | None = None
+
             async def receive():
-                nonlocal joined
+                nonlocal joined, waiting
                 if time.monotonic() - joined > GROUP_REJOIN:
                     await layer.group_add(self.doorbell_group, channel)
                     joined = time.monotonic()
-                try:
-                    return await asyncio.wait_for(layer.receive(channel), GROUP_REJOIN)
-                except TimeoutError:
-                    raise RedisTimeoutError from None
+                # Waited for, never cancelled while idle: the pub/sub layer forgets a
+                # channel whose receive is cancelled (poolsaas/live/layer.py).
+                if waiting is None:
+                    waiting = asyncio.ensure_future(layer.receive(channel))
+                done, _ = await asyncio.wait({waiting}, timeout=GROUP_REJOIN)
+                if not done:
+                    raise RedisTimeoutError
+                task, waiting = waiting, None
+                return task.result()
 
             await self._rings(receive)
         finally:

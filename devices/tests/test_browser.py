@@ -58,7 +58,7 @@ def _needs():
         pytest.skip("the live server process needs a database it can share")
 
 
-def _wait_healthy(port: int, proc, timeout=30.0):
+def _wait_healthy(port: int, proc, timeout=90.0):
     """Until daphne answers GET /api/health (a listening socket alone says nothing:
     the kernel accepts connections before daphne serves them)."""
     deadline = time.monotonic() + timeout

@@ -86,19 +86,31 @@ def world(olivia, carol, platform_broker, prefix):  # noqa: F811
 
 async def open_socket(base, membership, pool, seen, ready, gate):
     from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidHandshake
 
     url = base.replace("http://", "ws://") + f"/ws/pools/{pool.code.hex}/"
     # A few handshakes at a time: daphne closes one its application has not accepted
     # within 5 s, and each costs a login check on a shared, loaded machine.
+    # On a loaded machine a handshake may still miss daphne's 5 s: it is tried again
+    # (what is tested is the delivery, not the handshake's speed).
     async with gate:
-        ws = await connect(
-            url,
-            additional_headers={"Authorization": f"Bearer {access_token(membership)}"},
-            origin=base,
-            open_timeout=30,
-            compression=None,
-            ping_interval=None,
-        )
+        for attempt in range(10):
+            try:
+                ws = await connect(
+                    url,
+                    additional_headers={
+                        "Authorization": f"Bearer {access_token(membership)}"
+                    },
+                    origin=base,
+                    open_timeout=30,
+                    compression=None,
+                    ping_interval=None,
+                )
+                break
+            except (OSError, EOFError, InvalidHandshake):
+                if attempt == 9:
+                    raise
+                await asyncio.sleep(1)
         first = json.loads(await ws.recv())
     assert first["type"] == "snapshot", first
     ready.append(ws)
@@ -152,7 +164,7 @@ def test_every_socket_ends_with_its_pools_latest_state_after_a_burst(
         ready = []
         seen: list[list[float]] = []
         owners: list[int] = []
-        gate = asyncio.Semaphore(5)
+        gate = asyncio.Semaphore(3)
         for index, (membership, pool, _) in enumerate(pools):
             for _ in range(SOCKETS_PER_POOL):
                 seen.append([])

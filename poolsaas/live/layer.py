@@ -11,22 +11,24 @@ connection, and Redis pushes every message to it with no round trip per message.
 
 What this adds to channels_redis.pubsub.RedisPubSubChannelLayer:
 - each channel's queue (one per socket, in its web process) holds at most `capacity`
-  messages. A socket that falls that far behind loses its backlog as a whole, counted
-  in `drops`, and is handed one `live.resync` message instead: the consumers then
-  re-check access and send the full current state (a snapshot), so the client ends
-  with the latest state of everything it shows and is never silently missing updates;
+  messages. When a socket falls that far behind, its backlog is first merged (of each
+  pool's whole states only the newest is kept: latest state wins); if that is not
+  enough, the backlog goes as a whole, counted in `drops`, and one `live.resync`
+  message takes its place: the consumers then re-check access and send the full
+  current state (a snapshot), so the client ends with the latest state of everything
+  it shows and is never silently missing updates;
 - `group_send_many(pairs)`: several group messages in one pipelined round trip (the
   bridge's sender uses it for each burst of updates).
 
 Redis pub/sub channels ignore the database number, so the prefix (settings) names
-the Redis database: processes on another database never hear these messages.
+the Redis database: processes on another database never hear these messages. A
+channel known by name (the bridges' doorbell) stays on the core layer: queued until
+one bridge takes it.
 
 What pub/sub does not do, and where the project relies on it not mattering: a message
-to a channel or group with no subscriber at that moment is gone (the core layer kept
-it for `expiry` seconds). Pages read their state from the database when they join;
-the bridges' doorbell is backed by their database sweep; and every bridge that
-listens on the doorbell channel hears a ring (the claim is a conditional UPDATE, so
-a command is still published once).
+to a group with no subscriber at that moment is gone (the core layer kept it for
+`expiry` seconds). Pages read their state from the database after they join, and the
+rings to every bridge (DOORBELL_GROUP) are backed by the bridges' database sweep.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import asyncio
 import logging
 from collections import Counter
 
+from channels_redis.core import RedisChannelLayer
 from channels_redis.pubsub import (
     RedisPubSubChannelLayer,
     RedisPubSubLoopLayer,
@@ -49,7 +52,12 @@ logger = logging.getLogger(__name__)
 # Per channel (one socket): what it may be behind before it is resynchronised.
 DEFAULT_CAPACITY = 1000
 
-# Process-wide counts of what the layer threw away (read by stats and tests).
+# Whole states of one pool: a newer one makes an older one in a backlog worthless.
+MERGEABLE = frozenset({messages.POOL_STATE, messages.TENANT_POOL})
+
+# Process-wide counts (read by stats and tests): "merged", older states of a pool
+# dropped from a backlog for its newest; "messages" and "resyncs", backlogs dropped
+# whole for a resync.
 drops: Counter = Counter()
 
 
@@ -90,18 +98,6 @@ class LiveLoopLayer(RedisPubSubLoopLayer):
         self._shards = [LiveShard(shard.host, self) for shard in self._shards]
         self._resync = self.channel_layer.serialize(messages.live_resync())
 
-    def _name(self, channel: str) -> str:
-        """Redis pub/sub channels are server-wide (no database number): every name
-        carries the layer's prefix (settings: one per Redis database), so two
-        deployments or test runs on one Redis never hear each other's doorbell."""
-        return channel if channel.startswith(self.prefix) else self.prefix + channel
-
-    async def send(self, channel, message):
-        await super().send(self._name(channel), message)
-
-    async def receive(self, channel):
-        return await super().receive(self._name(channel))
-
     async def _subscribe_to_channel(self, channel):
         # Unbounded: deliver() bounds it, so that the newest message is never the
         # one refused.
@@ -113,17 +109,43 @@ class LiveLoopLayer(RedisPubSubLoopLayer):
         if queue.qsize() < self.capacity:
             queue.put_nowait(data)
             return
-        # Behind by `capacity`: drop the backlog, hand one resync instead.
-        dropped = 0
-        while not queue.empty():
-            queue.get_nowait()
-            dropped += 1
-        drops["messages"] += dropped + 1
+        # Behind by `capacity`. First, latest state wins: of each pool's states in
+        # the backlog only the newest is kept, in its place; everything else stays.
+        backlog = [queue.get_nowait() for _ in range(queue.qsize())] + [data]
+        kept = self._coalesce(backlog)
+        if len(kept) < self.capacity:
+            drops["merged"] += len(backlog) - len(kept)
+            for item in kept:
+                queue.put_nowait(item)
+            return
+        # Still too far behind: the backlog goes as a whole, and one resync (the
+        # socket's full state, read again) takes its place.
+        drops["messages"] += len(backlog)
         drops["resyncs"] += 1
         logger.warning(
-            "live channel %s fell %d messages behind: resynchronised", channel, dropped
+            "live channel %s fell %d messages behind: resynchronised",
+            channel,
+            len(backlog),
         )
         queue.put_nowait(self._resync)
+
+    def _coalesce(self, backlog: list[bytes]) -> list[bytes]:
+        kept: list[bytes] = []
+        seen: set[tuple[str, str]] = set()
+        for item in reversed(backlog):
+            try:
+                message = self.channel_layer.deserialize(item)
+            except Exception:  # noqa: BLE001 - kept as it is, never lost here
+                kept.append(item)
+                continue
+            kind, pool = message.get("type"), message.get("pool")
+            if kind in MERGEABLE and isinstance(pool, str):
+                if (kind, pool) in seen:
+                    continue
+                seen.add((kind, pool))
+            kept.append(item)
+        kept.reverse()
+        return kept
 
     async def group_send_many(self, pairs: list[tuple[str, dict]]) -> None:
         """Send each (group, message), one pipelined round trip per shard."""
@@ -139,10 +161,39 @@ class LiveLoopLayer(RedisPubSubLoopLayer):
 
 
 class LiveChannelLayer(RedisPubSubChannelLayer):
-    """settings.CHANNEL_LAYERS' backend when Redis is configured."""
+    """settings.CHANNEL_LAYERS' backend when Redis is configured.
+
+    Groups and the channels this layer makes (`new_channel`: every socket's, the
+    bridges' listeners) ride pub/sub. A channel known by name (the bridges' doorbell,
+    poolsaas.live.groups.DOORBELL) keeps channels-redis's core layer: a ring waits in
+    its list until one bridge takes it, as before."""
+
+    def __init__(self, hosts=None, prefix="poolsaas.", expiry=30, **kwargs):
+        super().__init__(hosts=hosts, prefix=prefix, **kwargs)
+        self.prefix = prefix
+        self._named = RedisChannelLayer(
+            hosts=hosts, expiry=expiry, capacity=kwargs.get("capacity", 100)
+        )
+
+    def _pubsub(self, channel: str) -> bool:
+        return channel.startswith(self.prefix)
+
+    async def send(self, channel, message):
+        if self._pubsub(channel):
+            return await self._get_layer().send(channel, message)
+        return await self._named.send(channel, message)
+
+    async def receive(self, channel):
+        if self._pubsub(channel):
+            return await self._get_layer().receive(channel)
+        return await self._named.receive(channel)
 
     async def group_send_many(self, pairs: list[tuple[str, dict]]) -> None:
         await self._get_layer().group_send_many(pairs)
+
+    async def flush(self):
+        await self._get_layer().flush()
+        await self._named.flush()
 
     async def close_pools(self) -> None:
         """Close this loop's connections (as the core layer's close_pools). A plain
@@ -151,6 +202,7 @@ class LiveChannelLayer(RedisPubSubChannelLayer):
         layer = self._layers.pop(asyncio.get_running_loop(), None)
         if layer is not None:
             await layer.flush()
+        await self._named.close_pools()
 
     def _get_layer(self):
         loop = asyncio.get_running_loop()
