@@ -9,8 +9,10 @@ tenant's."""
 import asyncio
 import gc
 import json
+import os
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -25,6 +27,28 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.django_db(transaction=True),
 ]
+
+
+@pytest.fixture(autouse=True)
+def pubsub_layer(monkeypatch, settings):
+    """The pub/sub layer (poolsaas/live/layer.py) here and in daphne (its env)."""
+    from django.conf import settings as live
+
+    monkeypatch.setenv("LIVE_CHANNEL_LAYER", "pubsub")
+    hosts = [{"address": live.REDIS_URL, "socket_timeout": None}]
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "poolsaas.live.layer.LiveChannelLayer",
+            "CONFIG": {
+                "hosts": hosts,
+                # As settings names it in daphne.
+                "prefix": os.environ.get("LIVE_CHANNEL_PREFIX")
+                or f"poolsaas.db{urlsplit(live.REDIS_URL).path.strip('/') or '0'}.",
+                "capacity": 1000,
+            },
+        }
+    }
+
 
 POOLS_PER_TENANT = 10
 SOCKETS_PER_POOL = 10  # 2 tenants x 10 pools x 10 sockets = 200 sockets
