@@ -38,6 +38,8 @@ SAMPLES_STORED = "samples_stored"
 # packets to and from its clients.
 GATEWAY_SOCKET_MINUTES = "socket_minutes:gateway"
 GATEWAY_MESSAGES = "gateway_messages"
+# Bytes of OTA chunks (header included) the bridges served (ota.mqtt).
+OTA_BYTES = "ota_bytes"
 # A gauge, not a counter: devices heard from since midnight UTC, one row per day,
 # taken from the devices' last_seen_at by the roll-up (nothing on the hot path).
 ACTIVE_DEVICES = "active_devices"

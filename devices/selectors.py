@@ -86,6 +86,22 @@ def device_get_for_member(
     return device
 
 
+def device_row_for_member(
+    *, membership: Membership, code, fields: list[str], action: str = Action.VIEW
+) -> dict:
+    """One device of the member's tenant as a row of `fields` (values()), for a
+    read that needs no model instance (the API's device state)."""
+    row = (
+        Device.objects.filter(tenant_id=membership.tenant_id, code=parse_code(code))
+        .values(*fields)
+        .first()
+    )
+    if row is None:
+        raise Http404("No such device.")
+    membership_require(membership=membership, action=action)
+    return row
+
+
 # --- Live dashboard reads (pool page, WebSocket snapshot) --------------------------
 # These take a pool already obtained through pool_get_for_member: the access check is
 # done once by the caller, and these only shape what the page and the socket show.

@@ -39,6 +39,7 @@ from firmware import protocol
 from gateway import access, codec, session, sockets, topics
 from gateway.usage import SocketUsage
 from poolsaas.live import groups as broadcast
+from poolsaas.metrics import SocketCount
 from poolsaas.middleware import _client_ip
 from poolsaas.request_context import RequestContext
 from tenants.auth import (
@@ -89,6 +90,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     """One MQTT client connection."""
 
     async def connect(self):
+        self.socket_count = SocketCount("gateway")
+        self.socket_count.opened()
         self.caller: Caller | None = None
         self.groups: set[str] = set()
         self.devices: list[access.DeviceView] = []
@@ -121,6 +124,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         await self._run_guarded(lambda: self.session.feed(bytes_data, time.monotonic()))
 
     async def disconnect(self, code):
+        if hasattr(self, "socket_count"):
+            self.socket_count.closed()
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()

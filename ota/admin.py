@@ -4,13 +4,28 @@ paused, resumed and cancelled through campaign_set_state (audited)."""
 from django.contrib import admin, messages
 
 from ota.models import Campaign, DeviceUpdate, Release
-from ota.services import campaign_set_state, release_create
+from ota.services import campaign_set_state, release_create, release_retire
 
 
 @admin.register(Release)
 class ReleaseAdmin(admin.ModelAdmin):
-    list_display = ("hardware_model", "version", "size", "chunk_count", "retired")
-    readonly_fields = ("sha256", "size", "chunk_count", "chunk_size")
+    list_display = (
+        "hardware_model",
+        "version",
+        "tenant",
+        "size",
+        "chunk_count",
+        "retired",
+    )
+    list_filter = ("hardware_model", "retired")
+    readonly_fields = ("sha256", "size", "chunk_count", "chunk_size", "retired")
+    raw_id_fields = ("tenant",)
+    actions = ["retire"]
+
+    @admin.action(description="Retire the selected releases")
+    def retire(self, request, queryset):
+        for release in queryset:
+            release_retire(actor=request.user, release=release)
 
     def save_model(self, request, obj, form, change):
         if change:  # the file and what was computed from it never change
@@ -21,6 +36,8 @@ class ReleaseAdmin(admin.ModelAdmin):
             hardware_model=obj.hardware_model,
             min_from_version=obj.min_from_version,
             notes=obj.notes,
+            tenant=obj.tenant,
+            actor=request.user,
         )
         obj.pk, obj.file = saved.pk, saved.file
         obj.sha256, obj.size, obj.chunk_count = (
@@ -31,13 +48,16 @@ class ReleaseAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         fields = super().get_readonly_fields(request, obj)
-        return (*fields, "file", "version", "hardware_model") if obj else fields
+        if obj:
+            return (*fields, "file", "version", "hardware_model", "tenant")
+        return fields
 
 
 class DeviceUpdateInline(admin.TabularInline):
     model = DeviceUpdate
     extra = 0
-    readonly_fields = ("device", "state", "percent", "reason", "attempts")
+    readonly_fields = ("device", "state", "percent", "reason", "attempts", "heard_at")
+    exclude = ("tenant", "consent_by")
 
 
 def _action(name):
@@ -56,7 +76,21 @@ def _action(name):
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
     list_display = ("pk", "tenant", "release", "state", "rate_per_minute")
+    list_filter = ("state",)
     inlines = [DeviceUpdateInline]
-    raw_id_fields = ("target_devices",)
-    readonly_fields = ("state", "claimed_until", "started_at", "offered_total")
+    raw_id_fields = ("target_devices", "target_pools")
+    readonly_fields = (
+        "state",
+        "state_reason",
+        "claimed_until",
+        "started_at",
+        "finished_at",
+        "enrolled_at",
+        "current_rate",
+        "credit",
+        "stepped_at",
+        "batch",
+        "batch_checked",
+        "offered_total",
+    )
     actions = [_action(a) for a in ("start", "pause", "resume", "cancel")]

@@ -65,6 +65,10 @@ class OtaRoom(Room):
         self.buckets: dict[int, _Bucket] = {}
         self._auth: dict[tuple[int, int], tuple[float, object]] = {}
         self._cache: collections.OrderedDict = collections.OrderedDict()
+        # OTA bytes served per tenant, for billing.metering (handed over each second)
+        self._tenant: dict[int, int] = {}
+        self.metered: collections.Counter = collections.Counter()
+        self._metered_at = now
 
     def handle(self, message: Message, ctx: Context) -> bool:
         try:
@@ -133,6 +137,8 @@ class OtaRoom(Room):
             .first()
         )
         release = update.campaign.release if update is not None else None
+        if update is not None:
+            self._tenant[device_pk] = update.tenant_id
         if len(self._auth) > 4 * MAX_WAITING:
             self._auth.clear()
         self._auth[key] = (now, release)
@@ -180,14 +186,27 @@ class OtaRoom(Room):
                 payload = HEADER.pack(campaign_id, index) + self._chunk(release, index)
                 if out.publish(broker_id, f"{root}ota/chunk", payload, qos=0):
                     self.chunks_sent += 1
+                    self.metered[self._tenant.get(pk)] += len(payload)
                 served += 1
                 index += 1
             if index < end:
                 want[3] = index
                 self.wants[pk] = want  # back of the line
                 self.deferred += 1
+        if self.metered and now - self._metered_at >= 1.0:
+            self._meter(now)
         if len(self.buckets) > 4 * MAX_WAITING:
             self.buckets = {pk: b for pk, b in self.buckets.items() if pk in self.wants}
+
+    def _meter(self, now: float) -> None:
+        """OTA bytes served per tenant to the usage counters (one round trip)."""
+        from billing import metering
+
+        counts, self.metered = self.metered, collections.Counter()
+        self._metered_at = now
+        metering.add_many(
+            {(t, metering.OTA_BYTES): n for t, n in counts.items() if t is not None}
+        )
 
     def publish(self, out: Outbox) -> None:
         """Offer the manifest to every device whose update is offered (again after

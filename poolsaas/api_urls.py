@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from poolsaas.api.auth_views import LoginView, LogoutView, RefreshView
 from poolsaas.api.errors import api_not_found
-from poolsaas.api.health import health
+from poolsaas.api.health import health, ready
 from poolsaas.api.schema import TenantJWTScheme  # noqa: F401 (registers the scheme)
 
 v1 = [
@@ -15,11 +15,13 @@ v1 = [
     path("", include("audit.api.urls")),
     path("", include("alerts.api.urls")),
     path("", include("billing.api.urls")),
+    path("ota/", include("ota.api.urls")),
 ]
 
 app_name = "api"
 urlpatterns = [
     path("health", health, name="health"),
+    path("ready", ready, name="ready"),
     path("login", LoginView.as_view(), name="login"),
     path("token/refresh", RefreshView.as_view(), name="token-refresh"),
     path("logout", LogoutView.as_view(), name="logout"),

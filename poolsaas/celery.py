@@ -3,12 +3,26 @@
 import os
 
 from celery import Celery
+from celery.signals import task_postrun, task_prerun
+
+from poolsaas.request_context import task_bind, task_unbind
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "poolsaas.settings")
 
 app = Celery("poolsaas")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@task_prerun.connect
+def _bind_task_id(task_id=None, **_):
+    task_bind(task_id)  # log lines and audit events of the task carry its id
+
+
+@task_postrun.connect
+def _unbind_task_id(task_id=None, **_):
+    task_unbind(task_id)
+
 
 # Periodic tasks (`celery -A poolsaas beat`). Each entry expires before the next run so
 # that a stalled worker does not pile them up.

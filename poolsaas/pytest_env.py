@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("DEBUG", "true")
+# The bridge's HTTP endpoint is off in tests unless a test asks for a port.
+os.environ.setdefault("BRIDGE_HTTP_PORT", "0")
 os.environ.setdefault(
     "POOLSAAS_VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test")
 )

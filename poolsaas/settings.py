@@ -298,6 +298,8 @@ else:
     CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
+# Workers log through LOGGING above (with the task id as request id), not Celery's own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 
 # The platform MQTT broker. Unset: the embedded broker that `make run` starts.
@@ -311,6 +313,15 @@ MQTT_DYNSEC_URL = env_str("MQTT_DYNSEC_URL", MQTT_URL)
 # Bridges share the platform broker's subscriptions ($share), so that several can run
 # side by side; off for a broker without them (the embedded one of `make run`).
 MQTT_SHARED_SUBSCRIPTIONS = env_bool("MQTT_SHARED_SUBSCRIPTIONS", True)
+# What operators watch (docs/operations.md). /api/ready waits this long for each
+# service; /metrics needs `Authorization: Bearer METRICS_TOKEN` (unset: this host only).
+READY_TIMEOUT = float(env_str("READY_TIMEOUT", "2"))
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# The bridge's /health, /ready and /metrics (devices.bridge.probes); port 0: off.
+BRIDGE_HTTP_HOST = env_str("BRIDGE_HTTP_HOST", "127.0.0.1")
+BRIDGE_HTTP_PORT = env_int("BRIDGE_HTTP_PORT", 9108)
+# The bridge is not ready while its ingest lags more than this (seconds).
+BRIDGE_READY_MAX_LAG = float(env_str("BRIDGE_READY_MAX_LAG", "10"))
 # The MQTT rooms the bridge routes device topics to (devices.bridge.rooms): one per
 # app that speaks MQTT, each a dotted path to a callable returning a Room.
 BRIDGE_ROOMS = ["devices.mqtt.DevicesRoom", "ota.mqtt.OtaRoom"]
@@ -328,6 +339,11 @@ OTA_SECRET = env_str("OTA_SECRET", "")
 # chunks per second in all and per device (a chunk is up to 4 KB).
 OTA_CHUNKS_PER_S = env_int("OTA_CHUNKS_PER_S", 200)
 OTA_DEVICE_CHUNKS_PER_S = env_int("OTA_DEVICE_CHUNKS_PER_S", 16)
+# How long a Celery worker holds a campaign for its step (ota.services.steps); a
+# dead worker's claim lapses after it. OTA_STEP_OFFER_DELAY_MS slows each offer
+# (tests only: lets a test kill a worker in the middle of a step).
+OTA_CLAIM_S = env_int("OTA_CLAIM_S", 55)
+OTA_STEP_OFFER_DELAY_MS = env_int("OTA_STEP_OFFER_DELAY_MS", 0)
 # Tenants' own brokers may point at loopback/private addresses only in development;
 # in production that would let a tenant reach our internal network (SSRF).
 BROKER_ALLOW_PRIVATE_HOSTS = env_bool("BROKER_ALLOW_PRIVATE_HOSTS", DEBUG)
@@ -388,6 +404,9 @@ SPECTACULAR_SETTINGS = {
         # Alerts and invoices both have a `kind`: each gets its own name.
         "AlertKindEnum": "alerts.models.Kind",
         "InvoiceKindEnum": "billing.models.Invoice.Kind",
+        # Campaigns and their devices both have a `state` (and so do alerts).
+        "CampaignStateEnum": "ota.models.Campaign.State",
+        "DeviceUpdateStateEnum": "ota.models.DeviceUpdate.State",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
@@ -455,9 +474,19 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+        "plain": {
+            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+        }
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Every line carries its request id: a web request's, a task's, a command's.
+    "filters": {"request_id": {"()": "poolsaas.request_context.RequestIdFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"axes": {"level": "WARNING"}, "daphne": {"level": "WARNING"}},
 }

@@ -3,6 +3,8 @@ from django.http import HttpResponsePermanentRedirect
 from django.templatetags.static import static
 from django.urls import include, path
 
+from poolsaas.api.health import metrics
+
 
 def favicon(request):
     # Pages link the SVG icon; browsers still ask for /favicon.ico on the others
@@ -12,12 +14,14 @@ def favicon(request):
 
 urlpatterns = [
     path("favicon.ico", favicon),
+    path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/", include("poolsaas.api_urls")),
     path("", include("tenants.urls")),
     path("", include("devices.urls")),
     path("", include("telemetry.urls")),
     path("", include("alerts.urls")),
+    path("", include("ota.urls")),
     path("audit/", include("audit.urls")),
     path("billing/", include("billing.urls")),
     path("", include("gateway.urls")),

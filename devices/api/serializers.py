@@ -276,8 +276,11 @@ class DeviceCreatedSerializer(DeviceSerializer):
 
 
 class DeviceStateSerializer(serializers.ModelSerializer):
-    device = serializers.CharField(source="code.hex", read_only=True)
-    pool = serializers.SerializerMethodField()
+    # Columns only: the state is read as a row (poolsaas.api.rows).
+    device = serializers.UUIDField(source="code", format="hex", read_only=True)
+    pool = serializers.UUIDField(
+        source="pool.code", format="hex", read_only=True, allow_null=True
+    )
     state = serializers.JSONField(
         read_only=True,
         help_text="pump, valve, timer, temperature, wifi, uptime, mem_free, "
@@ -296,9 +299,6 @@ class DeviceStateSerializer(serializers.ModelSerializer):
             "config_version_applied",
         ]
         read_only_fields = fields
-
-    def get_pool(self, device) -> str | None:
-        return device.pool.code.hex if device.pool_id else None
 
 
 class CommandSerializer(serializers.ModelSerializer):

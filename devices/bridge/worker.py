@@ -16,6 +16,8 @@ import time
 
 from django.db import close_old_connections, connection, reset_queries
 
+from poolsaas import metrics
+
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 5000
@@ -61,6 +63,7 @@ class WorkerThreads:
             except queue.Empty:
                 item = None
             if item is not None:
+                metrics.burst_started(self, item[3])
                 started = time.perf_counter()
                 dispatch(*item)
                 for _ in range(MAX_BATCH):
@@ -116,11 +119,15 @@ class WorkerThreads:
                         self._flush({}, now=True)  # a last try on the way out
                     break
                 started = time.perf_counter()
+                self.write_started = time.monotonic()
                 self._flush(batches)
+                self.write_started = None
                 # With DEBUG on, Django keeps every query (with its parameters) of a
                 # connection; a long-running thread must drop them like a request.
                 reset_queries()
-                self.busy["write"] += time.perf_counter() - started
+                took = time.perf_counter() - started
+                self.busy["write"] += took
+                metrics.WRITE_SECONDS.observe(took)
                 self._writer_idle.set()
         finally:
             self._writer_idle.set()

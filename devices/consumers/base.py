@@ -17,6 +17,7 @@ from django.http import Http404
 from poolsaas.api.parsers import json_loads_bounded
 from poolsaas.live import groups as broadcast
 from poolsaas.live import messages
+from poolsaas.metrics import SocketCount
 from poolsaas.middleware import _client_ip
 from poolsaas.request_context import RequestContext
 from tenants.auth import (
@@ -109,6 +110,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     live_group: str | None = None
 
     async def connect(self):
+        self.socket_count = SocketCount("live")
+        self.socket_count.opened()
         self.caller: Caller | None = None
         self.groups_joined: list[str] = []
         self._auth_timer = None
@@ -235,6 +238,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         await dispatch_live(self, message, super().dispatch)
 
     async def disconnect(self, code):
+        if hasattr(self, "socket_count"):
+            self.socket_count.closed()
         for timer in (self._auth_timer, self._expiry_timer):
             if timer is not None:
                 timer.cancel()

@@ -67,3 +67,18 @@ class TenantConsumer(LiveConsumer):
                 "alert": message.get("alert") or {},
             }
         )
+
+    async def ota_update(self, message):
+        # A device's update in one of the tenant's campaigns moved (ota.live).
+        await self.send_json(
+            {
+                "type": "ota",
+                "update": {
+                    "campaign": message.get("campaign"),
+                    "device": message.get("device"),
+                    "state": message.get("state"),
+                    "percent": message.get("percent"),
+                    "reason": message.get("reason") or "",
+                },
+            }
+        )

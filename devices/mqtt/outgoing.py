@@ -35,6 +35,7 @@ from devices.services.commands import (
 from devices.services.programs import devices_config_messages
 from firmware import protocol
 from poolsaas.live import messages
+from poolsaas.request_context import command_log_context
 
 logger = logging.getLogger(__name__)
 
@@ -103,11 +104,12 @@ class Outgoing:
             message = self._rung.popleft()
             if brokers is None:
                 brokers = out.brokers()
-            try:
-                self._publish_rung(message, out, brokers)
-            except Exception:  # noqa: BLE001 - the sweep publishes it instead
-                out.db_error()
-                logger.exception("cannot publish a rung command; the sweep will")
+            with command_log_context(message.get("command")):
+                try:
+                    self._publish_rung(message, out, brokers)
+                except Exception:  # noqa: BLE001 - the sweep publishes it instead
+                    out.db_error()
+                    logger.exception("cannot publish a rung command; the sweep will")
 
     def _publish_rung(self, message: dict, out: Outbox, brokers: dict) -> None:
         command_id, topic, payload = (

@@ -33,6 +33,7 @@ from devices.services.events import pool_event_broadcast
 from firmware import protocol
 from poolsaas.live import messages
 from poolsaas.live.groups import broadcast, doorbell_ring_bridges, pool_group
+from poolsaas.metrics import command_reached
 from tenants.models import Membership
 from tenants.roles import Action
 from tenants.selectors import membership_require
@@ -345,6 +346,8 @@ def _command_create(
         if command.is_final:
             command.completed_at = now
         command.save()
+        reached = (command.status, now) if command.is_final else ("created", None)
+        transaction.on_commit(lambda: command_reached(*reached))
         if command.status == Command.Status.PENDING:
             # Registered first, so that it is the first thing sent after commit
             # (before the page's and the log's broadcasts).
@@ -467,6 +470,8 @@ def _finish(
         if not done:
             return False
         command.status, command.error, command.completed_at = status, error[:300], now
+        created_at = command.__dict__.get("created_at")
+        transaction.on_commit(lambda: command_reached(status, created_at))
         _event(command=command, data=data)
     return True
 

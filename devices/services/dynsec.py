@@ -477,3 +477,64 @@ def dynsec_devices_bind_client_ids(
             )
             bound.append(device_id)
     return bound
+
+
+def _acl_key(acl: dict[str, Any]) -> tuple[str, str, bool]:
+    return (acl.get("acltype", ""), acl.get("topic", ""), bool(acl.get("allow")))
+
+
+def dynsec_devices_sync_acls(
+    *, devices: Iterable[tuple[str, str]], config: DynsecConfig | None = None
+) -> list[str]:
+    """Bring each device role's ACL to what `device_acls` says today (the upgrade
+    step when a release adds topics, as OTA's did); `devices` are (device id, topic
+    prefix) pairs. Returns the ids whose role changed.
+
+    Only roles this module made are touched (the device client's textname and sole
+    role are checked first); stale entries are removed and missing ones added, so
+    a device keeps its connection and the topics it already had."""
+    changed = []
+    with DynsecClient(config) as admin:
+        for device_id, prefix in devices:
+            if device_id in reserved_usernames():
+                continue
+            role = role_name(device_id)
+            client_answer, role_answer = admin.execute(
+                [
+                    {"command": "getClient", "username": device_id},
+                    {"command": "getRole", "rolename": role},
+                ]
+            )
+            client = (client_answer.get("data") or {}).get("client") or {}
+            if client_answer.get("error") or not _is_device_client(client, device_id):
+                continue
+            if role_answer.get("error"):
+                raise DynsecError(f"getRole {role}: {role_answer['error']}")
+            have = {
+                _acl_key(acl)
+                for acl in ((role_answer.get("data") or {}).get("role") or {}).get(
+                    "acls"
+                )
+                or ()
+            }
+            want = {
+                _acl_key(acl) for acl in device_acls(prefix=prefix, device_id=device_id)
+            }
+            if have == want:
+                continue
+            commands = [
+                {"command": "removeRoleACL", "rolename": role, "acltype": t, "topic": p}
+                for t, p, _ in sorted(have - want)
+            ] + [
+                {
+                    "command": "addRoleACL",
+                    "rolename": role,
+                    "acltype": t,
+                    "topic": p,
+                    "allow": allow,
+                }
+                for t, p, allow in sorted(want - have)
+            ]
+            admin.run(commands)
+            changed.append(device_id)
+    return changed

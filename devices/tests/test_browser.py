@@ -60,7 +60,8 @@ def _needs():
 
 def _wait_healthy(port: int, proc, timeout=90.0):
     """Until daphne answers GET /api/health (a listening socket alone says nothing:
-    the kernel accepts connections before daphne serves them)."""
+    the kernel accepts connections before daphne serves them). 30 s ran out at
+    load 35 (nine engineers' suites on two cores)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

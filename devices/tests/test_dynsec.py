@@ -28,6 +28,8 @@ from devices.services.dynsec import (
     dynsec_device_delete,
     dynsec_device_exists,
     dynsec_devices_bind_client_ids,
+    dynsec_devices_sync_acls,
+    role_name,
 )
 
 DYNSEC_PORT = int(os.environ.get("POOLSAAS_TEST_DYNSEC_PORT", "18883"))
@@ -421,6 +423,59 @@ def test_existing_clients_get_their_client_id_bound(clients, created, dynsec_bro
     ) == [device_id]
     assert not clients("anything-else-2").connect(device_id, password)
     assert clients(device_id).connect(device_id, password)
+
+
+@pytest.mark.mqtt
+def test_roles_made_before_ota_are_brought_up_to_date(
+    clients, watcher, created, dynsec_broker
+):
+    """A device provisioned before the OTA topics existed (its role without them)
+    gets them from dynsec_devices_sync_acls (`manage.py dynsec_sync_acls`), and its
+    other topics stay; a second run changes nothing, and what is not one of our
+    device clients is left alone."""
+    mine, password = created(watcher.prefix)
+    root = f"{watcher.prefix}/{mine}"
+    role = role_name(mine)
+    ota = [
+        a
+        for a in device_acls(prefix=watcher.prefix, device_id=mine)
+        if "/ota/" in a["topic"]
+    ]
+    assert ota
+    with DynsecClient(dynsec_broker) as admin:
+        admin.run(
+            [
+                {
+                    "command": "removeRoleACL",
+                    "rolename": role,
+                    "acltype": a["acltype"],
+                    "topic": a["topic"],
+                }
+                for a in ota
+            ]
+            + [
+                {
+                    "command": "addRoleACL",
+                    "rolename": role,
+                    "acltype": "subscribeLiteral",
+                    "topic": f"{root}/stale",
+                    "allow": True,
+                }
+            ]
+        )
+    old = clients(mine)
+    assert old.connect(mine, password)
+    assert not old.subscribe(f"{root}/ota/offer")
+    old.close()
+
+    devices = [(mine, watcher.prefix), (random_device_id(), watcher.prefix)]
+    assert dynsec_devices_sync_acls(devices=devices, config=dynsec_broker) == [mine]
+    assert dynsec_devices_sync_acls(devices=devices, config=dynsec_broker) == []
+    device = clients(mine)
+    assert device.connect(mine, password)
+    assert device.subscribe(f"{root}/ota/offer")
+    assert device.subscribe(f"{root}/cmd")
+    assert not device.subscribe(f"{root}/stale")
 
 
 @pytest.mark.mqtt

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from django.db.models import Model, QuerySet
 from django.http import Http404
-from rest_framework import viewsets
+from rest_framework import mixins, viewsets
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
@@ -23,6 +23,7 @@ from billing import metering
 from poolsaas.api.authentication import TenantJWTAuthentication
 from poolsaas.api.errors import PreconditionFailed, PreconditionRequired, Throttled
 from poolsaas.api.pagination import Pagination
+from poolsaas.api.rows import row_reader
 from poolsaas.api.throttling import (
     AnonThrottle,
     TenantThrottle,
@@ -96,6 +97,19 @@ class ApiViewMixin:
 
 class ApiView(ApiViewMixin, APIView):
     pass
+
+
+class ListAsRowsMixin(mixins.ListModelMixin):
+    """The list action, read as rows (poolsaas.api.rows) for a serializer that
+    reads only columns: the same JSON as ListModelMixin's, without building a
+    model instance per row. Filters, ordering and pagination apply as usual."""
+
+    def list(self, request, *args, **kwargs):
+        reader = row_reader(self.get_serializer_class())
+        rows = self.filter_queryset(self.get_queryset()).values(*reader.paths)
+        return self.get_paginated_response(
+            reader.represent(self.paginate_queryset(rows))
+        )
 
 
 class TenantScopedViewSet(ApiViewMixin, viewsets.GenericViewSet):

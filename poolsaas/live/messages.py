@@ -10,6 +10,7 @@ Group messages (to browsers' sockets):
   pool.state, pool.command, pool.event, pool.settings,
   pool.alert                                           -> PoolConsumer (pool.<hex>)
   tenant.pool, tenant.alert                            -> TenantConsumer (tenant.<hex>)
+  ota.update                                           -> TenantConsumer (tenant.<hex>)
   access.changed                                       -> both consumers (user.<hex>)
   live.resync        (from the layer itself, poolsaas.live.layer, to one socket that
                       fell behind)                    -> every live consumer
@@ -29,6 +30,7 @@ TENANT_POOL = "tenant.pool"
 POOL_ALERT = "pool.alert"
 TENANT_ALERT = "tenant.alert"
 ACCESS_CHANGED = "access.changed"
+OTA_UPDATE = "ota.update"
 COMMAND_NEW = "command.new"
 CONFIG_PUBLISH = "config.publish"
 RETAINED_CLEAR = "device.retained_clear"
@@ -84,6 +86,22 @@ def tenant_alert(*, pool: str, alert: dict) -> dict[str, Any]:
     """The same alert change for the tenant's overview (alerts.services ->
     TenantConsumer.tenant_alert)."""
     return {"type": TENANT_ALERT, "pool": pool, "alert": alert}
+
+
+def ota_update(
+    *, campaign: str, device: str, state: str, percent: int, reason: str
+) -> dict[str, Any]:
+    """A device's update in a campaign changed state or progress (ota.live ->
+    TenantConsumer.ota_update); `campaign` is the campaign's code (hex), `device`
+    the device's code (hex)."""
+    return {
+        "type": OTA_UPDATE,
+        "campaign": campaign,
+        "device": device,
+        "state": state,
+        "percent": percent,
+        "reason": reason,
+    }
 
 
 def access_changed() -> dict[str, Any]:

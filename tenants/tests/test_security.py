@@ -89,6 +89,12 @@ def page_urls(world) -> dict[str, str]:
         "invoice_detail": uuid.uuid4(),
         "invoice_pdf": uuid.uuid4(),
         "invoice_csv": uuid.uuid4(),
+        "ota_campaign_detail": uuid.uuid4(),
+        "ota_campaign_live": uuid.uuid4(),
+        "ota_campaign_state": uuid.uuid4(),
+        "ota_release_retire": uuid.uuid4(),
+        "ota_device": uuid.uuid4(),
+        "ota_consent": (world["pool"].code, uuid.uuid4()),
     }
     names = {
         "pools",
@@ -106,12 +112,20 @@ def page_urls(world) -> dict[str, str]:
         "invoices",
         "alerts",
         "alert_rules",
+        "ota_campaigns",
+        "ota_campaign_add",
+        "ota_releases",
+        "ota_release_add",
         *code,
     }
-    return {
-        name: reverse(name, args=[code[name]] if name in code else [])
-        for name in sorted(names)
-    }
+
+    def args(name):
+        if name not in code:
+            return []
+        value = code[name]
+        return list(value) if isinstance(value, tuple) else [value]
+
+    return {name: reverse(name, args=args(name)) for name in sorted(names)}
 
 
 def test_every_named_page_is_covered_here(world):
@@ -185,6 +199,11 @@ def _csrf_posts(world) -> dict[str, str]:
         "pool_rules",
         "alert_acknowledge",
         "alert_resolve",
+        "ota_release_add",
+        "ota_release_retire",
+        "ota_campaign_add",
+        "ota_campaign_state",
+        "ota_consent",
     }
     posts = {name: urls[name] for name in state_changing}
     posts["tenant_switch"] = reverse("tenant_switch")

@@ -17,6 +17,7 @@ from devices.api.views.openapi import (
     _paginated,
 )
 from devices.models import Device
+from poolsaas.api.rows import row_reader
 from poolsaas.api.viewsets import TenantScopedViewSet
 from tenants.roles import Action
 
@@ -164,7 +165,12 @@ class DeviceViewSet(
     )
     @action(detail=True, methods=["get"])
     def state(self, request, code=None):
-        return Response(s.DeviceStateSerializer(self.get_object()).data)
+        reader = row_reader(s.DeviceStateSerializer)
+        with self.not_found():
+            row = selectors.device_row_for_member(
+                membership=self.membership, code=code, fields=reader.paths
+            )
+        return Response(reader.represent_one(row))
 
     @extend_schema(
         methods=["POST"],

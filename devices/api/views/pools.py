@@ -18,7 +18,7 @@ from devices.api.views.openapi import (
     _paginated,
 )
 from devices.models import Pool
-from poolsaas.api.viewsets import TenantScopedViewSet
+from poolsaas.api.viewsets import ListAsRowsMixin, TenantScopedViewSet
 from tenants.roles import Action
 
 
@@ -68,9 +68,7 @@ class PoolFilter(django_filters.FilterSet):
         ],
     ),
 )
-class PoolViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet
-):
+class PoolViewSet(ListAsRowsMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
     queryset = Pool.objects.none()
     serializer_class = s.PoolSerializer
     list_selector = selectors.pools_for_member

@@ -12,6 +12,7 @@ import threading
 
 from django.core.management.base import BaseCommand
 
+from devices.bridge import probes
 from devices.bridge.runner import Bridge
 from poolsaas.request_context import RequestContext, bind_request_context
 
@@ -32,6 +33,12 @@ class Command(BaseCommand):
             type=float,
             default=None,
             help="seconds a broker lease lasts unrenewed (3 refresh intervals, >= 10)",
+        )
+        parser.add_argument(
+            "--http-port",
+            type=int,
+            default=None,
+            help="port of /health, /ready, /metrics (BRIDGE_HTTP_PORT; 0: off)",
         )
         parser.add_argument(
             "--run-for", type=float, default=None, help="stop after N seconds"
@@ -56,7 +63,10 @@ class Command(BaseCommand):
                 stats_interval=options["stats_interval"],
                 lease_ttl=options["lease_ttl"],
             ).start()
+            endpoint = probes.serve(bridge, port=options["http_port"])
             self.stdout.write(f"mqtt bridge {bridge.name} running")
             done.wait(options["run_for"])
             bridge.stop()
+            if endpoint is not None:
+                endpoint.stop()
             self.stdout.write(f"mqtt bridge stopped: {bridge.stats()}")

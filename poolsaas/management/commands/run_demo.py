@@ -181,7 +181,7 @@ class Command(BaseCommand):
                 ],
                 env,
             )
-            if not _wait_port(WEB_HOST, options["port"], 30):
+            if not _wait_port(WEB_HOST, options["port"], 90):
                 raise CommandError(
                     "The web server did not start; see its output above."
                 )
