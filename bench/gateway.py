@@ -68,6 +68,7 @@ import math
 import multiprocessing as mp
 import os
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -536,7 +537,9 @@ def main() -> int:
     try:
         bridge.wait_stats(lambda s: s.get("devices") == args.clients, timeout=60)
         bridge.wait_stats(lambda s: all(s.get("connections", {0: 0}).values()))
-        web = DaphneProcess(env, port, profile=args.profile)
+        # daphne's log: the layer's resyncs (a socket that fell behind) are counted.
+        web_log = tempfile.TemporaryFile("w+")
+        web = DaphneProcess(env, port, profile=args.profile, stderr=web_log)
         web.wait_ready()
         answer = login(port, world[0]["email"])
         world[0]["token"], world[0]["client_id"] = answer["token"], answer["clientId"]
@@ -555,6 +558,8 @@ def main() -> int:
         )  # fmt: skip
         sent_bytes, pub_elapsed, pub_cpu = result.get(timeout=duration + 60)
         pub.join(10)
+        web_log.seek(0)
+        figures["resyncs"] = sum(1 for row in web_log if "resynchronised" in row)
         report(args, figures, sent_bytes, pub_elapsed, pub_cpu, bridge)
     finally:
         if web is not None:
@@ -749,9 +754,13 @@ def report(args, figures, sent_bytes, pub_elapsed, pub_cpu, bridge):
     # channels-redis drops a group message for a process whose inbox (all its sockets'
     # channels share one Redis key) holds `capacity` messages, and logs it.
     dropped = sum(1 for entry in bridge.log if "over capacity" in entry)
+    # The pub/sub layer (poolsaas/live/layer.py) drops only a whole backlog of a
+    # socket that fell behind, and hands it a resync (its full state) instead.
+    resyncs = figures.get("resyncs", 0)
     print(
         f"bridge: accepted {stats.get('accepted', 0):,}, live {stats.get('live')}; "
-        f"group sends that found daphne's inbox full (dropped): {dropped:,}"
+        f"group sends that found daphne's inbox full (dropped): {dropped:,}; "
+        f"sockets resynchronised after falling behind: {resyncs:,}"
     )
     print(
         "summary: "

@@ -26,7 +26,6 @@ import time
 from collections import defaultdict
 
 from asgiref.sync import sync_to_async
-from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -36,7 +35,7 @@ from django.http import Http404
 
 from billing import metering
 from billing.services import plan_rate_take
-from devices.consumers.base import Bucket
+from devices.consumers.base import Bucket, dispatch_live
 from firmware import protocol
 from gateway import access, codec, session, sockets, topics
 from gateway.usage import SocketUsage
@@ -97,6 +96,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self.caller: Caller | None = None
         self.groups: set[str] = set()
         self.devices: list[access.DeviceView] = []
+        # pool hex -> its devices, so a live state looks at its own pool's only.
+        self.by_pool: dict[str, list[access.DeviceView]] = {}
         # topic -> payload last sent (or built) for it: live changes are the diff.
         self.last: dict[str, bytes] = {}
         self.commands = Bucket(rate=COMMAND_RATE, burst=COMMAND_BURST)
@@ -142,10 +143,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         await self._end()
 
     async def dispatch(self, message):
-        # A channel message this consumer does not know is skipped.
-        if getattr(self, get_handler_name(message), None) is None:
-            return
-        await super().dispatch(message)
+        # Unknown types are skipped; pool.state runs without the database thread hop.
+        await dispatch_live(self, message, super().dispatch)
 
     async def _run_guarded(self, produce):
         """Carry out the session's actions; anything unexpected closes this socket
@@ -302,7 +301,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             group, {"type": "gateway.takeover", "channel": self.channel_name}
         )
         await self._join(group)
-        self.devices = await database_sync_to_async(access.tenant_devices)(caller)
+        self._set_devices(await database_sync_to_async(access.tenant_devices)(caller))
         return codec.ACCEPTED
 
     # --- SUBSCRIBE / UNSUBSCRIBE -----------------------------------------------
@@ -316,8 +315,17 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                 index[topic] = device
         return index
 
+    def _set_devices(self, devices: list[access.DeviceView]) -> None:
+        self.devices = devices
+        by_pool: dict[str, list[access.DeviceView]] = {}
+        for device in devices:
+            by_pool.setdefault(device.pool_hex, []).append(device)
+        self.by_pool = by_pool
+
     async def _subscribe(self, action: session.Subscribe):
-        self.devices = await database_sync_to_async(access.tenant_devices)(self.caller)
+        self._set_devices(
+            await database_sync_to_async(access.tenant_devices)(self.caller)
+        )
         index = self._topic_index()
         codes = []
         wanted: list[str] = []
@@ -461,19 +469,38 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                 await self._shut("internal error")
 
     async def _pool_state(self, message):
-        pool_hex = message.get("pool")
         now = time.time()
-        for device in self.devices:
-            if device.pool_hex != pool_hex:
-                continue
-            before = {
-                t: v for t, v in self.last.items() if t.startswith(device.root + "/")
-            }
-            after = self._state_of(
+        for device in self.by_pool.get(message.get("pool"), ()):
+            await self._show(
                 device, message.get("state") or {}, bool(message.get("online")), now
             )
-            for topic, payload in topics.changed(before, after):
-                await self._deliver(topic, payload)
+
+    async def _show(self, device, state, online, now):
+        """Deliver what changed of one device's topics against what was sent."""
+        before = {t: v for t, v in self.last.items() if t.startswith(device.root + "/")}
+        after = self._state_of(device, state, online, now)
+        for topic, payload in topics.changed(before, after):
+            await self._deliver(topic, payload)
+
+    async def live_resync(self, message):
+        """This socket fell behind and its backlog was dropped (poolsaas.live.layer):
+        access is checked again, then every device's current state is read and what
+        differs from what the client last got is delivered."""
+        await self.access_changed(message)
+        async with self._lock:
+            if self._closed or self.caller is None:
+                return
+            try:
+                self._set_devices(
+                    await database_sync_to_async(access.tenant_devices)(self.caller)
+                )
+                await self._sync_groups()
+                now = time.time()
+                for device in self.devices:
+                    await self._show(device, device.state, device.online, now)
+            except Exception:
+                logger.exception("gateway: a resync failed")
+                await self._shut("internal error")
 
     async def access_changed(self, message):
         async with self._lock:

@@ -7,6 +7,7 @@ and MQTT_URL to run on PostgreSQL, Redis/Celery and Mosquitto.
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from csp.constants import NONE, SELF
@@ -232,18 +233,36 @@ REDIS_URL = env_str("REDIS_URL", "")
 # Usage counters (billing.metering) in Redis; off only to measure what they cost.
 USAGE_METERING = env_bool("USAGE_METERING", True)
 if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # redis-py 8 times out reads after 5 s by default, which breaks the
-            # layer's blocking receive on an idle socket (channels_redis#422).
+    # "pubsub": channels-redis's pub/sub layer, bounded per socket and counted
+    # (poolsaas/live/layer.py; docs/architecture.md, "The live path"). "core": the
+    # list-per-process layer, the default until the tests that listen across event
+    # loops (async_to_sync per call) are ported.
+    LIVE_CHANNEL_LAYER = env_str("LIVE_CHANNEL_LAYER", "core")
+    # redis-py 8 times out reads after 5 s by default, which breaks the layer's
+    # blocking receive on an idle socket (channels_redis#422).
+    _LAYER_HOSTS = [{"address": REDIS_URL, "socket_timeout": None}]
+    if LIVE_CHANNEL_LAYER == "pubsub":
+        _LAYER = {
+            "BACKEND": "poolsaas.live.layer.LiveChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
-                "capacity": 1000,
-                "expiry": 30,
+                "hosts": _LAYER_HOSTS,
+                # Pub/sub channels are server-wide: named after the Redis database.
+                "prefix": env_str(
+                    "LIVE_CHANNEL_PREFIX",
+                    "poolsaas.db%s." % (urlsplit(REDIS_URL).path.strip("/") or "0"),
+                ),
+                # Per socket: messages it may be behind before it is resynchronised.
+                "capacity": env_int("LIVE_SOCKET_CAPACITY", 1000),
             },
         }
-    }
+    elif LIVE_CHANNEL_LAYER == "core":
+        _LAYER = {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": _LAYER_HOSTS, "capacity": 1000, "expiry": 30},
+        }
+    else:
+        raise ImproperlyConfigured("LIVE_CHANNEL_LAYER must be pubsub or core.")
+    CHANNEL_LAYERS = {"default": _LAYER}
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",

@@ -184,6 +184,8 @@ class LiveChannel:
         self._queue = asyncio.Queue()
         # FACTS.md: ~50 group_sends in flight is where channels-redis peaks.
         self._inflight = asyncio.Semaphore(50)
+        self._batch: list[tuple[str, dict, float | None]] = []
+        self._many = getattr(self.layer, "group_send_many", None)
         self._ready.set()
         if self.layer is None:
             return
@@ -278,17 +280,24 @@ class LiveChannel:
             logger.info("bridge doorbell listening on %s", self.doorbell_group)
             self.doorbell_ready.set()
 
+            waiting: asyncio.Future | None = None
+
             async def receive():
-                nonlocal joined
+                nonlocal joined, waiting
                 # Also after Redis was away: a restarted Redis has forgotten the
                 # group, and rings would go nowhere until the next rejoin.
                 if self._rejoin or time.monotonic() - joined > GROUP_REJOIN:
                     await layer.group_add(self.doorbell_group, channel)
                     joined, self._rejoin = time.monotonic(), False
-                try:
-                    return await asyncio.wait_for(layer.receive(channel), GROUP_REJOIN)
-                except TimeoutError:
-                    raise RedisTimeoutError from None
+                # Waited for, never cancelled while idle: the pub/sub layer forgets a
+                # channel whose receive is cancelled (poolsaas/live/layer.py).
+                if waiting is None:
+                    waiting = asyncio.ensure_future(layer.receive(channel))
+                done, _ = await asyncio.wait({waiting}, timeout=GROUP_REJOIN)
+                if not done:
+                    raise RedisTimeoutError
+                task, waiting = waiting, None
+                return task.result()
 
             await self._rings(receive)
         finally:
@@ -386,7 +395,32 @@ class LiveChannel:
         if watched is not None and group not in watched:
             self.counters["skipped"] += 1
             return
-        asyncio.ensure_future(self._group_send(group, message, queued_at))
+        if self._many is None:
+            asyncio.ensure_future(self._group_send(group, message, queued_at))
+            return
+        # A layer that pipelines (poolsaas.live.layer): every send of this turn of
+        # the loop goes out in one round trip.
+        if not self._batch:
+            self.loop.call_soon(self._send_batch)
+        self._batch.append((group, message, queued_at))
+
+    def _send_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        if batch:
+            asyncio.ensure_future(self._group_send_many(batch))
+
+    async def _group_send_many(self, batch: list) -> None:
+        try:
+            async with self._inflight:
+                await self._many([(group, message) for group, message, _ in batch])
+            self.counters["sent"] += len(batch)
+            done = time.monotonic()
+            for _, _, queued_at in batch:
+                if queued_at is not None:
+                    self._delays.append(done - queued_at)
+        except Exception:  # noqa: BLE001 - live updates are best effort
+            self.counters["failed"] += len(batch)
+            logger.debug("group_send_many of %d failed", len(batch), exc_info=True)
 
     async def _group_send(
         self, group: str, message: dict, queued_at: float | None = None

@@ -21,6 +21,7 @@ from billing.metering import DASHBOARD_SOCKET_MINUTES
 from gateway.usage import SocketUsage
 from poolsaas.api.parsers import json_loads_bounded
 from poolsaas.live import groups as broadcast
+from poolsaas.live import messages
 from poolsaas.metrics import SocketCount
 from poolsaas.middleware import _client_ip
 from poolsaas.request_context import RequestContext
@@ -53,6 +54,34 @@ SOURCE = "websocket"
 # Per socket, every message (snapshots cost queries too).
 MESSAGE_RATE = 10.0
 MESSAGE_BURST = 20.0
+# Channel messages whose handlers touch no database: run at once on the loop, without
+# channels' per-message hop to the database thread (AsyncConsumer.dispatch awaits
+# close_old_connections there first, on the one thread every query of the process
+# shares). Handlers that do query go through database_sync_to_async, which closes old
+# connections itself.
+NO_DATABASE = frozenset(
+    {
+        messages.POOL_STATE,
+        messages.POOL_COMMAND,
+        messages.POOL_EVENT,
+        messages.POOL_ALERT,
+        messages.TENANT_POOL,
+        messages.TENANT_ALERT,
+    }
+)
+
+
+async def dispatch_live(consumer, message, base_dispatch) -> None:
+    """Dispatch a channel message: unknown types are skipped (a newer sender) rather
+    than crashing the socket, database-free ones run without the thread hop."""
+    handler = getattr(consumer, get_handler_name(message), None)
+    if handler is None:
+        logger.debug("ignored channel message %r", message.get("type"))
+        return
+    if message.get("type") in NO_DATABASE:
+        await handler(message)
+        return
+    await base_dispatch(message)
 
 
 def usage_heartbeat() -> float:
@@ -165,6 +194,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             asyncio.ensure_future(self._fail("Authenticate first.", CLOSE_AUTH_TIMEOUT))
 
     async def _fail(self, message: str, code: int):
+        self._live_closed = True
         try:
             await self.send_json({"type": "error", "message": message})
         except Exception:  # noqa: BLE001 - the socket may be gone already
@@ -247,12 +277,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self._fail(message, code)
 
     async def dispatch(self, message):
-        # A message type this consumer does not know (a newer sender) is skipped,
-        # rather than crashing the socket.
-        if getattr(self, get_handler_name(message), None) is None:
-            logger.debug("ignored channel message %r", message.get("type"))
-            return
-        await super().dispatch(message)
+        await dispatch_live(self, message, super().dispatch)
 
     async def disconnect(self, code):
         if hasattr(self, "socket_count"):
@@ -348,6 +373,27 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                 "can_control": role_allows(role, Action.CONTROL),
             }
         )
+
+    async def live_resync(self, message):
+        """This socket fell behind and its backlog was dropped (poolsaas.live.layer):
+        access is checked again (an access.changed may have been among what was
+        dropped), then the whole current state is sent again."""
+        if self.caller is None:
+            return
+        await self.access_changed(message)
+        if self._closing():
+            return
+        try:
+            snapshot = await self.snapshot()
+        except Http404:
+            await self._fail("Not found.", CLOSE_NOT_FOUND)
+        except PermissionDenied:
+            await self._fail("Your access to this was withdrawn.", CLOSE_FORBIDDEN)
+        else:
+            await self.send_json(snapshot)
+
+    def _closing(self) -> bool:
+        return bool(getattr(self, "_live_closed", False))
 
     # --- what subclasses show -------------------------------------------------------
 

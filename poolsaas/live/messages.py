@@ -12,6 +12,8 @@ Group messages (to browsers' sockets):
   tenant.pool, tenant.alert                            -> TenantConsumer (tenant.<hex>)
   ota.update                                           -> TenantConsumer (tenant.<hex>)
   access.changed                                       -> both consumers (user.<hex>)
+  live.resync        (from the layer itself, poolsaas.live.layer, to one socket that
+                      fell behind)                    -> every live consumer
 Doorbell rings (to the bridges, on groups.DOORBELL, DOORBELL_GROUP or BRIDGES_GROUP):
   command.new, config.publish, device.retained_clear,
   device.credentials                                   -> the bridge's rooms
@@ -34,6 +36,7 @@ CONFIG_PUBLISH = "config.publish"
 RETAINED_CLEAR = "device.retained_clear"
 DEVICE_CREDENTIALS = "device.credentials"
 WATCH = "watch"
+LIVE_RESYNC = "live.resync"
 
 
 def pool_state(
@@ -150,3 +153,9 @@ def watch(*, group: str) -> dict[str, Any]:
     """A page started watching `group` (groups.watch_announce -> every bridge's live
     sender, on groups.BRIDGES_GROUP)."""
     return {"type": WATCH, "group": group}
+
+
+def live_resync() -> dict[str, Any]:
+    """This socket fell behind and lost its backlog (poolsaas.live.layer): re-check
+    access and send the whole current state (-> every live consumer's live_resync)."""
+    return {"type": LIVE_RESYNC}
