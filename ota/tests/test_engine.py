@@ -399,3 +399,36 @@ def test_release_tenant_and_retire_audited(alice, carol):
     assert mine.retired and mine.retired_at
     ev = AuditEvent.objects.get(action="ota.release_retire")
     assert ev.tenant == alice.tenant
+
+
+def test_ota_bytes_served_are_metered_per_tenant(
+    alice, release, platform_broker, monkeypatch
+):
+    """The room counts the chunk bytes it sent for the device's tenant and hands
+    them to billing.metering once a second."""
+    from collections import Counter
+
+    from billing import metering
+    from devices.bridge.rooms import Context
+    from ota.mqtt import OtaRoom
+    from ota.tests.test_ota import Clock, FakeOut, _msg
+
+    got = []
+    monkeypatch.setattr(metering, "add_many", lambda counts: got.append(counts))
+    (device,) = make_devices(alice.tenant, platform_broker, 1)
+    c = started(alice, release)
+    campaign_step(c.pk)
+    clock = Clock()
+    room, out = OtaRoom(clock=clock), FakeOut()
+    room.handle(
+        _msg(device, "ota/get", {"c": c.pk, "i": 0, "n": 3}), Context(Counter())
+    )
+    room.updates(out)
+    clock.now += 1.5
+    room.updates(out)  # nothing waiting: nothing to do
+    room.handle(
+        _msg(device, "ota/get", {"c": c.pk, "i": 2, "n": 1}), Context(Counter())
+    )
+    room.updates(out)
+    sent = sum(len(p) for _, p in out.sent)
+    assert got == [{(alice.tenant.pk, metering.OTA_BYTES): sent}]
