@@ -73,6 +73,33 @@ def ensure_database(url: str) -> None:
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
+def seed_fleet(*, name: str, prefix: str, ids: list[str], broker):
+    """A tenant (slug = the topic prefix) with one pool and one online device per id
+    under `prefix` on `broker`, in two bulk inserts; returns the tenant and its pools
+    (in the order of `ids`). Django must be set up."""
+    from devices.models import Device, Pool
+    from tenants.models import Tenant
+
+    tenant = Tenant.objects.create(name=name, slug=prefix)
+    pools = Pool.objects.bulk_create(
+        [Pool(tenant=tenant, name=f"{name.lower()} pool {i}") for i in range(len(ids))]
+    )
+    Device.objects.bulk_create(
+        [
+            Device(
+                tenant=tenant,
+                pool=pool,
+                broker=broker,
+                device_id=device_id,
+                topic_prefix=prefix,
+                online=True,
+            )
+            for pool, device_id in zip(pools, ids, strict=True)
+        ]
+    )
+    return tenant, pools
+
+
 def free_port() -> int:
     """A loopback TCP port nobody listens on right now."""
     with socket.socket() as sock:

@@ -49,6 +49,7 @@ from bench._common import (  # noqa: E402
     mqtt_connect,
     pct,
     publish_packet,
+    seed_fleet,
 )
 
 EPOCH = time.time()  # latency stamps are ms since this instant
@@ -540,7 +541,6 @@ def main() -> int:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from devices.models import Device, Pool
     from devices.services.brokers import broker_ensure_platform
     from tenants.models import Tenant
 
@@ -592,23 +592,7 @@ def main() -> int:
                 f"[ceiling] bare paho subscriber: {ceiling:,.0f} msg/s "
                 f"(publishers sent {sent / secs:,.0f} msg/s)"
             )
-        tenant = Tenant.objects.create(name="Bench", slug=prefix)
-        pools = Pool.objects.bulk_create(
-            [Pool(tenant=tenant, name=f"bench pool {i}") for i in range(args.devices)]
-        )
-        Device.objects.bulk_create(
-            [
-                Device(
-                    tenant=tenant,
-                    pool=pool,
-                    broker=broker,
-                    device_id=device_id,
-                    topic_prefix=prefix,
-                    online=True,
-                )
-                for pool, device_id in zip(pools, ids, strict=True)
-            ]
-        )
+        tenant, pools = seed_fleet(name="Bench", prefix=prefix, ids=ids, broker=broker)
         bridge.wait_stats(lambda s: s.get("devices") == args.devices)
         bridge.wait_stats(lambda s: all(s.get("connections", {0: 0}).values()))
         print(f"{args.bridges} bridge process(es) ready with {args.devices} devices")

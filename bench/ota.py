@@ -48,6 +48,7 @@ from bench._common import (  # noqa: E402
     mqtt_connect,
     pct,
     publish_packet,
+    seed_fleet,
     varint,
 )
 from bench.ingest import EPOCH, telemetry  # noqa: E402
@@ -330,7 +331,6 @@ def main() -> int:  # noqa: PLR0915 - one straight run, phase after phase
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from devices.models import Device, Pool
     from devices.services.brokers import broker_ensure_platform
     from firmware.sim.load import LoadRun
     from ota.models import Campaign, DeviceUpdate, Release
@@ -358,24 +358,8 @@ def main() -> int:  # noqa: PLR0915 - one straight run, phase after phase
         f"(received {bare['received']}/{bare['sent']})"
     )
 
-    tenant = Tenant.objects.create(name="OTA bench", slug=prefix)
     broker = broker_ensure_platform()
-    pools = Pool.objects.bulk_create(
-        [Pool(tenant=tenant, name=f"ota bench {i}") for i in range(args.devices)]
-    )
-    Device.objects.bulk_create(
-        [
-            Device(
-                tenant=tenant,
-                pool=pool,
-                broker=broker,
-                device_id=device_id,
-                topic_prefix=prefix,
-                online=True,
-            )
-            for pool, device_id in zip(pools, ids, strict=True)
-        ]
-    )
+    tenant, pools = seed_fleet(name="OTA bench", prefix=prefix, ids=ids, broker=broker)
     release = release_create(
         upload=ContentFile(data, name="bench.bin"),
         version="2.0.0",

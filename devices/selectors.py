@@ -87,7 +87,11 @@ def device_get_for_member(
 
 
 def device_row_for_member(
-    *, membership: Membership, code, fields: list[str], action: str = Action.VIEW
+    *,
+    membership: Membership,
+    code,
+    fields: list[str] | tuple[str, ...] = ("pk",),
+    action: str = Action.VIEW,
 ) -> dict:
     """One device of the member's tenant as a row of `fields` (values()), for a
     read that needs no model instance (the API's device state)."""

@@ -177,8 +177,14 @@ def upload_release(staff_client, data: bytes, version: str) -> Release:
 
 
 def start_campaign(staff_client, release: Release, device: Device) -> Campaign:
+    # No retries: a device's failure stays `failed` for the test to read (the
+    # engine would otherwise queue it again; ota/tests/test_engine*.py cover that).
     campaign = Campaign.objects.create(
-        tenant=device.tenant, release=release, target_all=False, rate_per_minute=60
+        tenant=device.tenant,
+        release=release,
+        target_all=False,
+        rate_per_minute=60,
+        retries=0,
     )
     campaign.target_devices.set([device])
     response = staff_client.post(

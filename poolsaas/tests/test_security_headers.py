@@ -98,10 +98,23 @@ def assert_protected(response):
 
 
 @pytest.fixture
-def site(client, alice, adam, olivia, victor, carol, pool_a, pool_b, device_a):
+def site(
+    settings,
+    tmp_path,
+    client,
+    alice,
+    adam,
+    olivia,
+    victor,
+    carol,
+    pool_a,
+    pool_b,
+    device_a,
+):
     """Every object a page needs, for tenant A, with a foreign pool of tenant B."""
     from devices.services.brokers import broker_create
 
+    settings.MEDIA_ROOT = str(tmp_path / "media")  # OTA release files
     spare = Pool.objects.create(tenant=alice.tenant, name="Spare pool")
     broker = broker_create(
         membership=alice,
@@ -118,6 +131,7 @@ def site(client, alice, adam, olivia, victor, carol, pool_a, pool_b, device_a):
         email="staff@poolsaas.test", password="staff-Pa55-word"
     )
     invoice = _invoice_for(alice.tenant)
+    campaign = _running_campaign(alice, device_a)
     uid = urlsafe_base64_encode(force_bytes(alice.user.pk))
     reset = f"/password/reset/{uid}/{default_token_generator.make_token(alice.user)}/"
     return SimpleNamespace(
@@ -136,7 +150,25 @@ def site(client, alice, adam, olivia, victor, carol, pool_a, pool_b, device_a):
         reset=reset,
         tenant=alice.tenant,
         invoice=invoice,
+        campaign=campaign,
     )
+
+
+def _running_campaign(owner, device):
+    """An OTA campaign of tenant A, started and stepped once (device offered)."""
+    from devices.models import Device
+    from ota.services import campaign_set_state, campaign_step, release_create
+    from ota.tests.web_fixtures import make_campaign, upload
+
+    Device.objects.filter(pk=device.pk).update(firmware_version="1.3.0")
+    if owner.tenant.plan_id:  # the upload page is the plan's to allow
+        owner.tenant.plan.ota_own_releases = True
+        owner.tenant.plan.save()
+    release = release_create(upload=upload(), version="1.4.0", hardware_model="esp32")
+    campaign = make_campaign(owner, release)
+    campaign_set_state(campaign, "start", actor=owner.user)
+    campaign_step(campaign.pk)
+    return campaign
 
 
 def _invoice_for(tenant):
@@ -226,6 +258,12 @@ PAGES = [
         "get",
         lambda s: f"/billing/invoices/{s.invoice.code}/",
     ),
+    ("ota_campaigns", "alice", "get", "/ota/"),
+    ("ota_campaign_add", "alice", "get", "/ota/campaigns/new/"),
+    ("ota_campaign", "alice", "get", lambda s: f"/ota/campaigns/{s.campaign.code}/"),
+    ("ota_releases", "alice", "get", "/ota/releases/"),
+    ("ota_release_add", "alice", "get", "/ota/releases/upload/"),
+    ("ota_device", "alice", "get", lambda s: f"/devices/{s.device.code}/updates/"),
     ("audit_bad_filter", "alice", "get", "/audit/?until=9999-12-31", None, 400),
     (
         "foreign_pool",
