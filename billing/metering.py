@@ -182,7 +182,8 @@ class Batcher:
     def flush(self) -> None:
         with self._lock:
             counts, self._counts = self._counts, Counter()
-        add_many(counts)
+        if counts:
+            add_many(counts)
 
     def _run(self) -> None:
         while True:
