@@ -171,7 +171,8 @@ class ServerProcess:
     """A process of the product; with `profile` (a file name) it runs as a child of
     `py-spy record`, which writes its sampled stacks (collapsed, per thread, idle time
     excluded, sampled without pausing it) there when the process exits
-    (bench/profile_summary.py reads them). `py-spy --pid` cannot attach to this
+    (bench/profile_summary.py reads them); a name ending in `.svg` gets py-spy's
+    flame graph instead. `py-spy --pid` cannot attach to this
     machine's Python, hence the child."""
 
     def __init__(self, command, env, profile: str | None = None, stderr=None):
@@ -183,7 +184,7 @@ class ServerProcess:
                 "--threads",
                 "--nonblocking",
                 "-f",
-                "raw",
+                "flamegraph" if profile.endswith(".svg") else "raw",
                 "-o",
                 profile,
                 "--",

@@ -29,7 +29,6 @@ from devices.services.events import device_presence_event, event_payload
 from devices.services.ingest import ingest_write
 from firmware import protocol
 from poolsaas.live import messages
-from poolsaas.live.groups import pool_group, tenant_group
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ def pool_snapshot_messages(device: DeviceInfo) -> list[tuple[str, dict]]:
     last_seen = iso(device.last_seen) if device.last_seen else None
     return [
         (
-            pool_group(device.pool_hex),
+            device.pool_group,
             messages.pool_state(
                 pool=device.pool_hex,
                 state=state,
@@ -57,7 +56,7 @@ def pool_snapshot_messages(device: DeviceInfo) -> list[tuple[str, dict]]:
             ),
         ),
         (
-            tenant_group(device.tenant_hex),
+            device.tenant_group,
             messages.tenant_pool(
                 pool=device.pool_hex, online=device.online, state=state
             ),
@@ -70,7 +69,7 @@ def pool_event_message(
 ) -> tuple[str, dict]:
     """An event the bridge recorded, as the pool page shows it."""
     event = event_payload(code=None, kind=kind, message=message, ts=iso(ts), actor=None)
-    return pool_group(device.pool_hex), messages.pool_event(
+    return device.pool_group, messages.pool_event(
         pool=device.pool_hex, event=event
     )
 
@@ -87,7 +86,7 @@ def command_answer_message(answer: tuple[DeviceInfo, dict]) -> tuple[str, dict] 
     )
     if command is None or not device.pool_hex:
         return None
-    return pool_group(device.pool_hex), messages.pool_command(
+    return device.pool_group, messages.pool_command(
         pool=device.pool_hex, command=command
     )
 
@@ -178,8 +177,8 @@ class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
                     and device.last_seen
                     and device.pk not in sending
                     and (
-                        pool_group(device.pool_hex) in fresh
-                        or tenant_group(device.tenant_hex) in fresh
+                        device.pool_group in fresh
+                        or device.tenant_group in fresh
                     )
                 ):
                     batch.extend(pool_snapshot_messages(device))
@@ -187,8 +186,8 @@ class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
             # Nobody is looking at this pool or its tenant: nothing to build or send.
             if (
                 watched is not None
-                and pool_group(device.pool_hex) not in watched
-                and tenant_group(device.tenant_hex) not in watched
+                and device.pool_group not in watched
+                and device.tenant_group not in watched
             ):
                 live.counters["skipped"] += 1
                 continue
