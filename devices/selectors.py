@@ -319,11 +319,11 @@ def pool_programs(*, pool: Pool) -> QuerySet[Program]:
 
 
 def devices_config_outdated(
-    *, broker_ids=None, pool_codes=None, after: int = 0, limit: int = 500
+    *, broker_ids=None, pool_codes=None, pks=None, after: int = 0, limit: int = 500
 ) -> QuerySet[Device]:
     """ps1 devices whose pool's configuration is newer than what they last applied,
-    by pk from `after` (pages of `limit`), optionally only on these brokers or of
-    these pools (hex codes).
+    by pk from `after` (pages of `limit`), optionally only on these brokers, of
+    these pools (hex codes) or among these device pks.
 
     The bridge's config sweep republishes their retained config/set
     (devices.services.programs.device_config_message): the database is the queue of
@@ -339,6 +339,8 @@ def devices_config_outdated(
     )
     if broker_ids is not None:
         rows = rows.filter(broker_id__in=list(broker_ids))
+    if pks is not None:
+        rows = rows.filter(pk__in=list(pks))
     if pool_codes is not None:
         codes = []
         for code in pool_codes:

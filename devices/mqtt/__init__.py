@@ -69,9 +69,7 @@ def pool_event_message(
 ) -> tuple[str, dict]:
     """An event the bridge recorded, as the pool page shows it."""
     event = event_payload(code=None, kind=kind, message=message, ts=iso(ts), actor=None)
-    return device.pool_group, messages.pool_event(
-        pool=device.pool_hex, event=event
-    )
+    return device.pool_group, messages.pool_event(pool=device.pool_hex, event=event)
 
 
 def command_answer_message(answer: tuple[DeviceInfo, dict]) -> tuple[str, dict] | None:
@@ -176,10 +174,7 @@ class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
                     device.pool_hex
                     and device.last_seen
                     and device.pk not in sending
-                    and (
-                        device.pool_group in fresh
-                        or device.tenant_group in fresh
-                    )
+                    and (device.pool_group in fresh or device.tenant_group in fresh)
                 ):
                     batch.extend(pool_snapshot_messages(device))
         for device in pools.values():

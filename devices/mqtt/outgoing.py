@@ -187,17 +187,39 @@ class Outgoing:
         full, requested, connected = due
         after = 0
         while True:
-            devices = list(
+            # Keys first (three columns): an outdated device that was already sent
+            # its config/set for this version and connection is most of them, and
+            # building its model (with pool and broker) every sweep cost as much
+            # CPU as a tenth of the ingest (docs/capacity.md, the profile).
+            keys = list(
                 devices_config_outdated(
                     broker_ids=list(connected),
                     pool_codes=None if full else requested,
                     after=after,
-                )
+                ).values_list("pk", "broker_id", "pool__config_version")
             )
-            self._publish_configs(devices, out, connected)
-            if len(devices) < 500:
+            due = [
+                pk
+                for pk, broker_id, version in keys
+                if self._config_sent.get(pk)
+                != self._config_key(pk, broker_id, version, out, connected)
+            ]
+            if due:
+                devices = devices_config_outdated(
+                    broker_ids=list(connected), pks=due, limit=len(due)
+                )
+                self._publish_configs(list(devices), out, connected)
+            if len(keys) < 500:
                 break
-            after = devices[-1].pk
+            after = keys[-1][0]
+
+    @staticmethod
+    def _config_key(pk, broker_id, version, out: Outbox, connected) -> tuple:
+        """What a device's config/set is published once for: (version, connection,
+        online since)."""
+        info = out.directory.by_pk.get(pk)
+        since = info.online_since if info is not None else 0.0
+        return (version, connected[broker_id], since)
 
     def _retained_clear(self, message: dict, out: Outbox) -> None:
         """Empty retained publishes on every topic of a removed device
@@ -221,9 +243,9 @@ class Outgoing:
         (version, connection, online since), built for the whole page at once."""
         due: dict[int, tuple[Device, tuple[int, float, float]]] = {}
         for device in devices:
-            info = out.directory.by_pk.get(device.pk)
-            since = info.online_since if info is not None else 0.0
-            key = (device.pool.config_version, connected[device.broker_id], since)
+            key = self._config_key(
+                device.pk, device.broker_id, device.pool.config_version, out, connected
+            )
             if self._config_sent.get(device.pk) != key:
                 due[device.pk] = (device, key)
         if not due:
