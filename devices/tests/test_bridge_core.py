@@ -201,3 +201,45 @@ def test_awaiting_v31_command_completes_on_matching_state(core):
     assert core.drain().completions == [(55, 2)]
     core.handle(BROKER, f"{root}/pump/state", b"ON", NOW + 3)
     assert core.drain().completions == []  # only once
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        1764812345.0,  # whole second: no fraction shown
+        1764812345.5,
+        1764812345.0000005,  # rounds half to even, down
+        1764812345.0000015,  # and up
+        1764812345.9999996,  # rounds into the next second
+        1764812346.123456,
+        0.0,
+        951782400.25,  # 2000-02-29
+    ],
+)
+def test_iso_is_datetime_isoformat(ts):
+    import datetime as dt
+
+    from devices.bridge.directory import iso
+
+    expected = dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
+    assert iso(ts) == expected
+    assert iso(ts) == expected  # from the cached second
+
+
+def test_device_info_names_its_live_groups():
+    from devices.bridge.directory import DeviceInfo
+    from poolsaas.live.groups import pool_group, tenant_group
+
+    pool, tenant = uuid.uuid4(), uuid.uuid4()
+    fields = dict(pk=1, broker_id=1, device_id="d", tenant_id=1, tenant_hex=tenant.hex)
+    info = DeviceInfo(
+        **fields, pool_id=1, pool_hex=pool.hex, protocol="ps1", silence_s=60
+    )
+    assert (info.pool_group, info.tenant_group) == (
+        pool_group(pool),
+        tenant_group(tenant),
+    )
+    lone = DeviceInfo(
+        **fields, pool_id=None, pool_hex=None, protocol="ps1", silence_s=60
+    )
+    assert lone.pool_group is None
