@@ -35,6 +35,7 @@ class GroupListener:
         self._initial = groups
         self._announce = announce
         self.messages: list[dict] = []
+        self._taken = 0  # by next()
         self._changed = threading.Condition()
         self._probes: set[str] = set()
         self.loop = asyncio.new_event_loop()
@@ -71,6 +72,15 @@ class GroupListener:
             lambda got: next((m for m in got if match(m)), None), timeout
         )
         return found
+
+    def next(self, timeout: float = TIMEOUT) -> dict:
+        """The message after the last one next() returned."""
+        taken = self._taken
+        message = self.wait_until(
+            lambda got: got[taken] if len(got) > taken else None, timeout
+        )
+        self._taken += 1
+        return message
 
     def wait_until(self, check: Callable[[list[dict]], object], timeout=TIMEOUT):
         """check(messages so far), once it is truthy."""
