@@ -1,13 +1,16 @@
-"""API benchmark: concurrent clients -> daphne -> Django REST API -> PostgreSQL.
+"""API benchmark: concurrent clients -> an ASGI server -> Django REST API -> PostgreSQL.
 
     .venv/bin/python bench/api.py [--rate 200] [--duration 10] [--clients 16]
+        [--server daphne[,uvicorn,granian,hypercorn]] [--db-pool]
 
-Loopback only and bounded (about a minute): daphne serves poolsaas.asgi on a free
-127.0.0.1 port, with its own database (default
-postgres://postgres@127.0.0.1:5432/poolsaas_bench_api, created when missing; set
-BENCH_DATABASE_URL to change it) and its own tenant, pools and devices, removed at the
-end. Throttle buckets live in Redis (BENCH_REDIS_URL, default db 13) with limits raised
-out of the way, so the figures include the bucket round trips but no 429s.
+Loopback only and bounded (about two minutes a server): the server (daphne unless
+--server names others; each named one is measured in turn, the whole set of runs
+below, in the same run) serves poolsaas.asgi on a free 127.0.0.1 port, with its own
+database (default postgres://postgres@127.0.0.1:5432/poolsaas_bench_api, created when
+missing; set BENCH_DATABASE_URL to change it) and its own tenant, pools and devices,
+removed at the end. Throttle buckets live in Redis (BENCH_REDIS_URL, default db 13)
+with limits raised out of the way, so the figures include the bucket round trips but
+no 429s.
 
 Scenarios (each request carries a logged-in owner's bearer token):
   1. pool list      GET /api/v1/pools/                 (50 pools with devices)
@@ -22,7 +25,9 @@ Each runs open-loop at a fixed rate (requests scheduled every 1/rate s, spread o
 server that falls behind shows it (no coordinated omission). For the pool list and the
 device state a closed-loop run then finds the maximum throughput, and when the goal
 rate was out of reach, a last run shows the latency at 70 % of that maximum.
-The load average is printed: other work on the machine changes the figures.
+The load average is printed: other work on the machine changes the figures. With
+several servers, a last table sets them side by side (docs/capacity.md, "Which
+server for HTTP").
 
 Goal on this machine: p99 < 100 ms at 200 requests/s for the pool list and the device
 state, each at >= 0.5 of the bare JSON view's maximum, and a week of telemetry in
