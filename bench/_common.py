@@ -100,6 +100,37 @@ def seed_fleet(*, name: str, prefix: str, ids: list[str], broker):
     return tenant, pools
 
 
+def remove_fleet(tenant) -> bool:
+    """The rows seed_fleet's tenant gathered: history, events and commands by raw
+    DELETE (fast, and the command history is append-only to the ORM), then its OTA
+    campaigns, devices and pools, then the tenant itself. Returns False when the
+    tenant must stay: audit events of its own protect it (the trail is append-only)."""
+    from django.db import connection
+    from django.db.models import ProtectedError
+
+    from devices.models import Device, Pool
+    from ota.models import Campaign
+
+    with connection.cursor() as cursor:
+        for table in (
+            "devices_telemetrysample",
+            "devices_deviceevent",
+            "devices_command",
+        ):
+            cursor.execute(
+                f"DELETE FROM {table} WHERE tenant_id = %s",  # noqa: S608
+                [tenant.pk],
+            )
+    Campaign.objects.filter(tenant=tenant).delete()
+    Device.objects.filter(tenant=tenant).delete()
+    Pool.objects.filter(tenant=tenant).delete()
+    try:
+        tenant.delete()
+    except ProtectedError:
+        return False
+    return True
+
+
 def free_port() -> int:
     """A loopback TCP port nobody listens on right now."""
     with socket.socket() as sock:
