@@ -11,6 +11,10 @@ link's outbox), so it runs on the PC and under MicroPython in the tests.
 - Chunks are asked for by index, a window at a time, from the first missing one;
   a chunk that is not the next one (a duplicate, another campaign's, out of order)
   is ignored and asked for again. Each one is hashed as it is appended.
+- When the manifest lists each chunk's digest ("sums", authenticated by "smac"), a
+  chunk is checked against it before it is written: a corrupted one is dropped and
+  asked for again (MAX_BAD in one download, then the update fails), so that one bad
+  chunk costs one chunk, not the whole download.
 - The download survives a dropped link (asked for again on reconnect) and a reboot:
   the staging file's length says how many chunks are in, and its content is hashed
   again from flash (no chunk is fetched twice).
@@ -44,6 +48,8 @@ WINDOW = 4  # chunks asked for at a time (the bridge's per-device burst)
 RETRY_MS = 3000  # ask again when nothing came for this long
 MAX_CHUNK = 4096
 MAX_SIZE = 1024 * 1024
+SUM = 4  # bytes of a chunk's SHA-256 listed per chunk in the manifest's "sums"
+MAX_BAD = 8  # corrupted chunks dropped in one download before it fails
 BUNDLE = "bundle.bin"
 MAGIC = b"PSB1\n"
 # Never in a bundle: they stay as flashed (otaboot.py), or are the board's own.
@@ -90,8 +96,8 @@ def _int(v, lo, hi, what):
     return v
 
 
-def _hex64(v, what):
-    if not isinstance(v, str) or len(v) != 64:
+def _hex(v, n, what):
+    if not isinstance(v, str) or len(v) != n:
         raise ValueError(what + ": invalid")
     for ch in v:
         if ch not in _HEX:
@@ -99,21 +105,37 @@ def _hex64(v, what):
     return v
 
 
-def canonical(m):
-    """The bytes the manifest's HMAC covers: exactly what Python's
-    json.dumps(fields, sort_keys=True, separators=(",", ":")) gives for them (the
-    strings are restricted to characters JSON does not escape)."""
+def canonical(m, sums=False):
+    """The bytes the manifest's HMAC covers (with `sums`: those its "smac" covers,
+    the same fields and "sums"): exactly what Python's json.dumps(fields,
+    sort_keys=True, separators=(",", ":")) gives for them (the strings are
+    restricted to characters JSON does not escape)."""
     return (
         '{"c":' + str(m["c"]) + ',"chunk":' + str(m["chunk"])
         + ',"chunks":' + str(m["chunks"]) + ',"from":"' + m["from"]
         + '","model":"' + m["model"] + '","sha256":"' + m["sha256"]
-        + '","size":' + str(m["size"]) + ',"version":"' + m["version"] + '"}'
+        + '","size":' + str(m["size"])
+        + (',"sums":"' + m["sums"] + '"' if sums else "")
+        + ',"version":"' + m["version"] + '"}'
     ).encode()  # fmt: skip
+
+
+def chunk_sum(data):
+    """A chunk's entry in the manifest's "sums": its SHA-256's first SUM bytes, hex.
+    (It finds corruption; the whole bundle's SHA-256 is what authenticates.)"""
+    return binascii.hexlify(hashlib.sha256(data).digest()[:SUM]).decode()
+
+
+def _mac_ok(key, msg, mac):
+    return same(binascii.hexlify(hmac_sha256(key, msg)), mac.encode())
 
 
 def parse_manifest(payload, key):
     """The checked manifest (a dict), or ValueError with the reason. The HMAC is
-    checked last, over the validated fields only."""
+    checked last, over the validated fields only. "sums" (each chunk's digest) is
+    optional: a manifest without it (an older server or release) is checked by the
+    whole hash only; with it, "smac" must authenticate it. (A device that knows no
+    "sums" ignores both: "hmac" covers the other fields alone.)"""
     try:
         obj = json.loads(payload)
     except (ValueError, TypeError):
@@ -126,17 +148,21 @@ def parse_manifest(payload, key):
         "from": _token(obj.get("from", ""), "from", True),
         "model": _token(obj.get("model"), "model"),
         "size": _int(obj.get("size"), 1, MAX_SIZE, "size"),
-        "sha256": _hex64(obj.get("sha256"), "sha256"),
+        "sha256": _hex(obj.get("sha256"), 64, "sha256"),
         "chunk": _int(obj.get("chunk"), 256, MAX_CHUNK, "chunk"),
         "chunks": _int(obj.get("chunks"), 1, MAX_SIZE, "chunks"),
     }
-    mac = _hex64(obj.get("hmac"), "hmac")
+    mac = _hex(obj.get("hmac"), 64, "hmac")
     if m["chunks"] != (m["size"] + m["chunk"] - 1) // m["chunk"]:
         raise ValueError("chunks: does not match size")
-    if not key or not same(
-        binascii.hexlify(hmac_sha256(key, canonical(m))), mac.encode()
-    ):
+    sums = obj.get("sums")
+    if sums is not None:
+        m["sums"] = _hex(sums, 2 * SUM * m["chunks"], "sums")
+        smac = _hex(obj.get("smac"), 64, "smac")
+    if not key or not _mac_ok(key, canonical(m), mac):
         raise ValueError("manifest: bad hmac")
+    if sums is not None and not _mac_ok(key, canonical(m, True), smac):
+        raise ValueError("manifest: bad sums hmac")
     return m
 
 
@@ -222,6 +248,7 @@ class Updater:
         self.report = None  # the newest status payload (sent again on reconnect)
         self.final = None  # the report whose delivery ends a trial or a rollback
         self.ignored = 0
+        self.bad = 0  # corrupted chunks dropped in this download
         phase = self.st.get("phase")
         if phase in ("download", "downloaded"):
             try:
@@ -332,6 +359,7 @@ class Updater:
         self.f = open(self._bundle(), "wb")
         self.sha = hashlib.sha256()
         self.next = 0
+        self.bad = 0
         self.last_pct = -1
         self._progress()
         self.ask(force=True)
@@ -412,6 +440,18 @@ class Updater:
             self.ignored += 1  # a duplicate, out of order, or not ours
             return False
         data = memoryview(payload)[HEADER:]
+        sums = m.get("sums")
+        if (
+            sums is not None
+            and chunk_sum(data) != sums[2 * SUM * i : 2 * SUM * (i + 1)]
+        ):
+            self.bad += 1  # corrupted on the way: dropped, asked for again
+            print("ota: chunk", i, "corrupted")
+            if self.bad >= MAX_BAD:
+                self._fail("corrupted chunks: " + str(self.bad) + ", last " + str(i))
+            else:
+                self.ask(force=True)
+            return False
         self.f.write(data)
         self.f.flush()
         self.sha.update(data)
