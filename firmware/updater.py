@@ -10,14 +10,15 @@ link's outbox), so it runs on the PC and under MicroPython in the tests.
   fields (sorted keys, no spaces), compared in constant time.
 - Chunks are asked for by index, a window at a time, from the first missing one;
   a chunk that is not the next one (a duplicate, another campaign's, out of order)
-  is ignored and asked for again. Each one is hashed as it is appended.
+  is ignored and asked for again.
 - When the manifest lists each chunk's digest ("sums", authenticated by "smac"), a
   chunk is checked against it before it is written: a corrupted one is dropped and
   asked for again (MAX_BAD in one download, then the update fails), so that one bad
   chunk costs one chunk, not the whole download.
 - The download survives a dropped link (asked for again on reconnect) and a reboot:
-  the staging file's length says how many chunks are in, and its content is hashed
-  again from flash (no chunk is fetched twice).
+  the staging file's length says how many chunks are in (no chunk is fetched twice).
+- The whole bundle's SHA-256 is computed from flash once the last chunk is in, so
+  a chunk written wrong is found too.
 """
 
 import binascii
@@ -239,7 +240,6 @@ class Updater:
         self.st = otaboot.load(root)
         self.m = None
         self.next = 0
-        self.sha = None
         self.f = None
         self.asked_at = None
         self.asked_end = 0
@@ -357,7 +357,6 @@ class Updater:
         self.st = {"phase": "download", "c": m["c"], "version": m["version"], "m": m}
         otaboot.save(self.root, self.st)
         self.f = open(self._bundle(), "wb")
-        self.sha = hashlib.sha256()
         self.next = 0
         self.bad = 0
         self.last_pct = -1
@@ -366,14 +365,13 @@ class Updater:
         return True
 
     def _resume(self):
-        """After a reboot: the chunks already in the staging file count (hashed again
-        from flash); the download goes on from the first missing one."""
+        """After a reboot: the chunks already in the staging file count; the download
+        goes on from the first missing one."""
         m = self.m = self.st["m"]
         bundle = self._bundle()
         size = os.stat(bundle)[6]
         n = min(size // m["chunk"], m["chunks"])
         keep = min(n * m["chunk"], m["size"])
-        self.sha = hashlib.sha256()
         if keep != size:  # a chunk half written when the power went: cut it off
             tmp = bundle + ".tmp"
             with open(bundle, "rb") as src, open(tmp, "wb") as dst:
@@ -384,12 +382,6 @@ class Updater:
                     left -= len(piece)
             os.remove(bundle)
             os.rename(tmp, bundle)
-        with open(bundle, "rb") as src:
-            while True:
-                piece = src.read(512)
-                if not piece:
-                    break
-                self.sha.update(piece)
         self.next = n
         print("ota: resuming campaign", m["c"], "at chunk", n, "of", m["chunks"])
         if n >= m["chunks"]:
@@ -454,7 +446,6 @@ class Updater:
             return False
         self.f.write(data)
         self.f.flush()
-        self.sha.update(data)
         self.next += 1
         if self.next >= m["chunks"]:
             self._close()
@@ -484,8 +475,19 @@ class Updater:
         return self.ready
 
     def _verify(self):
-        digest = binascii.hexlify(self.sha.digest()).decode() if self.sha else ""
-        if digest != self.m["sha256"]:
+        # Hashed from flash: what is unpacked is what was checked (a chunk can be
+        # checked intact on arrival and still be written wrong).
+        sha = hashlib.sha256()
+        try:
+            with open(self._bundle(), "rb") as src:
+                while True:
+                    piece = src.read(512)
+                    if not piece:
+                        break
+                    sha.update(piece)
+        except OSError:
+            pass
+        if binascii.hexlify(sha.digest()).decode() != self.m["sha256"]:
             self._fail("sha256 mismatch")
             return
         self._status("downloaded", 100)
