@@ -336,16 +336,29 @@ def test_a_bad_hmac_or_a_wrong_image_hash_is_refused_and_the_old_version_runs_on
     assert u1.reason == "manifest: bad hmac"
     assert len(seen1) == 0  # not one chunk asked for
 
-    # The stored image changed after upload (same size): its hash no longer matches
-    # the authenticated manifest's.
+    # The stored image changed after upload (same size): the chunk no longer matches
+    # its digest in the authenticated manifest. Served the same every time, it is
+    # dropped and asked for again until the device gives up.
     data = build(SMALL, version="1.3.0")
     bad = upload_release(staff_client, data, "1.3.0")
     with open(bad.file.path, "r+b") as f:
         f.seek(len(data) // 2)
         f.write(b"\x00\xff" * 8)
+    index = len(data) // 2 // CHUNK
     c2 = start_campaign(staff_client, bad, tampered_for)
     u2 = run_until(c2, tampered_for, {"failed"})
-    assert u2.reason == "sha256 mismatch"
+    assert u2.reason == f"corrupted chunks: 8, last {index}"
+    assert b2.saw(f"ota: chunk {index} corrupted") == 8
+    # A release uploaded before the per-chunk sums (none in its manifest): only the
+    # whole hash, checked from flash after the last chunk, finds it.
+    old = upload_release(staff_client, data, "1.4.0")
+    with open(old.file.path, "r+b") as f:
+        f.seek(len(data) // 2)
+        f.write(b"\x00\xff" * 8)
+    Release.objects.filter(pk=old.pk).update(chunk_sums="")
+    c3 = start_campaign(staff_client, old, tampered_for)
+    u3 = run_until(c3, tampered_for, {"failed"})
+    assert u3.reason == "sha256 mismatch"
 
     for b, device in ((b1, forged_for), (b2, tampered_for)):
         assert not (b.fs / "fw").exists() and not (b.fs / "fw.new").exists()
