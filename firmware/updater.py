@@ -434,11 +434,8 @@ class Updater:
             self.ignored += 1  # a duplicate, out of order, or not ours
             return False
         data = memoryview(payload)[HEADER:]
-        sums = m.get("sums")
-        if (
-            sums is not None
-            and chunk_sum(data) != sums[2 * SUM * i : 2 * SUM * (i + 1)]
-        ):
+        sums, at = m.get("sums"), 2 * SUM * i
+        if sums is not None and chunk_sum(data) != sums[at : at + 2 * SUM]:
             self.bad += 1  # corrupted on the way: dropped, asked for again
             print("ota: chunk", i, "corrupted")
             if self.bad >= MAX_BAD:
