@@ -6,6 +6,7 @@ under a lease in the database, taken over within --lease-ttl when its bridge die
 commands are claimed with a conditional UPDATE.
 """
 
+import faulthandler
 import signal
 import sys
 import threading
@@ -49,6 +50,8 @@ class Command(BaseCommand):
         # the GIL from the worker. The default 5 ms switch interval then adds tens of
         # milliseconds to every broadcast; 1 ms keeps live updates prompt.
         sys.setswitchinterval(0.001)
+        # SIGUSR1 prints every thread's stack (a stop that hangs, a stuck worker).
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         done = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: done.set())
