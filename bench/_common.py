@@ -100,6 +100,37 @@ def seed_fleet(*, name: str, prefix: str, ids: list[str], broker):
     return tenant, pools
 
 
+def remove_fleet(tenant) -> bool:
+    """The rows seed_fleet's tenant gathered: history, events and commands by raw
+    DELETE (fast, and the command history is append-only to the ORM), then its OTA
+    campaigns, devices and pools, then the tenant itself. Returns False when the
+    tenant must stay: audit events of its own protect it (the trail is append-only)."""
+    from django.db import connection
+    from django.db.models import ProtectedError
+
+    from devices.models import Device, Pool
+    from ota.models import Campaign
+
+    with connection.cursor() as cursor:
+        for table in (
+            "devices_telemetrysample",
+            "devices_deviceevent",
+            "devices_command",
+        ):
+            cursor.execute(
+                f"DELETE FROM {table} WHERE tenant_id = %s",  # noqa: S608
+                [tenant.pk],
+            )
+    Campaign.objects.filter(tenant=tenant).delete()
+    Device.objects.filter(tenant=tenant).delete()
+    Pool.objects.filter(tenant=tenant).delete()
+    try:
+        tenant.delete()
+    except ProtectedError:
+        return False
+    return True
+
+
 def free_port() -> int:
     """A loopback TCP port nobody listens on right now."""
     with socket.socket() as sock:
@@ -265,15 +296,81 @@ class BridgeProcess(ServerProcess):
         raise RuntimeError(f"bridge not ready: {self.stats} {self.log[-5:]}")
 
 
-class DaphneProcess(ServerProcess):
-    """daphne serving poolsaas.asgi on 127.0.0.1:`port` (`stderr`: where its log
-    goes, by default nowhere)."""
+ASGI_APPLICATION = "poolsaas.asgi:application"
 
-    def __init__(self, env, port: int, profile: str | None = None, stderr=None):
+
+def asgi_server_command(server: str, port: int) -> list[str]:
+    """The command that serves poolsaas.asgi with `server` on 127.0.0.1:`port`, one
+    process, no access log. daphne is the product's; the others are measured beside
+    it by bench/api.py --server (docs/capacity.md, "Which server for HTTP")."""
+    python = [sys.executable, "-m"]
+    if server == "daphne":
+        return [*python, "daphne", "-b", "127.0.0.1", "-p", str(port), ASGI_APPLICATION]
+    if server == "uvicorn":
+        # Django answers no lifespan events; uvloop and httptools, as uvicorn[standard].
+        return [
+            *python,
+            "uvicorn",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            "--loop=uvloop",
+            "--http=httptools",
+            "--lifespan=off",
+            "--no-access-log",
+            "--log-level=warning",
+            ASGI_APPLICATION,
+        ]
+    if server == "granian":
+        # asginl: ASGI without lifespan, which Django does not speak.
+        return [
+            *python,
+            "granian",
+            "--interface=asginl",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            "--workers=1",
+            "--loop=uvloop",
+            "--log-level=warning",
+            ASGI_APPLICATION,
+        ]
+    if server == "hypercorn":
+        return [
+            *python,
+            "hypercorn",
+            f"--bind=127.0.0.1:{port}",
+            "--worker-class=uvloop",
+            "--log-level=warning",
+            ASGI_APPLICATION,
+        ]
+    raise ValueError(f"unknown ASGI server {server!r}")
+
+
+ASGI_SERVERS = ("daphne", "uvicorn", "granian", "hypercorn")
+
+
+class AsgiServerProcess(ServerProcess):
+    """`server` (one of ASGI_SERVERS) serving poolsaas.asgi on 127.0.0.1:`port`
+    (`stderr`: where its log goes, by default nowhere)."""
+
+    def __init__(
+        self,
+        env,
+        port: int,
+        server: str = "daphne",
+        profile: str | None = None,
+        stderr=None,
+    ):
         self.port = port
-        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1"]
-        command += ["-p", str(port), "poolsaas.asgi:application"]
+        self.server = server
+        command = asgi_server_command(server, port)
         super().__init__(command, env, profile, stderr=stderr)
 
     def wait_ready(self, timeout: float = 30) -> None:
         wait_port(self.port, self.proc, timeout)
+
+
+class DaphneProcess(AsgiServerProcess):
+    """daphne serving poolsaas.asgi on 127.0.0.1:`port`."""
+
+    def __init__(self, env, port: int, profile: str | None = None, stderr=None):
+        super().__init__(env, port, "daphne", profile, stderr)

@@ -49,6 +49,7 @@ from bench._common import (  # noqa: E402
     mqtt_connect,
     pct,
     publish_packet,
+    remove_fleet,
     seed_fleet,
 )
 
@@ -821,19 +822,7 @@ def main() -> int:
     finally:
         bridge.stop()
         if tenant is not None:
-            from django.db import connection
-
-            with connection.cursor() as cursor:
-                for table in (
-                    "devices_telemetrysample",
-                    "devices_deviceevent",
-                    "devices_command",
-                ):
-                    cursor.execute(
-                        f"DELETE FROM {table} WHERE tenant_id = %s",  # noqa: S608
-                        [tenant.pk],
-                    )
-            tenant.delete()
+            remove_fleet(tenant)
             print("bench data removed")
 
 

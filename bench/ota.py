@@ -48,6 +48,7 @@ from bench._common import (  # noqa: E402
     mqtt_connect,
     pct,
     publish_packet,
+    remove_fleet,
     seed_fleet,
     varint,
 )
@@ -245,34 +246,6 @@ def clear_retained(host, port, topics) -> None:
     sock.close()
 
 
-def remove(tenant) -> None:
-    """The bench's rows (a tenant with audit events of its own stays: the trail is
-    append-only)."""
-    from django.db import connection
-    from django.db.models import ProtectedError
-
-    from devices.models import Device, Pool
-    from ota.models import Campaign
-
-    with connection.cursor() as cursor:
-        for table in (
-            "devices_telemetrysample",
-            "devices_deviceevent",
-            "devices_command",
-        ):
-            cursor.execute(
-                f"DELETE FROM {table} WHERE tenant_id = %s",  # noqa: S608
-                [tenant.pk],
-            )
-    Campaign.objects.filter(tenant=tenant).delete()
-    Device.objects.filter(tenant=tenant).delete()
-    Pool.objects.filter(tenant=tenant).delete()
-    try:
-        tenant.delete()
-    except ProtectedError:
-        pass
-
-
 # --- the run --------------------------------------------------------------------------
 
 
@@ -342,7 +315,7 @@ def main() -> int:  # noqa: PLR0915 - one straight run, phase after phase
     prefix = f"otab-{uuid.uuid4().hex[:8]}"
     # What an interrupted run left behind.
     for stale in Tenant.objects.filter(slug__startswith="otab-"):
-        remove(stale)
+        remove_fleet(stale)
     Release.objects.filter(hardware_model="esp32", version="2.0.0").delete()
     print(
         f"ota bench: {args.devices} devices x {args.size} B under {prefix}/, broker "
@@ -531,7 +504,7 @@ def main() -> int:  # noqa: PLR0915 - one straight run, phase after phase
             run.stop()
         bridge.stop()
         clear_retained(host, port, [f"{prefix}/{i}/status" for i in ids])
-        remove(tenant)
+        remove_fleet(tenant)
         release.file.delete(save=False)
         Release.objects.filter(pk=release.pk).delete()
         shutil.rmtree(work, ignore_errors=True)

@@ -21,6 +21,7 @@ class PublisherThread:
             if self._stop.is_set():
                 return
         next_sweep = 0.0
+        swept = False
         while not self._stop.is_set():
             # Cleared before the work: a ring during it runs the loop again.
             self._wake.clear()
@@ -30,6 +31,13 @@ class PublisherThread:
                 try:
                     close_old_connections()
                     self.sweep_publish()
+                    if not swept:
+                        swept = True
+                        logger.info(
+                            "bridge %s: first publish sweep done (then every %s s)",
+                            self.name,
+                            self.sweep_interval,
+                        )
                 except Exception:  # noqa: BLE001 - keep the bridge alive, retry
                     self.db_errors += 1
                     logger.exception("bridge publish sweep failed; retrying")

@@ -45,6 +45,7 @@ pytestmark = [
 
 TIMEOUT = 30.0
 LISTENING = "bridge doorbell listening"
+SWEPT = "first publish sweep done"
 # The database poll of a bridge that must not poll during a test.
 NEVER = "600"
 
@@ -66,6 +67,9 @@ def bridges(tmp_path, platform_broker):
         running.append(process)
         process.start(sweep_interval=sweep_interval, args=tuple(args))
         wait_for(lambda: LISTENING in process.log(), TIMEOUT, "the doorbell")
+        # The start-up sweep done: a command sent from now on goes by the ring
+        # alone (a sweep still running would claim it first on a busy machine).
+        wait_for(lambda: SWEPT in process.log(), TIMEOUT, "the first sweep")
         return process
 
     yield start

@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from zoneinfo import ZoneInfo
 
@@ -184,6 +185,9 @@ class BridgeProcess:
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:
+            # Hung: every thread's stack into the log (faulthandler), then kill.
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(1)
             proc.kill()
             proc.wait(5)
 

@@ -132,6 +132,7 @@ def site(
     )
     invoice = _invoice_for(alice.tenant)
     campaign = _running_campaign(alice, device_a)
+    alert = _firing_alert(pool_a)
     uid = urlsafe_base64_encode(force_bytes(alice.user.pk))
     reset = f"/password/reset/{uid}/{default_token_generator.make_token(alice.user)}/"
     return SimpleNamespace(
@@ -151,6 +152,7 @@ def site(
         tenant=alice.tenant,
         invoice=invoice,
         campaign=campaign,
+        alert=alert,
     )
 
 
@@ -169,6 +171,14 @@ def _running_campaign(owner, device):
     campaign_set_state(campaign, "start", actor=owner.user)
     campaign_step(campaign.pk)
     return campaign
+
+
+def _firing_alert(pool):
+    """A firing freeze alert on the pool, with one resolved before it (history)."""
+    from alerts.tests.web_fixtures import fire
+
+    fire(pool, state="resolved", minutes_ago=90)
+    return fire(pool)
 
 
 def _invoice_for(tenant):
@@ -264,6 +274,17 @@ PAGES = [
     ("ota_releases", "alice", "get", "/ota/releases/"),
     ("ota_release_add", "alice", "get", "/ota/releases/upload/"),
     ("ota_device", "alice", "get", lambda s: f"/devices/{s.device.code}/updates/"),
+    ("alerts", "alice", "get", "/alerts/"),
+    ("alert_rules", "alice", "get", "/alerts/rules/"),
+    ("alert_preferences", "alice", "get", "/alerts/preferences/"),
+    ("alert_detail", "alice", "get", lambda s: f"/alerts/{s.alert.code}/"),
+    ("pool_alerts", "alice", "get", lambda s: f"/pools/{s.pool.code}/alerts/"),
+    (
+        "pool_alert_rules",
+        "alice",
+        "get",
+        lambda s: f"/pools/{s.pool.code}/alerts/rules/",
+    ),
     ("audit_bad_filter", "alice", "get", "/audit/?until=9999-12-31", None, 400),
     (
         "foreign_pool",
@@ -361,7 +382,15 @@ def test_every_page_template_is_checked(client, login, make_user, site, boom_url
     base = Path(settings.BASE_DIR)
     for folder in [base / "templates"] + [
         base / app / "templates"
-        for app in ("tenants", "devices", "audit", "billing", "gateway")
+        for app in (
+            "tenants",
+            "devices",
+            "audit",
+            "billing",
+            "gateway",
+            "alerts",
+            "ota",
+        )
     ]:
         ours |= {
             str(path.relative_to(folder))

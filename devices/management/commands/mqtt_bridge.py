@@ -6,15 +6,26 @@ under a lease in the database, taken over within --lease-ttl when its bridge die
 commands are claimed with a conditional UPDATE.
 """
 
+import faulthandler
 import signal
 import sys
-import threading
+import time
 
 from django.core.management.base import BaseCommand
 
 from devices.bridge import probes
 from devices.bridge.runner import Bridge
 from poolsaas.request_context import RequestContext, bind_request_context
+
+# Seconds between two looks at whether a stop signal came.
+STOP_POLL = 0.2
+
+
+def wait_for_stop(stopping: list, run_for: float | None) -> None:
+    """Until a signal is recorded in `stopping`, or `run_for` seconds passed."""
+    deadline = None if run_for is None else time.monotonic() + run_for
+    while not stopping and (deadline is None or time.monotonic() < deadline):
+        time.sleep(STOP_POLL)
 
 
 class Command(BaseCommand):
@@ -49,9 +60,17 @@ class Command(BaseCommand):
         # the GIL from the worker. The default 5 ms switch interval then adds tens of
         # milliseconds to every broadcast; 1 ms keeps live updates prompt.
         sys.setswitchinterval(0.001)
-        done = threading.Event()
+        # SIGUSR1 prints every thread's stack (a stop that hangs, a stuck worker).
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        # The handler only records the signal; the main thread looks every
+        # STOP_POLL seconds. A wait without a timeout could sleep through SIGTERM:
+        # the kernel may hand a process's signal to any thread, and the handler then
+        # waits for the main thread to run Python again (CPython), which a blocked
+        # wait never does. (Setting an Event from the handler can also deadlock on
+        # the Event's own lock, held by the wait it interrupted.)
+        stopping: list[int] = []
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: done.set())
+            signal.signal(sig, lambda signum, _frame: stopping.append(signum))
         with bind_request_context(RequestContext(source="bridge")):
             bridge = Bridge(
                 name=options["name"],
@@ -65,7 +84,7 @@ class Command(BaseCommand):
             ).start()
             endpoint = probes.serve(bridge, port=options["http_port"])
             self.stdout.write(f"mqtt bridge {bridge.name} running")
-            done.wait(options["run_for"])
+            wait_for_stop(stopping, options["run_for"])
             bridge.stop()
             if endpoint is not None:
                 endpoint.stop()
