@@ -297,15 +297,81 @@ class BridgeProcess(ServerProcess):
         raise RuntimeError(f"bridge not ready: {self.stats} {self.log[-5:]}")
 
 
-class DaphneProcess(ServerProcess):
-    """daphne serving poolsaas.asgi on 127.0.0.1:`port` (`stderr`: where its log
-    goes, by default nowhere)."""
+ASGI_APPLICATION = "poolsaas.asgi:application"
 
-    def __init__(self, env, port: int, profile: str | None = None, stderr=None):
+
+def asgi_server_command(server: str, port: int) -> list[str]:
+    """The command that serves poolsaas.asgi with `server` on 127.0.0.1:`port`, one
+    process, no access log. daphne is the product's; the others are measured beside
+    it by bench/api.py --server (docs/capacity.md, "Which server for HTTP")."""
+    python = [sys.executable, "-m"]
+    if server == "daphne":
+        return [*python, "daphne", "-b", "127.0.0.1", "-p", str(port), ASGI_APPLICATION]
+    if server == "uvicorn":
+        # Django answers no lifespan events; uvloop and httptools, as uvicorn[standard].
+        return [
+            *python,
+            "uvicorn",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            "--loop=uvloop",
+            "--http=httptools",
+            "--lifespan=off",
+            "--no-access-log",
+            "--log-level=warning",
+            ASGI_APPLICATION,
+        ]
+    if server == "granian":
+        # asginl: ASGI without lifespan, which Django does not speak.
+        return [
+            *python,
+            "granian",
+            "--interface=asginl",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            "--workers=1",
+            "--loop=uvloop",
+            "--log-level=warning",
+            ASGI_APPLICATION,
+        ]
+    if server == "hypercorn":
+        return [
+            *python,
+            "hypercorn",
+            f"--bind=127.0.0.1:{port}",
+            "--worker-class=uvloop",
+            "--log-level=warning",
+            ASGI_APPLICATION,
+        ]
+    raise ValueError(f"unknown ASGI server {server!r}")
+
+
+ASGI_SERVERS = ("daphne", "uvicorn", "granian", "hypercorn")
+
+
+class AsgiServerProcess(ServerProcess):
+    """`server` (one of ASGI_SERVERS) serving poolsaas.asgi on 127.0.0.1:`port`
+    (`stderr`: where its log goes, by default nowhere)."""
+
+    def __init__(
+        self,
+        env,
+        port: int,
+        server: str = "daphne",
+        profile: str | None = None,
+        stderr=None,
+    ):
         self.port = port
-        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1"]
-        command += ["-p", str(port), "poolsaas.asgi:application"]
+        self.server = server
+        command = asgi_server_command(server, port)
         super().__init__(command, env, profile, stderr=stderr)
 
     def wait_ready(self, timeout: float = 30) -> None:
         wait_port(self.port, self.proc, timeout)
+
+
+class DaphneProcess(AsgiServerProcess):
+    """daphne serving poolsaas.asgi on 127.0.0.1:`port`."""
+
+    def __init__(self, env, port: int, profile: str | None = None, stderr=None):
+        super().__init__(env, port, "daphne", profile, stderr)

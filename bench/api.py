@@ -1,13 +1,16 @@
-"""API benchmark: concurrent clients -> daphne -> Django REST API -> PostgreSQL.
+"""API benchmark: concurrent clients -> an ASGI server -> Django REST API -> PostgreSQL.
 
     .venv/bin/python bench/api.py [--rate 200] [--duration 10] [--clients 16]
+        [--server daphne[,uvicorn,granian,hypercorn]] [--db-pool]
 
-Loopback only and bounded (about a minute): daphne serves poolsaas.asgi on a free
-127.0.0.1 port, with its own database (default
-postgres://postgres@127.0.0.1:5432/poolsaas_bench_api, created when missing; set
-BENCH_DATABASE_URL to change it) and its own tenant, pools and devices, removed at the
-end. Throttle buckets live in Redis (BENCH_REDIS_URL, default db 13) with limits raised
-out of the way, so the figures include the bucket round trips but no 429s.
+Loopback only and bounded (about two minutes a server): the server (daphne unless
+--server names others; each named one is measured in turn, the whole set of runs
+below, in the same run) serves poolsaas.asgi on a free 127.0.0.1 port, with its own
+database (default postgres://postgres@127.0.0.1:5432/poolsaas_bench_api, created when
+missing; set BENCH_DATABASE_URL to change it) and its own tenant, pools and devices,
+removed at the end. Throttle buckets live in Redis (BENCH_REDIS_URL, default db 13)
+with limits raised out of the way, so the figures include the bucket round trips but
+no 429s.
 
 Scenarios (each request carries a logged-in owner's bearer token):
   1. pool list      GET /api/v1/pools/                 (50 pools with devices)
@@ -22,7 +25,9 @@ Each runs open-loop at a fixed rate (requests scheduled every 1/rate s, spread o
 server that falls behind shows it (no coordinated omission). For the pool list and the
 device state a closed-loop run then finds the maximum throughput, and when the goal
 rate was out of reach, a last run shows the latency at 70 % of that maximum.
-The load average is printed: other work on the machine changes the figures.
+The load average is printed: other work on the machine changes the figures. With
+several servers, a last table sets them side by side (docs/capacity.md, "Which
+server for HTTP").
 
 Goal on this machine: p99 < 100 ms at 200 requests/s for the pool list and the device
 state, each at >= 0.5 of the bare JSON view's maximum, and a week of telemetry in
@@ -46,7 +51,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._common import (  # noqa: E402
-    DaphneProcess,
+    ASGI_SERVERS,
+    AsgiServerProcess,
     ensure_database,
     free_port,
     loopback_url,
@@ -146,9 +152,22 @@ def cleanup() -> None:
             tenant.delete()
 
 
-def wait_ready(port: int, token: str, timeout: float = 30.0) -> None:
+def servers_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ASGI_SERVERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"choose from {', '.join(ASGI_SERVERS)}, not {', '.join(unknown)}"
+        )
+    return names
+
+
+def wait_ready(port: int, token: str, servers, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        for server in servers:
+            if server.proc.poll() is not None:
+                raise SystemExit(f"{server.server} exited before answering")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request(
@@ -161,7 +180,7 @@ def wait_ready(port: int, token: str, timeout: float = 30.0) -> None:
             raise SystemExit(f"server answered {response.status} to the bench token")
         except OSError:
             time.sleep(0.2)
-    raise SystemExit("daphne did not come up within 30 s")
+    raise SystemExit("the server did not come up within 30 s")
 
 
 class Result:
@@ -171,12 +190,18 @@ class Result:
         self.errors = 0
         self.elapsed = 0.0
 
+    def p99_ms(self) -> float:
+        lat = sorted(self.latencies)
+        if not lat:
+            return float("nan")
+        return lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+
     def line(self) -> str:
         lat = sorted(self.latencies)
         if not lat:
             return f"{self.name:<34} no answers ({self.errors} errors)"
         p50 = statistics.median(lat) * 1000
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+        p99 = self.p99_ms()
         rate = len(lat) / self.elapsed if self.elapsed else 0
         return (
             f"{self.name:<34} {rate:8.1f} req/s   p50 {p50:7.1f} ms   "
@@ -278,6 +303,13 @@ def main() -> None:
         "a load balancer would",
     )
     parser.add_argument(
+        "--server",
+        type=servers_list,
+        default=["daphne"],
+        help="the ASGI server(s), comma-separated, each measured in turn in the "
+        f"same run (one of {', '.join(ASGI_SERVERS)}; default daphne)",
+    )
+    parser.add_argument(
         "--db-pool",
         action="store_true",
         help="use Django's psycopg connection pool (needs psycopg-pool installed)",
@@ -309,15 +341,42 @@ def main() -> None:
     from django.db import connections
 
     connections.close_all()
+    summaries = []
+    try:
+        for server in args.server:
+            summaries.append(measure_server(server, env, fixture, args, db_url))
+    finally:
+        cleanup()
+    if len(summaries) > 1:
+        first = summaries[0]
+        print(f"\nservers side by side (maxima relative to {first['server']}'s):")
+        for summary in summaries:
+            print(
+                f"  {summary['server']:<10} bare {summary['bare']:7.1f} req/s "
+                f"({summary['bare'] / first['bare']:.2f})"
+                + "".join(
+                    f"   {name} {value:6.1f} req/s "
+                    f"({value / first['maxima'][name]:.2f}, "
+                    f"ratio {value / summary['bare']:.2f}, "
+                    f"p99@{args.rate:.0f}/s {summary['p99'][name]:.0f} ms)"
+                    for name, value in summary["maxima"].items()
+                )
+            )
 
+
+def measure_server(server: str, env: dict, fixture: dict, args, db_url: str) -> dict:
+    """Every scenario and the bare view, against `server` (args.workers processes):
+    the endpoints' maxima, their ratios to the bare view, p99 at the goal rate."""
     ports = [free_port() for _ in range(args.workers)]
     server_log = tempfile.TemporaryFile()
-    servers = [DaphneProcess(env, port, stderr=server_log) for port in ports]
+    servers = [
+        AsgiServerProcess(env, port, server, stderr=server_log) for port in ports
+    ]
     port = ports[0]
     results = []
     try:
         for each in ports:
-            wait_ready(each, fixture["token"])
+            wait_ready(each, fixture["token"], servers)
         token = fixture["token"]
         scenarios = [
             ("pool list", "/api/v1/pools/", args.rate),
@@ -339,7 +398,7 @@ def main() -> None:
         conn.close()
         samples = sum(b["samples"] for b in body["buckets"])
         print(
-            f"telemetry check: {len(body['buckets'])} buckets of "
+            f"\n== {server}\ntelemetry check: {len(body['buckets'])} buckets of "
             f"{body['resolution']} s, {samples} samples"
         )
         for name, path, _ in scenarios:  # warm up connections and caches
@@ -353,14 +412,15 @@ def main() -> None:
                 rate=None,
             )
         print(
-            f"{args.workers} daphne process(es) on 127.0.0.1, PostgreSQL "
+            f"{args.workers} {server} process(es) on 127.0.0.1, PostgreSQL "
             f"{urlparse(db_url).path[1:]}"
             f"{' with a connection pool' if args.db_pool else ''}, "
             f"{args.clients} clients, open loop for {args.duration:.0f} s each; "
-            f"load average before: {os.getloadavg()[0]:.1f}"
+            f"load average before: {load_average()}"
         )
         bare = [measure_bare(ports, token, args)]
         maxima = {}
+        p99 = {}
         for name, path, rate in scenarios:
             result = run(
                 name=f"{name} @ {rate:.0f}/s",
@@ -375,6 +435,7 @@ def main() -> None:
             print(result.line(), flush=True)
             if rate < 50:
                 continue
+            p99[name] = result.p99_ms()
             # What this machine sustains right now: the closed-loop maximum, then
             # the latency at 70 % of it (when the goal rate was out of reach).
             ceiling = run(
@@ -407,19 +468,25 @@ def main() -> None:
         bare.append(measure_bare(ports, token, args))
         baseline = statistics.mean(bare)
         print(
-            f"bare JSON view max: {bare[0]:.1f} req/s before, {bare[1]:.1f} after; "
-            f"ratio to their mean {baseline:.1f} (goal >= 0.5):"
+            f"{server}: bare JSON view max: {bare[0]:.1f} req/s before, "
+            f"{bare[1]:.1f} after; ratio to their mean {baseline:.1f} (goal >= 0.5), "
+            f"p99 at {args.rate:.0f} req/s offered (goal <= 100 ms):"
         )
         for name, maximum in maxima.items():
-            print(f"  {name:<14} {maximum / baseline:.2f}")
+            print(f"  {name:<14} {maximum / baseline:.2f}   p99 {p99[name]:.0f} ms")
+        print(f"load average after: {load_average()}")
     finally:
-        for server in servers:
-            server.stop()
-        cleanup()
+        for each in servers:
+            each.stop()
     if any(r.errors for r in results):
         server_log.seek(0)
         sys.stderr.write(server_log.read()[-4000:].decode(errors="replace"))
-        raise SystemExit("some requests failed")
+        raise SystemExit(f"some requests to {server} failed")
+    return {"server": server, "bare": baseline, "maxima": maxima, "p99": p99}
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 if __name__ == "__main__":

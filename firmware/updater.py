@@ -10,10 +10,15 @@ link's outbox), so it runs on the PC and under MicroPython in the tests.
   fields (sorted keys, no spaces), compared in constant time.
 - Chunks are asked for by index, a window at a time, from the first missing one;
   a chunk that is not the next one (a duplicate, another campaign's, out of order)
-  is ignored and asked for again. Each one is hashed as it is appended.
+  is ignored and asked for again.
+- When the manifest lists each chunk's digest ("sums", authenticated by "smac"), a
+  chunk is checked against it before it is written: a corrupted one is dropped and
+  asked for again (MAX_BAD in one download, then the update fails), so that one bad
+  chunk costs one chunk, not the whole download.
 - The download survives a dropped link (asked for again on reconnect) and a reboot:
-  the staging file's length says how many chunks are in, and its content is hashed
-  again from flash (no chunk is fetched twice).
+  the staging file's length says how many chunks are in (no chunk is fetched twice).
+- The whole bundle's SHA-256 is computed from flash once the last chunk is in, so
+  a chunk written wrong is found too.
 """
 
 import binascii
@@ -44,6 +49,8 @@ WINDOW = 4  # chunks asked for at a time (the bridge's per-device burst)
 RETRY_MS = 3000  # ask again when nothing came for this long
 MAX_CHUNK = 4096
 MAX_SIZE = 1024 * 1024
+SUM = 4  # bytes of a chunk's SHA-256 listed per chunk in the manifest's "sums"
+MAX_BAD = 8  # corrupted chunks dropped in one download before it fails
 BUNDLE = "bundle.bin"
 MAGIC = b"PSB1\n"
 # Never in a bundle: they stay as flashed (otaboot.py), or are the board's own.
@@ -90,8 +97,8 @@ def _int(v, lo, hi, what):
     return v
 
 
-def _hex64(v, what):
-    if not isinstance(v, str) or len(v) != 64:
+def _hex(v, n, what):
+    if not isinstance(v, str) or len(v) != n:
         raise ValueError(what + ": invalid")
     for ch in v:
         if ch not in _HEX:
@@ -99,21 +106,39 @@ def _hex64(v, what):
     return v
 
 
-def canonical(m):
-    """The bytes the manifest's HMAC covers: exactly what Python's
-    json.dumps(fields, sort_keys=True, separators=(",", ":")) gives for them (the
-    strings are restricted to characters JSON does not escape)."""
-    return (
-        '{"c":' + str(m["c"]) + ',"chunk":' + str(m["chunk"])
-        + ',"chunks":' + str(m["chunks"]) + ',"from":"' + m["from"]
-        + '","model":"' + m["model"] + '","sha256":"' + m["sha256"]
-        + '","size":' + str(m["size"]) + ',"version":"' + m["version"] + '"}'
-    ).encode()  # fmt: skip
+def canonical(m, sums=False):
+    """The bytes the manifest's HMAC covers (with `sums`: those its "smac" covers,
+    the same fields and "sums"): exactly what Python's json.dumps(fields,
+    sort_keys=True, separators=(",", ":")) gives for them (the strings are
+    restricted to characters JSON does not escape)."""
+    # One join (not a chain of +): with the sums the string is 2 KB and every +
+    # would copy it again on the device's heap.
+    return "".join((
+        '{"c":', str(m["c"]), ',"chunk":', str(m["chunk"]),
+        ',"chunks":', str(m["chunks"]), ',"from":"', m["from"],
+        '","model":"', m["model"], '","sha256":"', m["sha256"],
+        '","size":', str(m["size"]),
+        ',"sums":"' if sums else "", m["sums"] if sums else "", '"' if sums else "",
+        ',"version":"', m["version"], '"}',
+    )).encode()  # fmt: skip
+
+
+def chunk_sum(data):
+    """A chunk's entry in the manifest's "sums": its SHA-256's first SUM bytes, hex.
+    (It finds corruption; the whole bundle's SHA-256 is what authenticates.)"""
+    return binascii.hexlify(hashlib.sha256(data).digest()[:SUM]).decode()
+
+
+def _mac_ok(key, msg, mac):
+    return same(binascii.hexlify(hmac_sha256(key, msg)), mac.encode())
 
 
 def parse_manifest(payload, key):
     """The checked manifest (a dict), or ValueError with the reason. The HMAC is
-    checked last, over the validated fields only."""
+    checked last, over the validated fields only. "sums" (each chunk's digest) is
+    optional: a manifest without it (an older server or release) is checked by the
+    whole hash only; with it, "smac" must authenticate it. (A device that knows no
+    "sums" ignores both: "hmac" covers the other fields alone.)"""
     try:
         obj = json.loads(payload)
     except (ValueError, TypeError):
@@ -126,17 +151,21 @@ def parse_manifest(payload, key):
         "from": _token(obj.get("from", ""), "from", True),
         "model": _token(obj.get("model"), "model"),
         "size": _int(obj.get("size"), 1, MAX_SIZE, "size"),
-        "sha256": _hex64(obj.get("sha256"), "sha256"),
+        "sha256": _hex(obj.get("sha256"), 64, "sha256"),
         "chunk": _int(obj.get("chunk"), 256, MAX_CHUNK, "chunk"),
         "chunks": _int(obj.get("chunks"), 1, MAX_SIZE, "chunks"),
     }
-    mac = _hex64(obj.get("hmac"), "hmac")
+    mac = _hex(obj.get("hmac"), 64, "hmac")
     if m["chunks"] != (m["size"] + m["chunk"] - 1) // m["chunk"]:
         raise ValueError("chunks: does not match size")
-    if not key or not same(
-        binascii.hexlify(hmac_sha256(key, canonical(m))), mac.encode()
-    ):
+    sums = obj.get("sums")
+    if sums is not None:
+        m["sums"] = _hex(sums, 2 * SUM * m["chunks"], "sums")
+        smac = _hex(obj.get("smac"), 64, "smac")
+    if not key or not _mac_ok(key, canonical(m), mac):
         raise ValueError("manifest: bad hmac")
+    if sums is not None and not _mac_ok(key, canonical(m, True), smac):
+        raise ValueError("manifest: bad sums hmac")
     return m
 
 
@@ -213,7 +242,6 @@ class Updater:
         self.st = otaboot.load(root)
         self.m = None
         self.next = 0
-        self.sha = None
         self.f = None
         self.asked_at = None
         self.asked_end = 0
@@ -222,6 +250,7 @@ class Updater:
         self.report = None  # the newest status payload (sent again on reconnect)
         self.final = None  # the report whose delivery ends a trial or a rollback
         self.ignored = 0
+        self.bad = 0  # corrupted chunks dropped in this download
         phase = self.st.get("phase")
         if phase in ("download", "downloaded"):
             try:
@@ -330,22 +359,21 @@ class Updater:
         self.st = {"phase": "download", "c": m["c"], "version": m["version"], "m": m}
         otaboot.save(self.root, self.st)
         self.f = open(self._bundle(), "wb")
-        self.sha = hashlib.sha256()
         self.next = 0
+        self.bad = 0
         self.last_pct = -1
         self._progress()
         self.ask(force=True)
         return True
 
     def _resume(self):
-        """After a reboot: the chunks already in the staging file count (hashed again
-        from flash); the download goes on from the first missing one."""
+        """After a reboot: the chunks already in the staging file count; the download
+        goes on from the first missing one."""
         m = self.m = self.st["m"]
         bundle = self._bundle()
         size = os.stat(bundle)[6]
         n = min(size // m["chunk"], m["chunks"])
         keep = min(n * m["chunk"], m["size"])
-        self.sha = hashlib.sha256()
         if keep != size:  # a chunk half written when the power went: cut it off
             tmp = bundle + ".tmp"
             with open(bundle, "rb") as src, open(tmp, "wb") as dst:
@@ -356,12 +384,6 @@ class Updater:
                     left -= len(piece)
             os.remove(bundle)
             os.rename(tmp, bundle)
-        with open(bundle, "rb") as src:
-            while True:
-                piece = src.read(512)
-                if not piece:
-                    break
-                self.sha.update(piece)
         self.next = n
         print("ota: resuming campaign", m["c"], "at chunk", n, "of", m["chunks"])
         if n >= m["chunks"]:
@@ -412,9 +434,17 @@ class Updater:
             self.ignored += 1  # a duplicate, out of order, or not ours
             return False
         data = memoryview(payload)[HEADER:]
+        sums, at = m.get("sums"), 2 * SUM * i
+        if sums is not None and chunk_sum(data) != sums[at : at + 2 * SUM]:
+            self.bad += 1  # corrupted on the way: dropped, asked for again
+            print("ota: chunk", i, "corrupted")
+            if self.bad >= MAX_BAD:
+                self._fail("corrupted chunks: " + str(self.bad) + ", last " + str(i))
+            else:
+                self.ask(force=True)
+            return False
         self.f.write(data)
         self.f.flush()
-        self.sha.update(data)
         self.next += 1
         if self.next >= m["chunks"]:
             self._close()
@@ -444,8 +474,19 @@ class Updater:
         return self.ready
 
     def _verify(self):
-        digest = binascii.hexlify(self.sha.digest()).decode() if self.sha else ""
-        if digest != self.m["sha256"]:
+        # Hashed from flash: what is unpacked is what was checked (a chunk can be
+        # checked intact on arrival and still be written wrong).
+        sha = hashlib.sha256()
+        try:
+            with open(self._bundle(), "rb") as src:
+                while True:
+                    piece = src.read(512)
+                    if not piece:
+                        break
+                    sha.update(piece)
+        except OSError:
+            pass
+        if binascii.hexlify(sha.digest()).decode() != self.m["sha256"]:
             self._fail("sha256 mismatch")
             return
         self._status("downloaded", 100)

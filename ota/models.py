@@ -8,6 +8,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 
 MAX_CHUNK = 4096
+SUM_BYTES = 4  # of each chunk's SHA-256 (firmware/updater.py SUM)
 validate_semver = RegexValidator(r"^\d+\.\d+\.\d+$", "a version is MAJOR.MINOR.PATCH")
 
 
@@ -44,6 +45,10 @@ class Release(models.Model):
         validators=[MinValueValidator(256), MaxValueValidator(MAX_CHUNK)],
     )
     chunk_count = models.PositiveIntegerField(default=0, editable=False)
+    # Each chunk's digest (SUM_BYTES of its SHA-256, hex, in order), offered in the
+    # manifest so that a device finds a corrupted chunk and fetches it again. Empty
+    # for releases uploaded before it existed (offered without it).
+    chunk_sums = models.TextField(blank=True, editable=False)
     retired = models.BooleanField(default=False)
     retired_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_by = models.ForeignKey(

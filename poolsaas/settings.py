@@ -234,10 +234,10 @@ REDIS_URL = env_str("REDIS_URL", "")
 USAGE_METERING = env_bool("USAGE_METERING", True)
 if REDIS_URL:
     # "pubsub": channels-redis's pub/sub layer, bounded per socket and counted
-    # (poolsaas/live/layer.py; docs/architecture.md, "The live path"). "core": the
-    # list-per-process layer, the default until the tests that listen across event
-    # loops (async_to_sync per call) are ported.
-    LIVE_CHANNEL_LAYER = env_str("LIVE_CHANNEL_LAYER", "core")
+    # (poolsaas/live/layer.py; docs/architecture.md, "The live path"), the default.
+    # "core": channels-redis's list-per-process layer, which drops what overflows a
+    # process's inbox under load (kept selectable, to compare).
+    LIVE_CHANNEL_LAYER = env_str("LIVE_CHANNEL_LAYER", "pubsub")
     # redis-py 8 times out reads after 5 s by default, which breaks the layer's
     # blocking receive on an idle socket (channels_redis#422).
     _LAYER_HOSTS = [{"address": REDIS_URL, "socket_timeout": None}]
@@ -354,7 +354,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["poolsaas.api.parsers.BoundedJSONParser"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["poolsaas.api.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "poolsaas.api.pagination.Pagination",
     "PAGE_SIZE": 50,

@@ -12,7 +12,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import exceptions, mixins, serializers
 from rest_framework.decorators import action
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 
 from billing import payments
@@ -25,6 +25,7 @@ from billing.selectors import (
     invoices_for_member,
     usage_for_period,
 )
+from poolsaas.api.renderers import JSONRenderer
 from poolsaas.api.viewsets import ApiView, TenantScopedViewSet
 from tenants.roles import Action
 from tenants.selectors import membership_require

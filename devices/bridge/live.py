@@ -42,6 +42,11 @@ logger = logging.getLogger(__name__)
 GROUP_REJOIN = 600.0
 
 
+def _retrieve(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class LiveChannel:
     def __init__(
         self,
@@ -293,6 +298,9 @@ class LiveChannel:
                 # channel whose receive is cancelled (poolsaas/live/layer.py).
                 if waiting is None:
                     waiting = asyncio.ensure_future(layer.receive(channel))
+                    # Read even when nobody awaits it any more (the bridge stopping
+                    # closes the connection under it): no "exception never retrieved".
+                    waiting.add_done_callback(_retrieve)
                 done, _ = await asyncio.wait({waiting}, timeout=GROUP_REJOIN)
                 if not done:
                     raise RedisTimeoutError

@@ -574,53 +574,36 @@ def test_state_is_broadcast_to_the_pool_group(
     make_bridge, prefix, pool_a, pool_b, platform_broker
 ):
     """What the dashboard consumer gets (contract 3), through the real Redis layer."""
-    import asyncio
-
-    from asgiref.sync import async_to_sync
-    from channels.layers import channel_layers
-
-    from poolsaas.live.groups import pool_group, watch_announce
+    from poolsaas.live.groups import pool_group
+    from poolsaas.tests.live_listener import GroupListener
 
     device = make_device(pool_a, prefix, esp_id(), broker=platform_broker)
-    # A layer of the test's own: the bridge's live thread receives on the shared one.
-    layer = channel_layers.make_backend("default")
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(pool_group(pool_a.code), channel)
-    async_to_sync(watch_announce)(layer, pool_group(pool_a.code))  # as a page does
-    other = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(pool_group(pool_b.code), other)
-    async_to_sync(watch_announce)(layer, pool_group(pool_b.code))
     make_device(pool_b, prefix, esp_id(), broker=platform_broker)
-    bridge = make_bridge()
-    assert bridge.wait_ready()
-    time.sleep(1.5)  # the bridge reads the watched groups every second
-    pub = Publisher()
-
-    async def next_state():
-        while True:
-            message = await asyncio.wait_for(layer.receive(channel), 10)
-            if message["type"] == "pool.state":
-                return message
-
-    try:
-        pub.pub(f"{prefix}/{device.device_id}/telemetry", telemetry(temp=22.2))
-        message = async_to_sync(next_state)()
-    finally:
-        pub.close()
-        async_to_sync(layer.group_discard)(pool_group(pool_a.code), channel)
+    # Pages of their own: the bridge's live thread receives on the shared layer.
+    with (
+        GroupListener(pool_group(pool_a.code)) as page,
+        GroupListener(pool_group(pool_b.code)) as other,
+    ):
+        bridge = make_bridge()
+        assert bridge.wait_ready()
+        wait_for(
+            lambda: {page.groups[0], other.groups[0]} <= (bridge.live.watched or set()),
+            what="the bridge knows both pages",
+        )
+        pub = Publisher()
+        try:
+            pub.pub(f"{prefix}/{device.device_id}/telemetry", telemetry(temp=22.2))
+            message = page.wait(lambda m: m["type"] == "pool.state")
+        finally:
+            pub.close()
+        # Tenant B's pool heard nothing.
+        assert [
+            m for m in other.received(within=0.5) if m["type"] == "pool.state"
+        ] == []
     assert message["pool"] == pool_a.code.hex
     assert message["online"] is True
     assert message["state"]["temperature"] == 22.2
     assert message["last_seen"]
-
-    async def nothing_for_b():
-        try:
-            return await asyncio.wait_for(layer.receive(other), 0.5)
-        except TimeoutError:
-            return None
-
-    assert async_to_sync(nothing_for_b)() is None  # tenant B's pool heard nothing
-    async_to_sync(layer.group_discard)(pool_group(pool_b.code), other)
 
 
 @pytest.fixture
@@ -733,36 +716,23 @@ def test_a_change_skipped_before_the_page_was_known_reaches_it_once_known(
     """The bridge skips pools nobody watches; a page whose announcement it has not
     heard yet (here: the registry alone, no notice) still gets the change it missed,
     from the bridge's own state, once the bridge learns of the page."""
-    import asyncio
-
-    from asgiref.sync import async_to_sync
-    from channels.layers import channel_layers
-
     from poolsaas.live import watch
     from poolsaas.live.groups import pool_group
+    from poolsaas.tests.live_listener import GroupListener
 
     device = make_device(pool_a, prefix, esp_id(), broker=platform_broker)
     bridge = make_bridge()
     assert bridge.wait_ready()
     pub = Publisher()
     group = pool_group(pool_a.code)
-    layer = channel_layers.make_backend("default")
-    channel = async_to_sync(layer.new_channel)()
-    try:
-        pub.pub(f"{prefix}/{device.device_id}/telemetry", telemetry(temp=23.4))
-        wait_for(lambda: bridge.live.counters["skipped"] >= 1, what="a skipped send")
-        async_to_sync(layer.group_add)(group, channel)
-        watch.registry().touch([group])  # the page's socket, its notice lost
-
-        async def next_state():
-            while True:
-                message = await asyncio.wait_for(layer.receive(channel), 10)
-                if message["type"] == "pool.state":
-                    return message
-
-        message = async_to_sync(next_state)()
-    finally:
-        pub.close()
-        async_to_sync(layer.group_discard)(group, channel)
+    with GroupListener() as page:
+        try:
+            pub.pub(f"{prefix}/{device.device_id}/telemetry", telemetry(temp=23.4))
+            wait_for(lambda: bridge.live.counters["skipped"] >= 1, what="a skip")
+            page.join(group, announce=False)
+            watch.registry().touch([group])  # the page's socket, its notice lost
+            message = page.wait(lambda m: m["type"] == "pool.state")
+        finally:
+            pub.close()
     assert message["pool"] == pool_a.code.hex
     assert message["state"]["temperature"] == 23.4

@@ -12,14 +12,11 @@ Every wait is on a condition with a bounded timeout.
 """
 
 import ast
-import asyncio
 import re
 import time
 import uuid
 
 import pytest
-from asgiref.sync import async_to_sync
-from channels.layers import channel_layers
 
 from devices.models import Broker, BrokerLease, Device
 from devices.services import commands as command_services
@@ -36,7 +33,8 @@ from devices.tests.test_bridge import (
 from devices.tests.test_bridge_core import telemetry
 from devices.tests.test_config_push import BridgeProcess
 from firmware.sim import VirtualDevice
-from poolsaas.live.groups import doorbell_ring_bridges, pool_group, watch_announce
+from poolsaas.live.groups import doorbell_ring_bridges, pool_group
+from poolsaas.tests.live_listener import GroupListener
 
 pytestmark = [
     pytest.mark.mqtt,
@@ -203,21 +201,6 @@ def test_the_answer_reaches_the_page_before_it_is_written(
     """The bridge writes once every ten minutes here: the page hears the device's
     ack from the bridge at once, while the command is still `sent` in the database."""
     Device.objects.filter(pk=device.pk).update(online=True)  # no write would say so
-    layer = channel_layers.make_backend("default")
-    channel = async_to_sync(layer.new_channel)()
-    group = pool_group(pool_a.code)
-    async_to_sync(layer.group_add)(group, channel)
-    async_to_sync(watch_announce)(layer, group)  # as the page does
-    bridges(args=("--flush-interval", NEVER))
-    sims(device)
-
-    async def heard(match) -> dict:
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            message = await asyncio.wait_for(layer.receive(channel), TIMEOUT)
-            if match(message):
-                return message
-        raise AssertionError("not heard")
 
     def answer(code: str):
         def match(message):
@@ -226,14 +209,14 @@ def test_the_answer_reaches_the_page_before_it_is_written(
 
         return match
 
-    try:
+    with GroupListener(pool_group(pool_a.code)) as page:
+        bridges(args=("--flush-interval", NEVER))
+        sims(device)
         # The page's state: the bridge knows of the page, and the device has spoken
         # on this connection (it is sent nothing before).
-        async_to_sync(heard)(lambda m: m["type"] == "pool.state")
+        page.wait(lambda m: m["type"] == "pool.state", TIMEOUT)
         command = command_send(membership=alice, pool=pool_a, op="pump", value="ON")
-        told = async_to_sync(heard)(answer(command.code.hex))["command"]
-    finally:
-        async_to_sync(layer.group_discard)(group, channel)
+        told = page.wait(answer(command.code.hex), TIMEOUT)["command"]
     assert told == {"code": command.code.hex, "status": "done", "error": ""}
     assert status(command) == "sent"  # the write follows, later
 

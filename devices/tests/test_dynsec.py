@@ -246,6 +246,51 @@ def test_device_takes_its_own_ota_topics_only(clients, watcher, created):
     assert message == (f"{root}/ota/get", b'{"c":1,"i":0}')
 
 
+@pytest.mark.mqtt
+def test_another_tenants_device_can_neither_read_nor_forge_ota_traffic(
+    clients, watcher, created
+):
+    """Device A (tenant A) and device B (tenant B) on one broker: B's credentials
+    reach none of A's OTA topics, by name or by wildcard, in either direction; A's
+    chunks reach A only."""
+    a_id, a_password = created(watcher.prefix)
+    b_id, b_password = created(watcher.prefix)
+    a_root, b_root = f"{watcher.prefix}/{a_id}", f"{watcher.prefix}/{b_id}"
+    a, b = clients(a_id), clients(b_id)
+    assert a.connect(a_id, a_password) and b.connect(b_id, b_password)
+    assert a.subscribe(f"{a_root}/ota/chunk")
+    for topic in ("ota/chunk", "ota/offer", "ota/get", "ota/status"):
+        assert not b.subscribe(f"{a_root}/{topic}"), topic
+    for pattern in ("+/ota/chunk", "+/ota/#", f"{a_id}/ota/+", f"{a_id}/#"):
+        assert not b.subscribe(f"{watcher.prefix}/{pattern}"), pattern
+    assert b.subscribe(f"{b_root}/ota/chunk")
+
+    # B asking for chunks or reporting on A's behalf, or sending A a chunk, is
+    # dropped by the broker; A's own request behind them shows the watcher listens.
+    b.publish(f"{a_root}/ota/get", b'{"c":1,"i":0,"n":4}')
+    b.publish(f"{a_root}/ota/status", b'{"c":1,"state":"succeeded"}')
+    b.publish(f"{a_root}/ota/chunk", b"\x00\x00\x00\x01\x00\x00\x00\x00forged")
+    b.publish(f"{b_root}/ota/chunk", b"\x00\x00\x00\x01\x00\x00\x00\x00self")
+    a.publish(f"{a_root}/ota/get", b'{"c":1,"i":0,"n":4}')
+    assert watcher.messages.get(timeout=WAIT) == (
+        f"{a_root}/ota/get",
+        b'{"c":1,"i":0,"n":4}',
+    )
+    # The bridge's chunk for A reaches A, and B (subscribed to its own) sees nothing.
+    watcher.publish(f"{a_root}/ota/chunk", b"\x00\x00\x00\x01\x00\x00\x00\x00A")
+    assert a.messages.get(timeout=WAIT) == (
+        f"{a_root}/ota/chunk",
+        b"\x00\x00\x00\x01\x00\x00\x00\x00A",
+    )
+    watcher.messages.get(timeout=WAIT)  # its own publish
+    with pytest.raises(queue.Empty):
+        a.messages.get(timeout=0.3)
+    with pytest.raises(queue.Empty):
+        b.messages.get(timeout=0.3)
+    with pytest.raises(queue.Empty):
+        watcher.messages.get(timeout=0.3)
+
+
 def test_dynsec_config_comes_from_settings(dynsec_settings):
     config = dynsec_config()
     assert (config.host, config.port, config.tls) == ("127.0.0.1", DYNSEC_PORT, False)

@@ -70,7 +70,14 @@ def build_parser():
     p.add_argument(
         "--ota-fail-verify",
         action="store_true",
-        help="OTA: corrupt one chunk (the verification fails)",
+        help="OTA: corrupt one chunk on its way to flash (the verification fails)",
+    )
+    p.add_argument(
+        "--ota-corrupt-at",
+        type=float,
+        default=None,
+        help="OTA: corrupt the chunk at this share of the transfer once in transit "
+        "(0..1; dropped and fetched again)",
     )
     p.add_argument(
         "--ota-crash-new",
@@ -90,6 +97,7 @@ def build_parser():
 def _ota_switches(args):
     return {
         "fail_verify": args.ota_fail_verify,
+        "corrupt_at": args.ota_corrupt_at,
         "crash_new": args.ota_crash_new,
         "drop_at": args.ota_drop_at,
     }

@@ -48,7 +48,8 @@ class VirtualDevice:
     OTA (docs/ota.md, "Simulator"): with `ota_key` (the provisioning bundle's, hex)
     the device takes updates through firmware/updater.py into the folder `ota_root`
     (firmware.sim.ota.SimOta); `ota_opts` passes its switches (fail_verify,
-    crash_new, drop_at: the TCP socket is shut mid-transfer, paho reconnects).
+    corrupt_at, crash_new, drop_at: the TCP socket is shut mid-transfer, paho
+    reconnects).
     """
 
     def __init__(

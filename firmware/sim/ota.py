@@ -8,8 +8,13 @@ devices) hands over what arrives on `ota/offer` and `ota/chunk`, calls `online()
 after each (re)connect and `step()` a few times a second, and publishes what `send`
 is given. Switches (docs/ota.md, "Simulator"):
 
-- fail_verify: one chunk is corrupted as it is written, so the whole hash fails and
-  the device reports `failed` (sha256 mismatch);
+- fail_verify: one chunk is corrupted as it is written to flash (after the updater
+  checked it), so the whole hash fails and the device reports `failed` (sha256
+  mismatch);
+- corrupt_at (0..1): once, the chunk at that share of the transfer arrives with a
+  bit flipped (in transit, before the updater sees it): with the manifest's
+  per-chunk sums the updater drops it and fetches it again (`corrupted_index`,
+  `refetched`); without them only the whole hash would find it;
 - crash_new: the new version crashes at start (before it can report), boot after
   boot, until otaboot rolls back after its trial boots; the old version then reports
   `rolled_back`;
@@ -31,6 +36,25 @@ from firmware import otaboot, updater
 VERSION_FILE = "sim_version"  # in an application folder: the version it holds
 
 
+def _flipped(payload):
+    data = bytearray(payload)
+    data[-1] ^= 0xFF
+    return bytes(data)
+
+
+class _FlipOnWrite:
+    """The staging file, with the next write's last byte flipped."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data):
+        return self.f.write(_flipped(data))
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
 class SimOta:
     """One simulated device's updates. `send(suffix, payload, qos)` publishes and
     returns paho's MQTTMessageInfo (or None when it could not)."""
@@ -44,6 +68,7 @@ class SimOta:
         version="0.1.0",
         model="esp32",
         fail_verify=False,
+        corrupt_at=None,
         crash_new=False,
         drop_at=0.0,
         drop_for=2.0,
@@ -58,6 +83,7 @@ class SimOta:
         self.factory_version = version
         self.model = model
         self.fail_verify = fail_verify
+        self.corrupt_at = corrupt_at
         self.crash_new = crash_new
         self.drop_at = drop_at
         self.drop_for = drop_for
@@ -76,6 +102,8 @@ class SimOta:
         self.link_down_until = 0.0
         self.chunks_in = 0
         self._corrupted = False
+        self.corrupted_index = None  # the chunk corrupted in transit (corrupt_at)
+        self.refetched = False  # ... and taken intact afterwards
         self._acks = []  # (MQTTMessageInfo, payload) of status reports in flight
         self._boot()
 
@@ -159,19 +187,43 @@ class SimOta:
             if not self.link_up:
                 return False
             u = self.updater
-            if self.fail_verify and not self._corrupted and u.downloading:
-                if len(payload) > updater.HEADER and u.next == u.m["chunks"] // 2:
-                    i = int.from_bytes(payload[4:8], "big")
-                    if i == u.next:
-                        data = bytearray(payload)
-                        data[-1] ^= 0xFF  # a bit flipped on the way to flash
-                        payload = bytes(data)
-                        self._corrupted = True
-            ok = u.chunk(payload)
+            f = flipped = None
+            verify_at = None
+            if self.fail_verify and not self._corrupted and u.m:
+                verify_at = u.m["chunks"] // 2
+            if self._due(payload, verify_at):
+                f = u.f = _FlipOnWrite(u.f)  # a bit flipped on the way to flash
+                self._corrupted = True
+            elif self._due(payload, self._corrupt_index()):
+                payload = flipped = _flipped(payload)  # flipped on the way here
+                self.corrupted_index = u.next
+            i = u.next
+            try:
+                ok = u.chunk(payload)
+            finally:
+                if f is not None and u.f is f:
+                    u.f = f.f
             if ok:
                 self.chunks_in += 1
+                if i == self.corrupted_index and flipped is None:
+                    self.refetched = True
                 self._maybe_drop()
             return ok
+
+    def _corrupt_index(self):
+        u = self.updater
+        if self.corrupt_at is None or self.corrupted_index is not None or not u.m:
+            return None
+        return min(int(u.m["chunks"] * self.corrupt_at), u.m["chunks"] - 1)
+
+    def _due(self, payload, index):
+        """Is this the chunk `index`, the one the updater waits for?"""
+        u = self.updater
+        if index is None or not u.downloading:
+            return False
+        if len(payload) <= updater.HEADER or u.next != index:
+            return False
+        return int.from_bytes(payload[4:8], "big") == index
 
     def _maybe_drop(self):
         u = self.updater

@@ -158,3 +158,40 @@ def test_a_lost_chunk_is_asked_for_again_from_the_first_missing(tmp_path):
     # The window 0-3 lost chunk 2 (3 was ignored as out of order): asked again at 2.
     assert [g["i"] for g in bridge.gets] == [0, 2, 6]
     assert ota.version == "1.2.0"
+
+
+def test_fail_verify_corrupts_on_write_even_past_the_chunk_sums(tmp_path):
+    bridge = FakeBridge()
+    ota = device(tmp_path, bridge, fail_verify=True)
+    ota.offer(manifest(BLOB, c=C, sums=True))
+    bridge.run(ota)
+    assert ota.version == "1.0.0" and ota.corrupted_index is None
+    assert bridge.status[-1]["reason"] == "sha256 mismatch"
+
+
+def test_a_chunk_corrupted_in_transit_is_fetched_again_and_the_update_succeeds(
+    tmp_path,
+):
+    bridge = FakeBridge()
+    ota = device(tmp_path, bridge, corrupt_at=0.5)
+    ota.offer(manifest(BLOB, c=C, sums=True))
+    n = json.loads(manifest(BLOB, c=C))["chunks"]
+    bridge.run(ota)
+    assert ota.corrupted_index == n // 2 and ota.refetched
+    assert ota.version == "1.2.0" and bridge.states()[-1] == "succeeded"
+    # Asked again from the corrupted chunk, never from 0.
+    starts = [g["i"] for g in bridge.gets]
+    assert starts.count(n // 2) == 2 and starts.count(0) == 1, starts
+    assert ota.chunks_in == n
+
+
+def test_without_chunk_sums_a_chunk_corrupted_in_transit_fails_the_whole_hash(
+    tmp_path,
+):
+    bridge = FakeBridge()
+    ota = device(tmp_path, bridge, corrupt_at=0.5)
+    ota.offer(manifest(BLOB, c=C))  # an older manifest: no per-chunk sums
+    bridge.run(ota)
+    assert ota.corrupted_index is not None and not ota.refetched
+    assert ota.version == "1.0.0"
+    assert bridge.status[-1]["reason"] == "sha256 mismatch"

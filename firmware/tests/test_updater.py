@@ -32,7 +32,7 @@ def pack(files):
 APP_V2 = [("app.py", b"VERSION = 2\n" * 40), ("link.py", b"# link v2\n" * 30)]
 
 
-def manifest(blob, c=7, key=KEY, version="1.2.0", model="esp32", sha=None):
+def manifest(blob, c=7, key=KEY, version="1.2.0", model="esp32", sha=None, sums=False):
     m = {
         "c": c,
         "version": version,
@@ -46,7 +46,21 @@ def manifest(blob, c=7, key=KEY, version="1.2.0", model="esp32", sha=None):
     m["hmac"] = binascii.hexlify(
         updater.hmac_sha256(key, updater.canonical(m))
     ).decode()
+    if sums:  # each chunk's digest, as the server lists them (ota.services.manifest)
+        n = m["chunks"]
+        m["sums"] = "".join(
+            updater.chunk_sum(blob[i * CHUNK : (i + 1) * CHUNK]) for i in range(n)
+        )
+        m["smac"] = binascii.hexlify(
+            updater.hmac_sha256(key, updater.canonical(m, True))
+        ).decode()
     return json.dumps(m).encode()
+
+
+def corrupt(payload):
+    data = bytearray(payload)
+    data[-1] ^= 0x01  # one bit flipped on the way
+    return bytes(data)
 
 
 def chunk(blob, i, c=7):
@@ -134,6 +148,62 @@ def test_manifest_with_a_bad_hmac_or_changed_field_is_refused():
     assert "hmac" in str(e)
     raises(ValueError, updater.parse_manifest, b"[1]", KEY)
     raises(ValueError, updater.parse_manifest, manifest(blob), b"")
+
+
+def test_chunk_sums_are_authenticated_and_older_manifests_still_accepted():
+    blob = pack(APP_V2)
+    m = updater.parse_manifest(manifest(blob, sums=True), KEY)
+    assert len(m["sums"]) == 2 * updater.SUM * m["chunks"]
+    assert m["sums"][:8] == updater.chunk_sum(blob[:CHUNK])
+    assert "sums" not in updater.parse_manifest(manifest(blob), KEY)  # older server
+    signed = json.loads(manifest(blob, sums=True))
+    # A device that knows no "sums" checks "hmac" over the other fields only.
+    old = {k: v for k, v in signed.items() if k not in ("sums", "smac", "hmac")}
+    mac = binascii.hexlify(updater.hmac_sha256(KEY, updater.canonical(old)))
+    assert mac.decode() == signed["hmac"]
+    changed = dict(signed, sums="0" * 8 + signed["sums"][8:])  # one digest replaced
+    e = raises(ValueError, updater.parse_manifest, json.dumps(changed).encode(), KEY)
+    assert str(e) == "manifest: bad sums hmac"
+    for bad in ({"smac": None}, {"sums": signed["sums"][:-8]}, {"sums": "X" * 8}):
+        e = raises(
+            ValueError, updater.parse_manifest, json.dumps(dict(signed, **bad)), KEY
+        )
+        assert str(e).endswith(": invalid"), e
+
+
+def test_a_corrupted_chunk_is_dropped_and_fetched_again():
+    root, sent = board(), Sent()
+    blob = pack(APP_V2)
+    n = (len(blob) + CHUNK - 1) // CHUNK
+    u = make(root, sent)
+    assert u.offer(manifest(blob, sums=True))
+    assert u.chunk(chunk(blob, 0))
+    asks = len(sent.gets())
+    assert not u.chunk(corrupt(chunk(blob, 1)))
+    assert u.bad == 1 and u.next == 1
+    assert os.stat(root + "/fw.new/bundle.bin")[6] == CHUNK  # nothing written
+    assert sent.gets()[asks:] == [{"c": 7, "i": 1, "n": min(4, n - 1)}]
+    download(u, blob, start=1)
+    assert u.step() and sent.states()[-2:] == ["downloaded", "verified"]
+    assert read(root + "/fw.new/app.py") == APP_V2[0][1]
+
+
+def test_too_many_corrupted_chunks_fail_the_update():
+    v1 = [("app.py", b"VERSION = 1\n")]
+    root, sent = board(v1), Sent()
+    blob = pack(APP_V2)
+    u = make(root, sent)
+    assert u.offer(manifest(blob, sums=True))
+    assert u.chunk(chunk(blob, 0))
+    for _ in range(updater.MAX_BAD - 1):
+        assert not u.chunk(corrupt(chunk(blob, 1)))
+    assert u.downloading and sent.states()[-1] == "downloading"
+    assert not u.chunk(corrupt(chunk(blob, 1)))
+    assert not u.downloading
+    assert sent.last_status()["state"] == "failed"
+    assert sent.last_status()["reason"] == "corrupted chunks: 8, last 1"
+    assert not otaboot.exists(root + "/fw.new") and otaboot.load(root) == {}
+    assert read(root + "/fw/app.py") == v1[0][1]
 
 
 def test_bad_hmac_offer_writes_nothing_and_reports_failed():

@@ -224,3 +224,38 @@ class DeviceHistorySerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+
+
+class ConsentSerializer(serializers.ModelSerializer):
+    """An update waiting for (or just given) the pool's consent."""
+
+    campaign = serializers.UUIDField(source="campaign.code", read_only=True)
+    release_version = serializers.CharField(
+        source="campaign.release.version", read_only=True
+    )
+    release_notes = serializers.CharField(
+        source="campaign.release.notes", read_only=True
+    )
+    device = serializers.UUIDField(source="device.code", read_only=True)
+    device_id = serializers.CharField(source="device.device_id", read_only=True)
+
+    class Meta:
+        model = DeviceUpdate
+        fields = [
+            "campaign",
+            "release_version",
+            "release_notes",
+            "device",
+            "device_id",
+            "state",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class ConsentAnswerSerializer(serializers.Serializer):
+    accept = serializers.BooleanField(
+        help_text="true: the update is queued (offered in turn, within the "
+        "campaign's window and rate); false: declined (skipped, the device keeps "
+        "its version)."
+    )

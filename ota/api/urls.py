@@ -13,5 +13,15 @@ urlpatterns = [
         views.DeviceHistoryViewSet.as_view({"get": "list"}),
         name="ota-device-updates",
     ),
+    path(
+        "pools/<str:pool_code>/consent/",
+        views.PoolConsentViewSet.as_view({"get": "list"}),
+        name="ota-pool-consent",
+    ),
+    path(
+        "pools/<str:pool_code>/consent/<str:campaign>/",
+        views.PoolConsentViewSet.as_view({"post": "answer"}),
+        name="ota-pool-consent-answer",
+    ),
     *router.urls,
 ]

@@ -1,6 +1,7 @@
 """/api/v1/ota/: releases (read; upload and retire your own), campaigns (read,
-preview, create, start, pause, resume, cancel, their devices) and a device's update
-history. Everyone reads; admins and owners write. Views parse, authorise through
+preview, create, start, pause, resume, cancel, their devices), a device's update
+history and a pool's consent to an update. Everyone reads; admins and owners write;
+operators and up answer a consent (as on the pool page). Views parse, authorise through
 ota.access and call one engine service."""
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -17,7 +18,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
 from devices.models import Device, Pool
-from devices.selectors import device_get_for_member
+from devices.selectors import device_get_for_member, pool_get_for_member
 from ota import access
 from ota.api import serializers as s
 from ota.models import Campaign, DeviceUpdate, Release
@@ -105,6 +106,21 @@ HISTORY_EXAMPLE = {
     "attempts": 1,
     "updated_at": "2026-11-03T02:09:00Z",
 }
+CONSENT_EXAMPLE = {
+    "campaign": CAMPAIGN_EXAMPLE["code"],
+    "release_version": "1.4.0",
+    "release_notes": "Faster reconnects.",
+    "device": "5b6c7d8e-9f0a-4b1c-8d2e-3f4a5b6c7d8e",
+    "device_id": "ESP-A1B2C3",
+    "state": "awaiting_consent",
+    "updated_at": "2026-11-03T02:00:00Z",
+}
+POOL_CODE = OpenApiParameter(
+    "pool_code", OpenApiTypes.UUID, OpenApiParameter.PATH, description="Pool code."
+)
+CAMPAIGN_CODE = OpenApiParameter(
+    "campaign", OpenApiTypes.UUID, OpenApiParameter.PATH, description="Campaign code."
+)
 DEVICE_CODE = OpenApiParameter(
     "device_code", OpenApiTypes.UUID, OpenApiParameter.PATH, description="Device code."
 )
@@ -461,3 +477,61 @@ class DeviceHistoryViewSet(mixins.ListModelMixin, TenantScopedViewSet):
                 membership=self.membership, code=self.kwargs["device_code"]
             )
         return access.device_updates(device=device)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="The pool's updates waiting for its consent (campaigns that ask "
+        "for it)",
+        parameters=[POOL_CODE],
+        responses={200: s.ConsentSerializer(many=True)},
+        examples=[_page(CONSENT_EXAMPLE)],
+    ),
+)
+class PoolConsentViewSet(mixins.ListModelMixin, TenantScopedViewSet):
+    """Under a pool: the pool's access function is the check (a foreign or made-up
+    pool or campaign is 404 for every role)."""
+
+    queryset = DeviceUpdate.objects.none()
+    serializer_class = s.ConsentSerializer
+    collection_role_check = False
+    lookup_url_kwarg = "campaign"
+    not_found_message = access.NOT_FOUND_CONSENT
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return self.queryset
+        with self.not_found():
+            pool = pool_get_for_member(
+                membership=self.membership, code=self.kwargs["pool_code"]
+            )
+        return access.pool_consent_pending(pool=pool)
+
+    @extend_schema(
+        summary="Accept or decline one update waiting for the pool's consent "
+        "(operators and up); audited",
+        parameters=[POOL_CODE, CAMPAIGN_CODE],
+        request=s.ConsentAnswerSerializer,
+        responses={200: s.ConsentSerializer},
+        examples=[
+            _ex("Accept", {"accept": True}, request_only=True),
+            _ex("Accepted", {**CONSENT_EXAMPLE, "state": "queued"}, response_only=True),
+        ],
+    )
+    def answer(self, request, pool_code=None, campaign=None):
+        from ota import services
+
+        body = s.ConsentAnswerSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        with self.not_found():
+            pool = pool_get_for_member(membership=self.membership, code=pool_code)
+            update = access.pool_consent_get(
+                membership=self.membership, pool=pool, campaign_code=campaign
+            )
+        try:
+            update = services.update_consent(
+                actor=request.user, update=update, accept=body.validated_data["accept"]
+            )
+        except ValueError as exc:  # answered meanwhile (another member, a tab)
+            raise _service_error(exc) from None
+        return Response(s.ConsentSerializer(update).data)

@@ -11,9 +11,39 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from audit.services import audit_record
-from ota.models import MAX_CHUNK, DeviceUpdate, Release
+from ota.models import MAX_CHUNK, SUM_BYTES, DeviceUpdate, Release
 
 MAX_SIZE = 1024 * 1024  # docs/protocol.md: a bundle is at most 1 MB
+
+
+class _ChunkSums:
+    """Each chunk's digest, fed pieces of any length (upload pieces need not fall
+    on chunk boundaries)."""
+
+    def __init__(self, chunk_size: int) -> None:
+        self.chunk_size = chunk_size
+        self.sums: list[str] = []
+        self.current = hashlib.sha256()
+        self.filled = 0
+
+    def update(self, piece: bytes) -> None:
+        view = memoryview(piece)
+        while view:
+            take = min(len(view), self.chunk_size - self.filled)
+            self.current.update(view[:take])
+            self.filled += take
+            view = view[take:]
+            if self.filled == self.chunk_size:
+                self._close()
+
+    def _close(self) -> None:
+        self.sums.append(self.current.digest()[:SUM_BYTES].hex())
+        self.current, self.filled = hashlib.sha256(), 0
+
+    def hexdigest(self) -> str:
+        if self.filled:
+            self._close()
+        return "".join(self.sums)
 
 
 def release_create(
@@ -26,13 +56,15 @@ def release_create(
     tenant=None,
     actor=None,
 ) -> Release:
-    """Hash and size the upload in 64 KB pieces (never wholly in memory), then
-    stream it to storage. `tenant`: a tenant's own release (None: the platform's,
+    """Hash, size and chunk-sum the upload in 64 KB pieces (never wholly in memory),
+    then stream it to storage. `tenant`: a tenant's own release (None: the platform's,
     offered to every tenant). Bad input raises ValidationError, nothing stored."""
     digest = hashlib.sha256()
+    sums = _ChunkSums(MAX_CHUNK)
     size = 0
     for piece in upload.chunks(64 * 1024):
         digest.update(piece)
+        sums.update(piece)
         size += len(piece)
     if size == 0:
         raise ValidationError({"upload": "The file is empty."})
@@ -49,6 +81,7 @@ def release_create(
         size=size,
         chunk_size=MAX_CHUNK,
         chunk_count=-(-size // MAX_CHUNK),
+        chunk_sums=sums.hexdigest(),
         created_by=actor if actor is not None and actor.pk else None,
     )
     release.full_clean(exclude=["file", "sha256"])
@@ -92,8 +125,16 @@ def device_ota_key(device_id: str) -> bytes:
     ).digest()
 
 
+def _mac(key: bytes, body: dict) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(key, canonical, hashlib.sha256).hexdigest()
+
+
 def manifest(update: DeviceUpdate) -> dict:
-    """The offer: the release's fields and their HMAC with the device's key."""
+    """The offer: the release's fields and their HMAC with the device's key; with
+    each chunk's digest ("sums") and their HMAC ("smac", over the fields and the
+    sums) when the release has them. "hmac" covers the fields without the sums, so
+    a device older than the sums still takes the update (docs/protocol.md 10)."""
     release = update.campaign.release
     body = {
         "c": update.campaign_id,
@@ -105,8 +146,10 @@ def manifest(update: DeviceUpdate) -> dict:
         "chunk": release.chunk_size,
         "chunks": release.chunk_count,
     }
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    body["hmac"] = hmac.new(
-        device_ota_key(update.device.device_id), canonical, hashlib.sha256
-    ).hexdigest()
+    key = device_ota_key(update.device.device_id)
+    mac = _mac(key, body)
+    if release.chunk_sums:
+        body["sums"] = release.chunk_sums
+        body["smac"] = _mac(key, body)
+    body["hmac"] = mac
     return body

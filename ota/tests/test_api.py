@@ -305,6 +305,85 @@ def test_campaign_list_queries_do_not_grow(
         assert client.get(f"{BASE}/campaigns/").json()["count"] == 5
 
 
+# --- a pool's consent ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("accept, state", [(True, "queued"), (False, "skipped")])
+def test_operator_answers_a_pools_consent(olivia, consent_a, pool_a, accept, state):
+    client = api_client(olivia)
+    pending = client.get(f"{BASE}/pools/{pool_a.code}/consent/").json()
+    assert pending["count"] == 1
+    (row,) = pending["results"]
+    assert row["campaign"] == str(consent_a.campaign.code)
+    assert row["release_version"] == "1.4.0" and row["state"] == "awaiting_consent"
+    url = f"{BASE}/pools/{pool_a.code}/consent/{consent_a.campaign.code}/"
+    response = client.post(url, {"accept": accept}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["state"] == state
+    consent_a.refresh_from_db()
+    assert consent_a.state == state
+    assert consent_a.consent_by_id == olivia.user_id
+    event = AuditEvent.objects.get(
+        action="ota.consent_accept" if accept else "ota.consent_decline"
+    )
+    assert event.actor_id == olivia.user_id
+    assert client.get(f"{BASE}/pools/{pool_a.code}/consent/").json()["count"] == 0
+    # Answered: nothing waits any more, whatever the answer.
+    assert_error(client.post(url, {"accept": True}, format="json"), 404)
+
+
+def test_viewer_reads_but_cannot_answer_a_consent(victor, consent_a, pool_a):
+    client = api_client(victor)
+    assert client.get(f"{BASE}/pools/{pool_a.code}/consent/").json()["count"] == 1
+    url = f"{BASE}/pools/{pool_a.code}/consent/{consent_a.campaign.code}/"
+    assert_error(client.post(url, {"accept": True}, format="json"), 403)
+    consent_a.refresh_from_db()
+    assert consent_a.state == "awaiting_consent"
+    assert not AuditEvent.objects.filter(action__startswith="ota.consent").exists()
+
+
+@pytest.mark.parametrize("body", [{}, {"accept": "perhaps"}, {"accept": None}])
+def test_consent_answer_bad_input(olivia, consent_a, pool_a, body):
+    url = f"{BASE}/pools/{pool_a.code}/consent/{consent_a.campaign.code}/"
+    error = assert_error(api_client(olivia).post(url, body, format="json"), 400)
+    assert "accept" in error["fields"], error
+    consent_a.refresh_from_db()
+    assert consent_a.state == "awaiting_consent"
+
+
+def test_foreign_pool_or_campaign_consent_is_like_a_made_up_one(
+    carol, olivia, consent_a, pool_a, pool_b
+):
+    other = api_client(carol)
+    answers = [
+        other.post(
+            f"{BASE}/pools/{pool}/consent/{campaign}/", {"accept": True}, format="json"
+        )
+        for pool, campaign in (
+            (pool_a.code, consent_a.campaign.code),
+            (uuid.uuid4(), uuid.uuid4()),
+            ("not-a-code", "x"),
+        )
+    ]
+    assert [a.status_code for a in answers] == [404, 404, 404]
+    assert answers[0].content == answers[1].content == answers[2].content
+    listed = [
+        other.get(f"{BASE}/pools/{pool}/consent/")
+        for pool in (pool_a.code, uuid.uuid4())
+    ]
+    assert [a.status_code for a in listed] == [404, 404]
+    assert listed[0].content == listed[1].content
+    # Tenant A's own member, naming A's campaign under B's pool: not found either.
+    mixed = api_client(olivia).post(
+        f"{BASE}/pools/{pool_b.code}/consent/{consent_a.campaign.code}/",
+        {"accept": True},
+        format="json",
+    )
+    assert_error(mixed, 404)
+    consent_a.refresh_from_db()
+    assert consent_a.state == "awaiting_consent"
+
+
 def test_schema_describes_the_ota_endpoints(victor):
     schema = api_client().get("/api/schema/?format=json").json()
     paths = schema["paths"]
@@ -316,5 +395,7 @@ def test_schema_describes_the_ota_endpoints(victor):
         "/api/v1/ota/campaigns/{code}/pause/",
         "/api/v1/ota/campaigns/{code}/updates/",
         "/api/v1/ota/devices/{device_code}/updates/",
+        "/api/v1/ota/pools/{pool_code}/consent/",
+        "/api/v1/ota/pools/{pool_code}/consent/{campaign}/",
     ):
         assert path in paths, path

@@ -115,6 +115,9 @@ class OtaDevice:
         if self.behaviour == "silent" or self.m is not None:
             return
         mac = m.pop("hmac")
+        # A device that knows no per-chunk sums: "hmac" covers the other fields.
+        m.pop("sums", None)
+        m.pop("smac", None)
         canonical = json.dumps(m, sort_keys=True, separators=(",", ":")).encode()
         good = hmac.new(self.key, canonical, hashlib.sha256).hexdigest()
         self.m, self.data = m, bytearray()

@@ -56,6 +56,22 @@ def _msg(device, suffix, body):
 def test_release_hash_size_chunks(release):
     assert release.sha256 == hashlib.sha256(BLOB).hexdigest()
     assert (release.size, release.chunk_count, release.chunk_size) == (10240, 3, 4096)
+    # Each chunk's digest, as the device computes it (the last chunk shorter).
+    from firmware import updater
+
+    pieces = [BLOB[i : i + 4096] for i in range(0, len(BLOB), 4096)]
+    assert release.chunk_sums == "".join(updater.chunk_sum(p) for p in pieces)
+
+
+def test_chunk_sums_do_not_depend_on_the_upload_pieces():
+    from ota.services.releases import _ChunkSums
+
+    whole = _ChunkSums(4096)
+    whole.update(BLOB)
+    odd = _ChunkSums(4096)
+    for at in range(0, len(BLOB), 1000):  # pieces across chunk boundaries
+        odd.update(BLOB[at : at + 1000])
+    assert odd.hexdigest() == whole.hexdigest() and len(whole.sums) == 3
 
 
 def test_step_offers_only_own_tenant_and_manifest_hmac(campaign, device_a, device_b):
@@ -64,10 +80,17 @@ def test_step_offers_only_own_tenant_and_manifest_hmac(campaign, device_a, devic
     assert update.device == device_a and update.state == "offered"
     assert not DeviceUpdate.objects.filter(device=device_b).exists()
     m = manifest(update)
-    mac = m.pop("hmac")
-    canonical = json.dumps(m, sort_keys=True, separators=(",", ":")).encode()
+    mac, smac = m.pop("hmac"), m.pop("smac")
     key = device_ota_key(device_a.device_id)
-    assert mac == hmac.new(key, canonical, hashlib.sha256).hexdigest()
+
+    def mac_of(fields):
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+        return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
+
+    assert m["sums"] == campaign.release.chunk_sums
+    assert smac == mac_of(m)  # the fields and the sums
+    m.pop("sums")
+    assert mac == mac_of(m)  # the fields alone, as before the sums (older devices)
 
 
 def test_claim_is_exclusive(campaign):
@@ -212,6 +235,7 @@ def test_manifest_verifies_on_the_device_with_its_bundle_key(
     payload = json.dumps(manifest(update)).encode()
     m = updater.parse_manifest(payload, key)
     assert m["sha256"] == campaign.release.sha256 and m["chunks"] == 3
+    assert m["sums"] == campaign.release.chunk_sums
     other = device_ota_key("ESP-FFFFFF")
     assert "hmac" in str(raises(ValueError, updater.parse_manifest, payload, other))
     settings.OTA_SECRET = "another-secret"  # the key depends on the OTA secret

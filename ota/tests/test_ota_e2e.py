@@ -10,6 +10,7 @@ and the rows the bridge wrote. Every wait is on a condition with a bound.
 """
 
 import json
+import socket
 import threading
 import uuid
 from pathlib import Path
@@ -83,6 +84,91 @@ class Requests:
         self.c.loop_stop()
 
 
+class ChunkCorrupter:
+    """A TCP proxy between a board and Mosquitto that flips one bit of the first
+    `ota/chunk` of index `index` on its way to the board (transit damage that the
+    TCP checksums let through, as it were); everything else passes unchanged."""
+
+    def __init__(self, index, upstream=("127.0.0.1", 1883)):
+        self.index, self.upstream = index, upstream
+        self.corrupted = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                board, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            broker = socket.create_connection(self.upstream)
+            self.sockets += [board, broker]
+            threading.Thread(
+                target=self._pipe, args=(board, broker), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._down, args=(broker, board), daemon=True
+            ).start()
+
+    def _pipe(self, src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            sock.close()
+
+    def _down(self, src, dst):
+        """Broker to board, packet by packet (fixed header, remaining length)."""
+        buf = b""
+        try:
+            while data := src.recv(65536):
+                buf += data
+                while (packet := self._packet(buf)) is not None:
+                    buf = buf[len(packet) :]
+                    dst.sendall(self._maybe_corrupt(packet))
+        except OSError:
+            pass
+        for sock in (src, dst):
+            sock.close()
+
+    @staticmethod
+    def _packet(buf):
+        length, shift = 0, 0
+        for n in range(1, min(len(buf), 5)):
+            length |= (buf[n] & 0x7F) << shift
+            shift += 7
+            if not buf[n] & 0x80:
+                end = n + 1 + length
+                return buf[:end] if len(buf) >= end else None
+        return None
+
+    def _maybe_corrupt(self, packet):
+        if packet[0] >> 4 != 3 or self.corrupted.is_set():  # PUBLISH only, once
+            return packet
+        at = 1
+        while packet[at] & 0x80:
+            at += 1
+        at += 1
+        topic_len = int.from_bytes(packet[at : at + 2], "big")
+        topic = packet[at + 2 : at + 2 + topic_len]
+        payload = at + 2 + topic_len + (2 if (packet[0] >> 1) & 3 else 0)
+        if not topic.endswith(b"/ota/chunk"):
+            return packet
+        if int.from_bytes(packet[payload + 4 : payload + 8], "big") != self.index:
+            return packet
+        self.corrupted.set()
+        return packet[:-1] + bytes([packet[-1] ^ 0x01])
+
+    def close(self):
+        self.listener.close()
+        for sock in self.sockets:
+            sock.close()
+
+
 @pytest.fixture
 def media(settings, tmp_path, bridge):  # noqa: F811
     """Releases in a folder the bridge process reads too."""
@@ -118,12 +204,15 @@ def make_device(tenant_a, platform_broker, prefix):  # noqa: F811
 def boards(tmp_path):
     made = []
 
-    def make(device, *, ota_key=None):
+    def make(device, *, ota_key=None, port=None):
         """A board provisioned as in the field: provision.json holds the bundle the
-        dashboard gives (with its OTA key), as the captive portal saves it."""
+        dashboard gives (with its OTA key), as the captive portal saves it. `port`:
+        the broker's port it is given instead (a proxy's)."""
         bundle = bundle_build(device=device, broker=device.broker, password="")
         if ota_key is not None:
             bundle["ota_key"] = ota_key
+        if port is not None:
+            bundle["mqtt"]["port"] = port
         b = B.Board(
             tmp_path / f"board-{device.device_id}",
             device_id=device.device_id,
@@ -314,6 +403,40 @@ def test_an_interrupted_transfer_resumes_from_its_first_missing_chunk(
     assert b.boots == [B.PWRON_RESET, B.PWRON_RESET, B.SOFT_RESET]
 
 
+def test_a_chunk_corrupted_in_transit_is_fetched_again_and_the_update_succeeds(
+    bridge,  # noqa: F811
+    media,
+    staff_client,
+    make_device,
+    boards,
+    requests_seen,
+):
+    """The board under MicroPython, behind a proxy that damages chunk 5 once on its
+    way: the updater finds it by the manifest's sums, drops it, asks for it again
+    (not for the whole bundle) and the update succeeds."""
+    device = make_device()
+    proxy = ChunkCorrupter(index=5)
+    try:
+        bridge.start()
+        b = boards(device, port=proxy.port)
+        wait_online(device)
+        seen = requests_seen(device)
+        release = upload_release(staff_client, build(version="1.2.0"), "1.2.0")
+        assert release.chunk_count > 6
+        campaign = start_campaign(staff_client, release, device)
+        run_until(campaign, device, {"succeeded"}, timeout=120)
+        wait_for(lambda: fw_version(device) == "ps1-1.2.0", timeout=30, what="new fw")
+    finally:
+        proxy.close()
+    assert proxy.corrupted.is_set()
+    assert b.saw("ota: chunk 5 corrupted") == 1
+    starts = [r["i"] for r in seen.since(0)]
+    # Asked from chunk 5 again once the damaged copy was dropped; never from zero.
+    assert starts.count(0) == 1 and 5 in starts, starts
+    assert min(starts[starts.index(5) :]) == 5, starts
+    assert b.boots == [B.PWRON_RESET, B.SOFT_RESET]
+
+
 def test_a_bad_hmac_or_a_wrong_image_hash_is_refused_and_the_old_version_runs_on(
     bridge,  # noqa: F811
     media,
@@ -336,16 +459,29 @@ def test_a_bad_hmac_or_a_wrong_image_hash_is_refused_and_the_old_version_runs_on
     assert u1.reason == "manifest: bad hmac"
     assert len(seen1) == 0  # not one chunk asked for
 
-    # The stored image changed after upload (same size): its hash no longer matches
-    # the authenticated manifest's.
+    # The stored image changed after upload (same size): the chunk no longer matches
+    # its digest in the authenticated manifest. Served the same every time, it is
+    # dropped and asked for again until the device gives up.
     data = build(SMALL, version="1.3.0")
     bad = upload_release(staff_client, data, "1.3.0")
     with open(bad.file.path, "r+b") as f:
         f.seek(len(data) // 2)
         f.write(b"\x00\xff" * 8)
+    index = len(data) // 2 // CHUNK
     c2 = start_campaign(staff_client, bad, tampered_for)
     u2 = run_until(c2, tampered_for, {"failed"})
-    assert u2.reason == "sha256 mismatch"
+    assert u2.reason == f"corrupted chunks: 8, last {index}"
+    assert b2.saw(f"ota: chunk {index} corrupted") == 8
+    # A release uploaded before the per-chunk sums (none in its manifest): only the
+    # whole hash, checked from flash after the last chunk, finds it.
+    old = upload_release(staff_client, data, "1.4.0")
+    with open(old.file.path, "r+b") as f:
+        f.seek(len(data) // 2)
+        f.write(b"\x00\xff" * 8)
+    Release.objects.filter(pk=old.pk).update(chunk_sums="")
+    c3 = start_campaign(staff_client, old, tampered_for)
+    u3 = run_until(c3, tampered_for, {"failed"})
+    assert u3.reason == "sha256 mismatch"
 
     for b, device in ((b1, forged_for), (b2, tampered_for)):
         assert not (b.fs / "fw").exists() and not (b.fs / "fw.new").exists()

@@ -1,9 +1,12 @@
 """A campaign of 20 simulated devices (firmware.sim, each taking updates through the
-board's own firmware/updater.py) over the real bridge process and Mosquitto: 18
+board's own firmware/updater.py) over the real bridge process and Mosquitto: 17
 update normally, one has its TCP connection dropped half-way through the transfer
 and resumes from its first missing chunk, one has a chunk corrupted on its way to
-flash and reports the failed verification. The Celery beat step is called in a loop,
-as beat would. No timing is asserted; every wait is on a condition with a bound.
+flash and reports the failed verification, one receives a chunk corrupted in
+transit, drops it and fetches it again. The Celery beat step is called in a loop, as
+beat would. Then a campaign stepped by real Celery workers in which one chunk
+arrives corrupted, is fetched again and the campaign completes. No timing is
+asserted; every wait is on a condition with a bound.
 """
 
 import uuid
@@ -22,6 +25,11 @@ from firmware.tools.bundle import pack
 from ota.models import Campaign, DeviceUpdate
 from ota.services import campaign_set_state, device_ota_key
 from ota.tasks import advance_campaigns
+from ota.tests.test_engine_e2e import (  # noqa: F401 - fixtures
+    beat,
+    worker_env,
+    workers,
+)
 from ota.tests.test_ota_e2e import (  # noqa: F401 - fixtures
     media,
     staff_client,
@@ -41,12 +49,13 @@ BUNDLE = pack({"config.py": b'FW_VERSION = "ps1-1.2.0"\n', "pad.py": b"#" * 4000
 
 @pytest.fixture
 def fleet(tenant_a, platform_broker, prefix, tmp_path):  # noqa: F811
-    """20 devices of tenant A (rows), and their simulators (started by `run`)."""
+    """Devices of tenant A (rows), and their simulators (`switches`: the simulator's
+    switches by device index)."""
     sims = []
 
-    def make():
+    def make(count=DEVICES, switches=None):
         rows = []
-        for n in range(DEVICES):
+        for n in range(count):
             pool = Pool.objects.create(tenant=tenant_a, name=f"OTA sim {n}")
             rows.append(
                 Device.objects.create(
@@ -57,7 +66,6 @@ def fleet(tenant_a, platform_broker, prefix, tmp_path):  # noqa: F811
                     topic_prefix=prefix,
                 )
             )
-        switches = {0: {"drop_at": 0.5}, 1: {"fail_verify": True}}
         for n, row in enumerate(rows):
             sims.append(
                 VirtualDevice(
@@ -68,7 +76,7 @@ def fleet(tenant_a, platform_broker, prefix, tmp_path):  # noqa: F811
                     # The key of the device's provisioning bundle.
                     ota_key=device_ota_key(row.device_id).hex(),
                     ota_root=str(tmp_path / "boards" / row.device_id),
-                    ota_opts=switches.get(n),
+                    ota_opts=(switches or {}).get(n),
                 ).start()
             )
         for sim in sims:
@@ -89,7 +97,9 @@ def test_twenty_simulated_devices_update_one_resumes_after_a_drop_one_fails(
     fleet,
 ):
     bridge.start()
-    rows, sims = fleet()
+    rows, sims = fleet(
+        switches={0: {"drop_at": 0.5}, 1: {"fail_verify": True}, 2: {"corrupt_at": 0.3}}
+    )
     release = upload_release(staff_client, BUNDLE, "1.2.0")
     assert release.chunk_count == 10
     # No retries (the corrupted device's failure is final) and no abort on one
@@ -133,6 +143,9 @@ def test_twenty_simulated_devices_update_one_resumes_after_a_drop_one_fails(
         drop.missing_at_reconnect
     )
     assert drop.chunks_in == release.chunk_count
+    # The device whose chunk 3 came corrupted: dropped, fetched again, done.
+    assert (sims[2].ota.corrupted_index, sims[2].ota.refetched) == (3, True)
+    assert sims[2].ota.chunks_in == release.chunk_count
 
     # Every other device runs the new version from fw/, and says so in telemetry;
     # the corrupted one stays on its old version with nothing staged.
@@ -156,3 +169,47 @@ def test_twenty_simulated_devices_update_one_resumes_after_a_drop_one_fails(
     )
     # (Its telemetry at connect may have come before the bridge knew the device.)
     assert Device.objects.get(pk=corrupted.pk).firmware_version != "ps1-1.2.0-sim"
+
+
+@pytest.mark.redis
+@pytest.mark.postgres_only
+def test_a_chunk_corrupted_in_transit_is_fetched_again_and_the_campaign_completes(
+    bridge,  # noqa: F811
+    media,  # noqa: F811
+    staff_client,  # noqa: F811
+    fleet,
+    workers,  # noqa: F811
+    beat,  # noqa: F811
+):
+    """Real Celery workers step the campaign (the test plays beat); one device's
+    chunk 5 arrives with a bit flipped: the device finds it by the manifest's sums,
+    asks for it again (not for the whole bundle) and updates; the campaign
+    completes with every device on the new version."""
+    bridge.start()
+    rows, sims = fleet(3, switches={1: {"corrupt_at": 0.5}})
+    release = upload_release(staff_client, BUNDLE, "1.2.0")
+    assert len(release.chunk_sums) == 8 * release.chunk_count
+    campaign = Campaign.objects.create(
+        tenant=rows[0].tenant,
+        release=release,
+        target_all=False,
+        rate_per_minute=1000,
+        retries=0,
+    )
+    campaign.target_devices.set(rows)
+    campaign_set_state(campaign, "start")
+    beat()
+    wait_for(
+        lambda: Campaign.objects.get(pk=campaign.pk).state == "completed",
+        timeout=180,
+        what="the campaign to complete",
+    )
+    states = DeviceUpdate.objects.filter(campaign=campaign)
+    assert sorted(u.state for u in states) == ["succeeded"] * 3
+    ota = sims[1].ota
+    assert (ota.corrupted_index, ota.refetched) == (5, True)
+    assert ota.version == "1.2.0" and ota.chunks_in == release.chunk_count
+    # Chunk 5 was asked for again; nothing before it was (never from zero again).
+    firsts = [i for i, _ in ota.asks]
+    assert firsts.count(0) == 1 and min(firsts[firsts.index(5) :]) == 5, ota.asks
+    assert all(s.ota.version == "1.2.0" for s in sims)

@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from audit.models import AuditEvent
 from devices.models import Device
-from ota.models import Campaign, DeviceUpdate, Release
+from ota.models import Campaign, Release
 from ota.tests.web_fixtures import *  # noqa: F403
 from ota.tests.web_fixtures import make_campaign, report, upload
 
@@ -479,18 +479,6 @@ def test_device_history_empty_and_foreign(login, victor, device_a, device_b):
     ]
     assert answers[0].status_code == 404
     assert answers[0].content == answers[1].content == answers[2].content
-
-
-@pytest.fixture
-def consent_a(adam, platform_release, fleet):
-    from ota.services import campaign_set_state, campaign_step
-
-    campaign = make_campaign(adam, platform_release, require_consent=True)
-    campaign_set_state(campaign, "start", actor=adam.user)
-    campaign_step(campaign.pk)
-    update = DeviceUpdate.objects.get(campaign=campaign, device=fleet[0])
-    assert update.state == "awaiting_consent"
-    return update
 
 
 @pytest.mark.parametrize(

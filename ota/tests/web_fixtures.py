@@ -18,6 +18,7 @@ __all__ = [
     "campaign_a",
     "running_a",
     "campaign_b",
+    "consent_a",
     "upload",
     "make_campaign",
     "report",
@@ -112,6 +113,20 @@ def running_a(adam, campaign_a):
     campaign_step(campaign.pk)
     campaign.refresh_from_db()
     return campaign
+
+
+@pytest.fixture
+def consent_a(adam, platform_release, fleet):
+    """device_a's update in a started campaign that waits for the pool's consent."""
+    from ota.models import DeviceUpdate
+    from ota.services import campaign_set_state, campaign_step
+
+    campaign = make_campaign(adam, platform_release, require_consent=True)
+    campaign_set_state(campaign, "start", actor=adam.user)
+    campaign_step(campaign.pk)
+    update = DeviceUpdate.objects.get(campaign=campaign, device=fleet[0])
+    assert update.state == "awaiting_consent"
+    return update
 
 
 @pytest.fixture

@@ -53,9 +53,9 @@ async def _redis(url: str) -> None:
 
 
 def _layer_urls() -> list[str]:
+    # Every Redis layer names its servers in `hosts` (channels-redis's core layer,
+    # poolsaas.live.layer's pub/sub one); the in-memory layer has none.
     config = settings.CHANNEL_LAYERS.get("default", {})
-    if not config.get("BACKEND", "").startswith("channels_redis"):
-        return []
     urls = []
     for host in config.get("CONFIG", {}).get("hosts", []):
         address = host.get("address") if isinstance(host, dict) else host

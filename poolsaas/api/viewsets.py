@@ -16,13 +16,13 @@ from django.db.models import Model, QuerySet
 from django.http import Http404
 from rest_framework import mixins, viewsets
 from rest_framework.permissions import IsAuthenticated
-from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
 from billing import metering
 from poolsaas.api.authentication import TenantJWTAuthentication
 from poolsaas.api.errors import PreconditionFailed, PreconditionRequired, Throttled
 from poolsaas.api.pagination import Pagination
+from poolsaas.api.renderers import JSONRenderer
 from poolsaas.api.rows import row_reader
 from poolsaas.api.throttling import (
     AnonThrottle,

@@ -97,6 +97,31 @@ class LiveLoopLayer(RedisPubSubLoopLayer):
         self.capacity = max(1, int(capacity))
         self._shards = [LiveShard(shard.host, self) for shard in self._shards]
         self._resync = self.channel_layer.serialize(messages.live_resync())
+        # Tasks waiting in receive(), so that flush() can end them (below).
+        self._receiving: set[asyncio.Task] = set()
+
+    async def receive(self, channel):
+        task = asyncio.current_task()
+        self._receiving.add(task)
+        try:
+            return await super().receive(channel)
+        finally:
+            self._receiving.discard(task)
+
+    async def flush(self):
+        """As channels-redis's flush (on close_pools, and when the loop closes), but
+        a receive still waiting is cancelled first, while the loop runs: its queue
+        is forgotten here, so it could never return, and a pending receive the loop
+        closes under is torn down by the garbage collector later, in another test or
+        thread ("Event loop is closed" from its queue's get). The bridge's doorbell
+        leaves one: a receive it keeps across turns of its rejoin timer."""
+        current = asyncio.current_task()
+        waiting = [t for t in self._receiving if t is not current and not t.done()]
+        for task in waiting:
+            task.cancel()
+        if waiting:
+            await asyncio.wait(waiting, timeout=5)
+        await super().flush()
 
     async def _subscribe_to_channel(self, channel):
         # Unbounded: deliver() bounds it, so that the newest message is never the

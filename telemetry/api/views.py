@@ -12,12 +12,13 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 
 from devices import selectors
 from devices.api.views.openapi import _ex
 from devices.models import Pool
+from poolsaas.api.renderers import JSONRenderer
 from poolsaas.api.viewsets import TenantScopedViewSet
 from telemetry.api import serializers as s
 from telemetry.selectors import telemetry_history

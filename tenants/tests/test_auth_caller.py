@@ -427,3 +427,62 @@ def test_the_rule_catches_what_it_is_for():
         "def membership_for_user(*, user):",
     ):
         assert MEMBERSHIP_LOOKUP.search(text), text
+
+
+def _as_select_related(membership):
+    """Every column of the membership and of what select_related put beside it."""
+    if membership is None:
+        return None
+
+    def columns(obj):
+        if obj is None:
+            return None
+        return {f.attname: getattr(obj, f.attname) for f in obj._meta.concrete_fields}
+
+    tenant = membership.tenant
+    return {
+        "membership": columns(membership),
+        "user": columns(membership.user),
+        "tenant": columns(tenant),
+        "plan": columns(tenant.plan),
+    }
+
+
+@pytest.mark.parametrize("with_plan", [True, False])
+def test_the_token_membership_read_equals_select_related(
+    alice, carol, with_plan, django_assert_num_queries
+):
+    """The API's every request reads its caller through auth._membership_read, SQL
+    made once from the models; it answers what the ORM query it replaces answers,
+    for a tenant with a plan and without, and nothing for another tenant's code."""
+    from billing.models import Plan
+
+    alice.tenant.plan = Plan.objects.order_by("pk").first() if with_plan else None
+    alice.tenant.save(update_fields=["plan"])
+    assert (alice.tenant.plan is not None) == with_plan
+
+    def orm(user, tenant):
+        return (
+            Membership.objects.select_related("user", "tenant__plan")
+            .filter(user__code=user.code, tenant__code=tenant.code)
+            .first()
+        )
+
+    with django_assert_num_queries(1):
+        read = auth._membership_read(
+            user_code=alice.user.code, tenant_code=alice.tenant.code
+        )
+        # Its relations come with it: no query for the user, tenant or plan.
+        assert read.tenant.plan == alice.tenant.plan
+        assert read.user.password == alice.user.password
+    assert _as_select_related(read) == _as_select_related(orm(alice.user, alice.tenant))
+    assert read == alice
+    # Another tenant's code, or a user of another tenant: no membership.
+    foreign = auth._membership_read(
+        user_code=alice.user.code, tenant_code=carol.tenant.code
+    )
+    assert foreign is None and orm(alice.user, carol.tenant) is None
+    assert (
+        auth._membership_read(user_code=carol.user.code, tenant_code=alice.tenant.code)
+        is None
+    )

@@ -1,6 +1,6 @@
 """The team page: members, invitations, role changes and removals."""
 
-import asyncio
+import contextlib
 import uuid
 
 import pytest
@@ -400,28 +400,18 @@ def test_same_role_records_nothing(login, alice, olivia, events):
 
 
 @pytest.fixture
-def user_inbox(settings):
-    """A channel subscribed to a user's group (contract 3: access.changed)."""
-    from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
-
+def user_inbox():
+    """A page listening to a user's group (contract 3: access.changed)."""
     from poolsaas.live.groups import user_group
+    from poolsaas.tests.live_listener import GroupListener
 
-    layer = get_channel_layer()
+    with contextlib.ExitStack() as pages:
 
-    def subscribe(user):
-        channel = async_to_sync(layer.new_channel)()
-        async_to_sync(layer.group_add)(user_group(user.code), channel)
+        def subscribe(user):
+            page = pages.enter_context(GroupListener(user_group(user.code)))
+            return lambda: page.next(timeout=5)
 
-        def receive():
-            async def get():
-                return await asyncio.wait_for(layer.receive(channel), timeout=2)
-
-            return async_to_sync(get)()
-
-        return receive
-
-    return subscribe
+        yield subscribe
 
 
 def test_role_change_and_removal_tell_the_users_sockets(
