@@ -2,7 +2,8 @@
    "ota" message per device update of the tenant's campaigns; a row of this page is
    updated in place at once, and the counts and abort status are fetched again
    (debounced) from the page's live URL, which is also read after every (re)connect
-   so that nothing missed while away stays stale. Plain JS, text only. */
+   so that nothing missed while away stays stale, and every 20 s as a fallback for a
+   message the socket missed. Plain JS, text only. */
 (function () {
   "use strict";
   var root = document.getElementById("campaign");
@@ -13,6 +14,7 @@
   var stateBadge = document.getElementById("campaign-state");
   var retry = 0;
   var pending = null;
+  var FALLBACK_MS = 20000;
   var LABELS = {
     queued: "Queued", awaiting_consent: "Awaiting consent", offered: "Offered",
     downloading: "Downloading", downloaded: "Downloaded", verified: "Verified",
@@ -98,6 +100,12 @@
   function refreshSoon() {
     if (!pending) { pending = setTimeout(refresh, 500); }
   }
+  // A fallback, not the live path: a message the socket never got (a Redis restart
+  // forgets subscriptions until the socket reconnects; pub/sub keeps nothing for a
+  // subscriber that was not there) is caught by reading the page again now and then.
+  setInterval(function () {
+    if (!document.hidden) { refreshSoon(); }
+  }, FALLBACK_MS);
 
   function connect() {
     var ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") +
