@@ -20,7 +20,7 @@ from devices.tests.test_browser import (  # noqa: F401 - fixtures
     log_in,
     shot,
 )
-from ota.models import Campaign
+from ota.models import Campaign, DeviceUpdate
 from ota.tests.web_fixtures import media, platform_release, report  # noqa: F401
 
 pytestmark = [
@@ -133,4 +133,12 @@ def test_preview_create_start_and_watch_a_device_live_on_a_phone(
     assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
     _no_sideways_scroll(page)
     shot(page, "ota-campaign-phone.png")
+    # A change no live message announces (as if the socket had missed it): the
+    # page's fallback read shows it within its 20 s.
+    DeviceUpdate.objects.filter(campaign=campaign, device=old).update(
+        reason="seen by the fallback"
+    )
+    expect(row.locator('[data-field="reason"]')).to_have_text(
+        "seen by the fallback", timeout=30_000
+    )
     assert errors == []
