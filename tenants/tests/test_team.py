@@ -414,6 +414,10 @@ def user_inbox():
         yield subscribe
 
 
+# The listener runs on a loop of its own, as a socket in daphne does: across loops
+# only a Redis layer carries a message (the embedded default's in-memory layer is one
+# loop's, and the SQLite pass has no Redis).
+@pytest.mark.redis
 def test_role_change_and_removal_tell_the_users_sockets(
     login, alice, olivia, user_inbox, django_capture_on_commit_callbacks
 ):
