@@ -322,6 +322,10 @@ BRIDGE_HTTP_HOST = env_str("BRIDGE_HTTP_HOST", "127.0.0.1")
 BRIDGE_HTTP_PORT = env_int("BRIDGE_HTTP_PORT", 9108)
 # The bridge is not ready while its ingest lags more than this (seconds).
 BRIDGE_READY_MAX_LAG = float(env_str("BRIDGE_READY_MAX_LAG", "10"))
+# The bridge's threads live as long as its process, so each keeps its database
+# connection this many seconds (DB_CONN_MAX_AGE is for the web process, where ASGI
+# runs requests on short-lived threads); a pool (DB_POOL_MAX_SIZE) is used as it is.
+BRIDGE_DB_CONN_MAX_AGE = env_int("BRIDGE_DB_CONN_MAX_AGE", 300)
 # The MQTT rooms the bridge routes device topics to (devices.bridge.rooms): one per
 # app that speaks MQTT, each a dotted path to a callable returning a Room.
 BRIDGE_ROOMS = ["devices.mqtt.DevicesRoom", "ota.mqtt.OtaRoom"]

@@ -14,7 +14,9 @@ own:
   leases on brokers served by one bridge (devices.services.leases), rebuilds the
   topic directory and reconciles broker connections; every `silence_interval` marks
   silent devices offline;
-- the live channel (devices.bridge.live): the asyncio loop of the channel layer.
+- the live channel (devices.bridge.live): the asyncio loop of the channel layer;
+  whatever the services called from the other threads broadcast (OTA progress,
+  command outcomes, events) is handed to it, not sent with a loop of its own.
 """
 
 import os
@@ -30,7 +32,7 @@ from devices.bridge.live import LiveChannel
 from devices.bridge.publisher import PublisherThread
 from devices.bridge.rooms import Dispatcher, Outbox, Room, rooms_from_settings
 from devices.bridge.worker import RETRY_MIN_DELAY, WorkerThreads
-from poolsaas.live.groups import DOORBELL, DOORBELL_GROUP
+from poolsaas.live.groups import DOORBELL, DOORBELL_GROUP, broadcast_through
 
 
 class Bridge(WorkerThreads, PublisherThread, ControlThread):
@@ -108,14 +110,23 @@ class Bridge(WorkerThreads, PublisherThread, ControlThread):
         self._rang = threading.Event()
         self._refreshed = threading.Event()
         self._threads = [
-            threading.Thread(target=self._work, name="bridge-worker", daemon=True),
-            threading.Thread(target=self._write, name="bridge-writer", daemon=True),
-            threading.Thread(target=self._control, name="bridge-control", daemon=True),
-            threading.Thread(
-                target=self._publisher, name="bridge-commands", daemon=True
-            ),
-            threading.Thread(target=self._ringer, name="bridge-rings", daemon=True),
+            self._thread(self._work, "bridge-worker"),
+            self._thread(self._write, "bridge-writer"),
+            self._thread(self._control, "bridge-control"),
+            self._thread(self._publisher, "bridge-commands"),
+            self._thread(self._ringer, "bridge-rings"),
         ]
+
+    def _thread(self, target, name: str) -> threading.Thread:
+        """A bridge thread; what the services it calls broadcast goes out through
+        the live channel's loop and connection (broadcast_through)."""
+
+        def run():
+            if self.live is not None:
+                broadcast_through(self.live.send_events)
+            target()
+
+        return threading.Thread(target=run, name=name, daemon=True)
 
     def room(self, name: str) -> Room:
         """The room called `name` (KeyError when there is none)."""

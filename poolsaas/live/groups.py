@@ -17,7 +17,9 @@ the page catches up on its next load.
 
 import asyncio
 import logging
+import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -27,6 +29,8 @@ from django.db import transaction
 from poolsaas.live import messages, watch
 
 logger = logging.getLogger(__name__)
+# Per thread: where broadcast_now hands its messages (broadcast_through).
+_through = threading.local()
 
 # The bridges' doorbell: rung after a command, a configuration change or a device
 # removal, so that the bridge acts at once instead of at its next database sweep.
@@ -78,8 +82,25 @@ async def watch_announce(layer, group: str) -> None:
         logger.warning("cannot announce a watch of %s", group, exc_info=True)
 
 
+def broadcast_through(send: Callable[[list[tuple[str, dict]]], None] | None) -> None:
+    """From now on this thread's `broadcast_now` hands (group, message) to `send`
+    (None: back to a round trip of its own). A process with a channel-layer loop of
+    its own installs it in the threads that call services (the bridge: OTA reports,
+    command outcomes, events): `async_to_sync` there ran a new event loop, and opened
+    a new Redis connection, for every message."""
+    _through.send = send
+
+
 def broadcast_now(group: str, message: dict[str, Any]) -> bool:
     """Send at once (no transaction involved); False when the layer failed."""
+    send = getattr(_through, "send", None)
+    if send is not None:
+        try:
+            send([(group, message)])
+        except Exception:
+            logger.warning("broadcast to %s not queued", group, exc_info=True)
+            return False
+        return True
     layer = get_channel_layer()
     if layer is None:
         return False

@@ -158,3 +158,64 @@ def test_a_page_holds_its_group_while_its_task_runs(registry, monkeypatch):
     )
     async_to_sync(scenario)()
     assert Layer.sent == [("bridges.watch", {"type": "watch", "group": group})]
+
+
+def test_broadcast_through_hands_this_threads_messages_to_the_sink(monkeypatch):
+    import threading
+
+    from poolsaas.live import groups
+
+    def no_layer():
+        raise AssertionError("a thread with a sink needs no round trip of its own")
+
+    monkeypatch.setattr(groups, "get_channel_layer", no_layer)
+    got, elsewhere = [], []
+    groups.broadcast_through(got.extend)
+    try:
+        assert groups.broadcast_now("pool.ab", {"type": "pool.state"}) is True
+        assert got == [("pool.ab", {"type": "pool.state"})]
+
+        def other_thread():
+            monkeypatch.setattr(groups, "get_channel_layer", lambda: None)
+            elsewhere.append(groups.broadcast_now("pool.cd", {"type": "x"}))
+
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+        assert elsewhere == [False]  # its own round trip (here: no layer)
+        assert len(got) == 1
+
+        def broken(pairs):
+            raise RuntimeError("loop closed")
+
+        groups.broadcast_through(broken)
+        assert groups.broadcast_now("pool.ab", {"type": "x"}) is False
+    finally:
+        groups.broadcast_through(None)
+    monkeypatch.setattr(groups, "get_channel_layer", lambda: None)
+    assert groups.broadcast_now("pool.ab", {"type": "x"}) is False
+    assert len(got) == 1
+
+
+def test_the_bridges_threads_broadcast_through_its_live_channel():
+    """What the services called by the bridge's writer, sweeps and control thread
+    broadcast goes through the live channel's loop and connection (in the OTA bench,
+    every progress report had run a new event loop and opened a Redis connection)."""
+    from devices.bridge.runner import Bridge
+    from poolsaas.live import groups
+
+    bridge = Bridge(live=True)
+    seen = []
+    thread = bridge._thread(
+        lambda: seen.append(getattr(groups._through, "send", None)), "t"
+    )
+    thread.start()
+    thread.join()
+    assert seen == [bridge.live.send_events]
+    quiet = Bridge(live=False)
+    thread = quiet._thread(
+        lambda: seen.append(getattr(groups._through, "send", None)), "t"
+    )
+    thread.start()
+    thread.join()
+    assert seen[1] is None

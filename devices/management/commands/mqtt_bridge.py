@@ -11,7 +11,9 @@ import signal
 import sys
 import time
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import connections
 
 from devices.bridge import probes
 from devices.bridge.runner import Bridge
@@ -26,6 +28,21 @@ def wait_for_stop(stopping: list, run_for: float | None) -> None:
     deadline = None if run_for is None else time.monotonic() + run_for
     while not stopping and (deadline is None or time.monotonic() < deadline):
         time.sleep(STOP_POLL)
+
+
+def keep_connections() -> None:
+    """Each bridge thread keeps its database connection (BRIDGE_DB_CONN_MAX_AGE)
+    instead of opening one per flush and per sweep (at DB_CONN_MAX_AGE=0 the
+    writer connected twice a second); `close_old_connections` still drops a
+    connection that failed. PostgreSQL lists them as `poolsaas-bridge`."""
+    for alias in connections:
+        db = connections.settings[alias]
+        if db["CONN_MAX_AGE"] == 0 and "pool" not in db.get("OPTIONS", {}):
+            db["CONN_MAX_AGE"] = settings.BRIDGE_DB_CONN_MAX_AGE
+        if db["ENGINE"].endswith("postgresql"):
+            db.setdefault("OPTIONS", {}).setdefault(
+                "application_name", "poolsaas-bridge"
+            )
 
 
 class Command(BaseCommand):
@@ -60,6 +77,7 @@ class Command(BaseCommand):
         # the GIL from the worker. The default 5 ms switch interval then adds tens of
         # milliseconds to every broadcast; 1 ms keeps live updates prompt.
         sys.setswitchinterval(0.001)
+        keep_connections()
         # SIGUSR1 prints every thread's stack (a stop that hangs, a stuck worker).
         faulthandler.register(signal.SIGUSR1, all_threads=True)
         # The handler only records the signal; the main thread looks every
