@@ -6,10 +6,12 @@ from types import SimpleNamespace
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from devices.bridge.rooms import Context, Message
 from ota.models import Campaign, DeviceUpdate
-from ota.mqtt import HEADER, OtaRoom
+from ota.mqtt import HEADER, OtaRoom, coalesced
 from ota.services import (
     _claim,
     campaign_set_state,
@@ -133,6 +135,54 @@ def test_failed_report_keeps_reason(campaign, device_a):
     room.flush(room.drain(), out)
     u = DeviceUpdate.objects.get(device=device_a)
     assert (u.state, u.reason) == ("failed", "sha256 mismatch")
+
+
+def test_a_batchs_progress_reports_are_written_once_per_device(campaign, device_a):
+    """Reports of one batch: a `downloading` one superseded by a later report of the
+    same device is not written (the newest percent is); every other state is."""
+    campaign_step(campaign.pk)
+    room, out, ctx = OtaRoom(), FakeOut(), Context(counters=Counter())
+    for percent in (10, 20, 35):
+        body = {"c": campaign.pk, "state": "downloading", "percent": percent}
+        room.handle(_msg(device_a, "ota/status", body), ctx)
+    batch = room.drain()
+    with CaptureQueriesContext(connection) as one:
+        room.flush(batch, out)
+    u = DeviceUpdate.objects.get(device=device_a)
+    assert (u.state, u.percent) == ("downloading", 35)
+    with CaptureQueriesContext(connection) as single:
+        room.flush(batch[-1:], out)
+    assert len(one) == len(single)  # three reports, written as one
+
+
+def test_coalesced_keeps_every_step_and_every_device_in_order():
+    def r(pk, state, percent=0, campaign=1):
+        return {
+            "device_pk": pk,
+            "campaign_id": campaign,
+            "state": state,
+            "percent": percent,
+        }
+
+    reports = [
+        r(1, "downloading", 10),
+        r(2, "downloading", 50),
+        r(1, "downloading", 20, campaign=9),  # another campaign's: kept
+        r(1, "downloading", 90),
+        r(1, "downloaded"),
+        r(1, "verified"),
+        r(2, "failed"),
+        r(1, "downloading", 5),  # a new download after `verified`: newest kept
+    ]
+    assert coalesced(reports) == [
+        reports[2],
+        reports[4],
+        reports[5],
+        reports[6],
+        reports[7],
+    ]
+    assert coalesced([]) == []
+    assert coalesced(reports[:1]) == reports[:1]
 
 
 class Clock:
