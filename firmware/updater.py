@@ -16,8 +16,9 @@ link's outbox), so it runs on the PC and under MicroPython in the tests.
   asked for again (MAX_BAD in one download, then the update fails), so that one bad
   chunk costs one chunk, not the whole download.
 - The download survives a dropped link (asked for again on reconnect) and a reboot:
-  the staging file's length says how many chunks are in (no chunk is fetched
-  twice); the download goes on from the first missing one. The count of corrupted
+  the staging file's length says how many chunks are in, and with "sums" each of
+  them is checked against its digest again (read from flash a piece at a time): the
+  download goes on from the first missing or damaged one. The count of corrupted
   chunks is kept in ota.json with the rest, and every report of the download
   carries it ("corrupted").
 - The whole bundle's SHA-256 is computed from flash once the last chunk is in, so
@@ -394,14 +395,27 @@ class Updater:
         return True
 
     def _resume(self):
-        """After a reboot: the chunks already in the staging file count; the download
-        goes on from the first missing one."""
+        """After a reboot: the chunks already in the staging file count (each checked
+        against its digest again when the manifest has them); the download goes on
+        from the first missing or damaged one."""
         m = self.m = self.st["m"]
         bundle = self._bundle()
         size = os.stat(bundle)[6]
         # Complete when it has the bundle's size (the last chunk may be short).
         n = m["chunks"] if size >= m["size"] else size // m["chunk"]
         buf = bytearray(512)
+        sums = m.get("sums")
+        if sums is not None and n:
+            with open(bundle, "rb") as src:
+                for i in range(n):
+                    want = sums[2 * SUM * i : 2 * SUM * (i + 1)]
+                    if _sum_of(_digest(src, m["chunk"], buf)) != want:
+                        # Damaged on flash (or written wrong): fetched again, and
+                        # what follows it with it (chunks are appended in order).
+                        self.bad += 1
+                        print("ota: chunk", i, "on flash corrupted")
+                        n = i
+                        break
         keep = min(n * m["chunk"], m["size"])
         if keep != size:  # a chunk half written when the power went: cut it off
             tmp = bundle + ".tmp"

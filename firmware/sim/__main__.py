@@ -96,6 +96,12 @@ def build_parser():
         default=0.0,
         help="OTA: lose power once at this share of the transfer (0..1; resumed)",
     )
+    p.add_argument(
+        "--ota-damage-on-reboot",
+        action="store_true",
+        help="OTA: with --ota-reboot-at, damage the last chunk on flash meanwhile "
+        "(found at the resume and fetched again)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -107,6 +113,7 @@ def _ota_switches(args):
         "crash_new": args.ota_crash_new,
         "drop_at": args.ota_drop_at,
         "reboot_at": args.ota_reboot_at,
+        "damage_on_reboot": args.ota_damage_on_reboot,
     }
 
 

@@ -16,8 +16,10 @@ is given. Switches (docs/ota.md, "Simulator"):
   per-chunk sums the updater drops it and fetches it again (`corrupted_index`,
   `refetched`); without them only the whole hash would find it;
 - reboot_at (0..1): the device loses power once when that share of the chunks is
-  in and boots again (the staging file and ota.json kept, as on flash;
-  `rebooted_at`);
+  in and boots again (the staging file and ota.json kept, as on flash); with
+  damage_on_reboot the last chunk on flash gets a bit flipped meanwhile, so the
+  updater's check at the resume finds it and fetches it again (`rebooted_at`,
+  `damaged_index`);
 - crash_new: the new version crashes at start (before it can report), boot after
   boot, until otaboot rolls back after its trial boots; the old version then reports
   `rolled_back`;
@@ -77,6 +79,7 @@ class SimOta:
         drop_for=2.0,
         drop=None,
         reboot_at=0.0,
+        damage_on_reboot=False,
         trial_boots=3,
         on_version=None,
     ):
@@ -93,7 +96,9 @@ class SimOta:
         self.drop_for = drop_for
         self._drop = drop
         self.reboot_at = reboot_at
+        self.damage_on_reboot = damage_on_reboot
         self.rebooted_at = None  # the chunks on flash when the power went
+        self.damaged_index = None  # the chunk damaged on flash meanwhile
         self.asks_at_reboot = None  # len(asks) then
         self.trial_boots = trial_boots
         self.on_version = on_version
@@ -260,6 +265,14 @@ class SimOta:
         self.rebooted_at = u.next
         self.asks_at_reboot = len(self.asks)
         u._close()
+        if self.damage_on_reboot:
+            self.damaged_index = u.next - 1
+            bundle = u._bundle()
+            with open(bundle, "r+b") as f:
+                f.seek(self.damaged_index * u.m["chunk"])
+                byte = f.read(1)
+                f.seek(self.damaged_index * u.m["chunk"])
+                f.write(bytes([byte[0] ^ 0x01]))
         self._acks = []
         self._boot()
 
