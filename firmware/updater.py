@@ -474,7 +474,8 @@ class Updater:
             self.send(STATUS, self.report)
 
     def chunk(self, payload):
-        """An `ota/chunk` arrived (called from the MQTT reader: it only appends)."""
+        """An `ota/chunk` arrived (called from the MQTT reader: it only appends, or
+        for a corrupted chunk saves the count in ota.json and reports it)."""
         if not self.downloading or len(payload) < HEADER:
             return False
         c = int.from_bytes(payload[0:4], "big")
