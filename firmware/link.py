@@ -370,7 +370,8 @@ class Link:
 
     def _on_message(self, topic, msg):
         # Called from the client's reader task: queue it, the main loop handles it.
-        # Chunks go straight to the updater (it only appends them to a file): they
+        # Chunks go straight to the updater (it appends them to a file; a corrupted
+        # one is dropped and counted, a few writes of ota.json at most): they
         # come faster than the 1 s loop and are too big to queue.
         if topic.endswith(b"/ota/chunk"):
             try:

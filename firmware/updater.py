@@ -16,7 +16,11 @@ link's outbox), so it runs on the PC and under MicroPython in the tests.
   asked for again (MAX_BAD in one download, then the update fails), so that one bad
   chunk costs one chunk, not the whole download.
 - The download survives a dropped link (asked for again on reconnect) and a reboot:
-  the staging file's length says how many chunks are in (no chunk is fetched twice).
+  the staging file's length says how many chunks are in, and with "sums" each of
+  them is checked against its digest again (read from flash a piece at a time): the
+  download goes on from the first missing or damaged one. The count of corrupted
+  chunks is kept in ota.json with the rest, and every report of the download
+  carries it ("corrupted").
 - The whole bundle's SHA-256 is computed from flash once the last chunk is in, so
   a chunk written wrong is found too.
 """
@@ -126,7 +130,25 @@ def canonical(m, sums=False):
 def chunk_sum(data):
     """A chunk's entry in the manifest's "sums": its SHA-256's first SUM bytes, hex.
     (It finds corruption; the whole bundle's SHA-256 is what authenticates.)"""
-    return binascii.hexlify(hashlib.sha256(data).digest()[:SUM]).decode()
+    return _sum_of(hashlib.sha256(data))
+
+
+def _sum_of(sha):
+    return binascii.hexlify(sha.digest()[:SUM]).decode()
+
+
+def _digest(f, n, buf):
+    """The SHA-256 object of the next n bytes of the open file f (fewer at its end),
+    read into buf: the heap holds one buffer, not the chunk or the file."""
+    sha = hashlib.sha256()
+    mv = memoryview(buf)
+    while n > 0:
+        got = f.readinto(mv[: min(n, len(buf))])
+        if not got:
+            break
+        sha.update(mv[:got])
+        n -= got
+    return sha
 
 
 def _mac_ok(key, msg, mac):
@@ -250,7 +272,9 @@ class Updater:
         self.report = None  # the newest status payload (sent again on reconnect)
         self.final = None  # the report whose delivery ends a trial or a rollback
         self.ignored = 0
-        self.bad = 0  # corrupted chunks dropped in this download
+        # Corrupted chunks dropped in this download (kept in ota.json, across reboots)
+        bad = self.st.get("bad", 0)
+        self.bad = bad if type(bad) is int and 0 <= bad <= MAX_BAD else 0
         phase = self.st.get("phase")
         if phase in ("download", "downloaded"):
             try:
@@ -275,7 +299,8 @@ class Updater:
     def _bundle(self):
         return self._p(otaboot.NEW) + "/" + BUNDLE
 
-    def _status(self, state, percent=0, reason="", c=None):
+    def _status(self, state, percent=0, reason="", c=None, bad=None):
+        """Report (`bad`: the download's corrupted-chunk count, in its reports)."""
         body = {
             "c": c if c is not None else self.m["c"],
             "state": state,
@@ -283,6 +308,8 @@ class Updater:
             "reason": reason[:200],
             "version": self.version,
         }
+        if bad is not None:
+            body["corrupted"] = bad
         self.report = json.dumps(body).encode()
         self.send(STATUS, self.report)
 
@@ -310,7 +337,7 @@ class Updater:
         otaboot.clear(self.root)
         self.st = {}
         if c is not None:
-            self._status("failed", 0, reason, c)
+            self._status("failed", 0, reason, c, self.bad)
         self.m = None
 
     def _close(self):
@@ -357,6 +384,7 @@ class Updater:
         os.mkdir(new)
         self.m = m
         self.st = {"phase": "download", "c": m["c"], "version": m["version"], "m": m}
+        self.st["bad"] = 0
         otaboot.save(self.root, self.st)
         self.f = open(self._bundle(), "wb")
         self.next = 0
@@ -367,24 +395,47 @@ class Updater:
         return True
 
     def _resume(self):
-        """After a reboot: the chunks already in the staging file count; the download
-        goes on from the first missing one."""
+        """After a reboot: the chunks already in the staging file count (each checked
+        against its digest again when the manifest has them); the download goes on
+        from the first missing or damaged one."""
         m = self.m = self.st["m"]
         bundle = self._bundle()
         size = os.stat(bundle)[6]
-        n = min(size // m["chunk"], m["chunks"])
+        # Complete when it has the bundle's size (the last chunk may be short).
+        n = m["chunks"] if size >= m["size"] else size // m["chunk"]
+        buf = bytearray(512)
+        sums = m.get("sums")
+        if sums is not None and n:
+            with open(bundle, "rb") as src:
+                for i in range(n):
+                    want = sums[2 * SUM * i : 2 * SUM * (i + 1)]
+                    if _sum_of(_digest(src, m["chunk"], buf)) != want:
+                        # Damaged on flash (or written wrong): fetched again, and
+                        # what follows it with it (chunks are appended in order).
+                        self.bad += 1
+                        print("ota: chunk", i, "on flash corrupted")
+                        n = i
+                        break
         keep = min(n * m["chunk"], m["size"])
         if keep != size:  # a chunk half written when the power went: cut it off
             tmp = bundle + ".tmp"
             with open(bundle, "rb") as src, open(tmp, "wb") as dst:
                 left = keep
                 while left:
-                    piece = src.read(min(left, 512))
-                    dst.write(piece)
-                    left -= len(piece)
+                    got = src.readinto(memoryview(buf)[: min(left, len(buf))])
+                    if not got:
+                        break
+                    dst.write(memoryview(buf)[:got])
+                    left -= got
             os.remove(bundle)
             os.rename(tmp, bundle)
         self.next = n
+        if self.bad != self.st.get("bad", 0):
+            self.st["bad"] = self.bad
+            otaboot.save(self.root, self.st)
+        if self.bad >= MAX_BAD:
+            self._fail("corrupted chunks: " + str(self.bad) + ", last " + str(n))
+            return
         print("ota: resuming campaign", m["c"], "at chunk", n, "of", m["chunks"])
         if n >= m["chunks"]:
             self.st["phase"] = "downloaded"  # verified by the next step()
@@ -423,7 +474,8 @@ class Updater:
             self.send(STATUS, self.report)
 
     def chunk(self, payload):
-        """An `ota/chunk` arrived (called from the MQTT reader: it only appends)."""
+        """An `ota/chunk` arrived (called from the MQTT reader: it only appends, or
+        for a corrupted chunk saves the count in ota.json and reports it)."""
         if not self.downloading or len(payload) < HEADER:
             return False
         c = int.from_bytes(payload[0:4], "big")
@@ -440,8 +492,13 @@ class Updater:
             print("ota: chunk", i, "corrupted")
             if self.bad >= MAX_BAD:
                 self._fail("corrupted chunks: " + str(self.bad) + ", last " + str(i))
-            else:
-                self.ask(force=True)
+                return False
+            # Kept across a reboot (MAX_BAD is per download), and told at once.
+            self.st["bad"] = self.bad
+            otaboot.save(self.root, self.st)
+            pct = self.next * 100 // m["chunks"]
+            self._status("downloading", pct, "", None, self.bad)
+            self.ask(force=True)
             return False
         self.f.write(data)
         self.f.flush()
@@ -460,7 +517,7 @@ class Updater:
         pct = self.next * 100 // self.m["chunks"]
         if pct // 10 != self.last_pct // 10:
             self.last_pct = pct
-            self._status("downloading", pct)
+            self._status("downloading", pct, "", None, self.bad)
 
     # --- the main loop's part ---------------------------------------------------------
 
@@ -479,17 +536,13 @@ class Updater:
         sha = hashlib.sha256()
         try:
             with open(self._bundle(), "rb") as src:
-                while True:
-                    piece = src.read(512)
-                    if not piece:
-                        break
-                    sha.update(piece)
+                sha = _digest(src, MAX_SIZE + 1, bytearray(512))  # to its end
         except OSError:
             pass
         if binascii.hexlify(sha.digest()).decode() != self.m["sha256"]:
             self._fail("sha256 mismatch")
             return
-        self._status("downloaded", 100)
+        self._status("downloaded", 100, "", None, self.bad)
         new = self._p(otaboot.NEW)
         try:
             unpack(self._bundle(), new)
@@ -499,13 +552,13 @@ class Updater:
             return
         self.st["phase"] = "verified"
         otaboot.save(self.root, self.st)
-        self._status("verified", 100)
+        self._status("verified", 100, "", None, self.bad)
         self.ready = True
 
     def apply(self):
         """Swap the verified staging folder in (the app has switched the relays off
         and reboots next). The new version reports "succeeded" once it is online."""
-        self._status("applying", 100)
+        self._status("applying", 100, "", None, self.bad)
         st = self.st
         for k in ("trial_s", "trial_boots", "trial_wdt_ms"):
             if k in self.trial:

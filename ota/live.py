@@ -1,6 +1,7 @@
 """Live progress of updates: one channel-layer message per change of a device's
-state, and per PERCENT_STEP of its progress (a device reports every 10 %, a
-bench may report more often), to its tenant's live group (tenant.<hex>)."""
+state or of its count of corrupted chunks, and per PERCENT_STEP of its progress (a
+device reports every 10 %, a bench may report more often), to its tenant's live
+group (tenant.<hex>)."""
 
 import threading
 
@@ -9,15 +10,16 @@ from poolsaas.live import groups, messages
 PERCENT_STEP = 5
 _MAX_REMEMBERED = 50000
 
-# update pk -> (state, percent // PERCENT_STEP) last sent by this process
-_sent: dict[int, tuple[str, int]] = {}
+# update pk -> (state, percent // PERCENT_STEP, corrupted chunks) last sent here
+_sent: dict[int, tuple[str, int, int]] = {}
 _lock = threading.Lock()
 
 
 def broadcast_update(update) -> bool:
     """Send `update` as it is now (after the transaction commits) unless this
     process already sent the same state and progress step. True when sent."""
-    key = (update.state, int(update.percent) // PERCENT_STEP)
+    corrupted = int(update.corrupted_chunks or 0)
+    key = (update.state, int(update.percent) // PERCENT_STEP, corrupted)
     with _lock:
         if _sent.get(update.pk) == key:
             return False
@@ -33,6 +35,7 @@ def broadcast_update(update) -> bool:
             state=update.state,
             percent=int(update.percent),
             reason=update.reason,
+            corrupted_chunks=corrupted,
         ),
     )
     return True

@@ -184,6 +184,9 @@ class DeviceUpdate(models.Model):
     state = models.CharField(max_length=16, choices=State, default=State.QUEUED)
     percent = models.PositiveSmallIntegerField(default=0)
     reason = models.CharField(max_length=200, blank=True)
+    # Chunks the device dropped as corrupted (per-chunk digests) in this attempt's
+    # download, as it reports them ("corrupted", optional; 0 from older devices).
+    corrupted_chunks = models.PositiveSmallIntegerField(default=0)
     version_before = models.CharField(max_length=40, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     # Attempts that ended failed, rolled back or timed out (the abort threshold

@@ -34,6 +34,7 @@ AUTH_TTL = 5.0
 CACHE_CHUNKS = 256  # per-chunk cache of releases too large for CACHE_BYTES
 CACHE_BYTES = 8 * 1024 * 1024  # releases' chunks held ready to send, in all
 REOFFER_S = 60
+MAX_CORRUPTED = 10000  # a report's corrupted-chunk count (a device stops at 8)
 
 
 class _Bucket:
@@ -71,6 +72,10 @@ def coalesced(reports: list[dict]) -> list[dict]:
         kept.append(report)
     kept.reverse()
     return kept
+
+
+def _count_ok(value) -> bool:
+    return type(value) is int and 0 <= value <= MAX_CORRUPTED
 
 
 class OtaRoom(Room):
@@ -125,16 +130,26 @@ class OtaRoom(Room):
             while len(self.wants) > MAX_WAITING:
                 self.wants.popitem(last=False)
         else:
-            self.reports.append(
-                {
-                    "device_pk": pk,
-                    "campaign_id": campaign,
-                    "state": str(body.get("state", ""))[:20],
-                    "percent": body.get("percent", 0) or 0,
-                    "reason": str(body.get("reason", ""))[:200],
-                    "version": str(body.get("version", ""))[:40],
-                }
-            )
+            report = {
+                "device_pk": pk,
+                "campaign_id": campaign,
+                "state": str(body.get("state", ""))[:20],
+                "percent": body.get("percent", 0) or 0,
+                "reason": str(body.get("reason", ""))[:200],
+                "version": str(body.get("version", ""))[:40],
+            }
+            corrupted = body.get("corrupted")
+            if corrupted is not None:
+                if _count_ok(corrupted):
+                    report["corrupted"] = corrupted
+                else:  # the report stands; the stored count does not change
+                    ctx.counters["ota:bad_corrupted"] += 1
+                    logger.warning(
+                        "ota: a corrupted-chunk count that is not one on %s: %.40r",
+                        message.topic,
+                        corrupted,
+                    )
+            self.reports.append(report)
         return True
 
     def pending(self) -> int:

@@ -79,6 +79,7 @@ class TenantConsumer(LiveConsumer):
                     "state": message.get("state"),
                     "percent": message.get("percent"),
                     "reason": message.get("reason") or "",
+                    "corrupted_chunks": message.get("corrupted_chunks") or 0,
                 },
             }
         )

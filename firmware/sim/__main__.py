@@ -90,6 +90,18 @@ def build_parser():
         default=0.0,
         help="OTA: drop the link once at this share of the transfer (0..1)",
     )
+    p.add_argument(
+        "--ota-reboot-at",
+        type=float,
+        default=0.0,
+        help="OTA: lose power once at this share of the transfer (0..1; resumed)",
+    )
+    p.add_argument(
+        "--ota-damage-on-reboot",
+        action="store_true",
+        help="OTA: with --ota-reboot-at, damage the last chunk on flash meanwhile "
+        "(found at the resume and fetched again)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -100,6 +112,8 @@ def _ota_switches(args):
         "corrupt_at": args.ota_corrupt_at,
         "crash_new": args.ota_crash_new,
         "drop_at": args.ota_drop_at,
+        "reboot_at": args.ota_reboot_at,
+        "damage_on_reboot": args.ota_damage_on_reboot,
     }
 
 

@@ -49,7 +49,7 @@ class VirtualDevice:
     the device takes updates through firmware/updater.py into the folder `ota_root`
     (firmware.sim.ota.SimOta); `ota_opts` passes its switches (fail_verify,
     corrupt_at, crash_new, drop_at: the TCP socket is shut mid-transfer, paho
-    reconnects).
+    reconnects; reboot_at, damage_on_reboot).
     """
 
     def __init__(

@@ -15,6 +15,11 @@ is given. Switches (docs/ota.md, "Simulator"):
   bit flipped (in transit, before the updater sees it): with the manifest's
   per-chunk sums the updater drops it and fetches it again (`corrupted_index`,
   `refetched`); without them only the whole hash would find it;
+- reboot_at (0..1): the device loses power once when that share of the chunks is
+  in and boots again (the staging file and ota.json kept, as on flash); with
+  damage_on_reboot the last chunk on flash gets a bit flipped meanwhile, so the
+  updater's check at the resume finds it and fetches it again (`rebooted_at`,
+  `damaged_index`);
 - crash_new: the new version crashes at start (before it can report), boot after
   boot, until otaboot rolls back after its trial boots; the old version then reports
   `rolled_back`;
@@ -73,6 +78,8 @@ class SimOta:
         drop_at=0.0,
         drop_for=2.0,
         drop=None,
+        reboot_at=0.0,
+        damage_on_reboot=False,
         trial_boots=3,
         on_version=None,
     ):
@@ -88,6 +95,11 @@ class SimOta:
         self.drop_at = drop_at
         self.drop_for = drop_for
         self._drop = drop
+        self.reboot_at = reboot_at
+        self.damage_on_reboot = damage_on_reboot
+        self.rebooted_at = None  # the chunks on flash when the power went
+        self.damaged_index = None  # the chunk damaged on flash meanwhile
+        self.asks_at_reboot = None  # len(asks) then
         self.trial_boots = trial_boots
         self.on_version = on_version
         self.lock = threading.RLock()
@@ -95,6 +107,8 @@ class SimOta:
         self.asks = []  # (first index, n) of every ota/get sent
         self.reports = []  # (state, reason) of every ota/status sent
         self.boots = 0
+        # The newest corrupted-chunk count the device reported ("corrupted").
+        self.corrupted_reported = None
         self.crashes = 0
         self.dropped_at = None  # the first missing chunk when the link dropped
         self.missing_at_reconnect = None  # the first missing one when it came back
@@ -160,6 +174,8 @@ class SimOta:
             if suffix == updater.STATUS:
                 body = json.loads(payload)
                 self.reports.append((body["state"], body["reason"]))
+                if "corrupted" in body:
+                    self.corrupted_reported = body["corrupted"]
                 if info is not None:
                     self._acks = self._acks[-20:] + [(info, payload)]
 
@@ -208,6 +224,7 @@ class SimOta:
                 if i == self.corrupted_index and flipped is None:
                     self.refetched = True
                 self._maybe_drop()
+                self._maybe_reboot()
             return ok
 
     def _corrupt_index(self):
@@ -237,6 +254,27 @@ class SimOta:
         else:
             self.link_down_until = time.monotonic() + self.drop_for
             self._was_down = True
+
+    def _maybe_reboot(self):
+        """The power cut of `reboot_at`: the board boots again from its flash."""
+        u = self.updater
+        if not self.reboot_at or self.rebooted_at is not None or not u.downloading:
+            return
+        if u.next < max(1, int(u.m["chunks"] * self.reboot_at)):
+            return
+        self.rebooted_at = u.next
+        self.asks_at_reboot = len(self.asks)
+        u._close()
+        if self.damage_on_reboot:
+            self.damaged_index = u.next - 1
+            bundle = u._bundle()
+            with open(bundle, "r+b") as f:
+                f.seek(self.damaged_index * u.m["chunk"])
+                byte = f.read(1)
+                f.seek(self.damaged_index * u.m["chunk"])
+                f.write(bytes([byte[0] ^ 0x01]))
+        self._acks = []
+        self._boot()
 
     def resumed_from(self):
         """The first chunk asked for after the link came back (None: no drop yet,

@@ -195,3 +195,48 @@ def test_without_chunk_sums_a_chunk_corrupted_in_transit_fails_the_whole_hash(
     assert ota.corrupted_index is not None and not ota.refetched
     assert ota.version == "1.0.0"
     assert bridge.status[-1]["reason"] == "sha256 mismatch"
+
+
+def test_corrupt_at_reports_the_count_with_the_download(tmp_path):
+    bridge = FakeBridge()
+    ota = device(tmp_path, bridge, corrupt_at=0.5)
+    ota.offer(manifest(BLOB, c=C, sums=True))
+    bridge.run(ota)
+    assert ota.refetched and ota.corrupted_reported == 1
+    counts = [s.get("corrupted") for s in bridge.status]
+    assert counts[0] == 0  # downloading, 0 %
+    by_state = {s["state"]: s.get("corrupted") for s in bridge.status}
+    assert by_state["downloaded"] == by_state["applying"] == 1
+    assert "corrupted" not in bridge.status[-1]  # succeeded: the new version's word
+
+
+def test_reboot_at_resumes_and_the_count_survives_it(tmp_path):
+    bridge = FakeBridge()
+    ota = device(tmp_path, bridge, corrupt_at=0.2, reboot_at=0.5)
+    ota.offer(manifest(BLOB, c=C, sums=True))
+    n = json.loads(manifest(BLOB, c=C))["chunks"]
+    bridge.run(ota)
+    assert ota.rebooted_at == n // 2 and ota.boots == 3  # the cut, then the swap
+    assert ota.damaged_index is None and ota.refetched
+    # After the reboot the count goes on from 1, and the download from the cut.
+    after = [s for s in bridge.status if s["state"] != "succeeded"][-1]
+    assert after["state"] == "applying" and after["corrupted"] == 1
+    starts = [i for i, _ in ota.asks]
+    assert starts.count(0) == 1, starts
+    # (Chunks in flight at the cut may still arrive; none is asked for again.)
+    assert min(starts[ota.asks_at_reboot :]) >= ota.rebooted_at, starts
+    assert ota.version == "1.2.0"
+
+
+def test_damage_on_reboot_is_found_at_the_resume_and_fetched_again(tmp_path):
+    bridge = FakeBridge()
+    ota = device(tmp_path, bridge, reboot_at=0.5, damage_on_reboot=True)
+    ota.offer(manifest(BLOB, c=C, sums=True))
+    n = json.loads(manifest(BLOB, c=C))["chunks"]
+    bridge.run(ota)
+    assert ota.rebooted_at == n // 2 and ota.damaged_index == n // 2 - 1
+    assert ota.corrupted_reported == 1
+    # The first request after the reboot is for the damaged chunk, not the next one.
+    after = [i for i, _ in ota.asks[ota.asks_at_reboot :]]
+    assert after[0] == n // 2 - 1 and min(after) == n // 2 - 1, ota.asks
+    assert ota.version == "1.2.0" and bridge.states()[-1] == "succeeded"

@@ -198,6 +198,7 @@ class UpdateSerializer(serializers.ModelSerializer):
             "state",
             "percent",
             "reason",
+            "corrupted_chunks",
             "attempts",
             "updated_at",
         ]
@@ -220,6 +221,7 @@ class DeviceHistorySerializer(serializers.ModelSerializer):
             "state",
             "percent",
             "reason",
+            "corrupted_chunks",
             "attempts",
             "updated_at",
         ]

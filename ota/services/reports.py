@@ -23,11 +23,14 @@ def device_update_report(
     percent=0,
     reason="",
     version="",
+    corrupted: int | None = None,
 ) -> bool:
     """A device's report: only its own update, only while active. A device that says
     "succeeded" while running another version than the release's came back on its
     old one: recorded as rolled back. A late `rolled_back` (the device's own reason)
-    replaces the reason the server guessed."""
+    replaces the reason the server guessed. `corrupted` (the chunks its download
+    dropped as corrupted, checked by the bridge room) is stored when given; a
+    report without it (an older device, a new version's `succeeded`) keeps it."""
     if state not in REPORTABLE:
         return False
     try:
@@ -54,6 +57,8 @@ def device_update_report(
     if state == "failed" and reason.startswith(NOT_FOR_ME):
         state = "skipped"
     fields = {"state": state, "percent": percent, "reason": reason, "heard_at": now}
+    if corrupted is not None:
+        fields["corrupted_chunks"] = corrupted
     if state == "succeeded":
         fields["percent"] = 100
     if state in DeviceUpdate.FINAL:

@@ -198,6 +198,7 @@ def _offer(campaign: Campaign, now) -> int:
                 state="offered",
                 percent=0,
                 reason="",
+                corrupted_chunks=0,
                 offered_at=now,
                 heard_at=now,
                 attempts=u.attempts + 1,

@@ -240,7 +240,7 @@ def test_operator_and_viewer_cannot_create_or_preview(olivia, victor, platform_r
 
 def test_detail_counts_and_updates(victor, running_a, fleet):
     old, current = fleet
-    report(running_a, old, "downloading", percent=30)
+    report(running_a, old, "downloading", percent=30, corrupted=1)
     client = api_client(victor)
     body = client.get(f"{BASE}/campaigns/{running_a.code}/").json()
     assert body["counts"]["downloading"] == 1
@@ -257,6 +257,7 @@ def test_detail_counts_and_updates(victor, running_a, fleet):
         "state": "downloading",
         "percent": 30,
         "reason": "",
+        "corrupted_chunks": 1,
         "attempts": row["attempts"],
         "updated_at": row["updated_at"],
     }
@@ -282,9 +283,10 @@ def test_foreign_campaign_is_like_a_made_up_one(adam, campaign_b):
 
 def test_device_history(victor, running_a, fleet, device_b):
     old, _ = fleet
-    report(running_a, old, "failed", reason="hash mismatch")
+    report(running_a, old, "failed", reason="hash mismatch", corrupted=4)
     client = api_client(victor)
     body = client.get(f"{BASE}/devices/{old.code}/updates/").json()
+    assert body["results"][0]["corrupted_chunks"] == 4
     assert body["count"] == 1
     assert body["results"][0]["state"] == "failed"
     assert body["results"][0]["reason"] == "hash mismatch"

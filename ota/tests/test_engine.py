@@ -211,6 +211,7 @@ def test_rate_offers_per_minute_and_grows_after_successful_batches(
         "state",
         "percent",
         "reason",
+        "corrupted_chunks",
     }
 
 
@@ -223,6 +224,36 @@ def test_progress_is_broadcast_every_5_percent(alice, release, platform_broker, 
     for pct in (0, 1, 2, 5, 6, 9, 10, 50, 51):
         report(u, "downloading", percent=pct)
     assert [m["percent"] for _, m in sent] == [0, 5, 10, 50]
+
+
+def test_a_change_of_the_corrupted_count_alone_is_broadcast(
+    alice, release, platform_broker, sent
+):
+    make_devices(alice.tenant, platform_broker, 1)
+    c = started(alice, release)
+    campaign_step(c.pk)
+    u = DeviceUpdate.objects.get()
+    sent.clear()
+    report(u, "downloading", percent=50)
+    report(u, "downloading", percent=50, corrupted=1)
+    report(u, "downloading", percent=51, corrupted=1)
+    assert [(m["percent"], m["corrupted_chunks"]) for _, m in sent] == [
+        (50, 0),
+        (50, 1),
+    ]
+
+
+def test_a_retry_starts_its_corrupted_count_from_zero(alice, release, platform_broker):
+    make_devices(alice.tenant, platform_broker, 1)
+    c = started(alice, release, retries=1, abort_after=99)
+    campaign_step(c.pk)
+    u = DeviceUpdate.objects.get()
+    report(u, "failed", reason="corrupted chunks: 8, last 2", corrupted=8)
+    assert DeviceUpdate.objects.get().corrupted_chunks == 8
+    Campaign.objects.filter(pk=c.pk).update(stepped_at=None)
+    assert campaign_step(c.pk) == 1
+    u = DeviceUpdate.objects.get()
+    assert (u.state, u.attempts, u.corrupted_chunks) == ("offered", 2, 0)
 
 
 def test_abort_threshold_aborts_and_stops_offering(alice, release, platform_broker):

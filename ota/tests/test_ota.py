@@ -185,6 +185,36 @@ def test_coalesced_keeps_every_step_and_every_device_in_order():
     assert coalesced(reports[:1]) == reports[:1]
 
 
+def test_reports_carry_the_corrupted_count_and_a_bad_one_changes_nothing(
+    campaign, device_a, caplog
+):
+    """`corrupted` (docs/protocol.md 10) is stored on the device's row; a report
+    without it (an older device) keeps what is there; a value that is not a count
+    is not stored, counted and logged, and the rest of the report still counts."""
+    campaign_step(campaign.pk)
+    room, out, ctx = OtaRoom(), FakeOut(), Context(counters=Counter())
+
+    def status(state, percent, **extra):
+        body = {"c": campaign.pk, "state": state, "percent": percent, **extra}
+        assert room.handle(_msg(device_a, "ota/status", body), ctx)
+        room.flush(room.drain(), out)
+        u = DeviceUpdate.objects.get(device=device_a)
+        return u.state, u.percent, u.corrupted_chunks
+
+    assert status("downloading", 0) == ("downloading", 0, 0)  # an older device
+    assert status("downloading", 20, corrupted=2) == ("downloading", 20, 2)
+    assert status("downloading", 30) == ("downloading", 30, 2)
+    for bad in ("3", -1, 1.5, True, 10**6, [1], {"n": 1}):
+        assert status("downloading", 40, corrupted=bad) == ("downloading", 40, 2)
+    assert ctx.counters["ota:bad_corrupted"] == 7
+    assert "not one" in caplog.text and device_a.device_id in caplog.text
+    assert status("downloaded", 100, corrupted=3) == ("downloaded", 100, 3)
+    # The new version's word after the swap carries no count: the row keeps it.
+    status("applying", 100, corrupted=3)
+    status("succeeded", 100, version="1.2.0")
+    assert DeviceUpdate.objects.get(device=device_a).corrupted_chunks == 3
+
+
 class Clock:
     def __init__(self):
         self.now = 1000.0

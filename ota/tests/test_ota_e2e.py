@@ -430,11 +430,76 @@ def test_a_chunk_corrupted_in_transit_is_fetched_again_and_the_update_succeeds(
         proxy.close()
     assert proxy.corrupted.is_set()
     assert b.saw("ota: chunk 5 corrupted") == 1
+    assert update_of(campaign, device).corrupted_chunks == 1
     starts = [r["i"] for r in seen.since(0)]
     # Asked from chunk 5 again once the damaged copy was dropped; never from zero.
     assert starts.count(0) == 1 and 5 in starts, starts
     assert min(starts[starts.index(5) :]) == 5, starts
     assert b.boots == [B.PWRON_RESET, B.SOFT_RESET]
+
+
+def test_corrupted_count_survives_a_power_cut_and_flash_damage_is_refetched(
+    bridge,  # noqa: F811
+    media,
+    staff_client,
+    make_device,
+    boards,
+    requests_seen,
+):
+    """The board under MicroPython behind the proxy that damages chunk 3 once in
+    transit: the device drops it and reports the count at once (the campaign's row
+    shows 1). Then the power goes, and a chunk already on flash is damaged
+    meanwhile: at the resume the board checks its chunks against their digests,
+    asks again from the damaged one (not from zero, not from its first missing
+    one), and the count it kept across the reboot goes on: 2 on the row at the end.
+    One chunk a second per device, so that the cut comes mid-transfer."""
+    bridge.env["OTA_DEVICE_CHUNKS_PER_S"] = "1"
+    device = make_device()
+    proxy = ChunkCorrupter(index=3)
+    try:
+        bridge.start()
+        b = boards(device, port=proxy.port)
+        wait_online(device)
+        seen = requests_seen(device)
+        release = upload_release(staff_client, build(version="1.2.0"), "1.2.0")
+        assert release.chunk_count >= 10
+        campaign = start_campaign(staff_client, release, device)
+        run_until(campaign, device, {"downloading"})
+        wait_for(
+            lambda: update_of(campaign, device).corrupted_chunks == 1,
+            timeout=60,
+            what="the transit corruption on the row",
+        )
+        assert proxy.corrupted.is_set() and b.saw("ota: chunk 3 corrupted") == 1
+        wait_for(lambda: chunks_on_flash(b) >= 6, timeout=60, what="6 chunks")
+        b.power_cut()
+        have = chunks_on_flash(b)
+        assert 6 <= have < release.chunk_count
+        assert ota_state(b)["bad"] == 1  # kept on flash with the resume state
+        damaged = have - 2
+        bundle = b.fs / "fw.new" / "bundle.bin"
+        data = bytearray(bundle.read_bytes())
+        data[damaged * CHUNK + 100] ^= 0x04
+        bundle.write_bytes(bytes(data))
+        before = len(seen)
+        b.power_on()
+        first = wait_for(lambda: seen.since(before), timeout=60, what="a request")[0]
+        assert first["i"] == damaged, (first, damaged, have)
+        assert b.saw(f"ota: chunk {damaged} on flash corrupted") == 1
+        assert b.saw(f"ota: resuming campaign {campaign.pk} at chunk {damaged}") == 1
+        wait_for(
+            lambda: update_of(campaign, device).corrupted_chunks == 2,
+            timeout=60,
+            what="the count after the reboot on the row",
+        )
+        u = run_until(campaign, device, {"succeeded"}, timeout=180)
+        wait_for(lambda: fw_version(device) == "ps1-1.2.0", timeout=30, what="new fw")
+    finally:
+        proxy.close()
+    assert u.corrupted_chunks == 2
+    # After the cut nothing was asked for below the damaged chunk.
+    assert min(r["i"] for r in seen.since(before)) == damaged
+    assert b.boots == [B.PWRON_RESET, B.PWRON_RESET, B.SOFT_RESET]
 
 
 def test_a_bad_hmac_or_a_wrong_image_hash_is_refused_and_the_old_version_runs_on(
@@ -471,6 +536,7 @@ def test_a_bad_hmac_or_a_wrong_image_hash_is_refused_and_the_old_version_runs_on
     c2 = start_campaign(staff_client, bad, tampered_for)
     u2 = run_until(c2, tampered_for, {"failed"})
     assert u2.reason == f"corrupted chunks: 8, last {index}"
+    assert u2.corrupted_chunks == 8
     assert b2.saw(f"ota: chunk {index} corrupted") == 8
     # A release uploaded before the per-chunk sums (none in its manifest): only the
     # whole hash, checked from flash after the last chunk, finds it.

@@ -1,12 +1,15 @@
 """A campaign of 20 simulated devices (firmware.sim, each taking updates through the
-board's own firmware/updater.py) over the real bridge process and Mosquitto: 17
+board's own firmware/updater.py) over the real bridge process and Mosquitto: 15
 update normally, one has its TCP connection dropped half-way through the transfer
 and resumes from its first missing chunk, one has a chunk corrupted on its way to
 flash and reports the failed verification, one receives a chunk corrupted in
-transit, drops it and fetches it again. The Celery beat step is called in a loop, as
-beat would. Then a campaign stepped by real Celery workers in which one chunk
-arrives corrupted, is fetched again and the campaign completes. No timing is
-asserted; every wait is on a condition with a bound.
+transit, drops it and fetches it again, one loses power half-way with a chunk
+damaged on flash meanwhile (found at the resume and fetched again), one receives a
+corrupted chunk and then loses power (its count survives the reboot); each
+device's count of corrupted chunks ends on its row. The Celery beat step is called
+in a loop, as beat would. Then a campaign stepped by real Celery workers in which
+one chunk arrives corrupted, is fetched again (its row says 1) and the campaign
+completes. No timing is asserted; every wait is on a condition with a bound.
 """
 
 import uuid
@@ -98,7 +101,13 @@ def test_twenty_simulated_devices_update_one_resumes_after_a_drop_one_fails(
 ):
     bridge.start()
     rows, sims = fleet(
-        switches={0: {"drop_at": 0.5}, 1: {"fail_verify": True}, 2: {"corrupt_at": 0.3}}
+        switches={
+            0: {"drop_at": 0.5},
+            1: {"fail_verify": True},
+            2: {"corrupt_at": 0.3},
+            3: {"reboot_at": 0.5, "damage_on_reboot": True},
+            4: {"corrupt_at": 0.2, "reboot_at": 0.6},
+        }
     )
     release = upload_release(staff_client, BUNDLE, "1.2.0")
     assert release.chunk_count == 10
@@ -146,6 +155,22 @@ def test_twenty_simulated_devices_update_one_resumes_after_a_drop_one_fails(
     # The device whose chunk 3 came corrupted: dropped, fetched again, done.
     assert (sims[2].ota.corrupted_index, sims[2].ota.refetched) == (3, True)
     assert sims[2].ota.chunks_in == release.chunk_count
+    # The device whose chunk 4 was damaged on flash while it was off: asked again
+    # from 4 at the resume (not from 5, its first missing one, nor from 0).
+    flash = sims[3].ota
+    assert (flash.rebooted_at, flash.damaged_index) == (5, 4)
+    after = [i for i, _ in flash.asks[flash.asks_at_reboot :]]
+    assert after[0] == 4 and min(after) == 4, flash.asks
+    # The one that lost power after a corrupted chunk: its count went on from 1.
+    assert (sims[4].ota.corrupted_index, sims[4].ota.rebooted_at) == (2, 6)
+    # Each device's count of corrupted chunks, as it reported it, on its row.
+    counts = dict(
+        DeviceUpdate.objects.filter(campaign=campaign).values_list(
+            "device_id", "corrupted_chunks"
+        )
+    )
+    assert [counts[r.pk] for r in rows[:5]] == [0, 0, 1, 1, 1], counts
+    assert set(counts[r.pk] for r in rows[5:]) == {0}
 
     # Every other device runs the new version from fw/, and says so in telemetry;
     # the corrupted one stays on its old version with nothing staged.
@@ -206,6 +231,9 @@ def test_a_chunk_corrupted_in_transit_is_fetched_again_and_the_campaign_complete
     )
     states = DeviceUpdate.objects.filter(campaign=campaign)
     assert sorted(u.state for u in states) == ["succeeded"] * 3
+    # The count the device reported with its download, on its row.
+    counts = dict(states.values_list("device_id", "corrupted_chunks"))
+    assert [counts[r.pk] for r in rows] == [0, 1, 0], counts
     ota = sims[1].ota
     assert (ota.corrupted_index, ota.refetched) == (5, True)
     assert ota.version == "1.2.0" and ota.chunks_in == release.chunk_count

@@ -287,7 +287,7 @@ def test_operator_and_viewer_cannot_create(login, olivia, victor, platform_relea
 
 def test_progress_page_counts_rows_and_buttons(login, adam, victor, running_a, fleet):
     old, current = fleet
-    report(running_a, old, "downloading", percent=40)
+    report(running_a, old, "downloading", percent=40, corrupted=3)
     html = (
         login(victor)
         .get(reverse("ota_campaign_detail", args=[running_a.code]))
@@ -296,6 +296,9 @@ def test_progress_page_counts_rows_and_buttons(login, adam, victor, running_a, f
     assert f'data-campaign="{running_a.code.hex}"' in html
     assert f'<tr data-device="{old.code.hex}">' in html
     assert 'value="40"' in html  # the progress bar
+    assert '<td data-label="Corrupted chunks" data-field="corrupted_chunks">3</td>' in (
+        html
+    )
     assert 'data-count="downloading"' in html and 'data-count="skipped"' in html
     assert "10 devices/min" in html
     assert 'data-action="pause"' not in html  # a viewer: no buttons
@@ -370,13 +373,14 @@ def test_progress_page_queries_do_not_grow_with_devices(
 
 def test_live_json_carries_counts_and_rows(login, victor, running_a, fleet):
     old, _ = fleet
-    report(running_a, old, "downloading", percent=60)
+    report(running_a, old, "downloading", percent=60, corrupted=2)
     body = login(victor).get(reverse("ota_campaign_live", args=[running_a.code])).json()
     assert body["campaign"] == running_a.code.hex
     assert body["state"] == "running"
     assert body["counts"]["downloading"] == 1 and body["counts"]["total"] == 2
     row = next(u for u in body["updates"] if u["device"] == old.code.hex)
     assert (row["state"], row["percent"]) == ("downloading", 60)
+    assert row["corrupted_chunks"] == 2
 
 
 @pytest.mark.parametrize(
@@ -461,12 +465,13 @@ def test_device_history_on_its_page_and_its_pool_page(
     login, victor, running_a, fleet, pool_a
 ):
     old, _ = fleet
-    report(running_a, old, "failed", reason="hash mismatch")
+    report(running_a, old, "failed", reason="corrupted chunks: 8, last 1", corrupted=8)
     client = login(victor)
     page = client.get(reverse("ota_device", args=[old.code])).content.decode()
-    assert "1.4.0" in page and "hash mismatch" in page and "Failed" in page
+    assert "1.4.0" in page and "corrupted chunks: 8" in page and "Failed" in page
+    assert '<td data-label="Corrupted chunks">8</td>' in page
     pool_page = client.get(reverse("pool_detail", args=[pool_a.code])).content.decode()
-    assert 'id="ota-history"' in pool_page and "hash mismatch" in pool_page
+    assert 'id="ota-history"' in pool_page and "corrupted chunks: 8" in pool_page
 
 
 def test_device_history_empty_and_foreign(login, victor, device_a, device_b):

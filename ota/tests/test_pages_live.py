@@ -21,7 +21,9 @@ async def test_tenant_socket_carries_update_progress(olivia, carol, running_a, f
     assert (await theirs.connect(timeout=10))[0]
     await receive_type(theirs, "hello", timeout=10)
 
-    await database_sync_to_async(report)(running_a, old, "downloading", percent=40)
+    await database_sync_to_async(report)(
+        running_a, old, "downloading", percent=40, corrupted=1
+    )
     message = await receive_type(comm, "ota", timeout=10)
     assert message["update"] == {
         "campaign": running_a.code.hex,
@@ -29,6 +31,7 @@ async def test_tenant_socket_carries_update_progress(olivia, carol, running_a, f
         "state": "downloading",
         "percent": 40,
         "reason": "",
+        "corrupted_chunks": 1,
     }
     await database_sync_to_async(report)(running_a, old, "failed", reason="bad hash")
     message = await receive_type(comm, "ota", timeout=10)

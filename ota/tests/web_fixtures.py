@@ -134,7 +134,7 @@ def campaign_b(carol, platform_release, device_b):
     return make_campaign(carol, platform_release)
 
 
-def report(campaign, device, state, percent=0, reason="", version=""):
+def report(campaign, device, state, percent=0, reason="", version="", corrupted=None):
     """The device's report, as the bridge hands it to the engine."""
     from ota.services import device_update_report
 
@@ -145,4 +145,5 @@ def report(campaign, device, state, percent=0, reason="", version=""):
         percent=percent,
         reason=reason,
         version=version,
+        corrupted=corrupted,
     )

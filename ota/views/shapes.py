@@ -71,6 +71,7 @@ def update_as_dict(update: DeviceUpdate) -> dict:
         "label": update.get_state_display(),
         "percent": update.percent,
         "reason": update.reason,
+        "corrupted_chunks": update.corrupted_chunks,
         "attempts": update.attempts,
         "updated_at": update.updated_at.isoformat() if update.updated_at else None,
     }

@@ -89,11 +89,17 @@ def tenant_alert(*, pool: str, alert: dict) -> dict[str, Any]:
 
 
 def ota_update(
-    *, campaign: str, device: str, state: str, percent: int, reason: str
+    *,
+    campaign: str,
+    device: str,
+    state: str,
+    percent: int,
+    reason: str,
+    corrupted_chunks: int = 0,
 ) -> dict[str, Any]:
-    """A device's update in a campaign changed state or progress (ota.live ->
-    TenantConsumer.ota_update); `campaign` is the campaign's code (hex), `device`
-    the device's code (hex)."""
+    """A device's update in a campaign changed state, progress or its count of
+    corrupted chunks (ota.live -> TenantConsumer.ota_update); `campaign` is the
+    campaign's code (hex), `device` the device's code (hex)."""
     return {
         "type": OTA_UPDATE,
         "campaign": campaign,
@@ -101,6 +107,7 @@ def ota_update(
         "state": state,
         "percent": percent,
         "reason": reason,
+        "corrupted_chunks": corrupted_chunks,
     }
 
 

@@ -55,6 +55,10 @@
     if (typeof u.reason === "string") {
       row.querySelector('[data-field="reason"]').textContent = u.reason;
     }
+    var corrupted = row.querySelector('[data-field="corrupted_chunks"]');
+    if (corrupted && typeof u.corrupted_chunks === "number") {
+      corrupted.textContent = String(u.corrupted_chunks);
+    }
     return true;
   }
 
