@@ -238,6 +238,40 @@ def test_a_command_a_killed_bridge_had_claimed_is_sent_again_by_a_live_one(
     assert final_stats(survivor)["resent"] == 1
 
 
+def test_a_v31_claim_the_device_already_shows_is_done_not_set_twice(
+    bridges,  # noqa: F811
+    sims,  # noqa: F811
+    pool_a,
+    platform_broker,
+    prefix,  # noqa: F811
+    alice,
+    monkeypatch,
+    settings,
+):
+    """As when the dead bridge's publish did reach the device: its state shows the
+    command's effect (a v3.1 device does not report a state it already has)."""
+    settings.COMMAND_TIMEOUT_SECONDS = 120
+    device = make(pool_a, platform_broker, prefix, legacy=True)
+    doomed = bridges(sweep_interval=NEVER)
+    survivor = bridges(sweep_interval=0.2)
+    # Its temperature once a minute: no report after the claim says "pump on" anew
+    # (the stored state's time is any report's).
+    sim = sims(device, legacy=True)
+    wait_for(lambda: online(device), "the device online")
+    first = command_send(membership=alice, pool=pool_a, op="pump", value="ON")
+    wait_for(lambda: settled([first]), "the pump on")
+    assert Device.objects.get(pk=device.pk).state["pump"] is True
+    monkeypatch.setattr(command_services, "doorbell_ring_bridges", lambda m: False)
+    command = claimed_by(doomed, membership=alice, pool=pool_a, op="pump", value="ON")
+    monkeypatch.undo()
+    doomed.kill()
+    wait_for(lambda: settled([command]), "the command final")
+    command.refresh_from_db()
+    assert (command.status, command.claims) == ("done", 2)
+    assert [p for s, p in sim.received if s == "pump/set"] == [b"ON"]  # the first
+    assert final_stats(survivor)["resent"] == 0
+
+
 def test_two_live_bridges_never_both_send_a_dead_bridges_claim_again(
     bridges,  # noqa: F811
     sims,  # noqa: F811
