@@ -16,18 +16,19 @@ DeviceEvent, so the log shows one entry per command.
 A claim records its claimer, the bridge process (`Command.claimed_by`, the bridge's
 `instance`, new at each start) and counts (`Command.claims`). A bridge killed between
 its claim and the broker taking the publish leaves the command `sent` with nobody to
-send it: `commands_reclaim` lets a live bridge take it over once its claimer's
-heartbeat has lapsed (`BridgePresence`, devices.services.leases.bridge_beat, 5 s),
-with the same conditional UPDATE (on the claimer it read), so one bridge re-sends
-each dead claim, and at most MAX_CLAIMS claims in all. As the claimer may have died
-after the broker took it, a re-send may reach a device twice, which is safe: a ps1
+send it: `commands_reclaim` lets a live bridge take it over once its claimer's heartbeat
+has lapsed (`BridgePresence`, devices.services.leases.bridge_beat, 5 s) and the claim is
+RECLAIM_GRACE old, by a conditional UPDATE on the claimer it read, so one bridge
+re-sends each dead claim, and at most MAX_CLAIMS claims in all. As the claimer may have
+died after the broker took it, a re-send may reach a device twice, which is safe: a ps1
 device answers an id it has executed with its first answer and does not act again
 (protocol.md 3.2, rule 3); a v3.1 device has no ids, so it is re-sent only as an
 absolute state (a TOGGLE as the state it was meant to reach, `Command.expected`; a
-TOGGLE whose target was unknown is not re-sent) and not at all when the device's
-state already shows it (done then). A command is not re-sent over a newer one of its
-device that went out since (it would undo it): it times out as before. Commands
-claimed before the claimer was recorded (`claimed_by` empty) are never re-sent.
+TOGGLE whose target was unknown is not re-sent) and not at all when the device's state
+already shows it (done then; a timer/set that arrives twice restarts its countdown, the
+one effect a copy can have). A command is not re-sent over a newer one of its device
+that went out since (it would undo it): it times out as before. Commands claimed before
+the claimer was recorded (`claimed_by` empty) are never re-sent.
 """
 
 import datetime as dt
