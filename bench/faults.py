@@ -23,7 +23,8 @@ Faults, in turn, each in a window of steady traffic before and after:
 For each: time until telemetry is stored again and until a new command is done,
 telemetry sent vs stored over the window (by send second), and what became of every
 command the API accepted (202, pending): done, failed, timed out, or still open
-(lost: must be zero). Bounded: about five minutes.
+(lost: must be zero), and how many of them a live bridge sent again because the
+bridge that had claimed them died (re-sent). Bounded: about five minutes.
 """
 
 import argparse
@@ -408,13 +409,23 @@ def settle(stream: CommandStream, since: float, until: float, limit: float) -> d
     wait_until(lambda: db_retry(still_open) == 0, limit, 0.5)
     rows = db_retry(
         lambda: list(
-            Command.objects.filter(code__in=codes).values_list("status", "error")
+            Command.objects.filter(code__in=codes).values_list("status", "claims")
         )
     )
-    tally = {"accepted": len(codes), "done": 0, "failed": 0, "timed_out": 0, "open": 0}
-    for state, _ in rows:
+    tally = {
+        "accepted": len(codes),
+        "done": 0,
+        "failed": 0,
+        "timed_out": 0,
+        "open": 0,
+        "resent": 0,
+    }
+    for state, claims in rows:
         key = "open" if state in OPEN else state
         tally[key] = tally.get(key, 0) + 1
+        # Claimed again: its first claimer (a bridge) died before it was answered
+        # (sent again by a live bridge, devices.services.commands.commands_reclaim).
+        tally["resent"] += claims > 1
     tally["open"] += len(codes) - len(rows)  # accepted, then not in the database
     return tally
 
@@ -483,16 +494,16 @@ def print_table(rows: list[dict]) -> None:
     print(
         "| fault | outage s | telemetry back s | command back s | telemetry sent / "
         "stored (lost) | not sent (broker away) | commands accepted | done | failed "
-        "| timed out | open (lost) |"
+        "| timed out | open (lost) | of which re-sent |"
     )
-    print("| --- " * 11 + "|")
+    print("| --- " * 12 + "|")
     for r in rows:
         lost = r["sent"] - r["stored"]
         print(
             f"| {r['fault']} | {r['outage']:.1f} | {fmt(r['telemetry back'])} | "
             f"{fmt(r['command back'])} | {r['sent']} / {r['stored']} ({lost}) | "
             f"{r['not sent']} | {r['accepted']} | {r['done']} | {r['failed']} | "
-            f"{r['timed_out']} | {r['open']} |"
+            f"{r['timed_out']} | {r['open']} | {r['resent']} |"
         )
 
 

@@ -282,6 +282,11 @@ class Command(models.Model):
     # v3.1 commands complete when the device reports this: {"kind": "pump", "value":
     # true}; fixed at send time so that TOGGLE means "the opposite of what it was".
     expected = models.JSONField(null=True, blank=True, editable=False)
+    # The bridge process (its `instance`, one per start) whose claim made it sent,
+    # and how many claims it had: more than one when a live bridge re-sent it after
+    # its claimer died (devices.services.commands.commands_reclaim).
+    claimed_by = models.CharField(max_length=32, blank=True, editable=False)
+    claims = models.PositiveSmallIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -389,10 +394,15 @@ class BrokerLease(models.Model):
 
 class BridgePresence(models.Model):
     """A running bridge, renewed with its leases: the bridges alive now share the
-    leased brokers between them (devices.services.leases)."""
+    leased brokers between them (devices.services.leases). Its heartbeat (`instance`,
+    the process start that runs under this name, alive until `beat_until`) tells
+    whether the claimer of a sent command is still there
+    (devices.services.commands.commands_reclaim)."""
 
     name = models.CharField(max_length=100, primary_key=True)
     expires_at = models.DateTimeField()
+    instance = models.CharField(max_length=32, blank=True, db_index=True)
+    beat_until = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name

@@ -262,6 +262,45 @@ def commands_to_publish(*, broker_ids, limit: int = 200):
     )
 
 
+def commands_orphaned(
+    *, broker_ids, sent_before, max_claims: int, limit: int = 200
+) -> list:
+    """Sent, unexpired commands for devices on these brokers whose claimer (a bridge
+    process) is no longer alive (no heartbeat: BridgePresence), claimed before
+    `sent_before` and fewer than `max_claims` times, oldest first. Left out: those
+    claimed before claimers were recorded, and those over which a newer command of
+    their device went out (sending the older one again would undo it), other than
+    the same dead bridge's claims, which go again in their order."""
+    from django.db.models import Exists, OuterRef
+    from django.db.models.functions import Now
+    from django.utils import timezone
+
+    from devices.models import BridgePresence, Command
+
+    alive = BridgePresence.objects.filter(
+        instance=OuterRef("claimed_by"), beat_until__gt=Now()
+    )
+    newer = Command.objects.filter(
+        device_id=OuterRef("device_id"),
+        created_at__gt=OuterRef("created_at"),
+        sent_at__isnull=False,
+    ).exclude(status=Command.Status.SENT, claimed_by=OuterRef("claimed_by"))
+    return list(
+        Command.objects.select_related("device", "actor")
+        .filter(
+            status=Command.Status.SENT,
+            device__broker_id__in=list(broker_ids),
+            expires_at__gt=timezone.now(),
+            sent_at__lt=sent_before,
+            claims__lt=max_claims,
+        )
+        .exclude(claimed_by="")
+        .exclude(Exists(alive))
+        .exclude(Exists(newer))
+        .order_by("created_at")[:limit]
+    )
+
+
 def commands_awaiting_state(*, broker_ids) -> list[dict]:
     """Sent v3.1 commands waiting for a state report: (command pk, device pk,
     expected, sent_at)."""

@@ -4,6 +4,9 @@ Every `refresh_interval` the topic directory is rebuilt from the access layer an
 broker connections are reconciled with the brokers in the database (so broker and
 device changes need no restart); every `silence_interval` devices not heard from for
 their silence window are marked offline; every `stats_interval` the stats are logged.
+Every tick (the shorter of the sweep and refresh intervals) it renews the bridge's
+heartbeat (devices.services.leases.bridge_beat), which tells the other bridges that
+the commands it claimed are in hand.
 
 Brokers: the platform broker is served by every bridge (shared subscriptions); any
 other broker (a tenant's own, or the platform's without $share) by the one bridge
@@ -28,7 +31,11 @@ from devices.mqtt import device_went_silent
 from devices.selectors import brokers_for_bridge, devices_for_bridge
 from devices.services.brokers import broker_ensure_platform, validate_broker_address
 from devices.services.ingest import devices_mark_silent
-from devices.services.leases import broker_leases_hold, broker_leases_release
+from devices.services.leases import (
+    bridge_beat,
+    broker_leases_hold,
+    broker_leases_release,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +55,7 @@ class ControlThread:
             now = time.monotonic()
             try:
                 close_old_connections()
+                bridge_beat(name=self.name, instance=self.instance, ttl=self.beat_ttl)
                 if now >= next_refresh:
                     self.refresh()
                     next_refresh = now + self.refresh_interval

@@ -96,6 +96,12 @@ class Outbox:
     def refresh_interval(self) -> float:
         return self._bridge.refresh_interval
 
+    @property
+    def instance(self) -> str:
+        """This bridge process (a new one at each start), the claimer of what it
+        claims."""
+        return self._bridge.instance
+
     def brokers(self) -> dict[int, float | None]:
         """broker id -> when this bridge's connection to it came up (None: down),
         for every broker this bridge serves."""

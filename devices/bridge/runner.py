@@ -59,6 +59,9 @@ class Bridge(WorkerThreads, PublisherThread, ControlThread):
         self.name = (
             name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
         )
+        # This process start, whatever its name: recorded on each command it claims,
+        # alive while its heartbeat (each control tick) is renewed.
+        self.instance = uuid.uuid4().hex
         self.refresh_interval = refresh_interval
         self.sweep_interval = sweep_interval
         self.flush_interval = flush_interval
@@ -74,6 +77,9 @@ class Bridge(WorkerThreads, PublisherThread, ControlThread):
         self.lease_ttl = (
             lease_ttl if lease_ttl is not None else max(3 * refresh_interval, 10.0)
         )
+        # Three control ticks missed, and at least 5 s: another bridge then sends
+        # again what this one had claimed (devices.services.commands).
+        self.beat_ttl = max(3 * min(sweep_interval, refresh_interval), 5.0)
         self.leased: set[int] = set()
         self.leases_until = 0.0
         self.dispatcher = Dispatcher(

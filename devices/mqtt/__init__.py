@@ -301,6 +301,7 @@ class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
         return {
             "published": self.published,
             "published_rung": self.published_rung,
+            "resent": self.resent,
             "config_published": self.config_published,
             "credentials_published": self.credentials_published,
         }

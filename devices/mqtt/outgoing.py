@@ -7,21 +7,30 @@ makes it prompt.
 A command.new ring carries the command's topic and payload: `publish_now` claims it
 (command_claim, one conditional UPDATE) and publishes it without a sweep, on the
 broker connection of this bridge that serves its device; a ring for a device of
-another bridge's broker is left to that bridge, and a lost ring to the next sweep."""
+another bridge's broker is left to that bridge, and a lost ring to the next sweep.
+
+Each sweep also sends again the commands whose claimer, a bridge process, died
+before they were known to be on the wire (commands_orphaned, commands_reclaim; the
+rules are in devices.services.commands)."""
 
 import collections
 import logging
 import time
+
+from django.utils import timezone
 
 from devices.bridge.directory import LEGACY
 from devices.bridge.rooms import Outbox
 from devices.models import Command, Device
 from devices.selectors import (
     commands_awaiting_state,
+    commands_orphaned,
     commands_to_publish,
     devices_config_outdated,
 )
 from devices.services.commands import (
+    MAX_CLAIMS,
+    RECLAIM_GRACE,
     command_claim,
     command_complete,
     command_fail,
@@ -31,6 +40,7 @@ from devices.services.commands import (
     commands_claim,
     commands_expire,
     commands_match_device_state,
+    commands_reclaim,
 )
 from devices.services.programs import devices_config_messages
 from firmware import protocol
@@ -72,8 +82,10 @@ class Outgoing:
 
     def __init__(self) -> None:
         self.published = 0
-        # Of those, published straight from the doorbell's ring (no sweep).
+        # Of those, published straight from the doorbell's ring (no sweep), and
+        # sent again after their claimer died.
         self.published_rung = 0
+        self.resent = 0
         self.config_published = 0
         self._publish_requests: collections.deque = collections.deque(maxlen=10000)
         # command.new rings that carry the command, for publish_now.
@@ -133,10 +145,12 @@ class Outgoing:
             return
         if not self._device_reachable(info, out, brokers):
             return  # after a reconnect: the sweep publishes once the device spoke
-        if not command_claim(command_id=command_id, device_pk=info.pk):
+        if not command_claim(
+            command_id=command_id, device_pk=info.pk, claimer=out.instance
+        ):
             return  # another bridge, an earlier ring or a sweep took it (or expired)
         if not out.publish(info.broker_id, topic, payload, qos=1):
-            command_release(command_id=command_id)
+            command_release(command_id=command_id, claimer=out.instance)
             return
         self.published += 1
         self.published_rung += 1
@@ -155,13 +169,26 @@ class Outgoing:
         brokers = out.brokers()
         connected = [pk for pk, at in brokers.items() if at is not None]
         if connected:
-            ready = [
-                command
-                for command in commands_to_publish(broker_ids=connected)
-                if self._device_reachable(command.device, out, brokers)
-            ]
-            for command in commands_claim(commands=ready):
-                self._publish_command(command, out)
+            # What is pending, and what dead bridges had claimed, in their order.
+            orphans = commands_orphaned(
+                broker_ids=connected,
+                sent_before=timezone.now() - RECLAIM_GRACE,
+                max_claims=MAX_CLAIMS,
+            )
+            ready = sorted(
+                [*orphans, *commands_to_publish(broker_ids=connected)],
+                key=lambda command: command.created_at,
+            )
+            for command in ready:
+                if not self._device_reachable(command.device, out, brokers):
+                    continue
+                if command.status == Command.Status.SENT:
+                    if commands_reclaim(
+                        commands=[command], claimer=out.instance
+                    ) and self._publish_command(command, out):
+                        self.resent += 1
+                elif commands_claim(commands=[command], claimer=out.instance):
+                    self._publish_command(command, out)
         awaiting = commands_awaiting_state(broker_ids=list(brokers))
         table: dict[int, list] = {}
         for row in awaiting:
@@ -279,26 +306,35 @@ class Outgoing:
         info = out.directory.by_pk.get(device.pk)
         return info is not None and info.last_live >= connected_at
 
-    def _publish_command(self, command: Command, out: Outbox) -> None:
+    def _publish_command(self, command: Command, out: Outbox) -> bool:
+        """Publish a command this bridge claimed; True when it went on the wire."""
         device: Device = command.device
+        expected = command.expected
+        known = None
+        if device.protocol == LEGACY and expected:
+            known = (device.state or {}).get(expected["kind"])
+        already = known is not None and command_v31_done(
+            expected=expected,
+            kind=expected["kind"],
+            value=known,
+            reported_at=None,
+            sent_at=command.sent_at.timestamp(),
+        )
+        if already and command.claims > 1:
+            # Claimed again: the first claim may have reached the device, whose
+            # state shows it done; a v3.1 set is not sent twice for nothing.
+            command_complete(command=command, data={"already": True})
+            return False
         try:
             topic, payload = command_wire(command)
         except protocol.ProtocolError as exc:
             command_fail(command=command, error=f"Cannot be sent to this device: {exc}")
-            return
+            return False
         if not out.publish(device.broker_id, topic, payload, qos=1):
             # Not on the wire: back to pending for the next sweep (or its timeout).
-            command_release(command_id=command.code.hex)
-            return
+            command_release(command_id=command.code.hex, claimer=out.instance)
+            return False
         self.published += 1
-        expected = command.expected
-        if device.protocol == LEGACY and expected:
-            known = (device.state or {}).get(expected["kind"])
-            if known is not None and command_v31_done(
-                expected=expected,
-                kind=expected["kind"],
-                value=known,
-                reported_at=None,
-                sent_at=command.sent_at.timestamp(),
-            ):
-                command_complete(command=command, data={"already": True})
+        if already:
+            command_complete(command=command, data={"already": True})
+        return True

@@ -12,6 +12,23 @@ with `command_answer`, before the write) or when the v3.1 state topic shows
 `Command.expected`; otherwise `commands_expire` turns it into a visible timeout.
 Every transition is broadcast to the pool's group and rewrites the command's one
 DeviceEvent, so the log shows one entry per command.
+
+A claim records its claimer, the bridge process (`Command.claimed_by`, the bridge's
+`instance`, new at each start) and counts (`Command.claims`). A bridge killed between
+its claim and the broker taking the publish leaves the command `sent` with nobody to
+send it: `commands_reclaim` lets a live bridge take it over once its claimer's heartbeat
+has lapsed (`BridgePresence`, devices.services.leases.bridge_beat, 5 s) and the claim is
+RECLAIM_GRACE old, by a conditional UPDATE on the claimer it read, so one bridge
+re-sends each dead claim, and at most MAX_CLAIMS claims in all. As the claimer may have
+died after the broker took it, a re-send may reach a device twice, which is safe: a ps1
+device answers an id it has executed with its first answer and does not act again
+(protocol.md 3.2, rule 3); a v3.1 device has no ids, so it is re-sent only as an
+absolute state (a TOGGLE as the state it was meant to reach, `Command.expected`; a
+TOGGLE whose target was unknown is not re-sent) and not at all when the device's state
+already shows it (done then; a timer/set that arrives twice restarts its countdown, the
+one effect a copy can have). A command is not re-sent over a newer one of its device
+that went out since (it would undo it): it times out as before. Commands claimed before
+the claimer was recorded (`claimed_by` empty) are never re-sent.
 """
 
 import datetime as dt
@@ -22,6 +39,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import F
 from django.http import Http404
 from django.utils import timezone
 
@@ -44,6 +62,12 @@ OFFLINE_REASON = "The device is offline"
 MANUAL_OPS = {Command.Op.PUMP, Command.Op.VALVE, Command.Op.TIMER}
 V31_UNSUPPORTED = {Command.Op.REBOOT}
 OPEN = (Command.Status.PENDING, Command.Status.SENT)
+# A dead bridge's claim is taken over at most this often in all (the first claim
+# included), so that a command that kills every bridge that sends it stops there.
+MAX_CLAIMS = 3
+# A claim this young is not taken over even when its claimer looks dead: its own
+# publish follows the claim at once.
+RECLAIM_GRACE = dt.timedelta(seconds=2)
 
 ACK_ERRORS = {
     "expired": "The command expired before the device received it",
@@ -265,10 +289,15 @@ def _event(
 
 def command_wire(command: Command) -> tuple[str, bytes]:
     """The topic and payload that carry a command to its device (ProtocolError when
-    it cannot be encoded for that device)."""
+    it cannot be encoded for that device). A v3.1 TOGGLE claimed again (a re-send:
+    the claim before may have reached the device) goes as the state it was meant to
+    reach, so that it cannot toggle twice."""
     device = command.device
     if device.protocol == Device.Protocol.LEGACY:
-        suffix, payload = protocol.encode_v31_set(command.op, command.value)
+        value = command.value
+        if command.claims > 1 and value == "TOGGLE":
+            value = _toggle_target(command)
+        suffix, payload = protocol.encode_v31_set(command.op, value)
     else:
         suffix = protocol.CMD
         payload = protocol.encode_command(
@@ -278,6 +307,26 @@ def command_wire(command: Command) -> tuple[str, bytes]:
             command.value,
         )
     return f"{device.topic_root}/{suffix}", payload
+
+
+def _toggle_target(command: Command) -> Any:
+    """The absolute value a v3.1 TOGGLE meant, from `expected` (ProtocolError when it
+    was unknown at send time)."""
+    target = (command.expected or {}).get("value")
+    if target is None:
+        raise protocol.ProtocolError("the state a toggle meant is unknown", "invalid")
+    if command.op == Command.Op.PUMP:
+        return "ON" if target else "OFF"
+    return target
+
+
+def command_resendable(command: Command) -> bool:
+    """Pure: may a command whose claimer died be sent again without the device acting
+    twice? ps1 always (the device answers an id it has seen without acting again); a
+    v3.1 command when it is an absolute state or a TOGGLE whose target is known."""
+    if command.device.protocol != Device.Protocol.LEGACY or command.value != "TOGGLE":
+        return True
+    return (command.expected or {}).get("value") is not None
 
 
 def doorbell_ring(command: Command) -> None:
@@ -410,23 +459,31 @@ def command_send_system(
     )
 
 
-def commands_claim(*, commands: list[Command]) -> list[Command]:
+def commands_claim(*, commands: list[Command], claimer: str) -> list[Command]:
     """Bridge: pending -> sent for each command this bridge won (conditional UPDATE,
-    so two bridges never publish the same command)."""
+    so two bridges never publish the same command). `claimer`: the bridge's
+    instance, recorded so that another can take the claim over if it dies."""
     now = timezone.now()
     won = []
     for command in commands:
         claimed = Command.objects.filter(
             pk=command.pk, status=Command.Status.PENDING, expires_at__gt=now
-        ).update(status=Command.Status.SENT, sent_at=now)
+        ).update(
+            status=Command.Status.SENT,
+            sent_at=now,
+            claimed_by=claimer,
+            claims=F("claims") + 1,
+        )
         if claimed:
             command.status = Command.Status.SENT
             command.sent_at = now
+            command.claimed_by = claimer
+            command.claims += 1
             won.append(command)
     return won
 
 
-def command_claim(*, command_id: str, device_pk: int) -> bool:
+def command_claim(*, command_id: str, device_pk: int, claimer: str) -> bool:
     """Bridge, doorbell path: pending -> sent for the command a ring carried, when this
     bridge wins it. The same conditional UPDATE as commands_claim (on the code and
     the device, so a ring cannot name another device's command): a ring heard twice,
@@ -442,16 +499,60 @@ def command_claim(*, command_id: str, device_pk: int) -> bool:
             device_id=device_pk,
             status=Command.Status.PENDING,
             expires_at__gt=now,
-        ).update(status=Command.Status.SENT, sent_at=now)
+        ).update(
+            status=Command.Status.SENT,
+            sent_at=now,
+            claimed_by=claimer,
+            claims=F("claims") + 1,
+        )
     )
 
 
-def command_release(*, command_id: str) -> None:
-    """Bridge: a claimed command did not get on the wire (the broker went down):
+def commands_reclaim(*, commands: list[Command], claimer: str) -> list[Command]:
+    """Bridge: take over the claims of dead bridges (commands_orphaned read them):
+    each stays sent, now claimed by `claimer`, for this bridge to send again. A
+    conditional UPDATE on the claimer that was read, so that of two bridges taking
+    over one claim only one wins, and so sends it; the first time it went out
+    (`sent_at`) is kept. v3.1 commands that cannot be re-sent safely are left to
+    their timeout (command_resendable)."""
+    now = timezone.now()
+    won = []
+    for command in commands:
+        if not command_resendable(command):
+            continue
+        taken = Command.objects.filter(
+            pk=command.pk,
+            status=Command.Status.SENT,
+            claimed_by=command.claimed_by,
+            claims=command.claims,
+            expires_at__gt=now,
+        ).update(claimed_by=claimer, claims=F("claims") + 1)
+        if taken:
+            logger.info(
+                "command %s: its claimer %s is gone; sent again by %s",
+                command.code.hex,
+                command.claimed_by,
+                claimer,
+            )
+            command.claimed_by = claimer
+            command.claims += 1
+            won.append(command)
+    return won
+
+
+def command_release(*, command_id: str, claimer: str) -> None:
+    """Bridge: a command it claimed did not get on the wire (the broker went down):
     back to pending, for the next sweep or its timeout."""
     Command.objects.filter(
-        code=protocol_code(command_id), status=Command.Status.SENT
-    ).update(status=Command.Status.PENDING, sent_at=None)
+        code=protocol_code(command_id),
+        status=Command.Status.SENT,
+        claimed_by=claimer,
+    ).update(
+        status=Command.Status.PENDING,
+        sent_at=None,
+        claimed_by="",
+        claims=F("claims") - 1,
+    )
 
 
 def _finish(

@@ -7,6 +7,10 @@ bridges alive)) and gives back what it holds beyond that share, so a bridge that
 gets its part and one that dies (no renewal) loses everything within `ttl`. Taking
 a lease is a conditional UPDATE on its expiry, so two bridges never hold one broker.
 Every time is the database's clock (`Now()`), never a bridge host's.
+
+The same presence row carries the bridge's heartbeat (`bridge_beat`, every tick of
+its control loop): which process start runs under the name, alive until when. It
+says whose command claims are dead (devices.services.commands.commands_reclaim).
 """
 
 import datetime as dt
@@ -47,10 +51,11 @@ def broker_leases_hold(
     )
     BridgePresence.objects.filter(name=holder).update(expires_at=until)
     # Bridges gone for long (each start has a new name) leave no rows behind.
-    BridgePresence.objects.filter(
-        expires_at__lt=ExpressionWrapper(
-            Now() - dt.timedelta(hours=1), output_field=DateTimeField()
-        )
+    long_ago = ExpressionWrapper(
+        Now() - dt.timedelta(hours=1), output_field=DateTimeField()
+    )
+    BridgePresence.objects.filter(expires_at__lt=long_ago).exclude(
+        beat_until__gte=long_ago
     ).delete()
     if not ids:
         return set()
@@ -87,6 +92,20 @@ def broker_leases_hold(
         )
         held -= set(extra)
     return held
+
+
+def bridge_beat(*, name: str, instance: str, ttl: float) -> None:
+    """The heartbeat of a bridge process: `instance` (new at each start) runs under
+    `name` and is alive for `ttl` seconds from now (database time). A restart under
+    the same name replaces the instance at once: the one before is dead from then
+    (devices.services.commands.commands_reclaim)."""
+    until = _until(ttl)
+    mine = BridgePresence.objects.filter(name=name)
+    if not mine.update(instance=instance, beat_until=until):
+        BridgePresence.objects.bulk_create(
+            [BridgePresence(name=name, expires_at=FREE)], ignore_conflicts=True
+        )
+        mine.update(instance=instance, beat_until=until)
 
 
 def broker_leases_release(*, holder: str) -> None:

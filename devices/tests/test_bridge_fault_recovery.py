@@ -4,8 +4,9 @@ real processes: `manage.py mqtt_bridge` on the test database, simulated controll
 (its own loopback port, killed at the end; never the machine's), daphne for the API.
 
 - Commands accepted before a bridge is killed (-9) are delivered by the restarted
-  one, or end timed out with a reason (the one the dead bridge had claimed): none is
-  left open.
+  one, the one the dead bridge had claimed (sent, never on the wire) included: it is
+  sent again, once, by a live bridge (a v3.1 TOGGLE as the state it meant), and two
+  live bridges never both send it again.
 - A broker restart under traffic: the bridge reconnects, telemetry resumes, commands
   accepted while the broker was away go out.
 - A Redis restart: the bridge and daphne keep running, commands accepted through the
@@ -29,12 +30,12 @@ import uuid
 
 import pytest
 from django.conf import settings
-from django.db import OperationalError, connection
-from django.utils import timezone
+from django.db import OperationalError, connection, transaction
+from django.db.models.functions import Now
 
-from devices.models import Broker, Command, Device, Pool
+from devices.models import BridgePresence, Broker, Command, Device, Pool
 from devices.services import commands as command_services
-from devices.services.commands import command_send
+from devices.services.commands import command_claim, command_send
 from devices.tests.test_bridge import (  # noqa: F401 - make_bridge: a fixture
     HOST,
     PrivateMosquitto,
@@ -105,6 +106,37 @@ OPS = {
 # --- kill -9 a bridge ---------------------------------------------------------------
 
 
+def instance_of(process) -> str:
+    """The process start a running bridge beats under (its presence row)."""
+
+    def beating():
+        row = BridgePresence.objects.filter(name=process.name).first()
+        return row is not None and row.instance
+
+    wait_for(beating, "the bridge's heartbeat")
+    return BridgePresence.objects.get(name=process.name).instance
+
+
+def lapsed(instance: str) -> bool:
+    """The heartbeat of that bridge process has run out: it counts as dead."""
+    return not BridgePresence.objects.filter(
+        instance=instance, beat_until__gt=Now()
+    ).exists()
+
+
+def claimed_by(process, **send) -> Command:
+    """A command sent and claimed by `process` in one transaction (as its claim
+    leaves the row: sent, its claimer recorded), so that no other bridge claims it
+    first; it rings nobody."""
+    claimer = instance_of(process)
+    with transaction.atomic():
+        command = command_send(**send)
+        assert command_claim(
+            command_id=command.code.hex, device_pk=command.device_id, claimer=claimer
+        )
+    return command
+
+
 @pytest.mark.parametrize("legacy", [False, True], ids=["ps1", "v3.1"])
 def test_commands_accepted_before_a_bridge_kill_are_delivered_or_failed(
     bridges,  # noqa: F811
@@ -133,14 +165,15 @@ def test_commands_accepted_before_a_bridge_kill_are_delivered_or_failed(
         for op, value in OPS[legacy][:2]
     ]
     # One the dead bridge had claimed (sent) but never got onto the wire.
-    claimed = command_send(membership=alice, pool=pool_a, op="override_clear")
-    if claimed.status == Command.Status.PENDING:
-        Command.objects.filter(pk=claimed.pk).update(
-            status=Command.Status.SENT,
-            sent_at=timezone.now(),
-            expires_at=timezone.now() + timezone.timedelta(seconds=3),
-        )
+    if legacy:  # (a v3.1 override_clear is done at once, never sent)
+        claimed = command_send(membership=alice, pool=pool_a, op="override_clear")
+    else:
+        claimed = claimed_by(doomed, membership=alice, pool=pool_a, op="override_clear")
+    claimer = instance_of(doomed)
     doomed.kill()
+    # Until then it looks alive, and its claim is not taken over: a bridge that
+    # sent the newer commands first would then leave it to time out (faults.md).
+    wait_for(lambda: lapsed(claimer), "the killed bridge's heartbeat lapsed")
     # Accepted while no bridge runs (the device is online in the record).
     op, value = OPS[legacy][2]
     accepted.append(command_send(membership=alice, pool=pool_a, op=op, value=value))
@@ -149,19 +182,130 @@ def test_commands_accepted_before_a_bridge_kill_are_delivered_or_failed(
 
     survivor = bridges(sweep_interval=0.2)
     wait_for(lambda: settled([*accepted, claimed]), "every command final")
-    assert statuses(accepted) == ["done"] * 3, [
+    assert statuses([*accepted, claimed]) == ["done"] * 4, [
         (c.status, c.error)
-        for c in Command.objects.filter(pk__in=[a.pk for a in accepted])
+        for c in Command.objects.filter(pk__in=[a.pk for a in [*accepted, claimed]])
     ]
     if not legacy:
-        # Delivered once each, in order.
-        codes = [c.code.hex for c in accepted]
+        # Delivered once each, in order, the dead bridge's claim in its place.
+        codes = [c.code.hex for c in [*accepted[:2], claimed, accepted[2]]]
         assert [c for c in commands_received(sim) if c in codes] == codes
-    claimed.refresh_from_db()
-    if not legacy:  # (a v3.1 override_clear is done at once, never sent)
-        assert claimed.status == Command.Status.TIMED_OUT
-        assert "did not confirm" in claimed.error
+        assert Command.objects.get(pk=claimed.pk).claims == 2
     assert survivor.proc.poll() is None
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["ps1", "v3.1"])
+def test_a_command_a_killed_bridge_had_claimed_is_sent_again_by_a_live_one(
+    bridges,  # noqa: F811
+    sims,  # noqa: F811
+    pool_a,
+    platform_broker,
+    prefix,  # noqa: F811
+    alice,
+    monkeypatch,
+    settings,
+    legacy,
+):
+    settings.COMMAND_TIMEOUT_SECONDS = 120  # a busy machine's start-up
+    device = make(pool_a, platform_broker, prefix, legacy=legacy)
+    # Its database poll runs once, at start: it never publishes the claim below.
+    doomed = bridges(sweep_interval=NEVER)
+    survivor = bridges(sweep_interval=0.2)
+    sim = sims(device, legacy=legacy, interval=2)
+    wait_for(
+        lambda: online(device) and "pump" in Device.objects.get(pk=device.pk).state,
+        "the device online, its pump known",
+    )
+    monkeypatch.setattr(command_services, "doorbell_ring_bridges", lambda m: False)
+    # Off now: a TOGGLE means on (its `expected`).
+    command = claimed_by(
+        doomed, membership=alice, pool=pool_a, op="pump", value="TOGGLE"
+    )
+    monkeypatch.undo()
+    assert command.expected is None or command.expected["value"] is True
+    doomed.kill()
+    wait_for(lambda: settled([command]), "the command final")
+    command.refresh_from_db()
+    assert (command.status, command.error) == ("done", "")
+    assert (command.claims, command.claimed_by) == (2, instance_of(survivor))
+    if legacy:
+        # Sent again as the state it meant, which a second copy cannot undo.
+        assert [p for s, p in sim.received if s == "pump/set"] == [b"ON"]
+    else:
+        # Sent again once, with its id (the device would answer a copy unexecuted).
+        assert commands_received(sim) == [command.code.hex]
+    assert Device.objects.get(pk=device.pk).state["pump"] is True
+    assert final_stats(survivor)["resent"] == 1
+
+
+def test_a_v31_claim_the_device_already_shows_is_done_not_set_twice(
+    bridges,  # noqa: F811
+    sims,  # noqa: F811
+    pool_a,
+    platform_broker,
+    prefix,  # noqa: F811
+    alice,
+    monkeypatch,
+    settings,
+):
+    """As when the dead bridge's publish did reach the device: its state shows the
+    command's effect (a v3.1 device does not report a state it already has)."""
+    settings.COMMAND_TIMEOUT_SECONDS = 120
+    device = make(pool_a, platform_broker, prefix, legacy=True)
+    doomed = bridges(sweep_interval=NEVER)
+    survivor = bridges(sweep_interval=0.2)
+    # Its temperature once a minute: no report after the claim says "pump on" anew
+    # (the stored state's time is any report's).
+    sim = sims(device, legacy=True)
+    wait_for(lambda: online(device), "the device online")
+    first = command_send(membership=alice, pool=pool_a, op="pump", value="ON")
+    wait_for(lambda: settled([first]), "the pump on")
+    assert Device.objects.get(pk=device.pk).state["pump"] is True
+    monkeypatch.setattr(command_services, "doorbell_ring_bridges", lambda m: False)
+    command = claimed_by(doomed, membership=alice, pool=pool_a, op="pump", value="ON")
+    monkeypatch.undo()
+    doomed.kill()
+    wait_for(lambda: settled([command]), "the command final")
+    command.refresh_from_db()
+    assert (command.status, command.claims) == ("done", 2)
+    assert [p for s, p in sim.received if s == "pump/set"] == [b"ON"]  # the first
+    assert final_stats(survivor)["resent"] == 0
+
+
+def test_two_live_bridges_never_both_send_a_dead_bridges_claim_again(
+    bridges,  # noqa: F811
+    sims,  # noqa: F811
+    pool_a,
+    pool_b,
+    platform_broker,
+    prefix,  # noqa: F811
+    alice,
+    carol,
+    monkeypatch,
+    settings,
+):
+    settings.COMMAND_TIMEOUT_SECONDS = 120
+    devices = [make(pool, platform_broker, prefix) for pool in (pool_a, pool_b)]
+    doomed = bridges(sweep_interval=NEVER)
+    one, two = bridges(sweep_interval=0.2), bridges(sweep_interval=0.2)
+    running = [sims(device, interval=2) for device in devices]
+    wait_for(lambda: all(online(d) for d in devices), "the devices online")
+    monkeypatch.setattr(command_services, "doorbell_ring_bridges", lambda m: False)
+    commands = [
+        claimed_by(doomed, membership=member, pool=pool, op=op, value=value)
+        for member, pool in ((alice, pool_a), (carol, pool_b))
+        for op, value in OPS[False]
+    ]
+    monkeypatch.undo()
+    doomed.kill()
+    wait_for(lambda: settled(commands), "every command final")
+    assert statuses(commands) == ["done"] * 6
+    assert {Command.objects.get(pk=c.pk).claims for c in commands} == {2}
+    received = [code for sim in running for code in commands_received(sim)]
+    assert sorted(received) == sorted(c.code.hex for c in commands)
+    stats = [final_stats(one), final_stats(two)]
+    assert sum(s["resent"] for s in stats) == 6
+    assert sum(s["published"] for s in stats) == 6
 
 
 # --- restart Mosquitto ----------------------------------------------------------------

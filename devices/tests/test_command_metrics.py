@@ -35,7 +35,7 @@ def test_statuses_and_latency_are_counted_once(
     timed = value("poolsaas_command_seconds_count", "done")
     with django_capture_on_commit_callbacks(execute=True):
         first = command_send(membership=alice, pool=pool_a, op="pump", value="ON")
-        commands_claim(commands=[first])
+        commands_claim(commands=[first], claimer="b1")
         command_ack(device_pk=online_a.pk, command_id=first.code.hex, ok=True)
         # Said twice (a redelivered ack): counted once.
         command_ack(device_pk=online_a.pk, command_id=first.code.hex, ok=True)

@@ -191,8 +191,10 @@ def test_expectations():
 @pytest.mark.django_db
 def test_claim_once_ack_and_expire(alice, pool_a, online_a, device_b):
     first = command_send(membership=alice, pool=pool_a, op="pump", value="ON")
-    assert commands_claim(commands=[first]) == [first]
-    assert commands_claim(commands=[Command.objects.get(pk=first.pk)]) == []
+    assert commands_claim(commands=[first], claimer="b1") == [first]
+    assert (
+        commands_claim(commands=[Command.objects.get(pk=first.pk)], claimer="b2") == []
+    )
     # Another device cannot complete it.
     assert (
         command_ack(device_pk=device_b.pk, command_id=first.code.hex, ok=True) is None
@@ -228,7 +230,7 @@ def test_claim_once_ack_and_expire(alice, pool_a, online_a, device_b):
 def test_v31_completes_from_stored_state(alice, pool_a, online_a):
     Device.objects.filter(pk=online_a.pk).update(protocol="v3.1")
     command = command_send(membership=alice, pool=pool_a, op="pump", value="ON")
-    commands_claim(commands=[command])
+    commands_claim(commands=[command], claimer="b1")
     row = {
         "pk": command.pk,
         "device_id": online_a.pk,
