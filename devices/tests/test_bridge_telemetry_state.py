@@ -54,6 +54,15 @@ def test_the_wifi_dict_is_kept_while_unchanged_and_replaced_when_anything_change
     assert writes[1].delta["wifi"] == before
 
 
+def test_a_stored_wifi_that_is_not_connected_becomes_connected():
+    row = _row(1, "ESP-A1A1A1")
+    row["state"] = {"wifi": {"status": "disconnected", "rssi": -75, "quality": "weak"}}
+    core = DevicesCore(Directory.build([row]))
+    core.handle(BROKER, f"{A}/telemetry", telemetry(rssi=-75), NOW)
+    wifi = core.directory.by_pk[1].state["wifi"]
+    assert wifi == {"status": "connected", "rssi": -75, "quality": "weak"}
+
+
 def test_the_timer_carries_its_time_and_the_firmware_version_is_one_string():
     core = _core()
     core.handle(BROKER, f"{A}/telemetry", telemetry(), NOW + 0.25)
