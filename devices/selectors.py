@@ -1,6 +1,8 @@
 """The access layer for brokers, pools and devices: the only way any entry point
 (page, API, consumer, bridge) obtains one. Missing and foreign raise Http404."""
 
+from collections.abc import Iterator
+
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
@@ -226,23 +228,47 @@ def devices_rotating_credentials(*, broker_ids) -> QuerySet[Device]:
     )
 
 
-def devices_for_bridge(*, broker_ids) -> QuerySet[Device]:
+# Rows of devices_for_bridge read per query: the bridge's directory rebuild never
+# holds more of them at once (docs/capacity.md, "Bridge memory").
+BRIDGE_PAGE = 2000
+
+
+def devices_for_bridge(*, broker_ids, page: int = BRIDGE_PAGE) -> Iterator[dict]:
     """Every device on these brokers with what the bridge needs to route a message:
-    each (broker, topic prefix, device id) names exactly one device and one tenant."""
-    return Device.objects.filter(broker_id__in=list(broker_ids)).values(
-        "pk",
-        "broker_id",
-        "topic_prefix",
-        "device_id",
-        "protocol",
-        "tenant_id",
-        "tenant__code",
-        "pool_id",
-        "pool__code",
-        "pool__settings",
-        "online",
-        "state",
+    each (broker, topic prefix, device id) names exactly one device and one tenant.
+
+    Read in pages of `page` rows by pk, each page one query, so that a large fleet is
+    never in memory at once. Without the device's state: the bridge keeps its own
+    for the devices it knows and reads the others' with `device_states`."""
+    rows = (
+        Device.objects.filter(broker_id__in=list(broker_ids))
+        .order_by("pk")
+        .values(
+            "pk",
+            "broker_id",
+            "topic_prefix",
+            "device_id",
+            "protocol",
+            "tenant_id",
+            "tenant__code",
+            "pool_id",
+            "pool__code",
+            "pool__settings",
+            "online",
+        )
     )
+    last = 0
+    while True:
+        found = list(rows.filter(pk__gt=last)[:page])
+        yield from found
+        if len(found) < page:
+            return
+        last = found[-1]["pk"]
+
+
+def device_states(*, pks) -> dict[int, dict]:
+    """pk -> the stored state of these devices (the bridge, for devices new to it)."""
+    return dict(Device.objects.filter(pk__in=list(pks)).values_list("pk", "state"))
 
 
 def commands_to_publish(*, broker_ids, limit: int = 200):

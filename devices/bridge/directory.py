@@ -14,6 +14,8 @@ from poolsaas.live.groups import pool_group, tenant_group
 
 LEGACY = "v3.1"
 DEFAULT_INTERVAL_S = 60
+# New devices whose stored state one query reads (a start-up reads them all).
+STATE_PAGE = 2000
 
 # The whole second last formatted and its text without the offset: the worker formats
 # a time per telemetry message, mostly within the same second (the profile in
@@ -58,13 +60,16 @@ class DeviceInfo:
     # When the bridge last saw it come online (the config sweep republishes then).
     online_since: float = 0.0
     state: dict = field(default_factory=dict)
-    # Its live groups (poolsaas.live.groups), named once rather than per message.
-    pool_group: str | None = field(init=False)
-    tenant_group: str | None = field(init=False)
+    # Its live groups (poolsaas.live.groups), named once rather than per message;
+    # derived from the hex codes when not given (the directory shares a tenant's).
+    pool_group: str | None = None
+    tenant_group: str | None = None
 
     def __post_init__(self) -> None:
-        self.pool_group = pool_group(self.pool_hex) if self.pool_hex else None
-        self.tenant_group = tenant_group(self.tenant_hex) if self.tenant_hex else None
+        if self.pool_group is None and self.pool_hex:
+            self.pool_group = pool_group(self.pool_hex)
+        if self.tenant_group is None and self.tenant_hex:
+            self.tenant_group = tenant_group(self.tenant_hex)
 
 
 def silence_seconds(
@@ -103,45 +108,90 @@ class Directory:
 
     @classmethod
     def build(
-        cls, rows, *, previous: "Directory | None" = None, silence_factor: float = 3.0
+        cls,
+        rows,
+        *,
+        previous: "Directory | None" = None,
+        silence_factor: float = 3.0,
+        states=None,
     ) -> "Directory":
-        """From devices_for_bridge() rows. Known devices keep the bridge's own state,
-        which is fresher than the database between two writes."""
+        """From devices_for_bridge() rows. A known device (same pk, tenant and pool)
+        is the same DeviceInfo, updated in place: it keeps the bridge's own state,
+        which is fresher than the database between two writes, and a rebuild
+        allocates nothing for it. A new device's state is the row's "state" if the
+        row has one, else read with `states(pks=...)` (devices.selectors.
+        device_states), in pages. A tenant's hex and group name are one string for
+        all its devices."""
         new = cls()
         now = time.time()
         grouped: dict[int, dict[str, dict[str, DeviceInfo]]] = defaultdict(dict)
         old = previous.by_pk if previous is not None else {}
+        tenants: dict[int, tuple[str, str]] = {}
+        unread: list[DeviceInfo] = []
         for row in rows:
-            pool_code = row["pool__code"]
-            info = DeviceInfo(
-                pk=row["pk"],
-                broker_id=row["broker_id"],
-                device_id=row["device_id"],
-                tenant_id=row["tenant_id"],
-                tenant_hex=row["tenant__code"].hex,
-                pool_id=row["pool_id"],
-                pool_hex=pool_code.hex if pool_code else None,
-                protocol=row["protocol"],
-                silence_s=silence_seconds(
-                    protocol_name=row["protocol"],
-                    settings=row["pool__settings"],
-                    factor=silence_factor,
-                ),
-                online=row["online"],
-                state=dict(row["state"] or {}),
+            tenant_id, pool_code = row["tenant_id"], row["pool__code"]
+            pool_hex = pool_code.hex if pool_code else None
+            silence_s = silence_seconds(
+                protocol_name=row["protocol"],
+                settings=row["pool__settings"],
+                factor=silence_factor,
             )
-            known = old.get(info.pk)
-            if known is not None:
-                info.state, info.last_seen = known.state, known.last_seen
-                info.last_live, info.online_since = known.last_live, known.online_since
+            info = old.get(row["pk"])
+            if (
+                info is not None
+                and info.tenant_id == tenant_id
+                and info.pool_hex == pool_hex
+            ):
+                info.broker_id, info.device_id = row["broker_id"], row["device_id"]
+                info.pool_id, info.protocol = row["pool_id"], row["protocol"]
+                info.silence_s = silence_s
                 # What this bridge saw recently beats the database; otherwise take
                 # the database's flag (another bridge or the silence sweep set it).
-                if now - known.last_seen < info.silence_s:
-                    info.online = known.online
+                if not now - info.last_seen < silence_s:
+                    info.online = row["online"]
+                tenants.setdefault(tenant_id, (info.tenant_hex, info.tenant_group))
+            else:
+                known = info
+                shared = tenants.get(tenant_id)
+                if shared is None:
+                    hex_ = row["tenant__code"].hex
+                    shared = tenants[tenant_id] = (hex_, tenant_group(hex_))
+                info = DeviceInfo(
+                    pk=row["pk"],
+                    broker_id=row["broker_id"],
+                    device_id=row["device_id"],
+                    tenant_id=tenant_id,
+                    tenant_hex=shared[0],
+                    tenant_group=shared[1],
+                    pool_id=row["pool_id"],
+                    pool_hex=pool_hex,
+                    protocol=row["protocol"],
+                    silence_s=silence_s,
+                    online=row["online"],
+                )
+                if known is not None:
+                    # Moved to another pool or tenant: a new entry, the same device.
+                    info.state, info.last_seen = known.state, known.last_seen
+                    info.last_live = known.last_live
+                    info.online_since = known.online_since
+                    if now - known.last_seen < info.silence_s:
+                        info.online = known.online
+                elif "state" in row:
+                    info.state = dict(row["state"] or {})
+                else:
+                    unread.append(info)
             grouped[row["broker_id"]].setdefault(row["topic_prefix"], {})[
                 row["device_id"]
             ] = info
             new.by_pk[info.pk] = info
+        if unread:
+            if states is None:
+                from devices.selectors import device_states as states
+            for at in range(0, len(unread), STATE_PAGE):
+                page = unread[at : at + STATE_PAGE]
+                found = states(pks=[info.pk for info in page])
+                for info in page:
+                    info.state = dict(found.get(info.pk) or {})
         for broker_id, prefixes in grouped.items():
             new.routes[broker_id] = sorted(
                 ((prefix + "/", devices) for prefix, devices in prefixes.items()),

@@ -2,7 +2,8 @@
 
 `DeviceTopics.handle(message, ctx)` gets one MQTT message on a device topic with the
 device already resolved by the bridge's directory, validates it with
-`firmware.protocol` and turns it into effects collected in `DeviceTopics.effects`:
+`firmware.protocol` (telemetry through devices.mqtt.fastparse, the same checks
+faster) and turns it into effects collected in `DeviceTopics.effects`:
 state deltas, history samples, events, command acknowledgements and completions, and
 pools to broadcast. The room (devices.mqtt) drains the effects and hands them to the
 ingest and command services in batches; tests call `handle` through the bridge's
@@ -13,11 +14,13 @@ and anything that fails parsing only increments a counter.
 """
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from devices.bridge.directory import LEGACY, DeviceInfo, iso
 from devices.bridge.rooms import Context, Message
+from devices.mqtt.fastparse import parse_device_message
 from devices.services.commands import command_v31_done
 from devices.services.events import device_presence_event
 from firmware import protocol
@@ -88,7 +91,7 @@ class DeviceTopics:
         """Apply one message; False (and a counter) when it is malformed."""
         device, suffix = message.device, message.suffix
         try:
-            kind, value = protocol.parse_device_message(suffix, message.payload)
+            kind, value = parse_device_message(suffix, message.payload)
         except protocol.ProtocolError as exc:
             ctx.counters["malformed"] += 1
             ctx.counters[f"malformed:{suffix[:20]}"] += 1
@@ -254,32 +257,41 @@ class DeviceTopics:
             )
 
     def _telemetry(self, device: DeviceInfo, t: dict, at: float, retain: bool) -> None:
-        wifi = dict(device.state.get("wifi") or {})
-        if t["rssi"] is not None:
-            wifi.update(
-                status="connected",
-                rssi=t["rssi"],
-                quality=protocol.wifi_quality(t["rssi"]),
-            )
+        wifi = device.state.get("wifi") or {}
+        rssi = t["rssi"]
+        if rssi is not None:
+            quality = protocol.wifi_quality(rssi)
+            # The same dict while nothing in it changes (state dicts are replaced,
+            # never changed in place): one fewer per message and per device.
+            if (
+                wifi.get("status") != "connected"
+                or wifi.get("rssi") != rssi
+                or wifi.get("quality") != quality
+            ):
+                wifi = {**wifi, "status": "connected", "rssi": rssi, "quality": quality}
+        # The parse's own fresh dict; the firmware version one string for the fleet.
+        timer = t["timer"]
+        timer["at"] = iso(at)
+        fw = sys.intern(t["fw"])
         self._set(
             device,
             {
                 "temperature": t["temp"],
                 "pump": t["pump"],
                 "valve": t["valve"],
-                "timer": {**t["timer"], "at": iso(at)},
+                "timer": timer,
                 "wifi": wifi,
                 "uptime": t["uptime"],
                 "mem_free": t["mem_free"],
                 "switches": t["switches"],
-                "fw": t["fw"],
+                "fw": fw,
             },
         )
-        self._write(device).firmware_version = t["fw"]
+        self._write(device).firmware_version = fw
         if not retain:
             ts = self._device_ts(t["ts"], at)
             self.effects.samples.append(
-                (device, ts, t["temp"], t["pump"], t["valve"], t["rssi"])
+                (device, ts, t["temp"], t["pump"], t["valve"], rssi)
             )
 
     def _check_awaiting(self, device: DeviceInfo, kind: str, value, at: float) -> None:
