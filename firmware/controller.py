@@ -333,10 +333,13 @@ class Controller:
             "uptime": uptime,
             "mem_free": mem_free,
             "fw": self.fw,
+            "hw": self.hw,
             "switches": dict(self.switches),
         }
-        if self.hw:
-            tel["hw"] = self.hw
+        # In the literal, so that the board's dict is built once at its size; a
+        # controller without a model (the simulator's older firmware) sends none.
+        if not self.hw:
+            del tel["hw"]
         self.seq = (self.seq + 1) & 0xFFFFFFFF
         return tel
 
