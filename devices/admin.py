@@ -342,10 +342,11 @@ class DeviceAdmin(SecretsAdminMixin, AuditedModelAdmin):
         "online",
         "last_seen_at",
         "firmware_version",
+        "hardware_model",
         "broker",
         "mqtt_password_status",
     )
-    list_filter = ("online", "protocol", "tenant", "broker")
+    list_filter = ("online", "protocol", "hardware_model", "tenant", "broker")
     search_fields = ("device_id", "code", "tenant__name", "pool__name")
     list_select_related = ("tenant", "pool", "broker")
     raw_id_fields = ("pool", "broker")
@@ -356,6 +357,7 @@ class DeviceAdmin(SecretsAdminMixin, AuditedModelAdmin):
         "last_seen_at",
         "state",
         "firmware_version",
+        "hardware_model",
         "config_version_applied",
         "claimed_at",
         "mqtt_username",

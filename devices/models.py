@@ -202,6 +202,9 @@ class Device(models.Model):
     last_seen_at = models.DateTimeField(null=True, blank=True)
     state = models.JSONField(default=dict, blank=True)
     firmware_version = models.CharField(max_length=40, blank=True)
+    # The board's model as its telemetry names it (`hw`, OTA releases' model); empty
+    # until a firmware that reports one is heard from, and always for v3.1 devices.
+    hardware_model = models.CharField(max_length=40, blank=True)
     config_version_applied = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -145,6 +145,7 @@ def device_as_dict(device: Device | None) -> dict | None:
         "last_seen": _iso(device.last_seen_at),
         "state": device.state or {},
         "firmware_version": device.firmware_version,
+        "hardware_model": device.hardware_model,
     }
 
 

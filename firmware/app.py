@@ -67,9 +67,10 @@ async def run(settings, counter, safe_mode):
     def clock():
         return int(time.time()) + offset
 
+    model = config.HW_MODEL or hardware.MODEL
     if safe_mode:
         # No saved state, no programs, relays stay off: only reachable and rebootable.
-        ctl = controller.Controller(clock, None, None, config.FW_VERSION)
+        ctl = controller.Controller(clock, None, None, config.FW_VERSION, model)
         led.pattern = 100
     else:
         ctl = controller.Controller(
@@ -77,6 +78,7 @@ async def run(settings, counter, safe_mode):
             controller.FileStore(config.STATE_FILE),
             relays.set,
             config.FW_VERSION,
+            model,
         )
         relays.set(ctl.pump, ctl.valve)
     settings["ca_der"] = read_ca()
@@ -182,7 +184,7 @@ def ota_enable(settings, link):
         gc.collect()
         import updater
 
-        return updater.Updater(key, version, config.HW_MODEL, link.pub, "", trial)
+        return updater.Updater(key, version, link.ctl.hw, link.pub, "", trial)
 
     link.ota_load = load
     try:

@@ -5,7 +5,7 @@ Wi-Fi networks and the MQTT bundle normally come from the captive portal
 import json
 
 FW_VERSION = "ps1-0.1.0"
-HW_MODEL = "esp32"  # what OTA releases name (Release.hardware_model)
+HW_MODEL = None  # None: the board's own, hardware.MODEL; set it to name another
 
 # Up to 3 (ssid, password) pairs, in priority order.
 WIFI = []

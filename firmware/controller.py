@@ -113,11 +113,12 @@ class MemoryStore:
 class Controller:
     """Pump, valve, timer, weekly programs, override, freeze and runtime protection."""
 
-    def __init__(self, clock, store=None, on_relays=None, fw=FW_VERSION):
+    def __init__(self, clock, store=None, on_relays=None, fw=FW_VERSION, hw=None):
         self.clock = clock
         self.store = store
         self.on_relays = on_relays
         self.fw = fw
+        self.hw = hw  # the hardware model telemetry names (None: not sent)
         self.config = _copy(DEFAULT_CONFIG)
         self.tz = tzrules.parse(self.config["tz_posix"])
         # Relays as they physically are; boards power up with both relays released.
@@ -195,7 +196,7 @@ class Controller:
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             # A damaged file must not brick the pool: start from defaults, say so.
             store = self.store
-            self.__init__(self.clock, None, self.on_relays, self.fw)
+            self.__init__(self.clock, None, self.on_relays, self.fw, self.hw)
             # ...and keep saving to it, so the next change replaces the damaged file
             # (without the store, persistence would stay off until the next reboot).
             self.store = store
@@ -332,8 +333,13 @@ class Controller:
             "uptime": uptime,
             "mem_free": mem_free,
             "fw": self.fw,
+            "hw": self.hw,
             "switches": dict(self.switches),
         }
+        # In the literal, so that the board's dict is built once at its size; a
+        # controller without a model (the simulator's older firmware) sends none.
+        if not self.hw:
+            del tel["hw"]
         self.seq = (self.seq + 1) & 0xFFFFFFFF
         return tel
 

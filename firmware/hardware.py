@@ -7,6 +7,10 @@ import asyncio
 
 import machine
 
+# The board's model, as telemetry reports it (`hw`) and OTA releases name it
+# (Release.hardware_model); config.HW_MODEL overrides it (a bench board, the unix port).
+MODEL = "esp32"
+
 # DS18B20 power-on value: a read that returns it before any conversion is not a reading.
 _POWER_ON_C = 85.0
 _MIN_C = -55.0

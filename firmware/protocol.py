@@ -332,6 +332,8 @@ def parse_telemetry(payload):
         "uptime": _int(obj, "uptime", 0, UINT32),
         "mem_free": _int(obj, "mem_free", 0, UINT32),
         "fw": _str(obj, "fw", 1, 32),
+        # Optional: firmware before the hardware model sends none (None here).
+        "hw": _str(obj, "hw", 1, 32) if "hw" in obj else None,
         "switches": {
             "pump": _int(sw, "pump", 0, UINT32, "switches."),
             "valve": _int(sw, "valve", 0, UINT32, "switches."),

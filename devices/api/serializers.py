@@ -21,6 +21,7 @@ class DeviceSummarySerializer(serializers.ModelSerializer):
             "online",
             "last_seen_at",
             "firmware_version",
+            "hardware_model",
         ]
         read_only_fields = fields
 
@@ -191,6 +192,7 @@ class DeviceSerializer(serializers.ModelSerializer):
             "online",
             "last_seen_at",
             "firmware_version",
+            "hardware_model",
             "config_version_applied",
             "credentials_rotation",
             "created_at",
@@ -296,6 +298,7 @@ class DeviceStateSerializer(serializers.ModelSerializer):
             "last_seen_at",
             "state",
             "firmware_version",
+            "hardware_model",
             "config_version_applied",
         ]
         read_only_fields = fields

@@ -206,7 +206,7 @@ class DevicesRoom(CredentialsOutgoing, Outgoing, Room):
                 held.writes[pk] = write
                 continue
             kept.delta.update(write.delta)
-            for name in ("online", "last_seen", "firmware_version"):
+            for name in ("online", "last_seen", "firmware_version", "hardware_model"):
                 if getattr(write, name) is not None:
                     setattr(kept, name, getattr(write, name))
             if write.config_version_applied is not None:

@@ -27,7 +27,7 @@ TEMP_MIN, TEMP_MAX = protocol.TEMP_MIN, protocol.TEMP_MAX
 TELEMETRY = protocol.TELEMETRY
 # Optional string fields of telemetry: (key, shortest, longest). Absent or null is
 # None in the result, as firmware.protocol's parse_telemetry gives it.
-OPTIONAL_STRINGS: tuple[tuple[str, int, int], ...] = ()
+OPTIONAL_STRINGS: tuple[tuple[str, int, int], ...] = (("hw", 1, 32),)
 
 
 def _text_ok(v) -> bool:
@@ -128,9 +128,10 @@ def fast_telemetry(payload) -> dict | None:
     }
     for key, lo, hi in OPTIONAL_STRINGS:
         v = get(key)
-        if v is not None and not (
-            type(v) is str and lo <= len(v) <= hi and _text_ok(v)
-        ):
+        if v is None:
+            if key in obj:  # present and null: firmware.protocol says what is wrong
+                return None
+        elif not (type(v) is str and lo <= len(v) <= hi and _text_ok(v)):
             return None
         out[key] = v
     return out

@@ -51,6 +51,7 @@ class DeviceWrite:
     online: bool | None = None
     last_seen: float | None = None
     firmware_version: str | None = None
+    hardware_model: str | None = None
     config_version_applied: int | None = None
 
 
@@ -287,7 +288,10 @@ class DeviceTopics:
                 "fw": fw,
             },
         )
-        self._write(device).firmware_version = fw
+        write = self._write(device)
+        write.firmware_version = fw
+        if t["hw"] is not None:  # firmware before the model sends none: keep ours
+            write.hardware_model = t["hw"]
         if not retain:
             ts = self._device_ts(t["ts"], at)
             self.effects.samples.append(

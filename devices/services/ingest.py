@@ -56,9 +56,10 @@ def _write_state_chunk(rows: list[tuple]) -> None:
                 "online": online,
                 "seen": seen.isoformat() if seen else None,
                 "fw": fw,
+                "hw": hw,
                 "cfg": cfg,
             }
-            for pk, delta, online, seen, fw, cfg in rows
+            for pk, delta, online, seen, fw, hw, cfg in rows
         ],
         separators=(",", ":"),
     )
@@ -77,10 +78,11 @@ def _write_state_chunk(rows: list[tuple]) -> None:
                 online = COALESCE(v.online, d.online),
                 last_seen_at = GREATEST(d.last_seen_at, v.seen),
                 firmware_version = COALESCE(v.fw, d.firmware_version),
+                hardware_model = COALESCE(v.hw, d.hardware_model),
                 config_version_applied = COALESCE(v.cfg, d.config_version_applied)
             FROM jsonb_to_recordset(%s::jsonb) AS v(
                 id bigint, delta jsonb, online boolean, seen timestamptz, fw text,
-                cfg integer
+                hw text, cfg integer
             )
             WHERE d.id = v.id
             """,
@@ -90,7 +92,7 @@ def _write_state_chunk(rows: list[tuple]) -> None:
 
 def _write_states_generic(rows: list[tuple]) -> None:
     # SQLite (the embedded default) runs one bridge, so read-merge-write is safe.
-    for pk, delta, online, seen, fw, cfg in rows:
+    for pk, delta, online, seen, fw, hw, cfg in rows:
         device = Device.objects.filter(pk=pk).only(
             "state", "online", "last_seen_at", "firmware_version"
         )
@@ -106,6 +108,8 @@ def _write_states_generic(rows: list[tuple]) -> None:
             fields["last_seen_at"] = seen
         if fw is not None:
             fields["firmware_version"] = fw
+        if hw is not None:
+            fields["hardware_model"] = hw
         if cfg is not None:
             fields["config_version_applied"] = cfg
         Device.objects.filter(pk=pk).update(**fields)
@@ -192,6 +196,7 @@ def ingest_write(
                 write.online,
                 _aware(write.last_seen) if write.last_seen else None,
                 write.firmware_version,
+                write.hardware_model,
                 write.config_version_applied,
             )
         )

@@ -68,9 +68,15 @@ def test_telemetry_becomes_state_sample_and_online(core):
     assert write.delta["temperature"] == 24.5 and write.delta["valve"] == 2
     assert write.delta["wifi"]["quality"] == "fair"
     assert write.firmware_version == "ps1-0.1.0"
+    assert write.hardware_model is None  # no "hw": the stored model is kept
     assert [e[2] for e in fx.events] == ["online"]
     assert list(fx.pools) == [uuid.UUID(int=1001).hex]
     assert core.counters["accepted"] == 1
+
+
+def test_telemetry_hardware_model_goes_to_the_write(core):
+    core.handle(BROKER, "devices/ESP-A1A1A1/telemetry", telemetry(hw="esp32s3"), NOW)
+    assert core.drain().writes[1].hardware_model == "esp32s3"
 
 
 def test_v31_topics_and_will(core):

@@ -110,3 +110,65 @@ def test_silence_marks_offline_once(device_a, device_b):
     assert devices_mark_silent(candidates={device_a.pk: 180.0}) == []
     assert DeviceEvent.objects.filter(device=device_a, kind="offline").count() == 1
     assert Device.objects.get(pk=device_b.pk).online is True
+
+
+def test_the_hardware_model_is_stored_kept_and_replaced_like_the_firmware(
+    core, device_a
+):
+    topic = f"devices/{device_a.device_id}/telemetry"
+    now = time.time()
+    core.handle(device_a.broker_id, topic, telemetry(hw="esp32s3"), now)
+    flush(core)
+    device_a.refresh_from_db()
+    assert (device_a.hardware_model, device_a.firmware_version) == (
+        "esp32s3",
+        "ps1-9.9",
+    )
+    # Firmware from before the model sends none: what we know stays.
+    core.handle(device_a.broker_id, topic, telemetry(fw="ps1-9.8"), now + 1)
+    flush(core)
+    device_a.refresh_from_db()
+    assert (device_a.hardware_model, device_a.firmware_version) == (
+        "esp32s3",
+        "ps1-9.8",
+    )
+    core.handle(device_a.broker_id, topic, telemetry(hw="esp32"), now + 2)
+    flush(core)
+    device_a.refresh_from_db()
+    assert device_a.hardware_model == "esp32"
+    # A bad one rejects the message (counted), nothing changes.
+    for bad in ("", "m" * 33, None, 7):
+        assert not core.handle(
+            device_a.broker_id, topic, telemetry(hw=bad, fw="ps1-1.0"), now + 3
+        )
+    assert core.counters["malformed"] == 4
+    flush(core)
+    device_a.refresh_from_db()
+    assert (device_a.hardware_model, device_a.firmware_version) == (
+        "esp32",
+        "ps1-9.9",
+    )
+
+
+def test_a_batch_held_while_the_database_is_away_keeps_the_hardware_model(
+    core, device_a
+):
+    topic = f"devices/{device_a.device_id}/telemetry"
+    now = time.time()
+    core.handle(device_a.broker_id, topic, telemetry(hw="esp32s3"), now)
+    held = core.drain()
+    core.handle(device_a.broker_id, topic, telemetry(fw="ps1-9.8"), now + 1)
+    merged = core.room.merge(held, core.drain(), None)
+    ingest_write(
+        writes=merged.writes, samples=merged.samples, events=merged.events, now=now
+    )
+    device_a.refresh_from_db()
+    assert (device_a.hardware_model, device_a.firmware_version) == (
+        "esp32s3",
+        "ps1-9.8",
+    )
+    core.handle(device_a.broker_id, topic, telemetry(hw="esp32"), now + 2)
+    held = core.drain()
+    core.handle(device_a.broker_id, topic, telemetry(hw="esp32c3"), now + 3)
+    merged = core.room.merge(held, core.drain(), None)
+    assert merged.writes[device_a.pk].hardware_model == "esp32c3"

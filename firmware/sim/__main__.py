@@ -10,6 +10,7 @@ import sys
 import time
 
 from firmware import protocol as P
+from firmware.sim.device import SIM_HW
 from firmware.sim.fleet import Fleet, make_ids
 
 # paho waits on select(), which cannot watch file descriptors >= 1024, and each client
@@ -44,6 +45,13 @@ def build_parser():
         help="telemetry interval in s (default: the device config, 60)",
     )
     p.add_argument("--legacy", action="store_true", help="speak only the v3.1 topics")
+    p.add_argument(
+        "--hw-model",
+        default=SIM_HW,
+        type=lambda v: None if v.lower() == "none" else v,
+        help=f"hardware model the telemetry reports and the updater accepts (default "
+        f"{SIM_HW}; 'none': no hw, as firmware from before the model)",
+    )
     p.add_argument("--drop-every", type=int, default=0, help="drop TCP every N s")
     p.add_argument(
         "--garbage-every", type=int, default=0, help="send garbage every N s"
@@ -154,6 +162,7 @@ def _run_fleet(ids, args, creds, wait):
                 ota_key=c.get("ota_key") if args.ota_dir else None,
                 ota_root=os.path.join(args.ota_dir, i) if args.ota_dir else None,
                 ota_opts=_ota_switches(args),
+                hw_model=args.hw_model,
             )
         )
     fleet = Fleet(devices).start()
@@ -235,6 +244,7 @@ def main(argv=None):
             password=args.password,
             ota=_ota_load(ids, args, creds),
             ota_dir=args.ota_dir,
+            hw_model=args.hw_model,
         ).start()
         logging.info(
             "load mode: %d virtual devices (own topics) over %d MQTT connections in "

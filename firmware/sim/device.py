@@ -22,6 +22,9 @@ from firmware.sim.pool import PoolModel
 log = logging.getLogger("firmware.sim")
 
 SIM_FW = "ps1-0.1.0-sim"
+# The board's model, firmware/hardware.py MODEL (that module imports `machine`, so it
+# cannot be imported here; firmware/tests/test_sim_unit.py holds the two equal).
+SIM_HW = "esp32"
 OTA_OFFER, OTA_CHUNK = "ota/offer", "ota/chunk"
 
 
@@ -44,6 +47,10 @@ class VirtualDevice:
     without DISCONNECT (the broker publishes the will, paho reconnects); garbage_every
     publishes a malformed telemetry payload; silent_after stops publishing anything
     while staying connected.
+
+    `hw_model` is the hardware model its telemetry reports (`hw`) and its updater
+    accepts; None sends no `hw`, as firmware from before the model (whose updater
+    took esp32 releases).
 
     OTA (docs/ota.md, "Simulator"): with `ota_key` (the provisioning bundle's, hex)
     the device takes updates through firmware/updater.py into the folder `ota_root`
@@ -76,6 +83,7 @@ class VirtualDevice:
         ota_root=None,
         ota_version="0.1.0",
         ota_opts=None,
+        hw_model=SIM_HW,
     ):
         if not P.is_valid_id(device_id):
             raise ValueError(f"bad device id {device_id!r}")
@@ -119,12 +127,15 @@ class VirtualDevice:
         self._switch_client = None
         self._ack_on_connect = None
         self.fw = SIM_FW
+        self.hw = hw_model
         self.ota = None
         if ota_key:
             from firmware.sim.ota import SimOta
 
             if ota_root is None:
                 raise ValueError("ota_key needs ota_root (the device's folder)")
+            opts = {"model": hw_model or SIM_HW}
+            opts.update(ota_opts or {})
             self.ota = SimOta(
                 ota_key,
                 ota_root,
@@ -132,14 +143,14 @@ class VirtualDevice:
                 version=ota_version,
                 drop=self.drop_connection,
                 on_version=self._ota_version,
-                **(ota_opts or {}),
+                **opts,
             )
         self._boot()
 
     # --- lifecycle --------------------------------------------------------------------
 
     def _boot(self):
-        self.controller = ctl.Controller(self.clock, self.store, fw=self.fw)
+        self.controller = ctl.Controller(self.clock, self.store, fw=self.fw, hw=self.hw)
         if not self.legacy:
             self.controller.device_id = self.device_id
             self.controller.on_credentials = self._credentials

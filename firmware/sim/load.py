@@ -23,7 +23,7 @@ import paho.mqtt.client as mqtt
 
 from firmware import controller as ctl
 from firmware import protocol as P
-from firmware.sim.device import parse_broker_url
+from firmware.sim.device import SIM_HW, parse_broker_url
 from firmware.sim.pool import PoolModel
 
 
@@ -54,7 +54,8 @@ def _ota_devices(ids, opts, conns, controllers):
             continue
         conn = conns[n % len(conns)]
         root = P.topic(opts["prefix"], device_id, "")
-        spec = dict(wanted[device_id])
+        spec = {"model": opts.get("hw_model") or SIM_HW}
+        spec.update(wanted[device_id])
         key = spec.pop("key")
 
         def send(suffix, payload, qos, conn=conn, root=root):
@@ -101,7 +102,9 @@ def _worker(ids, opts, sent, ready, go, results=None):
     now = [int(time.time())]
     devices = []
     for n, device_id in enumerate(ids):
-        c = ctl.Controller(lambda: now[0], None, fw="ps1-0.1.0-load")
+        c = ctl.Controller(
+            lambda: now[0], None, fw="ps1-0.1.0-load", hw=opts.get("hw_model")
+        )
         conn = conns[n % n_conn]
         devices.append(
             (c, PoolModel(seed=device_id), P.topic(opts["prefix"], device_id, ""), conn)
@@ -182,6 +185,7 @@ class LoadRun:
         password=None,
         ota=None,
         ota_dir=None,
+        hw_model=SIM_HW,
     ):
         self.ctx = mp.get_context("fork")
         self.results = self.ctx.Queue() if ota else None
@@ -202,6 +206,7 @@ class LoadRun:
             "stop": self._stop,
             "ota": ota,
             "ota_dir": ota_dir,
+            "hw_model": hw_model,
         }
         slices = [s for s in (self.ids[i::processes] for i in range(processes)) if s]
         self.connections = sum(max(1, min(connections, len(s))) for s in slices)

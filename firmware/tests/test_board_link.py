@@ -33,11 +33,22 @@ def test_online_board_publishes_state_and_acks_commands(board_observer, make_boa
     obs.expect(lambda i, k, v, r: k == "pump" and v is False, what="pump/state")
     tel = obs.expect(is_("telemetry"), what="telemetry")[2]
     assert tel["fw"].startswith("ps1-") and tel["mem_free"] > 0
+    assert tel["hw"] == "esp32"  # hardware.MODEL, the board's own
     cmd(obs, b.device_id, "c-on", "pump", "ON")
     ack = obs.expect(is_("ack", id="c-on"), what="ack")[2]
     assert ack["ok"] and ack["state"]["pump"] is True
     B.wait(b.pump_on, 10, "pump relay on")
     assert obs.bad == [] and b.watchdog_resets == 0
+
+
+def test_local_config_names_another_hardware_model(board_observer, make_board):
+    # A bench board or another build says what it is: telemetry and the OTA updater
+    # (app.ota_enable takes the controller's) use config.HW_MODEL over hardware.MODEL.
+    b = make_board(config='HW_MODEL = "esp32s3"')
+    tel = board_observer.expect(
+        lambda i, k, v, r: i == b.device_id and k == "telemetry", what="telemetry"
+    )[2]
+    assert tel["hw"] == "esp32s3"
 
 
 def test_reconnects_after_wifi_loss_reboot_power_cut_and_broker_restart_with_a_kept_session(  # noqa: E501

@@ -555,6 +555,25 @@ def test_telemetry_is_valid_protocol_and_sequenced():
     assert c.telemetry()["temp"] is None
 
 
+def test_telemetry_names_the_hardware_model_when_the_board_has_one():
+    c = controller.Controller(Clock(T0), None, None, "ps1-0.1.0", "esp32s3")
+    t = protocol.parse_telemetry(protocol.encode_telemetry(c.telemetry(-60, 5, 1000)))
+    assert (t["fw"], t["hw"]) == ("ps1-0.1.0", "esp32s3")
+    # Without one (the simulator's old-firmware mode) the key is not sent at all.
+    c, _ = make(T0, config())
+    assert "hw" not in c.telemetry()
+    assert (
+        protocol.parse_telemetry(protocol.encode_telemetry(c.telemetry()))["hw"] is None
+    )
+    # A damaged state file restarts the controller from defaults: the model stays.
+    path = tmpdir() + "/state.json"
+    with open(path, "w") as f:
+        f.write('{"config": {"version": "x"}}')
+    c = controller.Controller(Clock(T0), controller.FileStore(path), None, "f", "m1")
+    assert [e[1] for e in c.pop_events()] == ["error"]
+    assert c.telemetry()["hw"] == "m1"
+
+
 def test_clock_step_keeps_timer_remaining():
     c, clock = make(946684800, config())
     c.execute("timer", {"mode": 1, "duration": 300})

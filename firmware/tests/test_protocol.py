@@ -27,6 +27,7 @@ TELEMETRY = {
     "uptime": 3600,
     "mem_free": 81234,
     "fw": "ps1-0.1.0",
+    "hw": "esp32",
     "switches": {"pump": 120, "valve": 33},
 }
 
@@ -139,6 +140,21 @@ def test_telemetry_roundtrip():
     kind, value = P.parse_device_message("telemetry", P.encode_telemetry(TELEMETRY))
     assert kind == "telemetry"
     assert value == TELEMETRY
+
+
+def test_telemetry_hardware_model_is_optional_and_checked_when_present():
+    # Firmware before the hardware model sends no "hw": still valid, hw None.
+    old = copy(TELEMETRY)
+    del old["hw"]
+    value = P.parse_telemetry(json.dumps(old))
+    assert value["hw"] is None
+    assert value["fw"] == TELEMETRY["fw"]
+    assert P.parse_telemetry(json.dumps(TELEMETRY))["hw"] == "esp32"
+    assert P.parse_telemetry(tel(hw="a" * 32))["hw"] == "a" * 32
+    # Present, it is held to the rule of fw: a string of 1..32 storable chars.
+    for bad in ("", "a" * 33, None, 5, True, ["esp32"], {"m": 1}, "esp\x00"):
+        e = raises(PE, P.parse_telemetry, tel(hw=bad))
+        assert "hw" in str(e)
 
 
 def test_telemetry_null_sensor_and_rssi():

@@ -47,6 +47,7 @@ TELEMETRY = {
     "uptime": 3600,
     "mem_free": 81234,
     "fw": "ps1-0.1.0",
+    "hw": "esp32",
     "switches": {"pump": 120, "valve": 33},
 }
 THRESHOLDS = {
@@ -349,6 +350,8 @@ def test_telemetry_ranges():
     assert parse_tel(merged(TELEMETRY, temp=-55))["temp"] == -55.0
     lo, hi = str_edges(parse_tel, lambda v: merged(TELEMETRY, fw=v), 1, 32)
     assert (lo["fw"], hi["fw"]) == ("a", "a" * 32)
+    lo, hi = str_edges(parse_tel, lambda v: merged(TELEMETRY, hw=v), 1, 32)
+    assert (lo["hw"], hi["hw"]) == ("a", "a" * 32)
     for key in ("pump", "valve"):
         lo, hi = int_edges(
             parse_tel,
@@ -374,6 +377,9 @@ def test_telemetry_null_and_missing():
     for key in TELEMETRY:
         obj = copy(TELEMETRY)
         del obj[key]
+        if key == "hw":  # optional: firmware before the hardware model
+            assert parse_tel(obj)["hw"] is None
+            continue
         raises(PE, parse_tel, obj)
 
 

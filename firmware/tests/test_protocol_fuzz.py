@@ -42,6 +42,7 @@ VALID = {
         "uptime": 3600,
         "mem_free": 81234,
         "fw": "ps1-0.1.0",
+        "hw": "esp32",
         "switches": {"pump": 120, "valve": 33},
     },
     "ack": {
@@ -263,6 +264,8 @@ def check_result(suffix, result):
         int_in(value["uptime"], 0, P.UINT32)
         int_in(value["mem_free"], 0, P.UINT32)
         clean_str(value["fw"], 1, 32)
+        if value["hw"] is not None:
+            clean_str(value["hw"], 1, 32)
         assert set(value["switches"]) == {"pump", "valve"}
         int_in(value["switches"]["pump"], 0, P.UINT32)
         int_in(value["switches"]["valve"], 0, P.UINT32)
@@ -397,6 +400,7 @@ def test_mutated_valid_messages(message):
             "rssi",
             "ssid",
             "fw",
+            "hw",
             "id",
             "reason",
             "error",

@@ -523,9 +523,30 @@ def test_load_mode_publishes_on_every_device_topic(observer, prefix):
     run.start().join(30)
     assert run.sent.value >= 40 * 4
     for device_id in ids:
-        observer.expect(lambda i, k, v, r, d=device_id: i == d and k == "telemetry")
+        tel = observer.expect(
+            lambda i, k, v, r, d=device_id: i == d and k == "telemetry"
+        )[2]
+        assert tel["hw"] == "esp32"  # the board's model, as full devices say it
         observer.expect(
             lambda i, k, v, r, d=device_id: i == d and k == "status" and not v
         )
     assert observer.bad == []
     observer.clear_retained(ids)
+
+
+def test_load_mode_names_another_hardware_model_or_none(observer, prefix):
+    from firmware.sim import make_ids
+    from firmware.sim.load import LoadRun
+
+    for hw_model, start in (("esp32s3", 0xE10001), (None, 0xE20001)):
+        ids = make_ids(2, start=start)
+        kw = {"interval": 0.5, "duration": 1.5, "processes": 1, "connections": 1}
+        LoadRun(
+            ids, broker=MQTT_URL, prefix=prefix, hw_model=hw_model, **kw
+        ).start().join(30)
+        for device_id in ids:
+            tel = observer.expect(
+                lambda i, k, v, r, d=device_id: i == d and k == "telemetry"
+            )[2]
+            assert tel["hw"] == hw_model  # None: no "hw" sent, parsed as None
+        observer.clear_retained(ids)

@@ -101,6 +101,23 @@ def test_a_bad_hmac_is_refused_before_anything_is_written(tmp_path):
     assert not (tmp_path / "dev" / otaboot.NEW).exists()
 
 
+def test_a_manifest_for_another_model_is_refused_before_anything_is_written(
+    tmp_path,
+):
+    bridge = FakeBridge()
+    ota = device(tmp_path, bridge, model="esp32s3")
+    ota.offer(manifest(BLOB, c=C, model="esp32"))
+    assert bridge.gets == [] and ota.version == "1.0.0"
+    assert [(s["state"], s["reason"]) for s in bridge.status] == [
+        ("failed", "wrong model esp32")
+    ]
+    assert not (tmp_path / "dev" / otaboot.NEW).exists()
+    # Its own model's release goes through.
+    ota.offer(manifest(BLOB, c=C, model="esp32s3"))
+    bridge.run(ota)
+    assert ota.version == "1.2.0" and bridge.states()[-1] == "succeeded"
+
+
 def test_fail_verify_switch_reports_a_hash_mismatch_and_keeps_the_old_version(
     tmp_path,
 ):

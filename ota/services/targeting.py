@@ -25,11 +25,14 @@ def version_tuple(version: str) -> tuple[int, ...] | None:
 
 
 def model_of(device: Device) -> str:
-    """The hardware model of a device. Telemetry does not carry one: our firmware
-    runs on one model per protocol (settings.OTA_PROTOCOL_MODELS); v3.1 devices
-    cannot take our updates at all."""
+    """The hardware model of a device: the one its telemetry reported (`hw`,
+    Device.hardware_model), else its protocol's default (settings.OTA_PROTOCOL_MODELS:
+    firmware before `hw` ran on esp32 only). A protocol without a default (v3.1)
+    names itself whatever the row says: those devices cannot take our updates."""
     models = getattr(settings, "OTA_PROTOCOL_MODELS", {"ps1": "esp32"})
-    return models.get(device.protocol, device.protocol)
+    if device.protocol not in models:
+        return device.protocol
+    return device.hardware_model or models[device.protocol]
 
 
 def skip_reason(device: Device, release: Release, below_version: str = "") -> str:

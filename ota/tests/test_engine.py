@@ -116,6 +116,46 @@ def test_preview_says_why_devices_are_skipped(alice, release, platform_broker):
     assert p.matched == [] and ("not below 0.1.0" in {r for _, r in p.skipped})
 
 
+def test_a_devices_model_is_the_one_it_reported_else_its_protocols(
+    alice, release, platform_broker
+):
+    s3, esp32, silent = make_devices(alice.tenant, platform_broker, 3)
+    Device.objects.filter(pk=s3.pk).update(hardware_model="esp32s3")
+    Device.objects.filter(pk=esp32.pk).update(hardware_model="esp32")
+    # A v3.1 device stays out whatever its row says: it cannot take our updates.
+    legacy = make_devices(
+        alice.tenant, platform_broker, 1, protocol="v3.1", hardware_model="esp32"
+    )[0]
+    p = campaign_preview(tenant=alice.tenant, release=release)
+    assert {d.pk for d in p.matched} == {esp32.pk, silent.pk}  # silent: ps1's esp32
+    assert dict((d.pk, r) for d, r in p.skipped) == {
+        s3.pk: "wrong hardware model (esp32s3, not esp32)",
+        legacy.pk: "wrong hardware model (v3.1, not esp32)",
+    }
+    s3_release = release_create(
+        upload=SimpleUploadedFile("s3.bin", BLOB),
+        version="1.2.0",
+        hardware_model="esp32s3",
+    )
+    p = campaign_preview(tenant=alice.tenant, release=s3_release)
+    assert p.matched == [Device.objects.get(pk=s3.pk)]
+    assert dict((d.pk, r) for d, r in p.skipped) == {
+        esp32.pk: "wrong hardware model (esp32, not esp32s3)",
+        silent.pk: "wrong hardware model (esp32, not esp32s3)",
+        legacy.pk: "wrong hardware model (v3.1, not esp32s3)",
+    }
+    # The campaign enrols the same way: the s3 device skipped with why.
+    c = started(alice, release)
+    campaign_step(c.pk)
+    assert dict(c.updates.values_list("device_id", "reason")) == {
+        esp32.pk: "",
+        silent.pk: "",
+        s3.pk: "wrong hardware model (esp32s3, not esp32)",
+        legacy.pk: "wrong hardware model (v3.1, not esp32)",
+    }
+    assert c.updates.get(device=s3).state == "skipped"
+
+
 def test_create_validates_and_refuses_foreign_objects(
     alice, carol, release, platform_broker, device_b
 ):

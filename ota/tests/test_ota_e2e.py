@@ -330,6 +330,8 @@ def test_update_downloads_verifies_swaps_reboots_and_succeeds(
     b = boards(device)
     wait_online(device)
     wait_for(lambda: fw_version(device) == "ps1-0.1.0", timeout=30, what="factory fw")
+    # The board names its model (hardware.MODEL) in the same telemetry.
+    assert Device.objects.get(pk=device.pk).hardware_model == "esp32"
     seen = requests_seen(device)
     data = build(SMALL, version="1.2.0")
     release = upload_release(staff_client, data, "1.2.0")

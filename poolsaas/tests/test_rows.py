@@ -34,6 +34,7 @@ def varied(tenant_a, platform_broker):
         last_seen_at=MOMENT,
         state={"pump": True, "temperature": 26.5, "wifi": {"rssi": -61}},
         firmware_version="1.2.3",
+        hardware_model="esp32s3",
         config_version_applied=7,
         mqtt_password="a secret that is never read",
     )
@@ -86,6 +87,7 @@ def test_the_api_answers_the_serializers_json(alice, varied):
         "last_seen_at": "2026-07-01T12:30:15.123456Z",
         "state": {"pump": True, "temperature": 26.5, "wifi": {"rssi": -61}},
         "firmware_version": "1.2.3",
+        "hardware_model": "esp32s3",
         "config_version_applied": 7,
     }
 

@@ -40,6 +40,7 @@ DEVICE_EXAMPLE = {
     "online": True,
     "last_seen_at": "2026-06-01T12:00:00Z",
     "firmware_version": "1.2.0",
+    "hardware_model": "esp32",
     "config_version_applied": 3,
     "created_at": "2026-05-01T09:00:00Z",
 }

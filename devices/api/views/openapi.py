@@ -37,6 +37,7 @@ POOL_EXAMPLE = {
         "online": True,
         "last_seen_at": "2026-06-01T12:00:00Z",
         "firmware_version": "1.2.0",
+        "hardware_model": "esp32",
     },
 }
 BROKER_EXAMPLE = {
@@ -67,6 +68,7 @@ STATE_EXAMPLE = {
         "updated_at": "2026-06-01T12:00:00Z",
     },
     "firmware_version": "1.2.0",
+    "hardware_model": "esp32",
     "config_version_applied": 3,
 }
 COMMAND_EXAMPLE = {
