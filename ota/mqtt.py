@@ -59,16 +59,24 @@ class _Bucket:
 def coalesced(reports: list[dict]) -> list[dict]:
     """The reports of a batch, in order, without a `downloading` one that a later
     report of the same device and campaign supersedes: a progress report says only
-    how far the device is, and the newest says it better. Every other state is kept
-    (each is a step of the update, shown and counted). At the bench's pace a device
-    reported 20 times a second while it downloaded, each report two queries."""
-    later: set[tuple] = set()
+    how far the device is, and the newest says it better (its corrupted-chunk count
+    is carried into the newer report when that one has none). Every other state is
+    kept (each is a step of the update, shown and counted); a state the service
+    does not take supersedes nothing. At the bench's pace a device reported 20
+    times a second while it downloaded, each report two queries."""
+    from ota.services.reports import REPORTABLE
+
+    later: dict[tuple, dict] = {}
     kept = []
     for report in reversed(reports):
         key = (report["device_pk"], report["campaign_id"])
-        if report["state"] == "downloading" and key in later:
+        newer = later.get(key)
+        if report["state"] == "downloading" and newer is not None:
+            if "corrupted" in report:
+                newer.setdefault("corrupted", report["corrupted"])
             continue
-        later.add(key)
+        if report["state"] in REPORTABLE:
+            later[key] = report
         kept.append(report)
     kept.reverse()
     return kept

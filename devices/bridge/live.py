@@ -136,6 +136,14 @@ class LiveChannel:
         if messages and self._queue is not None:
             self.loop.call_soon_threadsafe(self._send_all, messages)
 
+    def hand_over(self, messages: list[tuple[str, dict]]) -> None:
+        """send_events for other code's broadcasts (groups.broadcast_through):
+        RuntimeError when the loop does not run, so that the caller sends them
+        itself rather than lose them."""
+        if self._queue is None or not self.loop.is_running():
+            raise RuntimeError("the live channel is not running")
+        self.send_events(messages)
+
     def send_now(self, messages: list[tuple[str, dict]]) -> None:
         """Thread-safe: send each message ahead of every queued broadcast, on the
         doorbell's own loop and Redis connection (a device's answer to a command must

@@ -101,6 +101,8 @@ class Bridge(WorkerThreads, PublisherThread, ControlThread):
         )
         self.flushes = 0
         self.db_errors = 0
+        # Rooms whose last `updates` failed (logged once until one succeeds).
+        self._updates_failing: set[str] = set()
         self.write_failures = 0
         # room name -> its batch held for a retry while the database is away.
         self._retry: dict[str, object] = {}
@@ -129,7 +131,7 @@ class Bridge(WorkerThreads, PublisherThread, ControlThread):
 
         def run():
             if self.live is not None:
-                broadcast_through(self.live.send_events)
+                broadcast_through(self.live.hand_over)
             target()
 
         return threading.Thread(target=run, name=name, daemon=True)

@@ -91,7 +91,17 @@ class WorkerThreads:
 
     def _updates(self) -> None:
         for room in self.dispatcher.rooms:
-            room.updates(self.outbox)
+            try:
+                room.updates(self.outbox)
+            except Exception:  # noqa: BLE001 - the database away (OTA's lookups)
+                # The worker goes on with telemetry; the room tries again next pass.
+                self.db_errors += 1
+                if room.name not in self._updates_failing:
+                    logger.exception("room %s could not send its updates", room.name)
+                self._updates_failing.add(room.name)
+                connection.close()
+            else:
+                self._updates_failing.discard(room.name)
 
     def _drain(self) -> dict:
         self._meter()

@@ -249,3 +249,26 @@ def test_device_info_names_its_live_groups():
         **fields, pool_id=None, pool_hex=None, protocol="ps1", silence_s=60
     )
     assert lone.pool_group is None
+
+
+def test_a_room_whose_updates_fail_does_not_end_the_worker(monkeypatch, caplog):
+    """OTA's lookups in the worker thread (which campaign a device may download)
+    raised through the worker when the database was away, ending the thread that
+    handles all telemetry. Now the worker counts it, logs it once and goes on."""
+    from devices.bridge.runner import Bridge
+
+    bridge = Bridge(live=False)
+    ota = bridge.room("ota")
+
+    def away(out):
+        raise ConnectionError("the database is away")
+
+    monkeypatch.setattr(ota, "updates", away)
+    with caplog.at_level("ERROR", logger="devices.bridge.worker"):
+        bridge._updates()
+        bridge._updates()
+    assert bridge.db_errors == 2
+    assert len([r for r in caplog.records if "could not send" in r.message]) == 1
+    monkeypatch.setattr(ota, "updates", lambda out: None)
+    bridge._updates()
+    assert bridge._updates_failing == set()

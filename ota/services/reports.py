@@ -35,7 +35,7 @@ def device_update_report(
         return False
     try:
         percent = max(0, min(100, int(percent)))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # 1e400 is inf: no int
         percent = 0
     update = (
         DeviceUpdate.objects.select_related("tenant", "campaign__release", "device")

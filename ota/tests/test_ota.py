@@ -155,6 +155,19 @@ def test_a_batchs_progress_reports_are_written_once_per_device(campaign, device_
     assert len(one) == len(single)  # three reports, written as one
 
 
+def test_a_percent_that_is_no_number_is_read_as_zero(campaign, device_a):
+    """1e400 is infinity to json: int() of it raised OverflowError, which the writer
+    took for a database outage, holding every report behind it."""
+    campaign_step(campaign.pk)
+    room, out, ctx = OtaRoom(), FakeOut(), Context(counters=Counter())
+    for percent in (float("inf"), 1e400, "12"):
+        body = {"c": campaign.pk, "state": "downloading", "percent": percent}
+        room.handle(_msg(device_a, "ota/status", body), ctx)
+        room.flush(room.drain(), out)
+    u = DeviceUpdate.objects.get(device=device_a)
+    assert (u.state, u.percent) == ("downloading", 12)
+
+
 def test_coalesced_keeps_every_step_and_every_device_in_order():
     def r(pk, state, percent=0, campaign=1):
         return {
@@ -182,6 +195,12 @@ def test_coalesced_keeps_every_step_and_every_device_in_order():
         reports[7],
     ]
     assert coalesced([]) == []
+    # A state the service does not take supersedes nothing; a dropped progress
+    # report's corrupted-chunk count goes on in the newer one.
+    bogus = [r(1, "downloading", 40), r(1, "whatever")]
+    assert coalesced(bogus) == bogus
+    counted = [{**r(1, "downloading", 40), "corrupted": 2}, r(1, "downloading", 60)]
+    assert coalesced(counted) == [{**r(1, "downloading", 60), "corrupted": 2}]
     assert coalesced(reports[:1]) == reports[:1]
 
 

@@ -84,7 +84,8 @@ async def watch_announce(layer, group: str) -> None:
 
 def broadcast_through(send: Callable[[list[tuple[str, dict]]], None] | None) -> None:
     """From now on this thread's `broadcast_now` hands (group, message) to `send`
-    (None: back to a round trip of its own). A process with a channel-layer loop of
+    (None: back to a round trip of its own; a `send` that raises, one whose loop is
+    not running, gets the round trip too). A process with a channel-layer loop of
     its own installs it in the threads that call services (the bridge: OTA reports,
     command outcomes, events): `async_to_sync` there ran a new event loop, and opened
     a new Redis connection, for every message."""
@@ -97,10 +98,9 @@ def broadcast_now(group: str, message: dict[str, Any]) -> bool:
     if send is not None:
         try:
             send([(group, message)])
-        except Exception:
-            logger.warning("broadcast to %s not queued", group, exc_info=True)
-            return False
-        return True
+            return True
+        except Exception:  # noqa: BLE001 - the sink is not running: send it here
+            logger.debug("broadcast to %s not handed over", group, exc_info=True)
     layer = get_channel_layer()
     if layer is None:
         return False

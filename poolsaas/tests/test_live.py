@@ -188,8 +188,17 @@ def test_broadcast_through_hands_this_threads_messages_to_the_sink(monkeypatch):
         def broken(pairs):
             raise RuntimeError("loop closed")
 
+        class Layer:
+            sent = []
+
+            async def group_send(self, group, message):
+                self.sent.append((group, message))
+
+        # A sink that cannot take it (its loop stopped): sent here, not lost.
+        monkeypatch.setattr(groups, "get_channel_layer", Layer)
         groups.broadcast_through(broken)
-        assert groups.broadcast_now("pool.ab", {"type": "x"}) is False
+        assert groups.broadcast_now("pool.ab", {"type": "x"}) is True
+        assert Layer.sent == [("pool.ab", {"type": "x"})]
     finally:
         groups.broadcast_through(None)
     monkeypatch.setattr(groups, "get_channel_layer", lambda: None)
@@ -211,7 +220,9 @@ def test_the_bridges_threads_broadcast_through_its_live_channel():
     )
     thread.start()
     thread.join()
-    assert seen == [bridge.live.send_events]
+    assert seen == [bridge.live.hand_over]
+    with pytest.raises(RuntimeError):  # not started: the caller sends it itself
+        bridge.live.hand_over([("pool.ab", {"type": "x"})])
     quiet = Bridge(live=False)
     thread = quiet._thread(
         lambda: seen.append(getattr(groups._through, "send", None)), "t"

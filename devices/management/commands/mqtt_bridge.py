@@ -34,11 +34,15 @@ def keep_connections() -> None:
     """Each bridge thread keeps its database connection (BRIDGE_DB_CONN_MAX_AGE)
     instead of opening one per flush and per sweep (at DB_CONN_MAX_AGE=0 the
     writer connected twice a second); `close_old_connections` still drops a
-    connection that failed. PostgreSQL lists them as `poolsaas-bridge`."""
+    connection that failed, and checks a kept one before its thread uses it.
+    PostgreSQL lists them as `poolsaas-bridge`."""
     for alias in connections:
         db = connections.settings[alias]
         if db["CONN_MAX_AGE"] == 0 and "pool" not in db.get("OPTIONS", {}):
             db["CONN_MAX_AGE"] = settings.BRIDGE_DB_CONN_MAX_AGE
+            # A kept connection a database restart broke is found before it is
+            # used (one round trip per flush or sweep), not by a failed write.
+            db["CONN_HEALTH_CHECKS"] = True
         if db["ENGINE"].endswith("postgresql"):
             db.setdefault("OPTIONS", {}).setdefault(
                 "application_name", "poolsaas-bridge"
