@@ -127,6 +127,9 @@ def test_programs_editor_fits_a_phone_with_mode_names_readable(
     wednesday = page.locator('.day[data-slot="1"][data-day="2"]')
     expect(wednesday.locator(".field-error")).to_have_text("Stop time missing.")
     expect(page.locator('[name="s1_d3_start"]')).to_have_value("09:30")
+    # The answer is a new page: measured once its stylesheet applies (the text is
+    # in the DOM before; under load the columns were once measured unstyled).
+    page.wait_for_load_state("load")
     after = page.evaluate(COLUMNS_JS)
     assert [(n, round(x), round(w)) for n, x, w in after] == [
         (n, round(x), round(w)) for n, x, w in before
