@@ -58,6 +58,29 @@ def server_environment(db_url: str, redis_url: str, *, cache_prefix: str) -> dic
     return env
 
 
+def django_for_bench(database_url: str, redis_url: str, host: str, port: int) -> dict:
+    """This process on the bench's database (created when missing, migrated) with
+    Django set up; returns the environment its bridge processes get."""
+    env = dict(
+        os.environ,
+        DEBUG="true",
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        MQTT_URL=f"mqtt://{host}:{port}",
+        DJANGO_SETTINGS_MODULE="poolsaas.settings",
+        LOG_LEVEL="INFO",
+    )
+    os.environ.update(env)
+    ensure_database(database_url)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    return env
+
+
 def ensure_database(url: str) -> None:
     """Create the PostgreSQL database named in `url` when it does not exist yet."""
     import psycopg

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._common import (  # noqa: E402
     BridgeProcess,
-    ensure_database,
+    django_for_bench,
     remove_fleet,
     seed_fleet,
 )
@@ -217,23 +217,7 @@ def main() -> int:
     args = parser.parse_args()
     args.host, port = args.mqtt.split(":")
     args.port = int(port)
-    env = dict(
-        os.environ,
-        DEBUG="true",
-        DATABASE_URL=args.database_url,
-        REDIS_URL=args.redis_url,
-        MQTT_URL=f"mqtt://{args.host}:{args.port}",
-        DJANGO_SETTINGS_MODULE="poolsaas.settings",
-        LOG_LEVEL="INFO",
-    )
-    os.environ.update(env)
-    ensure_database(args.database_url)
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    env = django_for_bench(args.database_url, args.redis_url, args.host, args.port)
     runs = []
     for devices in [int(n) for n in args.devices.split(",")]:
         run = one_run(args, env, devices, args.tracemalloc)

@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._common import (  # noqa: E402
     BridgeProcess,
-    ensure_database,
+    django_for_bench,
     mqtt_connect,
     pct,
     publish_packet,
@@ -536,23 +536,7 @@ def main() -> int:
     host, port = args.mqtt.split(":")
     port = int(port)
 
-    env = dict(
-        os.environ,
-        DEBUG="true",
-        DATABASE_URL=args.database_url,
-        REDIS_URL=args.redis_url,
-        MQTT_URL=f"mqtt://{host}:{port}",
-        DJANGO_SETTINGS_MODULE="poolsaas.settings",
-        LOG_LEVEL="INFO",
-    )
-    os.environ.update(env)
-    ensure_database(args.database_url)
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    env = django_for_bench(args.database_url, args.redis_url, host, port)
     from devices.services.brokers import broker_ensure_platform
     from tenants.models import Tenant
 
