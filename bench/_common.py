@@ -58,6 +58,21 @@ def server_environment(db_url: str, redis_url: str, *, cache_prefix: str) -> dic
     return env
 
 
+def add_service_arguments(parser) -> None:
+    """--database-url, --redis-url and --mqtt (host:port) of the ingest benches."""
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/poolsaas_bench"
+        ),
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/4"),
+    )
+    parser.add_argument("--mqtt", default="127.0.0.1:1883")
+
+
 def django_for_bench(database_url: str, redis_url: str, host: str, port: int) -> dict:
     """This process on the bench's database (created when missing, migrated) with
     Django set up; returns the environment its bridge processes get."""

@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._common import (  # noqa: E402
     BridgeProcess,
+    add_service_arguments,
     django_for_bench,
     remove_fleet,
     seed_fleet,
@@ -203,17 +204,7 @@ def main() -> int:
     parser.add_argument("--trace-rss", action="store_true", help="RSS every 2 s")
     parser.add_argument("--tracemalloc", action="store_true")
     parser.add_argument("--top", type=int, default=25)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/poolsaas_bench"
-        ),
-    )
-    parser.add_argument(
-        "--redis-url",
-        default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/4"),
-    )
-    parser.add_argument("--mqtt", default="127.0.0.1:1883")
+    add_service_arguments(parser)
     args = parser.parse_args()
     args.host, port = args.mqtt.split(":")
     args.port = int(port)

@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._common import (  # noqa: E402
     BridgeProcess,
+    add_service_arguments,
     django_for_bench,
     mqtt_connect,
     pct,
@@ -492,17 +493,7 @@ def main() -> int:
     parser.add_argument(
         "--receivers", type=int, default=4, help="channel-layer receiver processes"
     )
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/poolsaas_bench"
-        ),
-    )
-    parser.add_argument(
-        "--redis-url",
-        default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/4"),
-    )
-    parser.add_argument("--mqtt", default="127.0.0.1:1883")
+    add_service_arguments(parser)
     parser.add_argument(
         "--profile",
         help="run each bridge under py-spy; its collapsed stacks go to PROFILE.<n> "
